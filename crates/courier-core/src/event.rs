@@ -1,0 +1,175 @@
+//! Call lifecycle events as the emitter posts them and as Courier stores them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::id::{EventId, TenantId};
+
+/// The six call lifecycle event types of the integration guide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "call.started")]
+    CallStarted,
+    #[serde(rename = "call.connected")]
+    CallConnected,
+    #[serde(rename = "call.completed")]
+    CallCompleted,
+    #[serde(rename = "call.failed")]
+    CallFailed,
+    #[serde(rename = "call.disconnected")]
+    CallDisconnected,
+    #[serde(rename = "call.agent.changed")]
+    CallAgentChanged,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 6] = [
+        EventType::CallStarted,
+        EventType::CallConnected,
+        EventType::CallCompleted,
+        EventType::CallFailed,
+        EventType::CallDisconnected,
+        EventType::CallAgentChanged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::CallStarted => "call.started",
+            EventType::CallConnected => "call.connected",
+            EventType::CallCompleted => "call.completed",
+            EventType::CallFailed => "call.failed",
+            EventType::CallDisconnected => "call.disconnected",
+            EventType::CallAgentChanged => "call.agent.changed",
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event type `{0}`")]
+pub struct UnknownEventType(pub String);
+
+impl FromStr for EventType {
+    type Err = UnknownEventType;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| UnknownEventType(s.to_owned()))
+    }
+}
+
+/// Why an event's `data` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataError {
+    #[error("`data` must be a JSON object")]
+    NotAnObject,
+    #[error("`data.call_id` must be a non-empty string")]
+    MissingCallId,
+    #[error("`data` is {size} bytes; the limit is {limit}")]
+    TooLarge { size: usize, limit: usize },
+}
+
+/// An event's `data`: a JSON object with a non-empty string `call_id`, at most [`EventData::MAX_BYTES`] serialised.
+/// Every other field passes through untouched.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct EventData(Map<String, Value>);
+
+impl EventData {
+    /// 256 KiB, the per-event body limit of DESIGN.md §3.7.
+    pub const MAX_BYTES: usize = 256 * 1024;
+
+    pub fn parse(value: Value) -> Result<Self, DataError> {
+        let Value::Object(map) = value else {
+            return Err(DataError::NotAnObject);
+        };
+        match map.get("call_id") {
+            Some(Value::String(id)) if !id.is_empty() => {}
+            _ => return Err(DataError::MissingCallId),
+        }
+        let data = Self(map);
+        let size = data.serialized_len();
+        if size > Self::MAX_BYTES {
+            return Err(DataError::TooLarge { size, limit: Self::MAX_BYTES });
+        }
+        Ok(data)
+    }
+
+    pub fn call_id(&self) -> &str {
+        // `parse` is the only constructor and guarantees a string `call_id`.
+        self.0.get("call_id").and_then(Value::as_str).unwrap_or_default()
+    }
+
+    pub fn as_map(&self) -> &Map<String, Value> {
+        &self.0
+    }
+
+    pub fn to_value(&self) -> Value {
+        Value::Object(self.0.clone())
+    }
+
+    fn serialized_len(&self) -> usize {
+        serde_json::to_vec(&self.0).map(|v| v.len()).unwrap_or(usize::MAX)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventData {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        EventData::parse(Value::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An accepted event, as stored and as it appears inside every envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: EventId,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// Unix seconds, as the emitter gave it or the time of ingest.
+    pub created: i64,
+    pub tenant_id: TenantId,
+    pub livemode: bool,
+    pub data: EventData,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn event_types_round_trip_their_dotted_names() {
+        for t in EventType::ALL {
+            assert_eq!(t.as_str().parse::<EventType>(), Ok(t));
+            assert_eq!(serde_json::to_value(t).expect("serialises"), json!(t.as_str()));
+        }
+        assert!("call.exploded".parse::<EventType>().is_err());
+    }
+
+    #[test]
+    fn data_needs_an_object_with_a_string_call_id() {
+        assert_eq!(EventData::parse(json!([1])), Err(DataError::NotAnObject));
+        assert_eq!(EventData::parse(json!({"user_id": "u"})), Err(DataError::MissingCallId));
+        assert_eq!(EventData::parse(json!({"call_id": 7})), Err(DataError::MissingCallId));
+        assert_eq!(EventData::parse(json!({"call_id": ""})), Err(DataError::MissingCallId));
+        let data = EventData::parse(json!({"call_id": "c-1", "extra": {"kept": true}})).expect("valid");
+        assert_eq!(data.call_id(), "c-1");
+        assert_eq!(data.as_map()["extra"], json!({"kept": true}));
+    }
+
+    #[test]
+    fn data_is_size_limited() {
+        let big = "x".repeat(EventData::MAX_BYTES);
+        match EventData::parse(json!({"call_id": "c", "blob": big})) {
+            Err(DataError::TooLarge { size, limit }) => assert!(size > limit),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Courier's pure domain model.
+//!
+//! Everything here is a value or a pure function: no IO, no async runtime, no database.
+//! The only impure thing is drawing random bytes for new ids, secrets and jitter, which cannot fail.
+//! The webhook envelope's JSON lives here because it *is* the product's wire format.
+
+pub mod envelope;
+pub mod environment;
+pub mod event;
+pub mod id;
+pub mod retry;
+pub mod scope;
+pub mod secret;
+pub mod signature;
+
+pub use envelope::{Envelope, PayloadFilter};
+pub use environment::Environment;
+pub use event::{Event, EventData, EventType};
+pub use id::{DeliveryId, EventId, IdError, TenantId, WebhookId};
+pub use retry::RetryPolicy;
+pub use scope::{Scope, Scopes};
+pub use secret::WebhookSecret;

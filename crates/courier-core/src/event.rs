@@ -64,6 +64,47 @@ impl FromStr for EventType {
     }
 }
 
+/// Which event types a webhook receives: every type (`["*"]` or omitted on the wire) or a chosen set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventSelector {
+    All,
+    Only(Vec<EventType>),
+}
+
+impl EventSelector {
+    /// Builds a selector from wire names; `*` anywhere means all. An empty list is refused: it would receive nothing.
+    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, UnknownEventType> {
+        let mut types = Vec::new();
+        for name in names {
+            if name == "*" {
+                return Ok(EventSelector::All);
+            }
+            types.push(name.parse::<EventType>()?);
+        }
+        if types.is_empty() {
+            return Err(UnknownEventType(String::new()));
+        }
+        types.sort();
+        types.dedup();
+        Ok(EventSelector::Only(types))
+    }
+
+    pub fn matches(&self, t: EventType) -> bool {
+        match self {
+            EventSelector::All => true,
+            EventSelector::Only(types) => types.contains(&t),
+        }
+    }
+
+    /// The wire form: `["*"]` or the sorted type names.
+    pub fn names(&self) -> Vec<&'static str> {
+        match self {
+            EventSelector::All => vec!["*"],
+            EventSelector::Only(types) => types.iter().map(|t| t.as_str()).collect(),
+        }
+    }
+}
+
 /// Why an event's `data` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DataError {
@@ -162,6 +203,18 @@ mod tests {
         let data = EventData::parse(json!({"call_id": "c-1", "extra": {"kept": true}})).expect("valid");
         assert_eq!(data.call_id(), "c-1");
         assert_eq!(data.as_map()["extra"], json!({"kept": true}));
+    }
+
+    #[test]
+    fn selectors_match_what_they_name() {
+        let all = EventSelector::parse(["*"]).expect("valid");
+        assert!(EventType::ALL.iter().all(|t| all.matches(*t)));
+        let some = EventSelector::parse(["call.failed", "call.completed", "call.failed"]).expect("valid");
+        assert_eq!(some.names(), vec!["call.completed", "call.failed"]);
+        assert!(some.matches(EventType::CallFailed));
+        assert!(!some.matches(EventType::CallStarted));
+        assert!(EventSelector::parse(["call.nope"]).is_err());
+        assert!(EventSelector::parse(Vec::<&str>::new()).is_err());
     }
 
     #[test]

@@ -15,8 +15,8 @@ pub mod signature;
 
 pub use envelope::{Envelope, PayloadFilter};
 pub use environment::Environment;
-pub use event::{Event, EventData, EventType};
-pub use id::{DeliveryId, EventId, IdError, TenantId, WebhookId};
+pub use event::{Event, EventData, EventSelector, EventType};
+pub use id::{ApiKeyId, DeliveryId, EventId, IdError, TenantId, WebhookId};
 pub use retry::RetryPolicy;
 pub use scope::{Scope, Scopes};
 pub use secret::WebhookSecret;

@@ -1,0 +1,339 @@
+//! Webhook endpoints and their signing secrets (encrypted at rest).
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, Utc};
+use courier_core::{EventSelector, PayloadFilter, TenantId, WebhookId, WebhookSecret};
+use sqlx::PgExecutor;
+
+use crate::{Error, MasterKey, Owner, Result};
+
+/// Why a webhook stopped receiving deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisabledReason {
+    /// A tenant or operator turned it off.
+    Manual,
+    /// The receiver answered 410 Gone.
+    Gone,
+    /// Every delivery failed for longer than the auto-disable window.
+    Failing,
+}
+
+impl DisabledReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisabledReason::Manual => "manual",
+            DisabledReason::Gone => "gone",
+            DisabledReason::Failing => "failing",
+        }
+    }
+}
+
+impl fmt::Display for DisabledReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DisabledReason {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "manual" => Ok(DisabledReason::Manual),
+            "gone" => Ok(DisabledReason::Gone),
+            "failing" => Ok(DisabledReason::Failing),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Enabled, or disabled for a reason: a disabled webhook without a reason cannot be built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookStatus {
+    Enabled,
+    Disabled(DisabledReason),
+}
+
+impl WebhookStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookStatus::Enabled => "enabled",
+            WebhookStatus::Disabled(_) => "disabled",
+        }
+    }
+
+    pub fn disabled_reason(self) -> Option<DisabledReason> {
+        match self {
+            WebhookStatus::Enabled => None,
+            WebhookStatus::Disabled(reason) => Some(reason),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhook {
+    pub id: WebhookId,
+    pub owner: Owner,
+    pub url: String,
+    pub description: Option<String>,
+    pub events: EventSelector,
+    pub payload: PayloadFilter,
+    pub max_attempts: u32,
+    pub status: WebhookStatus,
+    /// When a rotation's previous secret stops signing, while it still does.
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A webhook to create. The URL is validated by the caller (the API knows the policy).
+#[derive(Debug, Clone)]
+pub struct NewWebhook {
+    pub url: String,
+    pub description: Option<String>,
+    pub events: EventSelector,
+    pub payload: PayloadFilter,
+    pub max_attempts: u32,
+}
+
+/// A partial update: `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookPatch {
+    pub url: Option<String>,
+    /// `Some(None)` clears the description.
+    pub description: Option<Option<String>>,
+    pub events: Option<EventSelector>,
+    pub include_transcript: Option<bool>,
+    pub include_metrics: Option<bool>,
+    pub max_attempts: Option<u32>,
+    /// `Some(false)` disables with reason `manual`; `Some(true)` re-enables.
+    pub enabled: Option<bool>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: String,
+    tenant_id: uuid::Uuid,
+    environment: String,
+    url: String,
+    description: Option<String>,
+    event_types: Option<Vec<String>>,
+    include_transcript: bool,
+    include_metrics: bool,
+    max_attempts: i32,
+    status: String,
+    disabled_reason: Option<String>,
+    previous_secret_expires_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+macro_rules! columns {
+    () => {
+        "id, tenant_id, environment, url, description, event_types, include_transcript, include_metrics, max_attempts, \
+         status, disabled_reason, previous_secret_expires_at, created_at, updated_at"
+    };
+}
+
+fn event_type_names(selector: &EventSelector) -> Option<Vec<&'static str>> {
+    match selector {
+        EventSelector::All => None,
+        EventSelector::Only(_) => Some(selector.names()),
+    }
+}
+
+fn from_row(row: Row) -> Result<Webhook> {
+    let corrupt = |what: &str| Error::Corrupt(format!("webhook {}: {what}", row.id));
+    let events = match &row.event_types {
+        None => EventSelector::All,
+        Some(names) => EventSelector::parse(names.iter().map(String::as_str)).map_err(|_| corrupt("event_types"))?,
+    };
+    let status = match (row.status.as_str(), row.disabled_reason.as_deref()) {
+        ("enabled", None) => WebhookStatus::Enabled,
+        ("disabled", Some(reason)) => WebhookStatus::Disabled(reason.parse().map_err(|_| corrupt("disabled_reason"))?),
+        _ => return Err(corrupt("status")),
+    };
+    Ok(Webhook {
+        id: WebhookId::parse(&row.id).map_err(|_| corrupt("id"))?,
+        owner: Owner {
+            tenant: TenantId::from_uuid(row.tenant_id),
+            environment: row.environment.parse().map_err(|_| corrupt("environment"))?,
+        },
+        url: row.url,
+        description: row.description,
+        events,
+        payload: PayloadFilter { include_transcript: row.include_transcript, include_metrics: row.include_metrics },
+        max_attempts: u32::try_from(row.max_attempts).map_err(|_| corrupt("max_attempts"))?,
+        status,
+        previous_secret_expires_at: row.previous_secret_expires_at,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+/// Creates a webhook with a fresh secret; the secret is returned once and stored only encrypted.
+pub async fn create(
+    db: impl PgExecutor<'_>,
+    key: &MasterKey,
+    owner: Owner,
+    new: NewWebhook,
+) -> Result<(Webhook, WebhookSecret)> {
+    let id = WebhookId::generate();
+    let secret = WebhookSecret::generate();
+    let row: Row = sqlx::query_as(concat!(
+        "INSERT INTO webhooks (id, tenant_id, environment, url, description, event_types, include_transcript, \
+         include_metrics, max_attempts, secret_ciphertext) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ",
+        columns!()
+    ))
+    .bind(id.as_str())
+    .bind(owner.tenant.as_uuid())
+    .bind(owner.environment.as_str())
+    .bind(&new.url)
+    .bind(&new.description)
+    .bind(event_type_names(&new.events))
+    .bind(new.payload.include_transcript)
+    .bind(new.payload.include_metrics)
+    .bind(new.max_attempts as i32)
+    .bind(key.encrypt(id.as_str().as_bytes(), secret.expose().as_bytes()))
+    .fetch_one(db)
+    .await?;
+    Ok((from_row(row)?, secret))
+}
+
+pub async fn get(db: impl PgExecutor<'_>, owner: Owner, id: &WebhookId) -> Result<Option<Webhook>> {
+    let row: Option<Row> = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM webhooks WHERE tenant_id = $1 AND environment = $2 AND id = $3 AND deleted_at IS NULL"
+    ))
+    .bind(owner.tenant.as_uuid())
+    .bind(owner.environment.as_str())
+    .bind(id.as_str())
+    .fetch_optional(db)
+    .await?;
+    row.map(from_row).transpose()
+}
+
+/// Newest first; `before` is the last id of the previous page.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    owner: Owner,
+    before: Option<&WebhookId>,
+    limit: u32,
+) -> Result<Vec<Webhook>> {
+    let rows: Vec<Row> = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM webhooks WHERE tenant_id = $1 AND environment = $2 AND deleted_at IS NULL \
+         AND ($3::text IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+    ))
+    .bind(owner.tenant.as_uuid())
+    .bind(owner.environment.as_str())
+    .bind(before.map(WebhookId::as_str))
+    .bind(i64::from(limit))
+    .fetch_all(db)
+    .await?;
+    rows.into_iter().map(from_row).collect()
+}
+
+pub async fn update(
+    db: impl PgExecutor<'_>,
+    owner: Owner,
+    id: &WebhookId,
+    patch: WebhookPatch,
+) -> Result<Option<Webhook>> {
+    let row: Option<Row> = sqlx::query_as(concat!(
+        "UPDATE webhooks SET
+            url = COALESCE($4, url),
+            description = CASE WHEN $5 THEN $6 ELSE description END,
+            event_types = CASE WHEN $7 THEN $8 ELSE event_types END,
+            include_transcript = COALESCE($9, include_transcript),
+            include_metrics = COALESCE($10, include_metrics),
+            max_attempts = COALESCE($11, max_attempts),
+            status = CASE WHEN $12::boolean IS NULL THEN status WHEN $12 THEN 'enabled' ELSE 'disabled' END,
+            disabled_reason = CASE WHEN $12::boolean IS NULL THEN disabled_reason WHEN $12 THEN NULL
+                                   ELSE COALESCE(disabled_reason, 'manual') END,
+            updated_at = now()
+         WHERE tenant_id = $1 AND environment = $2 AND id = $3 AND deleted_at IS NULL RETURNING ",
+        columns!()
+    ))
+    .bind(owner.tenant.as_uuid())
+    .bind(owner.environment.as_str())
+    .bind(id.as_str())
+    .bind(patch.url)
+    .bind(patch.description.is_some())
+    .bind(patch.description.flatten())
+    .bind(patch.events.is_some())
+    .bind(patch.events.as_ref().and_then(event_type_names))
+    .bind(patch.include_transcript)
+    .bind(patch.include_metrics)
+    .bind(patch.max_attempts.map(|n| n as i32))
+    .bind(patch.enabled)
+    .fetch_optional(db)
+    .await?;
+    row.map(from_row).transpose()
+}
+
+/// Soft-deletes a webhook (its delivery log stays readable); true when it existed.
+pub async fn delete(db: impl PgExecutor<'_>, owner: Owner, id: &WebhookId) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE webhooks SET deleted_at = now(), updated_at = now()
+         WHERE tenant_id = $1 AND environment = $2 AND id = $3 AND deleted_at IS NULL",
+    )
+    .bind(owner.tenant.as_uuid())
+    .bind(owner.environment.as_str())
+    .bind(id.as_str())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Replaces the secret; the old one keeps signing beside the new one for `grace`. Returns the new secret once.
+pub async fn rotate_secret(
+    db: impl PgExecutor<'_>,
+    key: &MasterKey,
+    owner: Owner,
+    id: &WebhookId,
+    grace: Duration,
+) -> Result<Option<(Webhook, WebhookSecret)>> {
+    let secret = WebhookSecret::generate();
+    let row: Option<Row> = sqlx::query_as(concat!(
+        "UPDATE webhooks SET previous_secret_ciphertext = secret_ciphertext,
+            previous_secret_expires_at = now() + $5, secret_ciphertext = $4, updated_at = now()
+         WHERE tenant_id = $1 AND environment = $2 AND id = $3 AND deleted_at IS NULL RETURNING ",
+        columns!()
+    ))
+    .bind(owner.tenant.as_uuid())
+    .bind(owner.environment.as_str())
+    .bind(id.as_str())
+    .bind(key.encrypt(id.as_str().as_bytes(), secret.expose().as_bytes()))
+    .bind(grace)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(from_row).transpose()?.map(|webhook| (webhook, secret)))
+}
+
+/// The secrets that sign a request now: the previous one while its grace lasts, then the current one.
+/// The newest comes last because the integration guide's verifier reads only the last `v1`.
+pub fn signing_secrets(
+    key: &MasterKey,
+    id: &WebhookId,
+    current: &[u8],
+    previous: Option<(&[u8], DateTime<Utc>)>,
+    now: DateTime<Utc>,
+) -> Result<Vec<WebhookSecret>> {
+    let open = |sealed: &[u8]| -> Result<WebhookSecret> {
+        let text = key.decrypt(id.as_str().as_bytes(), sealed)?;
+        let text = String::from_utf8(text).map_err(|_| Error::Decrypt)?;
+        WebhookSecret::parse(&text).map_err(|_| Error::Decrypt)
+    };
+    let mut secrets = Vec::with_capacity(2);
+    if let Some((sealed, expires_at)) = previous
+        && expires_at > now
+    {
+        secrets.push(open(sealed)?);
+    }
+    secrets.push(open(current)?);
+    Ok(secrets)
+}

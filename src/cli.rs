@@ -1,0 +1,98 @@
+//! The command line: `courier <command>`. Every command reads the same configuration as the server.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "courier", version, about = "Durable outbound webhook delivery engine", propagate_version = true)]
+pub struct Cli {
+    /// A TOML file of settings (see config/courier.toml); the environment overrides it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply database migrations (idempotent).
+    Migrate,
+    /// Development mode: start the embedded PostgreSQL under .courier/, migrate, create a development tenant and
+    /// key once, and print them with a ready curl.
+    Dev,
+    /// Manage the embedded development PostgreSQL cluster.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Create and list tenants.
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Start the cluster (creating it on first use) and print its DATABASE_URL.
+    Start,
+    /// Stop the cluster.
+    Stop,
+    /// Print the cluster's DATABASE_URL without starting it.
+    Url,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Create a tenant.
+    #[command(after_help = "Example:\n  courier tenants create --name \"Acme Voice\" --json")]
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tenants.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EnvArg {
+    Live,
+    Test,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key; it is printed once and cannot be shown again.
+    #[command(
+        after_help = "Example:\n  courier keys create --tenant 0193… --env test --scopes events:write,webhooks:read --json"
+    )]
+    Create(KeyCreate),
+    /// List a tenant's keys (prefixes only).
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by its id (`key_…`).
+    Revoke { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct KeyCreate {
+    #[arg(long)]
+    pub tenant: String,
+    #[arg(long, value_enum)]
+    pub env: EnvArg,
+    /// Comma-separated: webhooks:read, webhooks:write, deliveries:read, deliveries:replay, events:write.
+    #[arg(long)]
+    pub scopes: String,
+    #[arg(long)]
+    pub json: bool,
+}

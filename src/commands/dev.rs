@@ -1,0 +1,65 @@
+//! `courier dev`: the embedded default for development.
+
+use std::path::Path;
+
+use anyhow::Context;
+use courier_core::{Environment, Scope, Scopes, TenantId};
+use courier_store::{MasterKey, api_keys, tenants};
+use serde::{Deserialize, Serialize};
+
+use crate::embedded_db::EmbeddedDb;
+use crate::settings::Settings;
+
+/// Where the development mode keeps its cluster, master key and development key (gitignored).
+pub const DEV_HOME: &str = ".courier";
+
+/// What the first `courier dev` created, so later runs reuse it.
+#[derive(Debug, Serialize, Deserialize)]
+struct DevIdentity {
+    tenant_id: TenantId,
+    api_key: String,
+}
+
+fn master_key(home: &Path) -> anyhow::Result<String> {
+    let path = home.join("secret_key");
+    if let Ok(key) = std::fs::read_to_string(&path) {
+        return Ok(key.trim().to_owned());
+    }
+    let key = MasterKey::generate_base64();
+    std::fs::write(&path, &key)?;
+    Ok(key)
+}
+
+pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
+    let home = Path::new(DEV_HOME);
+    if settings.database.url.is_none() {
+        let db = EmbeddedDb::locate(home)?;
+        settings.database.url = Some(db.start().await?);
+    }
+    if settings.api.secret_key.is_none() {
+        settings.api.secret_key = Some(master_key(home)?);
+    }
+    let pool = super::connect(&settings).await?;
+    courier_store::MIGRATOR.run(&pool).await.context("migration failed")?;
+
+    let identity_path = home.join("dev.json");
+    let identity: DevIdentity = match std::fs::read(&identity_path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+        Some(identity) => identity,
+        None => {
+            let tenant = tenants::create(&pool, "Development").await?;
+            let created = api_keys::create(&pool, tenant.id, Environment::Test, &Scopes::new(Scope::ALL)).await?;
+            let identity = DevIdentity { tenant_id: tenant.id, api_key: created.plaintext };
+            std::fs::write(&identity_path, serde_json::to_vec_pretty(&identity)?)?;
+            identity
+        }
+    };
+    let listen = settings.api.listen;
+    println!("Courier development mode");
+    println!("  database:  {}", settings.database.url.as_deref().unwrap_or_default());
+    println!("  tenant:    {}", identity.tenant_id);
+    println!("  API key:   {}", identity.api_key);
+    println!();
+    println!("Try:");
+    println!("  curl -s http://{listen}/api/v1/webhooks -H 'Authorization: Bearer {}'", identity.api_key);
+    Ok(())
+}

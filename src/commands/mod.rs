@@ -1,0 +1,51 @@
+//! What each CLI command does.
+
+mod admin;
+mod dev;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::cli::{Cli, Command, DbCommand};
+use crate::embedded_db::EmbeddedDb;
+use crate::settings::Settings;
+use crate::telemetry;
+
+pub use dev::DEV_HOME;
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    telemetry::init(settings.log.format);
+    match cli.command {
+        Command::Migrate => {
+            let pool = connect(&settings).await?;
+            courier_store::MIGRATOR.run(&pool).await.context("migration failed")?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Dev => dev::run(settings).await,
+        Command::Db(cmd) => {
+            let db = EmbeddedDb::locate(std::path::Path::new(DEV_HOME))?;
+            match cmd {
+                DbCommand::Start => println!("{}", db.start().await?),
+                DbCommand::Stop => db.stop()?,
+                DbCommand::Url => println!("{}", db.url()?),
+            }
+            Ok(())
+        }
+        Command::Tenants(cmd) => admin::tenants(&connect(&settings).await?, cmd).await,
+        Command::Keys(cmd) => admin::keys(&connect(&settings).await?, cmd).await,
+    }
+}
+
+/// A pool on `DATABASE_URL`, which every command but `dev` and `db` requires.
+pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
+    let url = settings.database.url.as_deref().context("DATABASE_URL is not set (or run `courier dev`)")?;
+    PgPoolOptions::new()
+        .max_connections(settings.database.max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect(url)
+        .await
+        .context("cannot connect to DATABASE_URL")
+}

@@ -1,0 +1,8 @@
+//! The `courier` binary's library: configuration, telemetry, the embedded development database, the CLI.
+//! Integration tests in `tests/` and benchmarks in `benches/` use it to start Courier in-process.
+
+pub mod cli;
+pub mod commands;
+pub mod embedded_db;
+pub mod settings;
+pub mod telemetry;

@@ -1,0 +1,343 @@
+//! One typed configuration, layered: defaults < TOML file (`--config`) < environment.
+//!
+//! Every setting has one name. In the environment it is `COURIER_<NAME>` (and `DATABASE_URL`);
+//! in the TOML file it is `<name>` in lower case, e.g. `retry_initial = "30s"`.
+//! Values are parsed and validated here, once, with an error that names the variable.
+//! `config/courier.toml` lists every setting with its default and doubles as documentation.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use courier_core::RetryPolicy;
+use ipnet::IpNet;
+
+/// Everything Courier can be told.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub api: ApiSettings,
+    pub delivery: DeliverySettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `DATABASE_URL`. When absent, `courier dev` starts the embedded cluster; other commands refuse to start.
+    pub url: Option<String>,
+    /// `COURIER_DATABASE_MAX_CONNECTIONS`: the pool size of one process.
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// `COURIER_LISTEN`: where the HTTP API listens.
+    pub listen: SocketAddr,
+    /// `COURIER_SECRET_KEY`: base64 of the 32-byte master key that encrypts webhook secrets.
+    /// Required outside the development mode, which generates and keeps its own.
+    pub secret_key: Option<String>,
+    /// `COURIER_ALLOW_HTTP`: let live-mode webhooks use plain `http`.
+    pub allow_http: bool,
+    /// `COURIER_ROTATION_GRACE`: how long a rotated-out secret keeps signing.
+    pub rotation_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// `COURIER_ALLOWED_TARGETS`: comma-separated CIDRs exempt from the SSRF guard.
+    pub allowed_targets: Vec<IpNet>,
+    /// `COURIER_RETRY_INITIAL`, `COURIER_RETRY_MULTIPLIER`, `COURIER_RETRY_CAP`, `COURIER_RETRY_JITTER`.
+    pub retry: RetryPolicy,
+    /// `COURIER_MAX_ATTEMPTS`: the default attempt budget of a new webhook (1–25).
+    pub max_attempts: u32,
+    /// `COURIER_DELIVERY_TIMEOUT`: the whole request to a receiver.
+    pub timeout: Duration,
+    /// `COURIER_CONNECT_TIMEOUT`: the TCP and TLS handshake.
+    pub connect_timeout: Duration,
+    /// `COURIER_WORKER_CONCURRENCY`: deliveries in flight per process.
+    pub concurrency: usize,
+    /// `COURIER_WEBHOOK_CONCURRENCY`: deliveries in flight per webhook per process.
+    pub per_webhook_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// `COURIER_LOG_FORMAT`: `pretty` (default) or `json`.
+    pub format: LogFormat,
+}
+
+/// The raw layered values, by setting name.
+struct Layers(BTreeMap<&'static str, (String, &'static str)>);
+
+/// Every setting: its name and default. The environment variable is `COURIER_` + upper case, except `database_url`.
+const SETTINGS: &[(&str, Option<&str>)] = &[
+    ("database_url", None),
+    ("database_max_connections", Some("20")),
+    ("listen", Some("127.0.0.1:8080")),
+    ("secret_key", None),
+    ("allow_http", Some("false")),
+    ("rotation_grace", Some("24h")),
+    ("allowed_targets", Some("")),
+    ("retry_initial", Some("30s")),
+    ("retry_multiplier", Some("4")),
+    ("retry_cap", Some("24h")),
+    ("retry_jitter", Some("0.2")),
+    ("max_attempts", Some("5")),
+    ("delivery_timeout", Some("15s")),
+    ("connect_timeout", Some("5s")),
+    ("worker_concurrency", Some("64")),
+    ("webhook_concurrency", Some("16")),
+    ("log_format", Some("pretty")),
+];
+
+fn env_name(name: &str) -> String {
+    if name == "database_url" { "DATABASE_URL".to_owned() } else { format!("COURIER_{}", name.to_uppercase()) }
+}
+
+impl Layers {
+    fn get(&self, name: &str) -> Option<&(String, &'static str)> {
+        self.0.get(name)
+    }
+
+    fn parse<T>(&self, name: &str, parse: impl FnOnce(&str) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let (value, source) = self.get(name).with_context(|| format!("{} is required", env_name(name)))?;
+        parse(value).with_context(|| format!("invalid {} (from {source}): `{value}`", env_name(name)))
+    }
+}
+
+fn duration(s: &str) -> anyhow::Result<Duration> {
+    Ok(humantime::parse_duration(s.trim())?)
+}
+
+fn boolean(s: &str) -> anyhow::Result<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => bail!("expected true or false"),
+    }
+}
+
+fn positive<T: std::str::FromStr + PartialOrd + Default>(s: &str) -> anyhow::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let v: T = s.trim().parse()?;
+    if v <= T::default() {
+        bail!("must be greater than zero");
+    }
+    Ok(v)
+}
+
+impl Settings {
+    /// Loads the layers: defaults, then the optional TOML file, then the process environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        Self::from_sources(file, |name| std::env::var(name).ok())
+    }
+
+    /// Like [`Settings::load`] with an explicit environment, so tests need not touch the process's.
+    pub fn from_sources(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let mut layers = Layers(BTreeMap::new());
+        for (name, default) in SETTINGS {
+            if let Some(default) = default {
+                layers.0.insert(name, ((*default).to_owned(), "default"));
+            }
+        }
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let table: toml::Table = text.parse().with_context(|| format!("{} is not valid TOML", path.display()))?;
+            for (key, value) in table {
+                let Some((name, _)) = SETTINGS.iter().find(|(n, _)| *n == key) else {
+                    bail!("{}: unknown setting `{key}`", path.display());
+                };
+                let text = match value {
+                    toml::Value::String(s) => s,
+                    toml::Value::Array(items) => items
+                        .iter()
+                        .map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    other => other.to_string(),
+                };
+                layers.0.insert(name, (text, "config file"));
+            }
+        }
+        for (name, _) in SETTINGS {
+            if let Some(value) = env(&env_name(name)) {
+                layers.0.insert(name, (value, "environment"));
+            }
+        }
+        Self::from_layers(&layers)
+    }
+
+    fn from_layers(l: &Layers) -> anyhow::Result<Self> {
+        let retry = RetryPolicy {
+            initial: l.parse("retry_initial", duration)?,
+            multiplier: l.parse("retry_multiplier", |s| {
+                let m: f64 = s.trim().parse()?;
+                if !(1.0..=100.0).contains(&m) {
+                    bail!("must be between 1 and 100");
+                }
+                Ok(m)
+            })?,
+            cap: l.parse("retry_cap", duration)?,
+            jitter: l.parse("retry_jitter", |s| {
+                let j: f64 = s.trim().parse()?;
+                if !(0.0..1.0).contains(&j) {
+                    bail!("must be at least 0 and below 1");
+                }
+                Ok(j)
+            })?,
+        };
+        let timeout = l.parse("delivery_timeout", duration)?;
+        if timeout.is_zero() {
+            bail!("invalid COURIER_DELIVERY_TIMEOUT: must be greater than zero");
+        }
+        let settings = Settings {
+            database: DatabaseSettings {
+                url: l.get("database_url").map(|(v, _)| v.clone()).filter(|v| !v.is_empty()),
+                max_connections: l.parse("database_max_connections", positive)?,
+            },
+            api: ApiSettings {
+                listen: l.parse("listen", |s| Ok(s.trim().parse()?))?,
+                secret_key: l.get("secret_key").map(|(v, _)| v.clone()).filter(|v| !v.is_empty()),
+                allow_http: l.parse("allow_http", boolean)?,
+                rotation_grace: l.parse("rotation_grace", duration)?,
+            },
+            delivery: DeliverySettings {
+                allowed_targets: l.parse("allowed_targets", |s| {
+                    s.split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(|p| p.parse::<IpNet>().with_context(|| format!("`{p}` is not a CIDR")))
+                        .collect()
+                })?,
+                retry,
+                max_attempts: l.parse("max_attempts", |s| {
+                    let n: u32 = s.trim().parse()?;
+                    if !(1..=25).contains(&n) {
+                        bail!("must be between 1 and 25");
+                    }
+                    Ok(n)
+                })?,
+                timeout,
+                connect_timeout: l.parse("connect_timeout", duration)?,
+                concurrency: l.parse("worker_concurrency", positive)?,
+                per_webhook_concurrency: l.parse("webhook_concurrency", positive)?,
+            },
+            log: LogSettings {
+                format: l.parse("log_format", |s| match s.trim() {
+                    "pretty" => Ok(LogFormat::Pretty),
+                    "json" => Ok(LogFormat::Json),
+                    _ => bail!("expected `pretty` or `json`"),
+                })?,
+            },
+        };
+        if let Some(key) = &settings.api.secret_key {
+            courier_store::MasterKey::from_base64(key).context("invalid COURIER_SECRET_KEY")?;
+        }
+        Ok(settings)
+    }
+
+    /// The master key, which every command that touches webhook secrets needs.
+    pub fn master_key(&self) -> anyhow::Result<courier_store::MasterKey> {
+        let text = self.api.secret_key.as_deref().context("COURIER_SECRET_KEY is required (base64 of 32 bytes)")?;
+        Ok(courier_store::MasterKey::from_base64(text)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn with_env(pairs: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Settings::from_sources(None, |name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_design() {
+        let s = with_env(&[]).expect("defaults are valid");
+        assert_eq!(s.api.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.delivery.retry, RetryPolicy::default());
+        assert_eq!(s.delivery.timeout, Duration::from_secs(15));
+        assert_eq!(s.delivery.connect_timeout, Duration::from_secs(5));
+        assert_eq!(s.delivery.max_attempts, 5);
+        assert!(s.database.url.is_none());
+        assert!(!s.api.allow_http);
+    }
+
+    #[test]
+    fn environment_overrides_and_durations_parse() {
+        let s = with_env(&[
+            ("COURIER_RETRY_INITIAL", "50ms"),
+            ("COURIER_DELIVERY_TIMEOUT", "2s"),
+            ("COURIER_ALLOWED_TARGETS", "127.0.0.0/8, ::1/128"),
+            ("COURIER_ALLOW_HTTP", "true"),
+            ("DATABASE_URL", "postgres://x@127.0.0.1/db"),
+        ])
+        .expect("valid");
+        assert_eq!(s.delivery.retry.initial, Duration::from_millis(50));
+        assert_eq!(s.delivery.timeout, Duration::from_secs(2));
+        assert_eq!(s.delivery.allowed_targets.len(), 2);
+        assert!(s.api.allow_http);
+        assert_eq!(s.database.url.as_deref(), Some("postgres://x@127.0.0.1/db"));
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        for (var, value) in [
+            ("COURIER_RETRY_INITIAL", "soon"),
+            ("COURIER_LISTEN", "nowhere"),
+            ("COURIER_ALLOWED_TARGETS", "10.0.0.0/33"),
+            ("COURIER_MAX_ATTEMPTS", "26"),
+            ("COURIER_SECRET_KEY", "dG9vIHNob3J0"),
+            ("COURIER_DELIVERY_TIMEOUT", "0s"),
+            ("COURIER_LOG_FORMAT", "xml"),
+        ] {
+            let err = with_env(&[(var, value)]).expect_err(var);
+            assert!(format!("{err:#}").contains(var), "{var}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn file_sits_between_defaults_and_environment() {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(file, "retry_initial = \"2s\"\nmax_attempts = 7\nallowed_targets = [\"10.0.0.0/8\"]")
+            .expect("written");
+        let s = Settings::from_sources(Some(file.path()), |_| None).expect("valid");
+        assert_eq!(s.delivery.retry.initial, Duration::from_secs(2));
+        assert_eq!(s.delivery.max_attempts, 7);
+        assert_eq!(s.delivery.allowed_targets.len(), 1);
+        let s = Settings::from_sources(Some(file.path()), |n| (n == "COURIER_MAX_ATTEMPTS").then(|| "3".to_owned()))
+            .expect("valid");
+        assert_eq!(s.delivery.max_attempts, 3);
+
+        let mut bad = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(bad, "retry_intial = \"2s\"").expect("written");
+        let err = Settings::from_sources(Some(bad.path()), |_| None).expect_err("typo refused");
+        assert!(err.to_string().contains("retry_intial"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod defaults_file {
+    use super::*;
+
+    #[test]
+    fn the_documented_defaults_file_is_valid_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/courier.toml");
+        let from_file = Settings::from_sources(Some(&path), |_| None).expect("config/courier.toml is valid");
+        let defaults = Settings::from_sources(None, |_| None).expect("defaults are valid");
+        assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+    }
+}

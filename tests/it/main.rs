@@ -1,0 +1,4 @@
+//! All of the `courier` package's integration tests, in one binary so they link once.
+
+mod cli;
+mod support;

@@ -22,6 +22,8 @@ pub enum Command {
     /// Development mode: start the embedded PostgreSQL under .courier/, migrate, create a development tenant and
     /// key once, and print them with a ready curl.
     Dev,
+    /// Run the delivery worker alone; run more of them on the same database to scale out.
+    Worker,
     /// Manage the embedded development PostgreSQL cluster.
     #[command(subcommand)]
     Db(DbCommand),

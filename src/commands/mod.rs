@@ -2,6 +2,7 @@
 
 mod admin;
 mod dev;
+pub mod worker;
 
 use anyhow::Context;
 use sqlx::PgPool;
@@ -25,6 +26,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dev => dev::run(settings).await,
+        Command::Worker => worker::run(settings).await,
         Command::Db(cmd) => {
             let db = EmbeddedDb::locate(std::path::Path::new(DEV_HOME))?;
             match cmd {

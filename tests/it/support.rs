@@ -34,3 +34,22 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Runs the integration guide's own `verify_signature` (tests/fixtures) on a request.
+pub fn guide_accepts(secret: &str, header: &str, body: &[u8]) -> bool {
+    use std::io::Write;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/guide_verify_signature.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(secret)
+        .arg(header)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child.stdin.take().expect("stdin").write_all(body).expect("body written");
+    match child.wait().expect("python3 exits").code() {
+        Some(0) => true,
+        Some(1) => false,
+        other => panic!("verifier crashed: {other:?}"),
+    }
+}

@@ -1,0 +1,156 @@
+//! Claiming due deliveries: one short transaction, `FOR UPDATE SKIP LOCKED`, a lease, and everything the worker
+//! needs in the same round trip.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use courier_core::{DeliveryId, Event, EventData, EventId, PayloadFilter, TenantId, WebhookId, WebhookSecret};
+use courier_store::MasterKey;
+use sqlx::PgPool;
+
+use crate::{Error, Result};
+
+/// The webhook as a claimed delivery sees it.
+#[derive(Debug, Clone)]
+pub struct ClaimedWebhook {
+    pub id: WebhookId,
+    pub url: String,
+    pub payload: PayloadFilter,
+    /// False when the webhook was disabled or deleted after this delivery was queued: cancel, do not send.
+    pub active: bool,
+    secret_ciphertext: Vec<u8>,
+    previous_secret: Option<(Vec<u8>, DateTime<Utc>)>,
+}
+
+impl ClaimedWebhook {
+    /// The secrets to sign with now, oldest first (see `courier_store::webhooks::signing_secrets`).
+    pub fn secrets(&self, key: &MasterKey, now: DateTime<Utc>) -> Result<Vec<WebhookSecret>> {
+        let previous = self.previous_secret.as_ref().map(|(sealed, until)| (sealed.as_slice(), *until));
+        Ok(courier_store::webhooks::signing_secrets(key, &self.id, &self.secret_ciphertext, previous, now)?)
+    }
+}
+
+/// A delivery this worker holds the lease of.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: DeliveryId,
+    /// This attempt's number, 1-based; also the fencing token when the result is recorded.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub event: Event,
+    pub webhook: ClaimedWebhook,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: String,
+    attempt_count: i32,
+    max_attempts: i32,
+    tenant_id: uuid::Uuid,
+    environment: String,
+    event_id: String,
+    event_type: String,
+    created: i64,
+    data: serde_json::Value,
+    webhook_id: String,
+    url: String,
+    include_transcript: bool,
+    include_metrics: bool,
+    active: bool,
+    secret_ciphertext: Vec<u8>,
+    previous_secret_ciphertext: Option<Vec<u8>>,
+    previous_secret_expires_at: Option<DateTime<Utc>>,
+}
+
+fn from_row(row: Row) -> Result<ClaimedDelivery> {
+    let corrupt = |what: &str| Error::Corrupt(format!("delivery {}: {what}", row.id));
+    Ok(ClaimedDelivery {
+        id: DeliveryId::parse(&row.id).map_err(|_| corrupt("id"))?,
+        attempt: u32::try_from(row.attempt_count).map_err(|_| corrupt("attempt_count"))?,
+        max_attempts: u32::try_from(row.max_attempts).map_err(|_| corrupt("max_attempts"))?,
+        event: Event {
+            id: EventId::parse(&row.event_id).map_err(|_| corrupt("event id"))?,
+            event_type: row.event_type.parse().map_err(|_| corrupt("event type"))?,
+            created: row.created,
+            tenant_id: TenantId::from_uuid(row.tenant_id),
+            livemode: row.environment == "live",
+            data: EventData::parse(row.data).map_err(|_| corrupt("event data"))?,
+        },
+        webhook: ClaimedWebhook {
+            id: WebhookId::parse(&row.webhook_id).map_err(|_| corrupt("webhook id"))?,
+            url: row.url,
+            payload: PayloadFilter { include_transcript: row.include_transcript, include_metrics: row.include_metrics },
+            active: row.active,
+            secret_ciphertext: row.secret_ciphertext,
+            previous_secret: row.previous_secret_ciphertext.zip(row.previous_secret_expires_at),
+        },
+    })
+}
+
+/// Claims up to `limit` due deliveries (pending and due, or leased and expired), skipping rows other workers hold
+/// and webhooks in `skip` (this process's saturated endpoints). Each claimed row's attempt count goes up by one and
+/// its lease runs for `lease`.
+pub async fn claim(pool: &PgPool, limit: u32, lease: Duration, skip: &[WebhookId]) -> Result<Vec<ClaimedDelivery>> {
+    let skip: Vec<&str> = skip.iter().map(WebhookId::as_str).collect();
+    let rows: Vec<Row> = sqlx::query_as(
+        "WITH due AS (
+            SELECT id FROM deliveries
+            -- A lease that ran out after the last allowed attempt leaves nothing to claim: see fail_exhausted_leases.
+            WHERE due_at <= now() AND attempt_count < max_attempts AND webhook_id <> ALL ($3)
+            ORDER BY due_at
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED
+         )
+         UPDATE deliveries d
+            SET status = 'delivering', attempt_count = d.attempt_count + 1, next_attempt_at = NULL,
+                lease_expires_at = now() + $2, updated_at = now()
+           FROM due, events e, webhooks w
+          WHERE d.id = due.id AND e.tenant_id = d.tenant_id AND e.id = d.event_id AND w.id = d.webhook_id
+         RETURNING d.id, d.attempt_count, d.max_attempts, d.tenant_id, d.environment, d.event_id, d.event_type,
+                   e.created, e.data, w.id AS webhook_id, w.url, w.include_transcript, w.include_metrics,
+                   (w.status = 'enabled' AND w.deleted_at IS NULL) AS active, w.secret_ciphertext,
+                   w.previous_secret_ciphertext, w.previous_secret_expires_at",
+    )
+    .bind(i64::from(limit))
+    .bind(lease)
+    .bind(&skip)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(from_row).collect()
+}
+
+/// Fails deliveries whose lease ran out after their last allowed attempt: the worker that held them died after
+/// sending, so the attempt budget is spent. Returns how many.
+pub async fn fail_exhausted_leases(pool: &PgPool) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE deliveries SET status = 'failed', lease_expires_at = NULL, updated_at = now(),
+                last_error = COALESCE(last_error, 'lease_expired')
+         WHERE due_at <= now() AND status = 'delivering' AND attempt_count >= max_attempts",
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Gives claimed deliveries back unattempted (shutdown, or a saturated webhook): pending again after `after`,
+/// with the attempt this claim counted taken back.
+pub async fn release(pool: &PgPool, claimed: &[(DeliveryId, u32)], after: Duration) -> Result<u64> {
+    if claimed.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<&str> = claimed.iter().map(|(id, _)| id.as_str()).collect();
+    let attempts: Vec<i32> = claimed.iter().map(|(_, a)| *a as i32).collect();
+    let done = sqlx::query(
+        "UPDATE deliveries d
+            SET status = 'pending', attempt_count = d.attempt_count - 1, lease_expires_at = NULL,
+                next_attempt_at = now() + $3, updated_at = now()
+           FROM unnest($1::text[], $2::int[]) AS c(id, attempt)
+          WHERE d.id = c.id AND d.status = 'delivering' AND d.attempt_count = c.attempt",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(after)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -1,0 +1,63 @@
+//! Fan-out: one pending delivery per enabled webhook whose filter matches, inside the caller's transaction.
+
+use courier_core::{EventId, EventType};
+use courier_store::Owner;
+use sqlx::PgConnection;
+
+use crate::Result;
+use crate::wake::CHANNEL;
+
+/// What fan-out needs to know of one event.
+#[derive(Debug, Clone, Copy)]
+pub struct FanoutEvent<'a> {
+    pub id: &'a EventId,
+    pub event_type: EventType,
+    pub call_id: &'a str,
+}
+
+/// Enqueues one event's deliveries; returns how many. Runs in the caller's transaction so that an event is never
+/// stored without its deliveries, nor the other way round.
+pub async fn enqueue_fanout(conn: &mut PgConnection, owner: Owner, event: FanoutEvent<'_>) -> Result<u64> {
+    Ok(enqueue_fanout_many(conn, owner, &[event]).await?.first().copied().unwrap_or(0))
+}
+
+/// Enqueues many events' deliveries in one statement; returns the count per event, in order.
+pub async fn enqueue_fanout_many(
+    conn: &mut PgConnection,
+    owner: Owner,
+    events: &[FanoutEvent<'_>],
+) -> Result<Vec<u64>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let calls: Vec<&str> = events.iter().map(|e| e.call_id).collect();
+    let counts: Vec<(String, i64)> = sqlx::query_as(
+        "WITH e AS (SELECT * FROM unnest($3::text[], $4::text[], $5::text[]) AS e(id, event_type, call_id)),
+         inserted AS (
+            INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status, max_attempts,
+                                    next_attempt_at)
+            SELECT courier_id('dlv_'), w.tenant_id, w.environment, e.id, w.id, e.event_type, e.call_id, 'pending', w.max_attempts, now()
+            FROM e JOIN webhooks w
+              ON w.tenant_id = $1 AND w.environment = $2 AND w.status = 'enabled' AND w.deleted_at IS NULL
+             AND (w.event_types IS NULL OR e.event_type = ANY (w.event_types))
+            ORDER BY e.id, w.id
+            RETURNING event_id
+         ),
+         woken AS (SELECT pg_notify($6, '') WHERE EXISTS (SELECT 1 FROM inserted))
+         SELECT event_id, count(*) FROM inserted LEFT JOIN woken ON true GROUP BY event_id",
+    )
+    .bind(owner.tenant.as_uuid())
+    .bind(owner.environment.as_str())
+    .bind(&ids)
+    .bind(&types)
+    .bind(&calls)
+    .bind(CHANNEL)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(events
+        .iter()
+        .map(|e| counts.iter().find(|(id, _)| id == e.id.as_str()).map(|(_, n)| *n as u64).unwrap_or(0))
+        .collect())
+}

@@ -1,0 +1,81 @@
+//! Courier's durable delivery queue on PostgreSQL.
+//!
+//! A delivery moves `pending` → `delivering` → `succeeded` | `failed` | `cancelled`, and a `delivering` row whose
+//! lease ran out is `pending` again in all but name: the generated `due_at` column says when any row may next be
+//! claimed, and the claim reads only that column through a partial index that holds live work alone.
+//! Transactions here are short and never span an HTTP call: claim, commit, deliver outside, record in a batch.
+
+pub mod claim;
+pub mod fanout;
+pub mod finish;
+pub mod lifecycle;
+pub mod logs;
+pub mod replay;
+pub mod wake;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use claim::{ClaimedDelivery, claim, release};
+pub use courier_store::MasterKey;
+pub use fanout::{enqueue_fanout, enqueue_fanout_many};
+pub use finish::{AttemptRecord, record};
+
+/// Where a delivery is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryStatus {
+    Pending,
+    Delivering,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 5] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Delivering,
+        DeliveryStatus::Succeeded,
+        DeliveryStatus::Failed,
+        DeliveryStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivering => "delivering",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown delivery status `{0}`")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for DeliveryStatus {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, UnknownStatus> {
+        DeliveryStatus::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] courier_store::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

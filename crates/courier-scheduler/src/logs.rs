@@ -1,0 +1,206 @@
+//! The delivery log: what tenants read through the API and operators through the CLI.
+
+use chrono::{DateTime, Utc};
+use courier_core::{DeliveryId, EventId, EventType, TenantId, WebhookId};
+use courier_store::Owner;
+use sqlx::{PgExecutor, Postgres, QueryBuilder};
+
+use crate::{DeliveryStatus, Error, Result};
+
+/// One delivery as the log shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: DeliveryId,
+    pub tenant_id: TenantId,
+    pub event_id: EventId,
+    pub event_type: EventType,
+    pub call_id: String,
+    pub webhook_id: WebhookId,
+    pub status: DeliveryStatus,
+    pub attempt_count: u32,
+    pub max_attempts: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    pub replay_of: Option<DeliveryId>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One recorded attempt.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Attempt {
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    pub status_code: Option<i32>,
+    pub error_kind: Option<String>,
+    pub error_message: Option<String>,
+    pub response_body: Option<String>,
+    pub signature_timestamp: i64,
+}
+
+/// Whose deliveries a query may see: a tenant in one environment (the API), or an operator (the CLI).
+#[derive(Debug, Clone, Copy)]
+pub enum Visibility {
+    Owner(Owner),
+    Operator { tenant: Option<TenantId> },
+}
+
+/// Narrowing a log query; every field is optional.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub status: Option<DeliveryStatus>,
+    pub webhook_id: Option<WebhookId>,
+    pub event_types: Vec<EventType>,
+    pub call_id: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct Row {
+    id: String,
+    tenant_id: uuid::Uuid,
+    event_id: String,
+    event_type: String,
+    call_id: String,
+    webhook_id: String,
+    status: String,
+    attempt_count: i32,
+    max_attempts: i32,
+    next_attempt_at: Option<DateTime<Utc>>,
+    last_status_code: Option<i32>,
+    last_error: Option<String>,
+    replay_of: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+pub(crate) const COLUMNS: &str = "d.id, d.tenant_id, d.event_id, d.event_type, d.call_id, d.webhook_id, d.status, \
+    d.attempt_count, d.max_attempts, d.next_attempt_at, d.last_status_code, d.last_error, d.replay_of, d.created_at, \
+    d.updated_at";
+
+pub(crate) fn from_row(row: Row) -> Result<Delivery> {
+    let corrupt = |what: &str| Error::Corrupt(format!("delivery {}: {what}", row.id));
+    Ok(Delivery {
+        id: DeliveryId::parse(&row.id).map_err(|_| corrupt("id"))?,
+        tenant_id: TenantId::from_uuid(row.tenant_id),
+        event_id: EventId::parse(&row.event_id).map_err(|_| corrupt("event id"))?,
+        event_type: row.event_type.parse().map_err(|_| corrupt("event type"))?,
+        call_id: row.call_id,
+        webhook_id: WebhookId::parse(&row.webhook_id).map_err(|_| corrupt("webhook id"))?,
+        status: row.status.parse().map_err(|_| corrupt("status"))?,
+        attempt_count: u32::try_from(row.attempt_count).map_err(|_| corrupt("attempt_count"))?,
+        max_attempts: u32::try_from(row.max_attempts).map_err(|_| corrupt("max_attempts"))?,
+        next_attempt_at: row.next_attempt_at,
+        last_status_code: row.last_status_code.and_then(|c| u16::try_from(c).ok()),
+        last_error: row.last_error,
+        replay_of: row.replay_of.map(|id| DeliveryId::parse(&id)).transpose().map_err(|_| corrupt("replay_of"))?,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+/// Appends the visibility and filter conditions to a query that already has a `WHERE` clause on `d`.
+pub(crate) fn push_conditions(q: &mut QueryBuilder<Postgres>, visibility: Visibility, filter: &DeliveryFilter) {
+    match visibility {
+        Visibility::Owner(owner) => {
+            q.push(" AND d.tenant_id = ").push_bind(owner.tenant.as_uuid());
+            q.push(" AND d.environment = ").push_bind(owner.environment.as_str());
+        }
+        Visibility::Operator { tenant: Some(tenant) } => {
+            q.push(" AND d.tenant_id = ").push_bind(tenant.as_uuid());
+        }
+        Visibility::Operator { tenant: None } => {}
+    }
+    if let Some(status) = filter.status {
+        q.push(" AND d.status = ").push_bind(status.as_str());
+    }
+    if let Some(webhook) = &filter.webhook_id {
+        q.push(" AND d.webhook_id = ").push_bind(webhook.as_str().to_owned());
+    }
+    if !filter.event_types.is_empty() {
+        let types: Vec<&'static str> = filter.event_types.iter().map(|t| t.as_str()).collect();
+        q.push(" AND d.event_type = ANY (").push_bind(types).push(")");
+    }
+    if let Some(call_id) = &filter.call_id {
+        q.push(" AND d.call_id = ").push_bind(call_id.clone());
+    }
+    if let Some(since) = filter.since {
+        q.push(" AND d.created_at >= ").push_bind(since);
+    }
+    if let Some(until) = filter.until {
+        q.push(" AND d.created_at < ").push_bind(until);
+    }
+}
+
+/// Newest first. `before` is the last id of the previous page; ids sort by creation, so pages stay stable while
+/// new deliveries arrive (they sort before the first page, never inside a later one).
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    visibility: Visibility,
+    filter: &DeliveryFilter,
+    before: Option<&DeliveryId>,
+    limit: u32,
+) -> Result<Vec<Delivery>> {
+    let mut q = QueryBuilder::new(format!("SELECT {COLUMNS} FROM deliveries d WHERE true"));
+    push_conditions(&mut q, visibility, filter);
+    if let Some(before) = before {
+        q.push(" AND d.id < ").push_bind(before.as_str().to_owned());
+    }
+    q.push(" ORDER BY d.id DESC LIMIT ").push_bind(i64::from(limit));
+    let rows: Vec<Row> = q.build_query_as().fetch_all(db).await?;
+    rows.into_iter().map(from_row).collect()
+}
+
+/// One delivery with every attempt, oldest attempt first.
+pub async fn get(
+    db: &sqlx::PgPool,
+    visibility: Visibility,
+    id: &DeliveryId,
+) -> Result<Option<(Delivery, Vec<Attempt>)>> {
+    let mut q = QueryBuilder::new(format!("SELECT {COLUMNS} FROM deliveries d WHERE d.id = "));
+    q.push_bind(id.as_str().to_owned());
+    push_conditions(&mut q, visibility, &DeliveryFilter::default());
+    let row: Option<Row> = q.build_query_as().fetch_optional(db).await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let attempts: Vec<Attempt> = sqlx::query_as(
+        "SELECT attempt, started_at, duration_ms, status_code, error_kind, error_message, response_body,
+                signature_timestamp
+         FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt",
+    )
+    .bind(id.as_str())
+    .fetch_all(db)
+    .await?;
+    Ok(Some((from_row(row)?, attempts)))
+}
+
+/// Every delivery of one event, oldest first.
+pub async fn for_event(db: impl PgExecutor<'_>, owner: Owner, event: &EventId) -> Result<Vec<Delivery>> {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM deliveries d
+         WHERE d.tenant_id = $1 AND d.environment = $2 AND d.event_id = $3 ORDER BY d.id"
+    )))
+    .bind(owner.tenant.as_uuid())
+    .bind(owner.environment.as_str())
+    .bind(event.as_str())
+    .fetch_all(db)
+    .await?;
+    rows.into_iter().map(from_row).collect()
+}
+
+/// How many deliveries an event fanned out to when it was first accepted (replays excluded): the answer an
+/// idempotent repeat of the same event gets.
+pub async fn fanout_count(db: impl PgExecutor<'_>, owner: Owner, event: &EventId) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM deliveries WHERE tenant_id = $1 AND event_id = $2 AND replay_of IS NULL",
+    )
+    .bind(owner.tenant.as_uuid())
+    .bind(event.as_str())
+    .fetch_one(db)
+    .await?;
+    Ok(n as u64)
+}

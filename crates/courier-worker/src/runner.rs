@@ -1,0 +1,314 @@
+//! Running attempts: a claim loop with bounded concurrency, per-webhook caps, batched recording, wake-ups and
+//! graceful shutdown; and `step`, which tests drive by hand.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use courier_core::{RetryPolicy, WebhookId, outcome};
+use courier_scheduler::wake::Wakeup;
+// The master key comes through the scheduler, which owns the edge to the store.
+use courier_scheduler::{AttemptRecord, ClaimedDelivery, MasterKey, claim, lifecycle};
+use ipnet::IpNet;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, field::Empty};
+
+use crate::client::{self, ClientConfig};
+use crate::ssrf::TargetPolicy;
+use crate::{Result, stages};
+
+/// How one worker process delivers.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub allowed_targets: Vec<IpNet>,
+    /// Deliveries in flight in this process.
+    pub concurrency: usize,
+    /// Deliveries in flight to one webhook in this process, so one slow endpoint cannot take every slot.
+    pub per_webhook: usize,
+    /// How often an idle worker looks for due work when no notification came (retries become due silently).
+    pub poll_interval: Duration,
+    /// How long in-flight attempts may run on after shutdown is asked for before they are released.
+    pub shutdown_grace: Duration,
+    /// How long a claim holds a delivery before any worker may claim it again.
+    /// At least twice the request timeout, so a live worker never loses a lease mid-request.
+    pub lease: Duration,
+}
+
+impl WorkerConfig {
+    /// The lease the design asks for: twice the whole request timeout plus slack.
+    pub fn default_lease(timeout: Duration) -> Duration {
+        timeout * 2 + Duration::from_secs(5)
+    }
+
+    fn lease(&self) -> Duration {
+        self.lease.max(self.timeout * 2)
+    }
+}
+
+/// A delivery worker. Cheap to clone; clones share the HTTP connection pool.
+#[derive(Clone)]
+pub struct Worker {
+    pool: PgPool,
+    key: MasterKey,
+    http: reqwest::Client,
+    policy: Arc<TargetPolicy>,
+    config: WorkerConfig,
+}
+
+type InFlight = Arc<Mutex<HashMap<WebhookId, usize>>>;
+
+impl Worker {
+    pub fn new(pool: PgPool, key: MasterKey, config: WorkerConfig) -> Result<Self> {
+        let policy = Arc::new(TargetPolicy::new(config.allowed_targets.clone()));
+        let http = client::build(&ClientConfig {
+            timeout: config.timeout,
+            connect_timeout: config.connect_timeout,
+            policy: policy.clone(),
+        })?;
+        Ok(Self { pool, key, http, policy, config })
+    }
+
+    /// Claims one batch (up to the concurrency), delivers it and records it; returns how many were claimed.
+    /// Tests step a worker with this until the queue is empty instead of sleeping.
+    pub async fn step(&self) -> Result<usize> {
+        claim::fail_exhausted_leases(&self.pool).await?;
+        let claimed = claim(&self.pool, self.config.concurrency as u32, self.config.lease(), &[]).await?;
+        let n = claimed.len();
+        let mut set = JoinSet::new();
+        for delivery in claimed {
+            let worker = self.clone();
+            set.spawn(async move { worker.attempt(delivery).await });
+        }
+        let mut records = Vec::with_capacity(n);
+        while let Some(done) = set.join_next().await {
+            if let Ok(Some(record)) = done {
+                records.push(record);
+            }
+        }
+        courier_scheduler::record(&self.pool, &records).await?;
+        Ok(n)
+    }
+
+    /// Runs until `shutdown` is cancelled: then stops claiming, lets in-flight attempts finish within the grace
+    /// period, records them, releases the rest and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let mut wakeup = Wakeup::connect(&self.pool).await?;
+        let (records_tx, records_rx) = mpsc::channel::<AttemptRecord>(self.config.concurrency * 2);
+        let recorder = tokio::spawn(record_batches(self.pool.clone(), records_rx));
+        let in_flight: InFlight = Arc::default();
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut claimed_now: HashMap<tokio::task::Id, (courier_core::DeliveryId, u32)> = HashMap::new();
+
+        while !shutdown.is_cancelled() {
+            let free = self.config.concurrency.saturating_sub(tasks.len());
+            let mut got = 0;
+            if free > 0 {
+                let skip = saturated(&in_flight, self.config.per_webhook);
+                match claim(&self.pool, free as u32, self.config.lease(), &skip).await {
+                    Ok(batch) => {
+                        got = batch.len();
+                        self.dispatch(batch, &in_flight, &mut tasks, &mut claimed_now, &records_tx).await;
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "claiming deliveries failed; retrying after the poll interval");
+                    }
+                }
+            }
+            while let Some(done) = tasks.try_join_next_with_id() {
+                forget(&mut claimed_now, done);
+            }
+            if got > 0 && got == free {
+                continue; // More may be due right now.
+            }
+            // Idle or full: wait for new work, a finished attempt, the poll interval or shutdown.
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = wakeup.wait(self.config.poll_interval), if tasks.len() < self.config.concurrency => {
+                    let _ = claim::fail_exhausted_leases(&self.pool).await;
+                }
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => forget(&mut claimed_now, done),
+            }
+        }
+
+        // Shutdown: no more claims; in-flight attempts get the grace period, then are released unrecorded.
+        let deadline = tokio::time::sleep(self.config.shutdown_grace);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                done = tasks.join_next_with_id() => match done {
+                    Some(done) => forget(&mut claimed_now, done),
+                    None => break,
+                },
+                () = &mut deadline => {
+                    tasks.abort_all();
+                    while let Some(done) = tasks.join_next_with_id().await {
+                        forget(&mut claimed_now, done);
+                    }
+                    break;
+                }
+            }
+        }
+        drop(records_tx);
+        let _ = recorder.await;
+        let unfinished: Vec<_> = claimed_now.into_values().collect();
+        let released = courier_scheduler::release(&self.pool, &unfinished, Duration::ZERO).await?;
+        tracing::info!(released, "worker stopped");
+        Ok(())
+    }
+
+    async fn dispatch(
+        &self,
+        batch: Vec<ClaimedDelivery>,
+        in_flight: &InFlight,
+        tasks: &mut JoinSet<()>,
+        claimed_now: &mut HashMap<tokio::task::Id, (courier_core::DeliveryId, u32)>,
+        records: &mpsc::Sender<AttemptRecord>,
+    ) {
+        let mut over_cap = Vec::new();
+        for delivery in batch {
+            let admitted = {
+                let mut counts = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                let count = counts.entry(delivery.webhook.id.clone()).or_default();
+                if *count < self.config.per_webhook {
+                    *count += 1;
+                    true
+                } else {
+                    false
+                }
+            };
+            if !admitted {
+                over_cap.push((delivery.id.clone(), delivery.attempt));
+                continue;
+            }
+            let worker = self.clone();
+            let in_flight = in_flight.clone();
+            let records = records.clone();
+            let key = (delivery.id.clone(), delivery.attempt);
+            let webhook = delivery.webhook.id.clone();
+            let handle = tasks.spawn(async move {
+                if let Some(record) = worker.attempt(delivery).await {
+                    let _ = records.send(record).await;
+                }
+                let mut counts = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(count) = counts.get_mut(&webhook) {
+                    *count = count.saturating_sub(1);
+                }
+            });
+            claimed_now.insert(handle.id(), key);
+        }
+        // Claimed past a webhook's cap in the same batch: hand back, untouched, for a moment.
+        if let Err(err) = courier_scheduler::release(&self.pool, &over_cap, Duration::from_millis(50)).await {
+            tracing::error!(error = %err, "releasing over-cap deliveries failed; their leases will expire");
+        }
+    }
+
+    /// One attempt: prepare → send → classify. `None` when the webhook turned inactive (the delivery is cancelled).
+    async fn attempt(&self, delivery: ClaimedDelivery) -> Option<AttemptRecord> {
+        let span = tracing::info_span!(
+            "delivery_attempt",
+            delivery.id = %delivery.id,
+            event.id = %delivery.event.id,
+            webhook.id = %delivery.webhook.id,
+            attempt = delivery.attempt,
+            http.status = Empty,
+            outcome = Empty,
+        );
+        async move {
+            if !delivery.webhook.active {
+                let claimed = [(delivery.id.clone(), delivery.attempt)];
+                if let Err(err) = lifecycle::cancel_claimed(&self.pool, &claimed).await {
+                    tracing::error!(error = %err, "cancelling a delivery of an inactive webhook failed");
+                }
+                tracing::Span::current().record("outcome", "cancelled");
+                return None;
+            }
+            let started_at = Utc::now();
+            let sent = match delivery.webhook.secrets(&self.key, started_at) {
+                Ok(secrets) => {
+                    let prepared = stages::prepare(&delivery, &secrets, started_at);
+                    let timestamp = prepared.timestamp;
+                    (stages::send(&self.http, &self.policy, &delivery, prepared).await, timestamp)
+                }
+                Err(err) => {
+                    // Our own failure (a wrong master key): recorded as an attempt so it is visible, then retried.
+                    tracing::error!(error = %err, "cannot decrypt the webhook secret");
+                    let sent = stages::Sent {
+                        result: courier_core::AttemptResult::Error(courier_core::ErrorKind::Other),
+                        error_message: Some("the webhook secret could not be decrypted".to_owned()),
+                        response_body: None,
+                        duration: Duration::ZERO,
+                    };
+                    (sent, started_at.timestamp())
+                }
+            };
+            let (sent, signature_timestamp) = sent;
+            let next = outcome::decide(&self.config.retry, delivery.attempt, delivery.max_attempts, sent.result);
+            let span = tracing::Span::current();
+            if let courier_core::AttemptResult::Response { status, .. } = sent.result {
+                span.record("http.status", status);
+            }
+            span.record("outcome", tracing::field::debug(&next));
+            Some(AttemptRecord {
+                delivery_id: delivery.id,
+                webhook_id: delivery.webhook.id,
+                attempt: delivery.attempt,
+                started_at,
+                duration: sent.duration,
+                result: sent.result,
+                error_message: sent.error_message,
+                response_body: sent.response_body,
+                signature_timestamp,
+                next,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+fn saturated(in_flight: &InFlight, cap: usize) -> Vec<WebhookId> {
+    let counts = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+    counts.iter().filter(|(_, n)| **n >= cap).map(|(id, _)| id.clone()).collect()
+}
+
+fn forget(
+    claimed_now: &mut HashMap<tokio::task::Id, (courier_core::DeliveryId, u32)>,
+    done: std::result::Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+) {
+    let id = match done {
+        Ok((id, ())) => id,
+        Err(err) => {
+            // An aborted attempt stays in `claimed_now` so shutdown releases it.
+            if err.is_cancelled() {
+                return;
+            }
+            err.id()
+        }
+    };
+    claimed_now.remove(&id);
+}
+
+/// Writes attempt records in batches: whatever has arrived, up to 500, in one transaction.
+async fn record_batches(pool: PgPool, mut rx: mpsc::Receiver<AttemptRecord>) {
+    let mut batch = Vec::with_capacity(500);
+    while rx.recv_many(&mut batch, 500).await > 0 {
+        loop {
+            match courier_scheduler::record(&pool, &batch).await {
+                Ok(_) => break,
+                Err(err) => {
+                    // The attempts happened; keep them until the database takes them (their leases protect them).
+                    tracing::error!(error = %err, count = batch.len(), "recording attempts failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        batch.clear();
+    }
+}

@@ -1,0 +1,188 @@
+//! One attempt as named stages: prepare (envelope and signatures) → send → classify.
+//! A non-2xx answer is a value, not an error.
+
+use std::error::Error as _;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use courier_core::signature::{sign_header, sign_standard};
+use courier_core::{AttemptResult, Envelope, ErrorKind, WebhookSecret};
+use courier_scheduler::ClaimedDelivery;
+use courier_scheduler::finish::MAX_RESPONSE_BODY;
+use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+
+use crate::ssrf::{BlockedTarget, TargetPolicy};
+
+/// The exact request of one attempt.
+#[derive(Debug)]
+pub struct Prepared {
+    pub body: Vec<u8>,
+    pub timestamp: i64,
+    pub signature: String,
+    pub standard_signature: String,
+}
+
+/// Builds the filtered envelope and signs it with every live secret (both header schemes).
+pub fn prepare(delivery: &ClaimedDelivery, secrets: &[WebhookSecret], now: DateTime<Utc>) -> Prepared {
+    let body = Envelope {
+        event: &delivery.event,
+        filter: delivery.webhook.payload,
+        delivery_id: &delivery.id,
+        attempt: delivery.attempt,
+        max_attempts: delivery.max_attempts,
+    }
+    .to_bytes();
+    let timestamp = now.timestamp();
+    let refs: Vec<&WebhookSecret> = secrets.iter().collect();
+    Prepared {
+        signature: sign_header(&refs, timestamp, &body),
+        standard_signature: sign_standard(&refs, delivery.event.id.as_str(), timestamp, &body),
+        body,
+        timestamp,
+    }
+}
+
+/// What came back, with what the attempt log keeps of it.
+#[derive(Debug)]
+pub struct Sent {
+    pub result: AttemptResult,
+    pub error_message: Option<String>,
+    pub response_body: Option<String>,
+    pub duration: Duration,
+}
+
+/// Refuses IP-literal URLs the guard forbids: they never reach the resolver.
+fn literal_target_blocked(url: &reqwest::Url, policy: &TargetPolicy) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.parse::<IpAddr>().is_ok_and(|ip| !policy.permits(ip))
+}
+
+/// POSTs the prepared request and reads at most [`MAX_RESPONSE_BODY`] bytes of the answer.
+pub async fn send(
+    client: &reqwest::Client,
+    policy: &TargetPolicy,
+    delivery: &ClaimedDelivery,
+    prepared: Prepared,
+) -> Sent {
+    let started = Instant::now();
+    let url = match reqwest::Url::parse(&delivery.webhook.url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => url,
+        _ => return failed(ErrorKind::InvalidUrl, "the webhook URL cannot be requested".to_owned(), started),
+    };
+    if literal_target_blocked(&url, policy) {
+        return failed(ErrorKind::BlockedTarget, format!("{url} is not an allowed webhook target"), started);
+    }
+    let request = client
+        .post(url)
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .header("X-Webhook-Signature", prepared.signature)
+        .header("X-Webhook-Event", delivery.event.event_type.as_str())
+        .header("X-Webhook-Delivery", delivery.id.as_str())
+        .header("webhook-id", delivery.event.id.as_str())
+        .header("webhook-timestamp", prepared.timestamp.to_string())
+        .header("webhook-signature", prepared.standard_signature)
+        .body(prepared.body);
+    let mut response = match request.send().await {
+        Ok(response) => response,
+        Err(err) => return failed(classify_error(&err), describe(&err), started),
+    };
+    let status = response.status().as_u16();
+    let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+    let mut body = Vec::new();
+    // Read only what the log keeps; a receiver streaming megabytes does not cost us memory.
+    while body.len() < MAX_RESPONSE_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(MAX_RESPONSE_BODY - body.len())]),
+            Ok(None) => break,
+            // The status already arrived; an unreadable body does not change the outcome.
+            Err(_) => break,
+        }
+    }
+    Sent {
+        result: AttemptResult::Response { status, retry_after },
+        error_message: None,
+        response_body: (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned()),
+        duration: started.elapsed(),
+    }
+}
+
+fn failed(kind: ErrorKind, message: String, started: Instant) -> Sent {
+    Sent {
+        result: AttemptResult::Error(kind),
+        error_message: Some(message),
+        response_body: None,
+        duration: started.elapsed(),
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = DateTime::parse_from_rfc2822(value).ok()?;
+    (at.with_timezone(&Utc) - Utc::now()).to_std().ok()
+}
+
+fn chain(err: &reqwest::Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(err.source(), |&e| e.source())
+}
+
+/// Maps a transport failure to the kind the attempt log records.
+pub fn classify_error(err: &reqwest::Error) -> ErrorKind {
+    if chain(err).any(|e| e.is::<BlockedTarget>()) {
+        return ErrorKind::BlockedTarget;
+    }
+    if err.is_timeout() {
+        return ErrorKind::Timeout;
+    }
+    if chain(err).any(|e| e.is::<rustls::Error>()) {
+        return ErrorKind::Tls;
+    }
+    if err.is_connect() {
+        let dns = chain(err).any(|e| {
+            e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                let text = io.to_string();
+                text.contains("failed to lookup address") || text.contains("Name or service not known")
+            })
+        });
+        return if dns { ErrorKind::Dns } else { ErrorKind::Connect };
+    }
+    if err.is_body() || err.is_decode() {
+        return ErrorKind::Body;
+    }
+    if err.is_builder() {
+        return ErrorKind::InvalidUrl;
+    }
+    ErrorKind::Other
+}
+
+/// The whole cause chain in one line, for the attempt log.
+fn describe(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    for cause in chain(err) {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        let future = (Utc::now() + chrono::Duration::seconds(90)).to_rfc2822();
+        let parsed = parse_retry_after(&future).expect("date parses");
+        assert!(parsed > Duration::from_secs(80) && parsed <= Duration::from_secs(90), "{parsed:?}");
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -20,8 +20,12 @@ pub enum Command {
     /// Apply database migrations (idempotent).
     Migrate,
     /// Development mode: start the embedded PostgreSQL under .courier/, migrate, create a development tenant and
-    /// key once, and print them with a ready curl.
+    /// key once, print them with a ready curl, and serve the API and workers.
     Dev,
+    /// Run the API and the delivery workers in one process (migrates first).
+    Serve,
+    /// Run the API alone (migrates first); pair it with `courier worker` processes.
+    Api,
     /// Run the delivery worker alone; run more of them on the same database to scale out.
     Worker,
     /// Manage the embedded development PostgreSQL cluster.

@@ -42,6 +42,8 @@ pub struct ApiSettings {
     pub allow_http: bool,
     /// `COURIER_ROTATION_GRACE`: how long a rotated-out secret keeps signing.
     pub rotation_grace: Duration,
+    /// `COURIER_RATE_LIMIT` (requests per second per key) and `COURIER_RATE_LIMIT_BURST`; a rate of 0 turns it off.
+    pub rate_limit: Option<(f64, f64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +87,8 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     ("secret_key", None),
     ("allow_http", Some("false")),
     ("rotation_grace", Some("24h")),
+    ("rate_limit", Some("1000")),
+    ("rate_limit_burst", Some("2000")),
     ("allowed_targets", Some("")),
     ("retry_initial", Some("30s")),
     ("retry_multiplier", Some("4")),
@@ -210,6 +214,17 @@ impl Settings {
                 secret_key: l.get("secret_key").map(|(v, _)| v.clone()).filter(|v| !v.is_empty()),
                 allow_http: l.parse("allow_http", boolean)?,
                 rotation_grace: l.parse("rotation_grace", duration)?,
+                rate_limit: {
+                    let rate: f64 = l.parse("rate_limit", |s| {
+                        let r: f64 = s.trim().parse()?;
+                        if !(r >= 0.0 && r.is_finite()) {
+                            bail!("must be zero (off) or a positive number of requests per second");
+                        }
+                        Ok(r)
+                    })?;
+                    let burst: f64 = l.parse("rate_limit_burst", positive)?;
+                    (rate > 0.0).then_some((rate, burst.max(1.0)))
+                },
             },
             delivery: DeliverySettings {
                 allowed_targets: l.parse("allowed_targets", |s| {

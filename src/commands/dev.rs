@@ -32,9 +32,11 @@ fn master_key(home: &Path) -> anyhow::Result<String> {
 
 pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let home = Path::new(DEV_HOME);
+    let mut embedded = None;
     if settings.database.url.is_none() {
         let db = EmbeddedDb::locate(home)?;
         settings.database.url = Some(db.start().await?);
+        embedded = Some(db);
     }
     if settings.api.secret_key.is_none() {
         settings.api.secret_key = Some(master_key(home)?);
@@ -61,5 +63,16 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     println!();
     println!("Try:");
     println!("  curl -s http://{listen}/api/v1/webhooks -H 'Authorization: Bearer {}'", identity.api_key);
-    Ok(())
+    println!();
+    // Development receivers run on this machine: let the guard and the URL rules allow loopback.
+    if settings.delivery.allowed_targets.is_empty() {
+        settings.delivery.allowed_targets = vec!["127.0.0.0/8".parse()?, "::1/128".parse()?];
+    }
+    settings.api.allow_http = true;
+    let result = super::serve::serve(settings, pool, crate::app::Role::All).await;
+    if let Some(db) = embedded {
+        eprintln!("courier: stopping the development database");
+        db.stop()?;
+    }
+    result
 }

@@ -2,6 +2,7 @@
 
 mod admin;
 mod dev;
+pub mod serve;
 pub mod worker;
 
 use anyhow::Context;
@@ -27,6 +28,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Dev => dev::run(settings).await,
         Command::Worker => worker::run(settings).await,
+        Command::Serve => serve::run(settings, crate::app::Role::All).await,
+        Command::Api => serve::run(settings, crate::app::Role::Api).await,
         Command::Db(cmd) => {
             let db = EmbeddedDb::locate(std::path::Path::new(DEV_HOME))?;
             match cmd {

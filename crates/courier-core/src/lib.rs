@@ -13,6 +13,7 @@ pub mod retry;
 pub mod scope;
 pub mod secret;
 pub mod signature;
+pub mod target;
 
 pub use envelope::{Envelope, PayloadFilter};
 pub use environment::Environment;

@@ -204,3 +204,21 @@ pub async fn fanout_count(db: impl PgExecutor<'_>, owner: Owner, event: &EventId
     .await?;
     Ok(n as u64)
 }
+
+/// [`fanout_count`] for many events at once; events without deliveries are absent from the map.
+pub async fn fanout_counts(
+    db: impl PgExecutor<'_>,
+    owner: Owner,
+    events: &[&EventId],
+) -> Result<std::collections::HashMap<String, u64>> {
+    let ids: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT event_id, count(*) FROM deliveries
+         WHERE tenant_id = $1 AND event_id = ANY ($2) AND replay_of IS NULL GROUP BY event_id",
+    )
+    .bind(owner.tenant.as_uuid())
+    .bind(&ids)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|(id, n)| (id, n as u64)).collect())
+}

@@ -163,3 +163,94 @@ pub async fn list(
     .await?;
     rows.into_iter().map(from_row).collect()
 }
+
+/// Stores a batch of events in one statement; returns what happened to each, in order.
+/// Ids repeated inside the batch behave as if posted one after another: the first is `New`, the rest repeats or
+/// conflicts of it.
+pub async fn insert_many(conn: &mut PgConnection, owner: Owner, new: &[NewEvent]) -> Result<Vec<Inserted>> {
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = new.iter().map(|e| e.id.as_str()).collect();
+    let types: Vec<&str> = new.iter().map(|e| e.event_type.as_str()).collect();
+    let calls: Vec<&str> = new.iter().map(|e| e.data.call_id()).collect();
+    let created: Vec<Option<i64>> = new.iter().map(|e| e.created).collect();
+    let data: Vec<sqlx::types::Json<&EventData>> = new.iter().map(|e| sqlx::types::Json(&e.data)).collect();
+    let hashes: Vec<Vec<u8>> = new.iter().map(NewEvent::request_hash).collect();
+    let inserted: Vec<Row> = sqlx::query_as(concat!(
+        "INSERT INTO events (tenant_id, id, environment, event_type, call_id, created, data, request_hash)
+         SELECT $1, id, $2, event_type, call_id, COALESCE(created, extract(epoch FROM now())::bigint), data, hash
+         FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::jsonb[], $8::bytea[])
+              WITH ORDINALITY AS e(id, event_type, call_id, created, data, hash, n)
+         ORDER BY n
+         ON CONFLICT (tenant_id, id) DO NOTHING RETURNING ",
+        columns!()
+    ))
+    .bind(owner.tenant.as_uuid())
+    .bind(owner.environment.as_str())
+    .bind(&ids)
+    .bind(&types)
+    .bind(&calls)
+    .bind(&created)
+    .bind(&data)
+    .bind(&hashes)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut fresh: std::collections::HashMap<String, StoredEvent> = std::collections::HashMap::new();
+    for row in inserted {
+        let stored = from_row(row)?;
+        fresh.insert(stored.event.id.as_str().to_owned(), stored);
+    }
+    // Everything not inserted now existed before (or earlier in this batch): fetch those once.
+    let missing: Vec<&str> = ids.iter().copied().filter(|id| !fresh.contains_key(*id)).collect();
+    #[derive(sqlx::FromRow)]
+    struct Existing {
+        request_hash: Vec<u8>,
+        #[sqlx(flatten)]
+        row: Row,
+    }
+    let mut existing: std::collections::HashMap<String, (Vec<u8>, String, StoredEvent)> =
+        std::collections::HashMap::new();
+    if !missing.is_empty() {
+        let rows: Vec<Existing> = sqlx::query_as(concat!(
+            "SELECT request_hash, ",
+            columns!(),
+            " FROM events WHERE tenant_id = $1 AND id = ANY ($2)"
+        ))
+        .bind(owner.tenant.as_uuid())
+        .bind(&missing)
+        .fetch_all(&mut *conn)
+        .await?;
+        for e in rows {
+            let environment = e.row.environment.clone();
+            let stored = from_row(e.row)?;
+            existing.insert(stored.event.id.as_str().to_owned(), (e.request_hash, environment, stored));
+        }
+    }
+    let mut hashes_of_new: std::collections::HashMap<&str, &[u8]> = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(new.len());
+    for (event, hash) in new.iter().zip(&hashes) {
+        let id = event.id.as_str();
+        if let Some(stored) = fresh.get(id) {
+            match hashes_of_new.get(id) {
+                None => {
+                    hashes_of_new.insert(id, hash);
+                    out.push(Inserted::New(stored.clone()));
+                }
+                Some(first) if *first == hash.as_slice() => out.push(Inserted::Repeat(stored.clone())),
+                Some(_) => out.push(Inserted::Conflict),
+            }
+        } else {
+            match existing.get(id) {
+                Some((stored_hash, environment, stored))
+                    if stored_hash == hash && environment == owner.environment.as_str() =>
+                {
+                    out.push(Inserted::Repeat(stored.clone()))
+                }
+                Some(_) => out.push(Inserted::Conflict),
+                None => return Err(Error::Corrupt(format!("event {id} was neither inserted nor found"))),
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,182 @@
+//! Every error the API returns: `{"error": {"code", "message", "details"}}` with a proper status (DESIGN.md §3.7).
+//! A 500 never leaks internals: the cause is logged once, inside the request's span (which carries the request id).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// One problem with one field of the input.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Where the problem is, e.g. `url`, `filter.events[1]`, `events[3].type`.
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable, machine-readable: `invalid_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
+    /// `payload_too_large`, `validation_failed`, `rate_limited`, `service_unavailable`, `internal_error`.
+    pub code: &'static str,
+    pub message: String,
+    pub details: Vec<ErrorDetail>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorResponse {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+    retry_after: Option<u64>,
+    /// Logged once when the response is built; never sent.
+    cause: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ErrorBody { code, message: message.into(), details: Vec::new() },
+            retry_after: None,
+            cause: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(missing_scope: courier_core::Scope) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", format!("this API key lacks the `{missing_scope}` scope"))
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("no such {what}"))
+    }
+
+    pub fn route_not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    pub fn validation(details: Vec<ErrorDetail>) -> Self {
+        let message = match details.as_slice() {
+            [one] => format!("{}: {}", one.field, one.message),
+            _ => format!("{} fields are invalid", details.len()),
+        };
+        let mut err = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", message);
+        err.body.details = details;
+        err
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::validation(vec![ErrorDetail { field: field.into(), message: message.into() }])
+    }
+
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        let mut err = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests for this API key");
+        err.retry_after = Some(retry_after_secs.max(1));
+        err
+    }
+
+    pub fn unavailable(cause: impl std::fmt::Display) -> Self {
+        let mut err = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "the database is unavailable; retry shortly",
+        );
+        err.retry_after = Some(1);
+        err.cause = Some(cause.to_string());
+        err
+    }
+
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        let mut err = Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error");
+        err.cause = Some(cause.to_string());
+        err
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The error as the body of one item of a batch answer.
+    pub fn into_body(self) -> ErrorBody {
+        self.log();
+        self.body
+    }
+
+    fn log(&self) {
+        if let Some(cause) = &self.cause
+            && self.status.is_server_error()
+        {
+            tracing::error!(status = self.status.as_u16(), cause = %cause, "request failed");
+        }
+    }
+}
+
+fn is_unavailable(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_))
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        if is_unavailable(&err) { Self::unavailable(&err) } else { Self::internal(format!("{err:?}")) }
+    }
+}
+
+impl From<courier_store::Error> for ApiError {
+    fn from(err: courier_store::Error) -> Self {
+        match err {
+            courier_store::Error::Database(db) => db.into(),
+            other => Self::internal(format!("{other:?}")),
+        }
+    }
+}
+
+impl From<courier_scheduler::Error> for ApiError {
+    fn from(err: courier_scheduler::Error) -> Self {
+        match err {
+            courier_scheduler::Error::Database(db) => db.into(),
+            courier_scheduler::Error::Store(store) => store.into(),
+            other => Self::internal(format!("{other:?}")),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log();
+        let status = self.status;
+        let retry_after = self.retry_after;
+        let mut response = (status, axum::Json(ErrorResponse { error: self.body })).into_response();
+        if let Some(secs) = retry_after
+            && let Ok(value) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,72 @@
+//! Courier's HTTP API (DESIGN.md §3): auth and scopes, webhooks, event ingest, delivery logs, replay, OpenAPI.
+//!
+//! `router(state)` is the whole service as an axum `Router`: the binary serves it, tests drive it with `oneshot`.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+pub mod target;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::HeaderName;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use tracing::field::Empty;
+
+pub use error::ApiError;
+pub use state::{ApiConfig, AppState, RateLimit};
+
+use crate::routes::{deliveries, events, health, webhooks};
+
+/// One event's body: 256 KiB of `data` plus room for the rest of the envelope.
+pub const EVENT_BODY_LIMIT: usize = 256 * 1024 + 4 * 1024;
+/// A batch's body. Each event's `data` is still held to 256 KiB.
+pub const BATCH_BODY_LIMIT: usize = 16 * 1024 * 1024;
+/// Every other body (webhook configuration, replay filters).
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/api/v1/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
+        .route("/api/v1/webhooks/{id}/rotate-secret", post(webhooks::rotate_secret))
+        .route("/api/v1/events", post(events::ingest).layer(DefaultBodyLimit::max(EVENT_BODY_LIMIT)).get(events::list))
+        .route("/api/v1/events/batch", post(events::ingest_batch).layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)))
+        .route("/api/v1/events/{id}", get(events::get))
+        .route("/api/v1/deliveries", get(deliveries::list))
+        .route("/api/v1/deliveries/replay", post(deliveries::replay_bulk))
+        .route("/api/v1/deliveries/{id}", get(deliveries::get))
+        .route("/api/v1/deliveries/{id}/replay", post(deliveries::replay_one))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }))
+        .fallback(|| async { ApiError::route_not_found() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
+        .with_state(state);
+
+    api.layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+        ApiError::internal("a handler panicked").into_response()
+    }))
+    .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+    .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+        let route = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("unmatched");
+        let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        tracing::info_span!("request", method = %req.method(), route, request_id, tenant = Empty, status = Empty)
+    }).on_response(|res: &axum::response::Response, latency: Duration, span: &tracing::Span| {
+        span.record("status", res.status().as_u16());
+        tracing::debug!(status = res.status().as_u16(), latency_ms = latency.as_millis() as u64, "answered");
+    }))
+    .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}

@@ -1,0 +1,271 @@
+//! `/api/v1/deliveries`: the delivery log and replay.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use courier_core::{DeliveryId, EventType, Scope, WebhookId};
+use courier_scheduler::DeliveryStatus;
+use courier_scheduler::logs::{self, Attempt, Delivery, DeliveryFilter, Visibility};
+use courier_scheduler::replay::{self, Replayed};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{Page, page_limit};
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult, ErrorResponse};
+use crate::extract::{ApiJson, ApiQuery};
+use crate::state::AppState;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptOutput {
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    /// The receiver's status; `null` when no response came.
+    pub status_code: Option<i32>,
+    /// `timeout`, `connect`, `dns`, `tls`, `blocked_target`, `invalid_url`, `body` or `other`; `null` on a response.
+    pub error_kind: Option<String>,
+    pub error_message: Option<String>,
+    /// The first 4 KiB of the receiver's answer.
+    pub response_body: Option<String>,
+    /// The `t=` of the signature this attempt carried.
+    pub signature_timestamp: i64,
+}
+
+impl From<Attempt> for AttemptOutput {
+    fn from(a: Attempt) -> Self {
+        Self {
+            attempt: a.attempt,
+            started_at: a.started_at,
+            duration_ms: a.duration_ms,
+            status_code: a.status_code,
+            error_kind: a.error_kind,
+            error_message: a.error_message,
+            response_body: a.response_body,
+            signature_timestamp: a.signature_timestamp,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryOutput {
+    #[schema(example = "dlv_01JD3Z6V8Q2N7K4M5P6R7S8T9V")]
+    pub id: String,
+    pub event_id: String,
+    #[schema(example = "call.completed")]
+    pub event_type: &'static str,
+    pub call_id: String,
+    pub webhook_id: String,
+    /// `pending`, `delivering`, `succeeded`, `failed` or `cancelled`.
+    pub status: &'static str,
+    pub attempt_count: u32,
+    pub max_attempts: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    pub replay_of: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Only on `GET /api/v1/deliveries/{id}`, oldest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<Vec<AttemptOutput>>,
+}
+
+impl DeliveryOutput {
+    pub fn new(d: Delivery, attempts: Option<Vec<Attempt>>) -> Self {
+        Self {
+            id: d.id.to_string(),
+            event_id: d.event_id.to_string(),
+            event_type: d.event_type.as_str(),
+            call_id: d.call_id,
+            webhook_id: d.webhook_id.to_string(),
+            status: d.status.as_str(),
+            attempt_count: d.attempt_count,
+            max_attempts: d.max_attempts,
+            next_attempt_at: d.next_attempt_at,
+            last_status_code: d.last_status_code,
+            last_error: d.last_error,
+            replay_of: d.replay_of.map(|id| id.to_string()),
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            attempts: attempts.map(|a| a.into_iter().map(AttemptOutput::from).collect()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// `pending`, `delivering`, `succeeded`, `failed` or `cancelled`.
+    pub status: Option<String>,
+    pub webhook_id: Option<String>,
+    pub event_type: Option<String>,
+    pub call_id: Option<String>,
+    /// RFC 3339; deliveries created at or after.
+    pub since: Option<String>,
+    /// RFC 3339; deliveries created before.
+    pub until: Option<String>,
+    /// 1 to 100; 20 by default.
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+fn parse_time(field: &str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    text.map(|t| {
+        DateTime::parse_from_rfc3339(t)
+            .map(|d| d.with_timezone(&Utc))
+            .map_err(|_| ApiError::invalid(field, "must be an RFC 3339 time, e.g. 2026-01-19T12:00:00Z"))
+    })
+    .transpose()
+}
+
+fn parse_status(text: Option<&str>) -> Result<Option<DeliveryStatus>, ApiError> {
+    text.map(|s| s.parse().map_err(|e: courier_scheduler::UnknownStatus| ApiError::invalid("status", e.to_string())))
+        .transpose()
+}
+
+fn parse_event_type(field: &str, text: &str) -> Result<EventType, ApiError> {
+    text.parse().map_err(|e: courier_core::event::UnknownEventType| ApiError::invalid(field, e.to_string()))
+}
+
+fn parse_webhook(text: Option<&str>) -> Result<Option<WebhookId>, ApiError> {
+    text.map(|t| WebhookId::parse(t).map_err(|e| ApiError::invalid("webhook_id", e.to_string()))).transpose()
+}
+
+/// List deliveries
+///
+/// Newest first, filtered, in cursor pages.
+#[utoipa::path(get, path = "/api/v1/deliveries", tag = "deliveries", params(ListParams),
+    security(("api_key" = ["deliveries:read"])),
+    responses((status = 200, body = Page<DeliveryOutput>), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+              (status = 422, body = ErrorResponse), (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse)))]
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> ApiResult<Json<Page<DeliveryOutput>>> {
+    let owner = principal.require(Scope::DeliveriesRead)?;
+    let limit = page_limit(params.limit)?;
+    let filter = DeliveryFilter {
+        status: parse_status(params.status.as_deref())?,
+        webhook_id: parse_webhook(params.webhook_id.as_deref())?,
+        event_types: params
+            .event_type
+            .as_deref()
+            .map(|t| parse_event_type("event_type", t))
+            .transpose()?
+            .into_iter()
+            .collect(),
+        call_id: params.call_id,
+        since: parse_time("since", params.since.as_deref())?,
+        until: parse_time("until", params.until.as_deref())?,
+    };
+    let before = params
+        .cursor
+        .map(|c| DeliveryId::parse(&c).map_err(|_| ApiError::invalid("cursor", "not a cursor this list returned")))
+        .transpose()?;
+    let rows = logs::list(&state.pool, Visibility::Owner(owner), &filter, before.as_ref(), limit + 1).await?;
+    Ok(Json(Page::from_rows(rows, limit, |d| d.id.to_string(), |d| DeliveryOutput::new(d, None))))
+}
+
+fn parse_delivery_id(text: &str) -> Result<DeliveryId, ApiError> {
+    DeliveryId::parse(text).map_err(|_| ApiError::not_found("delivery"))
+}
+
+/// Get a delivery with its attempts
+#[utoipa::path(get, path = "/api/v1/deliveries/{id}", tag = "deliveries", params(("id" = String, Path, description = "dlv_…")),
+    security(("api_key" = ["deliveries:read"])),
+    responses((status = 200, body = DeliveryOutput), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+              (status = 404, body = ErrorResponse), (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse)))]
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeliveryOutput>> {
+    let owner = principal.require(Scope::DeliveriesRead)?;
+    let id = parse_delivery_id(&id)?;
+    let (delivery, attempts) =
+        logs::get(&state.pool, Visibility::Owner(owner), &id).await?.ok_or_else(|| ApiError::not_found("delivery"))?;
+    Ok(Json(DeliveryOutput::new(delivery, Some(attempts))))
+}
+
+/// Replay a delivery
+///
+/// A new delivery (`replay_of` the old one) of the same event to the same webhook, with a fresh attempt budget.
+/// 409 when the webhook is disabled or deleted.
+#[utoipa::path(post, path = "/api/v1/deliveries/{id}/replay", tag = "deliveries", params(("id" = String, Path, description = "dlv_…")),
+    security(("api_key" = ["deliveries:replay"])),
+    responses((status = 201, body = DeliveryOutput), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+              (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse), (status = 429, body = ErrorResponse),
+              (status = 503, body = ErrorResponse)))]
+pub async fn replay_one(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<DeliveryOutput>)> {
+    let owner = principal.require(Scope::DeliveriesReplay)?;
+    let id = parse_delivery_id(&id)?;
+    match replay::replay_one(&state.pool, owner, &id).await? {
+        Replayed::Queued(delivery) => Ok((StatusCode::CREATED, Json(DeliveryOutput::new(*delivery, None)))),
+        Replayed::NotFound => Err(ApiError::not_found("delivery")),
+        Replayed::WebhookInactive => Err(ApiError::conflict("the webhook is disabled or deleted; enable it to replay")),
+    }
+}
+
+/// Which deliveries a bulk replay takes.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkReplayInput {
+    pub webhook_id: Option<String>,
+    /// `failed` when omitted.
+    pub status: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    /// RFC 3339; deliveries created at or after.
+    pub since: Option<String>,
+    /// RFC 3339; deliveries created before.
+    pub until: Option<String>,
+    /// Count what would be queued without queueing it.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkReplayOutput {
+    /// How many replays were queued (or would be, on a dry run).
+    pub queued: u64,
+    pub dry_run: bool,
+}
+
+/// Replay deliveries in bulk
+///
+/// Replays every matching delivery whose webhook is enabled (failed ones unless `status` says otherwise).
+#[utoipa::path(post, path = "/api/v1/deliveries/replay", tag = "deliveries", request_body = BulkReplayInput,
+    security(("api_key" = ["deliveries:replay"])),
+    responses((status = 200, body = BulkReplayOutput), (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
+              (status = 403, body = ErrorResponse), (status = 413, body = ErrorResponse), (status = 422, body = ErrorResponse),
+              (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse)))]
+pub async fn replay_bulk(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<BulkReplayInput>,
+) -> ApiResult<Json<BulkReplayOutput>> {
+    let owner = principal.require(Scope::DeliveriesReplay)?;
+    let event_types = body
+        .event_types
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| parse_event_type(&format!("event_types[{i}]"), t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let filter = DeliveryFilter {
+        status: Some(parse_status(body.status.as_deref())?.unwrap_or(DeliveryStatus::Failed)),
+        webhook_id: parse_webhook(body.webhook_id.as_deref())?,
+        event_types,
+        call_id: None,
+        since: parse_time("since", body.since.as_deref())?,
+        until: parse_time("until", body.until.as_deref())?,
+    };
+    let queued = replay::replay_bulk(&state.pool, Visibility::Owner(owner), &filter, body.dry_run, |_| {}).await?;
+    Ok(Json(BulkReplayOutput { queued, dry_run: body.dry_run }))
+}

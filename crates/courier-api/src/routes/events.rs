@@ -1,0 +1,292 @@
+//! `/api/v1/events`: ingest from the emitter (singly or in batches) and reading events back.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use courier_core::event::DataError;
+use courier_core::{EventData, EventId, EventType, Scope};
+use courier_scheduler::fanout::FanoutEvent;
+use courier_scheduler::{enqueue_fanout_many, logs};
+use courier_store::Owner;
+use courier_store::events::{self, Inserted, NewEvent, StoredEvent};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::deliveries::DeliveryOutput;
+use super::{Page, PageParams, page_limit};
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult, ErrorBody, ErrorDetail, ErrorResponse};
+use crate::extract::{ApiJson, ApiQuery};
+use crate::state::AppState;
+
+/// The most events one batch request may carry.
+pub const MAX_BATCH: usize = 1000;
+
+/// One call lifecycle event, as the emitter posts it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventInput {
+    /// `evt_…`; generated when omitted. Posting the same id again is idempotent.
+    #[schema(example = "evt_abc123")]
+    pub id: Option<String>,
+    /// `call.started`, `call.connected`, `call.completed`, `call.failed`, `call.disconnected` or `call.agent.changed`.
+    #[serde(rename = "type")]
+    #[schema(example = "call.completed")]
+    pub event_type: String,
+    /// Unix seconds; the time of ingest when omitted.
+    #[schema(example = 1705680000)]
+    pub created: Option<i64>,
+    /// A JSON object with a string `call_id`; everything else passes through.
+    #[schema(value_type = Object, example = json!({"call_id": "call-uuid", "status": "completed"}))]
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchInput {
+    /// 1 to 1,000 events, processed in one transaction.
+    pub events: Vec<serde_json::Value>,
+}
+
+/// An accepted event: its id and how many deliveries it fanned out to.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Accepted {
+    pub id: String,
+    pub deliveries: u64,
+}
+
+/// One item of a batch answer: the accepted event or that item's error.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum BatchItem {
+    Accepted(Accepted),
+    Error { error: ErrorBody },
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchOutput {
+    pub data: Vec<BatchItem>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventOutput {
+    pub id: String,
+    #[serde(rename = "type")]
+    #[schema(example = "call.completed")]
+    pub event_type: &'static str,
+    pub created: i64,
+    pub livemode: bool,
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    pub received_at: DateTime<Utc>,
+    /// Only on `GET /api/v1/events/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliveries: Option<Vec<DeliveryOutput>>,
+}
+
+impl EventOutput {
+    fn new(stored: StoredEvent, deliveries: Option<Vec<DeliveryOutput>>) -> Self {
+        Self {
+            id: stored.event.id.to_string(),
+            event_type: stored.event.event_type.as_str(),
+            created: stored.event.created,
+            livemode: stored.event.livemode,
+            data: stored.event.data.to_value(),
+            received_at: stored.received_at,
+            deliveries,
+        }
+    }
+}
+
+/// Validates one posted event; `prefix` names its place in a batch (`events[3].`).
+fn validate(input: EventInput, prefix: &str) -> Result<NewEvent, ApiError> {
+    let mut details = Vec::new();
+    let mut bad =
+        |field: &str, message: String| details.push(ErrorDetail { field: format!("{prefix}{field}"), message });
+    let id = match input.id {
+        None => Some(EventId::generate()),
+        Some(text) => EventId::parse(&text)
+            .map_err(|_| bad("id", "must be `evt_` followed by 1 to 100 letters, digits, `_` or `-`".to_owned()))
+            .ok(),
+    };
+    let event_type = input
+        .event_type
+        .parse::<EventType>()
+        .map_err(|e| bad("type", format!("{e}; expected one of {}", EventType::ALL.map(|t| t.as_str()).join(", "))))
+        .ok();
+    if input.created.is_some_and(|c| c < 0) {
+        bad("created", "must be unix seconds".to_owned());
+    }
+    let data = match EventData::parse(input.data) {
+        Ok(data) => Some(data),
+        Err(DataError::TooLarge { size, limit }) => {
+            return Err(ApiError::too_large(format!("{prefix}data is {size} bytes; the limit is {limit}")));
+        }
+        Err(e) => {
+            bad("data", e.to_string());
+            None
+        }
+    };
+    match (id, event_type, data) {
+        (Some(id), Some(event_type), Some(data)) if details.is_empty() => {
+            Ok(NewEvent { id, event_type, created: input.created, data })
+        }
+        _ => Err(ApiError::validation(details)),
+    }
+}
+
+fn fanout_of(stored: &StoredEvent) -> FanoutEvent<'_> {
+    FanoutEvent { id: &stored.event.id, event_type: stored.event.event_type, call_id: stored.event.data.call_id() }
+}
+
+/// Stores events and fans them out in one transaction; answers per event, in order.
+async fn ingest_all(
+    state: &AppState,
+    owner: Owner,
+    new: &[NewEvent],
+) -> ApiResult<Vec<Result<(Accepted, bool), ApiError>>> {
+    let mut tx = state.pool.begin().await?;
+    let inserted = events::insert_many(&mut tx, owner, new).await?;
+    let fresh: Vec<FanoutEvent<'_>> =
+        inserted.iter().filter_map(|i| if let Inserted::New(s) = i { Some(fanout_of(s)) } else { None }).collect();
+    let counts = enqueue_fanout_many(&mut tx, owner, &fresh).await?;
+    let mut fanned: HashMap<String, u64> = fresh.iter().zip(&counts).map(|(e, n)| (e.id.to_string(), *n)).collect();
+    let repeats: Vec<&EventId> =
+        inserted.iter().filter_map(|i| if let Inserted::Repeat(s) = i { Some(&s.event.id) } else { None }).collect();
+    if !repeats.is_empty() {
+        for (id, n) in logs::fanout_counts(&mut *tx, owner, &repeats).await? {
+            fanned.entry(id).or_insert(n);
+        }
+    }
+    tx.commit().await?;
+    Ok(inserted
+        .iter()
+        .map(|outcome| {
+            let accepted = |s: &StoredEvent| Accepted {
+                id: s.event.id.to_string(),
+                deliveries: fanned.get(s.event.id.as_str()).copied().unwrap_or(0),
+            };
+            match outcome {
+                Inserted::New(s) => Ok((accepted(s), true)),
+                Inserted::Repeat(s) => Ok((accepted(s), false)),
+                Inserted::Conflict => Err(ApiError::conflict("this event id was already used for a different event")),
+            }
+        })
+        .collect())
+}
+
+/// Post an event
+///
+/// Stored and fanned out (one delivery per matching enabled webhook) in one transaction.
+/// 201 when new; 200 with the first answer when the same id and body were posted before; 409 when the id was used
+/// for a different event.
+#[utoipa::path(post, path = "/api/v1/events", tag = "events", request_body = EventInput,
+    security(("api_key" = ["events:write"])),
+    responses((status = 201, body = Accepted), (status = 200, body = Accepted, description = "an idempotent repeat"),
+              (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+              (status = 409, body = ErrorResponse), (status = 413, body = ErrorResponse), (status = 422, body = ErrorResponse),
+              (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse)))]
+pub async fn ingest(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<EventInput>,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    let owner = principal.require(Scope::EventsWrite)?;
+    let new = validate(body, "")?;
+    let mut results = ingest_all(&state, owner, std::slice::from_ref(&new)).await?;
+    let (accepted, fresh) = results.pop().ok_or_else(|| ApiError::internal("ingest returned no result"))??;
+    Ok((if fresh { StatusCode::CREATED } else { StatusCode::OK }, Json(accepted)))
+}
+
+/// Post a batch of events
+///
+/// Up to 1,000 events in one transaction. The answer has one item per event, in order: the accepted event or that
+/// item's error (`validation_failed`, `conflict`, `payload_too_large`). Valid items are accepted even when others fail.
+#[utoipa::path(post, path = "/api/v1/events/batch", tag = "events", request_body = BatchInput,
+    security(("api_key" = ["events:write"])),
+    responses((status = 200, body = BatchOutput), (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
+              (status = 403, body = ErrorResponse), (status = 413, body = ErrorResponse), (status = 422, body = ErrorResponse),
+              (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse)))]
+pub async fn ingest_batch(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<BatchInput>,
+) -> ApiResult<Json<BatchOutput>> {
+    let owner = principal.require(Scope::EventsWrite)?;
+    if body.events.is_empty() || body.events.len() > MAX_BATCH {
+        return Err(ApiError::invalid("events", format!("must hold 1 to {MAX_BATCH} events")));
+    }
+    let mut items: Vec<Option<BatchItem>> = Vec::with_capacity(body.events.len());
+    let mut valid = Vec::with_capacity(body.events.len());
+    let mut positions = Vec::with_capacity(body.events.len());
+    for (i, value) in body.events.into_iter().enumerate() {
+        let prefix = format!("events[{i}].");
+        let parsed = serde_json::from_value::<EventInput>(value)
+            .map_err(|e| ApiError::invalid(format!("events[{i}]"), e.to_string()))
+            .and_then(|input| validate(input, &prefix));
+        match parsed {
+            Ok(new) => {
+                valid.push(new);
+                positions.push(i);
+                items.push(None);
+            }
+            Err(err) => items.push(Some(BatchItem::Error { error: err.into_body() })),
+        }
+    }
+    let results = ingest_all(&state, owner, &valid).await?;
+    for (position, result) in positions.into_iter().zip(results) {
+        items[position] = Some(match result {
+            Ok((accepted, _)) => BatchItem::Accepted(accepted),
+            Err(err) => BatchItem::Error { error: err.into_body() },
+        });
+    }
+    Ok(Json(BatchOutput { data: items.into_iter().flatten().collect() }))
+}
+
+fn event_cursor(stored: &StoredEvent) -> String {
+    format!("{}~{}", stored.received_at.timestamp_micros(), stored.event.id)
+}
+
+fn parse_event_cursor(cursor: &str) -> Result<(DateTime<Utc>, EventId), ApiError> {
+    let bad = || ApiError::invalid("cursor", "not a cursor this list returned");
+    let (micros, id) = cursor.split_once('~').ok_or_else(bad)?;
+    let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
+    Ok((at, EventId::parse(id).map_err(|_| bad())?))
+}
+
+/// List events
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(PageParams),
+    security(("api_key" = ["deliveries:read"])),
+    responses((status = 200, body = Page<EventOutput>), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+              (status = 422, body = ErrorResponse), (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse)))]
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> ApiResult<Json<Page<EventOutput>>> {
+    let owner = principal.require(Scope::DeliveriesRead)?;
+    let limit = page_limit(params.limit)?;
+    let before = params.cursor.as_deref().map(parse_event_cursor).transpose()?;
+    let rows = events::list(&state.pool, owner, before.as_ref().map(|(at, id)| (*at, id)), limit + 1).await?;
+    Ok(Json(Page::from_rows(rows, limit, event_cursor, |s| EventOutput::new(s, None))))
+}
+
+/// Get an event with its deliveries
+#[utoipa::path(get, path = "/api/v1/events/{id}", tag = "events", params(("id" = String, Path, description = "evt_…")),
+    security(("api_key" = ["deliveries:read"])),
+    responses((status = 200, body = EventOutput), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+              (status = 404, body = ErrorResponse), (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse)))]
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<EventOutput>> {
+    let owner = principal.require(Scope::DeliveriesRead)?;
+    let id = EventId::parse(&id).map_err(|_| ApiError::not_found("event"))?;
+    let stored = events::get(&state.pool, owner, &id).await?.ok_or_else(|| ApiError::not_found("event"))?;
+    let deliveries = logs::for_event(&state.pool, owner, &id).await?;
+    Ok(Json(EventOutput::new(stored, Some(deliveries.into_iter().map(|d| DeliveryOutput::new(d, None)).collect()))))
+}

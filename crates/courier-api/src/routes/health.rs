@@ -1,0 +1,36 @@
+//! `/healthz` (the process answers) and `/readyz` (the database answers and is migrated).
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ApiResult, ErrorResponse};
+use crate::state::AppState;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// Liveness
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: the database answers and every migration is applied
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = ErrorResponse)))]
+pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
+    let latest = courier_store::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let applied: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&state.pool)
+        .await
+        .map_err(ApiError::unavailable)?;
+    if applied.unwrap_or(0) < latest {
+        return Err(ApiError::unavailable(format!("migrations pending: applied {applied:?}, latest {latest}")));
+    }
+    Ok(Json(Health { status: "ready" }))
+}

@@ -1,0 +1,58 @@
+//! The routes, one module per resource.
+
+pub mod deliveries;
+pub mod events;
+pub mod health;
+pub mod webhooks;
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ApiError;
+
+pub const DEFAULT_PAGE: u32 = 20;
+pub const MAX_PAGE: u32 = 100;
+
+/// A page of a list, newest first. Pass `next_cursor` back as `cursor` for the next page; `null` means the end.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from `limit + 1` fetched rows: the extra row only says there is more.
+    pub fn from_rows<R>(mut rows: Vec<R>, limit: u32, cursor_of: impl Fn(&R) -> String, map: impl Fn(R) -> T) -> Self {
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = if more { rows.last().map(&cursor_of) } else { None };
+        Page { data: rows.into_iter().map(map).collect(), next_cursor }
+    }
+}
+
+/// `limit` and `cursor`, as every list takes them.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    /// 1 to 100; 20 by default.
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(n @ 1..=MAX_PAGE) => Ok(n),
+        Some(_) => Err(ApiError::invalid("limit", "must be between 1 and 100")),
+    }
+}
+
+/// Distinguishes an absent field from an explicit `null` (which clears it).
+pub fn double_option<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
+}

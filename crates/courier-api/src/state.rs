@@ -1,0 +1,101 @@
+//! What every handler shares.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use courier_core::ApiKeyId;
+use courier_store::MasterKey;
+use ipnet::IpNet;
+use sqlx::PgPool;
+
+/// The API's own settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Let live-mode webhooks use plain `http`.
+    pub allow_http: bool,
+    /// CIDRs a webhook may target although they are private (development, tests).
+    pub allowed_targets: Vec<IpNet>,
+    /// How long a rotated-out secret keeps signing.
+    pub rotation_grace: Duration,
+    /// The attempt budget of a webhook created without `max_attempts`.
+    pub default_max_attempts: u32,
+    /// Requests per second per key and the burst above it; `None` turns rate limiting off.
+    pub rate_limit: Option<RateLimit>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub key: MasterKey,
+    pub config: Arc<ApiConfig>,
+    pub(crate) limiter: Arc<RateLimiter>,
+    pub(crate) usage: Arc<KeyUsage>,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, key: MasterKey, config: ApiConfig) -> Self {
+        let limiter = Arc::new(RateLimiter { limit: config.rate_limit, buckets: Mutex::default() });
+        Self { pool, key, config: Arc::new(config), limiter, usage: Arc::default() }
+    }
+
+    /// Writes the keys used since the last flush in one statement. `serve` calls it every few seconds, so a key's
+    /// `last_used_at` costs no write per request.
+    pub async fn flush_key_usage(&self) -> Result<(), courier_store::Error> {
+        let used: Vec<ApiKeyId> = {
+            let mut set = self.usage.used.lock().unwrap_or_else(|e| e.into_inner());
+            set.drain().collect()
+        };
+        if used.is_empty() {
+            return Ok(());
+        }
+        courier_store::api_keys::mark_used(&self.pool, &used, chrono::Utc::now()).await
+    }
+}
+
+/// Keys seen since the last flush.
+#[derive(Default)]
+pub(crate) struct KeyUsage {
+    used: Mutex<HashSet<ApiKeyId>>,
+}
+
+impl KeyUsage {
+    pub(crate) fn touch(&self, key: &ApiKeyId) {
+        let mut set = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        if !set.contains(key) {
+            set.insert(key.clone());
+        }
+    }
+}
+
+/// A token bucket per API key.
+pub(crate) struct RateLimiter {
+    limit: Option<RateLimit>,
+    buckets: Mutex<HashMap<ApiKeyId, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    /// Takes a token, or says how many whole seconds until one is available.
+    pub(crate) fn check(&self, key: &ApiKeyId) -> Result<(), u64> {
+        let Some(limit) = self.limit else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, last) = buckets.entry(key.clone()).or_insert((limit.burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * limit.per_second).min(limit.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / limit.per_second).ceil() as u64)
+        }
+    }
+}

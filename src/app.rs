@@ -1,0 +1,93 @@
+//! The running service: the HTTP API and, in `serve`, the delivery worker, sharing one pool and one shutdown.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use courier_api::{ApiConfig, AppState, RateLimit};
+use courier_worker::Worker;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::Settings;
+
+/// What this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// API and workers (`courier serve`, `courier dev`).
+    All,
+    /// API only (`courier api`).
+    Api,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    worker: Option<Worker>,
+}
+
+pub fn api_config(settings: &Settings) -> ApiConfig {
+    ApiConfig {
+        allow_http: settings.api.allow_http,
+        allowed_targets: settings.delivery.allowed_targets.clone(),
+        rotation_grace: settings.api.rotation_grace,
+        default_max_attempts: settings.delivery.max_attempts,
+        rate_limit: settings.api.rate_limit.map(|(per_second, burst)| RateLimit { per_second, burst }),
+    }
+}
+
+impl Application {
+    /// Binds the listener (port 0 picks a free one, for tests) and prepares the parts; serves nothing yet.
+    pub async fn build(settings: &Settings, pool: PgPool, role: Role) -> anyhow::Result<Self> {
+        let key = settings.master_key()?;
+        let listener = TcpListener::bind(settings.api.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (COURIER_LISTEN)", settings.api.listen))?;
+        let worker = match role {
+            Role::All => Some(crate::commands::worker::build(settings, pool.clone())?),
+            Role::Api => None,
+        };
+        let state = AppState::new(pool, key, api_config(settings));
+        Ok(Self { listener, state, worker })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        // A bound listener always has a local address.
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Serves until `shutdown`: then stops accepting, drains requests, stops the worker (which finishes or releases
+    /// its in-flight deliveries) and flushes key usage.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Application { listener, state, worker } = self;
+        let flusher = {
+            let state = state.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    let stopping = tokio::select! {
+                        () = shutdown.cancelled() => true,
+                        () = tokio::time::sleep(Duration::from_secs(5)) => false,
+                    };
+                    if let Err(err) = state.flush_key_usage().await {
+                        tracing::warn!(error = %err, "recording API key usage failed; will retry");
+                    }
+                    if stopping {
+                        break;
+                    }
+                }
+            })
+        };
+        let worker = worker.map(|w| tokio::spawn(w.run(shutdown.clone())));
+        let app = courier_api::router(state);
+        let stop = shutdown.clone();
+        tracing::info!(addr = %listener.local_addr()?, "listening");
+        axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
+        if let Some(worker) = worker {
+            worker.await.context("the worker panicked")??;
+        }
+        let _ = flusher.await;
+        Ok(())
+    }
+}

@@ -1,0 +1,20 @@
+//! `courier serve` (API and workers) and `courier api` (API only).
+
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{Application, Role};
+use crate::settings::Settings;
+
+pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
+    let pool = super::connect(&settings).await?;
+    serve(settings, pool, role).await
+}
+
+/// Migrates, then serves until SIGTERM or ctrl-c.
+pub async fn serve(settings: Settings, pool: sqlx::PgPool, role: Role) -> anyhow::Result<()> {
+    courier_store::MIGRATOR.run(&pool).await?;
+    let app = Application::build(&settings, pool, role).await?;
+    let stop = CancellationToken::new();
+    super::worker::cancel_on_signal(stop.clone());
+    app.run(stop).await
+}

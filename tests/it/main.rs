@@ -1,6 +1,8 @@
 //! All of the `courier` package's integration tests, in one binary so they link once.
 
+mod api;
 mod cli;
+mod e2e;
 mod pipeline;
 mod receiver;
 mod support;

@@ -29,13 +29,30 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let parsed: Result<T, _> = serde_path::deserialize(de);
-    parsed.map_err(|(path, err)| match err.classify() {
-        serde_json::error::Category::Data => {
-            ApiError::invalid(if path.is_empty() { "body".to_owned() } else { path }, err.to_string())
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut *de);
+    let value = parsed.map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let field =
+                    if path == "." { unknown_or_missing(&inner).unwrap_or_else(|| "body".to_owned()) } else { path };
+                ApiError::invalid(field, inner.to_string())
+            }
+            _ => ApiError::bad_request(format!("malformed JSON: {inner}")),
         }
-        _ => ApiError::bad_request(format!("malformed JSON: {err}")),
-    })
+    })?;
+    // Trailing bytes after the value are malformed JSON too.
+    de.end().map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    Ok(value)
+}
+
+/// serde names unknown and missing fields only in its message: pull the name out for `details[].field`.
+fn unknown_or_missing(err: &serde_json::Error) -> Option<String> {
+    let text = err.to_string();
+    ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|marker| text.split(marker).nth(1).and_then(|rest| rest.split('`').next()).map(str::to_owned))
 }
 
 /// Query parameters; an unparsable value is 422 naming the parameter.
@@ -58,29 +75,4 @@ fn serde_urlencoded_parse<T: DeserializeOwned>(query: &str) -> Result<T, ApiErro
     .map_err(|rejection| {
         ApiError::validation(vec![ErrorDetail { field: "query".to_owned(), message: rejection.body_text() }])
     })
-}
-
-/// Tracks the JSON path of a deserialisation error so a 422 can name the field, without another dependency.
-mod serde_path {
-    use serde::de::DeserializeOwned;
-
-    pub fn deserialize<'de, T: DeserializeOwned>(
-        de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
-    ) -> Result<T, (String, serde_json::Error)> {
-        let result = T::deserialize(&mut *de).and_then(|v| de.end().map(|()| v));
-        result.map_err(|err| (field_of(&err), err))
-    }
-
-    /// serde_json names unknown and missing fields in its message: pull the name out for `details[].field`.
-    fn field_of(err: &serde_json::Error) -> String {
-        let text = err.to_string();
-        for marker in ["unknown field `", "missing field `"] {
-            if let Some(rest) = text.split(marker).nth(1)
-                && let Some(name) = rest.split('`').next()
-            {
-                return name.to_owned();
-            }
-        }
-        String::new()
-    }
 }

@@ -28,6 +28,17 @@ pub enum Command {
     Api,
     /// Run the delivery worker alone; run more of them on the same database to scale out.
     Worker,
+    /// Inspect deliveries across tenants.
+    #[command(subcommand)]
+    Deliveries(DeliveriesCommand),
+    /// Replay a tenant's deliveries in bulk (failed ones unless --status says otherwise).
+    #[command(
+        after_help = "Examples:\n  courier replay --tenant 0193… --since 2h --dry-run\n  courier replay --tenant 0193… --webhook wh_… --event-type call.completed"
+    )]
+    Replay(ReplayArgs),
+    /// List, enable and disable webhooks.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
     /// Manage the embedded development PostgreSQL cluster.
     #[command(subcommand)]
     Db(DbCommand),
@@ -101,4 +112,70 @@ pub struct KeyCreate {
     pub scopes: String,
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which deliveries an operator command acts on.
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    /// Tenant id (UUID).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Webhook id (wh_…).
+    #[arg(long)]
+    pub webhook: Option<String>,
+    /// pending, delivering, succeeded, failed or cancelled.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Created within this long (2h, 30m, 7d) or since an RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Created before this long ago or before an RFC 3339 time.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Event type; repeat for several.
+    #[arg(long = "event-type")]
+    pub event_type: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// Newest first: a table, or JSON lines with --json.
+    #[command(
+        after_help = "Examples:\n  courier deliveries list --status failed --since 2h\n  courier deliveries list --tenant 0193… --json"
+    )]
+    List {
+        #[command(flatten)]
+        select: SelectArgs,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One delivery with its event, webhook URL and every attempt.
+    #[command(after_help = "Example:\n  courier deliveries show dlv_01M8…")]
+    Show { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Count what would be replayed without replaying it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// A tenant's webhooks.
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enable a webhook (after a `gone` or `failing` disable, say).
+    Enable { id: String },
+    /// Disable a webhook and cancel its pending deliveries.
+    Disable { id: String },
 }

@@ -2,6 +2,7 @@
 
 mod admin;
 mod dev;
+mod operate;
 pub mod serve;
 pub mod worker;
 
@@ -41,6 +42,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Tenants(cmd) => admin::tenants(&connect(&settings).await?, cmd).await,
         Command::Keys(cmd) => admin::keys(&connect(&settings).await?, cmd).await,
+        Command::Deliveries(cmd) => operate::deliveries(&connect(&settings).await?, cmd).await,
+        Command::Replay(args) => operate::replay(&connect(&settings).await?, args).await,
+        Command::Webhooks(cmd) => operate::webhooks(&connect(&settings).await?, cmd).await,
     }
 }
 

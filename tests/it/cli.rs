@@ -108,3 +108,89 @@ async fn bad_configuration_names_the_variable() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("DATABASE_URL"), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn operators_list_show_replay_and_toggle_webhooks() {
+    use courier_core::{Environment, EventData, EventId, EventSelector, EventType, PayloadFilter};
+    use courier_scheduler::fanout::FanoutEvent;
+    use courier_store::events::{self, NewEvent};
+    use courier_store::webhooks::{self, NewWebhook};
+    use courier_store::{MasterKey, Owner, tenants};
+
+    let db = fresh_database().await;
+    assert!(courier(&db, &["migrate"], &[]).status.success());
+    let pool = sqlx::PgPool::connect(&db).await.expect("pool");
+    let tenant = tenants::create(&pool, "Acme").await.expect("tenant");
+    let owner = Owner { tenant: tenant.id, environment: Environment::Live };
+    let new = NewWebhook {
+        url: "https://receiver.example/hook".to_owned(),
+        description: None,
+        events: EventSelector::All,
+        payload: PayloadFilter::default(),
+        max_attempts: 5,
+    };
+    let (webhook, _) = webhooks::create(&pool, &MasterKey::from_bytes(&[1; 32]), owner, new).await.expect("webhook");
+    let mut tx = pool.begin().await.expect("tx");
+    for i in 0..2 {
+        let event = NewEvent {
+            id: EventId::parse(&format!("evt_op{i}")).expect("id"),
+            event_type: EventType::CallFailed,
+            created: None,
+            data: EventData::parse(serde_json::json!({"call_id": format!("call-{i}")})).expect("data"),
+        };
+        events::insert(&mut tx, owner, &event).await.expect("insert");
+        let fan = FanoutEvent { id: &event.id, event_type: event.event_type, call_id: event.data.call_id() };
+        courier_scheduler::enqueue_fanout(&mut tx, owner, fan).await.expect("fan-out");
+    }
+    tx.commit().await.expect("commit");
+    // One delivery has failed for good, with an attempt on record.
+    let failed: String = sqlx::query_scalar(
+        "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, attempt_count = 1, last_status_code = 500
+         WHERE event_id = 'evt_op0' RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("fail one");
+    sqlx::query(
+        "INSERT INTO delivery_attempts VALUES ($1, 1, now(), 12, 500, NULL, NULL, 'upstream exploded', 1700000000)",
+    )
+    .bind(&failed)
+    .execute(&pool)
+    .await
+    .expect("attempt");
+
+    let tenant_id = tenant.id.to_string();
+    let out = courier(&db, &["deliveries", "list", "--status", "failed", "--since", "1h", "--json"], &[]);
+    let lines: Vec<serde_json::Value> =
+        stdout(&out).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(lines.len(), 1, "{}", stderr(&out));
+    assert_eq!(lines[0]["id"], failed.as_str());
+    let table = stdout(&courier(&db, &["deliveries", "list", "--tenant", &tenant_id], &[]));
+    assert_eq!(table.lines().count(), 3, "a header and two rows: {table}");
+
+    let shown = stdout(&courier(&db, &["deliveries", "show", &failed], &[]));
+    assert!(
+        shown.contains("https://receiver.example/hook")
+            && shown.contains("HTTP 500")
+            && shown.contains("upstream exploded"),
+        "{shown}"
+    );
+
+    let dry = stdout(&courier(&db, &["replay", "--tenant", &tenant_id, "--dry-run"], &[]));
+    assert!(dry.contains("would replay 1"), "{dry}");
+    let done = stdout(&courier(&db, &["replay", "--tenant", &tenant_id], &[]));
+    assert!(done.contains("replayed 1"), "{done}");
+    let again = stdout(&courier(&db, &["replay", "--tenant", &tenant_id], &[]));
+    assert!(again.contains("replayed 0"), "a rerun does not queue a second replay: {again}");
+    assert!(!courier(&db, &["replay", "--status", "failed"], &[]).status.success(), "--tenant is required");
+
+    let listed = stdout(&courier(&db, &["webhooks", "list", "--tenant", &tenant_id], &[]));
+    assert!(listed.contains(webhook.id.as_str()) && listed.contains("enabled"), "{listed}");
+    let disabled = stdout(&courier(&db, &["webhooks", "disable", webhook.id.as_str()], &[]));
+    assert!(disabled.contains("cancelled 2"), "the pending delivery and the replay: {disabled}");
+    let listed = stdout(&courier(&db, &["webhooks", "list", "--tenant", &tenant_id], &[]));
+    assert!(listed.contains("disabled (manual)"), "{listed}");
+    assert!(courier(&db, &["webhooks", "enable", webhook.id.as_str()], &[]).status.success());
+    let bad = courier(&db, &["webhooks", "enable", "dlv_nope"], &[]);
+    assert!(!bad.status.success() && stderr(&bad).contains("not a webhook id"), "{}", stderr(&bad));
+}

@@ -54,9 +54,9 @@ pub async fn replay_one(pool: &PgPool, owner: Owner, id: &DeliveryId) -> Result<
     Ok(Replayed::Queued(Box::new(crate::logs::from_row(row)?)))
 }
 
-/// Replays every matching delivery whose webhook is active, in transactions of [`CHUNK`], walking the ids in order
-/// so an interrupted run can be resumed from the returned cursor. Only deliveries created before the call are
-/// considered, so the replays it makes are never replayed again by the same run.
+/// Replays every matching delivery whose webhook is active, in transactions of [`CHUNK`], walking the ids in order.
+/// Only deliveries created before the call are considered, so the replays it makes are never replayed again by the
+/// same run; a delivery whose earlier replay is still queued is skipped, so rerunning an interrupted run is safe.
 /// `progress` is told the running total after each chunk.
 pub async fn replay_bulk(
     pool: &PgPool,
@@ -69,7 +69,8 @@ pub async fn replay_bulk(
     if dry_run {
         let mut q = QueryBuilder::new(
             "SELECT count(*) FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
-             WHERE w.status = 'enabled' AND w.deleted_at IS NULL",
+             WHERE w.status = 'enabled' AND w.deleted_at IS NULL AND NOT EXISTS (
+                SELECT 1 FROM deliveries r WHERE r.replay_of = d.id AND r.status IN ('pending', 'delivering'))",
         );
         push_conditions(&mut q, visibility, filter);
         let n: i64 = q.build_query_scalar().fetch_one(pool).await?;
@@ -85,7 +86,11 @@ pub async fn replay_bulk(
              SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id,
                     'pending', w.max_attempts, now(), d.id
              FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
-             WHERE w.status = 'enabled' AND w.deleted_at IS NULL AND d.created_at < ",
+             WHERE w.status = 'enabled' AND w.deleted_at IS NULL
+               -- A delivery whose replay is still queued is not queued again, so an interrupted run can be rerun.
+               AND NOT EXISTS (SELECT 1 FROM deliveries r
+                               WHERE r.replay_of = d.id AND r.status IN ('pending', 'delivering'))
+               AND d.created_at < ",
         );
         q.push_bind(started);
         push_conditions(&mut q, visibility, filter);

@@ -1,0 +1,197 @@
+//! Operator commands on deliveries and webhooks: direct database access, across tenants.
+
+use std::io::IsTerminal;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use courier_core::{DeliveryId, EventType, TenantId, WebhookId};
+use courier_scheduler::DeliveryStatus;
+use courier_scheduler::logs::{self, DeliveryFilter, Visibility};
+use courier_scheduler::replay;
+use courier_store::operator;
+use courier_store::webhooks::DisabledReason;
+use sqlx::PgPool;
+
+use crate::cli::{DeliveriesCommand, ReplayArgs, SelectArgs, WebhooksCommand};
+
+/// `2h`, `30m`, `7d` ago, or an RFC 3339 time.
+pub fn parse_time(flag: &str, text: &str) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    let ago = humantime::parse_duration(text)
+        .with_context(|| format!("{flag} `{text}`: expected a duration like 2h or an RFC 3339 time"))?;
+    Ok(Utc::now() - chrono::Duration::from_std(ago).context("duration too long")?)
+}
+
+fn filter(select: &SelectArgs) -> anyhow::Result<(Visibility, DeliveryFilter)> {
+    let tenant = select
+        .tenant
+        .as_deref()
+        .map(|t| t.parse::<TenantId>().map_err(|_| anyhow::anyhow!("--tenant `{t}` is not a tenant id (a UUID)")))
+        .transpose()?;
+    let filter = DeliveryFilter {
+        status: select.status.as_deref().map(str::parse::<DeliveryStatus>).transpose().context("--status")?,
+        webhook_id: select.webhook.as_deref().map(WebhookId::parse).transpose().context("--webhook")?,
+        event_types: select
+            .event_type
+            .iter()
+            .map(|t| t.parse::<EventType>())
+            .collect::<Result<_, _>>()
+            .context("--event-type")?,
+        call_id: None,
+        since: select.since.as_deref().map(|s| parse_time("--since", s)).transpose()?,
+        until: select.until.as_deref().map(|s| parse_time("--until", s)).transpose()?,
+    };
+    Ok((Visibility::Operator { tenant }, filter))
+}
+
+pub async fn deliveries(pool: &PgPool, cmd: DeliveriesCommand) -> anyhow::Result<()> {
+    match cmd {
+        DeliveriesCommand::List { select, limit, json } => {
+            let (visibility, filter) = filter(&select)?;
+            if !(1..=10_000).contains(&limit) {
+                bail!("--limit must be between 1 and 10000");
+            }
+            let rows = logs::list(pool, visibility, &filter, None, limit).await?;
+            if !json {
+                println!(
+                    "{:<30} {:<10} {:<8} {:<18} {:<30} {:<25} LAST",
+                    "DELIVERY", "STATUS", "ATTEMPTS", "EVENT", "WEBHOOK", "CREATED"
+                );
+            }
+            for d in rows {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "id": d.id, "tenant_id": d.tenant_id, "event_id": d.event_id, "event_type": d.event_type.as_str(),
+                            "call_id": d.call_id, "webhook_id": d.webhook_id, "status": d.status.as_str(),
+                            "attempt_count": d.attempt_count, "max_attempts": d.max_attempts,
+                            "next_attempt_at": d.next_attempt_at, "last_status_code": d.last_status_code,
+                            "last_error": d.last_error, "replay_of": d.replay_of, "created_at": d.created_at,
+                        })
+                    );
+                } else {
+                    let last = d.last_status_code.map(|c| c.to_string()).or(d.last_error.clone()).unwrap_or_default();
+                    println!(
+                        "{:<30} {:<10} {:<8} {:<18} {:<30} {:<25} {}",
+                        d.id,
+                        d.status.as_str(),
+                        format!("{}/{}", d.attempt_count, d.max_attempts),
+                        d.event_type.as_str(),
+                        d.webhook_id,
+                        d.created_at.format("%Y-%m-%d %H:%M:%S"),
+                        last
+                    );
+                }
+            }
+        }
+        DeliveriesCommand::Show { id } => {
+            let id = DeliveryId::parse(&id).map_err(|e| anyhow::anyhow!("`{id}`: {e}"))?;
+            let (d, attempts) = logs::get(pool, Visibility::Operator { tenant: None }, &id)
+                .await?
+                .with_context(|| format!("no delivery {id}"))?;
+            let url: Option<String> = sqlx::query_scalar("SELECT url FROM webhooks WHERE id = $1")
+                .bind(d.webhook_id.as_str())
+                .fetch_optional(pool)
+                .await?;
+            println!("delivery     {}", d.id);
+            println!("tenant       {}", d.tenant_id);
+            println!("event        {} ({}, call {})", d.event_id, d.event_type.as_str(), d.call_id);
+            println!("webhook      {} {}", d.webhook_id, url.unwrap_or_default());
+            println!("status       {} after {}/{} attempts", d.status.as_str(), d.attempt_count, d.max_attempts);
+            if let Some(next) = d.next_attempt_at {
+                println!("next attempt {next}");
+            }
+            if let Some(of) = &d.replay_of {
+                println!("replay of    {of}");
+            }
+            for a in attempts {
+                let outcome = a.status_code.map(|c| format!("HTTP {c}")).or(a.error_kind.clone()).unwrap_or_default();
+                println!(
+                    "  #{} {} {:>6} ms  {}",
+                    a.attempt,
+                    a.started_at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                    a.duration_ms,
+                    outcome
+                );
+                if let Some(message) = a.error_message {
+                    println!("     {message}");
+                }
+                if let Some(body) = a.response_body {
+                    let one_line: String =
+                        body.chars().take(200).map(|c| if c.is_control() { ' ' } else { c }).collect();
+                    println!("     {one_line}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn replay(pool: &PgPool, args: ReplayArgs) -> anyhow::Result<()> {
+    if args.select.tenant.is_none() {
+        bail!("--tenant is required: bulk replay acts on one tenant at a time");
+    }
+    let (visibility, mut filter) = filter(&args.select)?;
+    filter.status.get_or_insert(DeliveryStatus::Failed);
+    let terminal = std::io::stderr().is_terminal();
+    let total = replay::replay_bulk(pool, visibility, &filter, args.dry_run, |done| {
+        if terminal {
+            eprint!("\rreplayed {done}");
+        }
+    })
+    .await?;
+    if terminal && !args.dry_run {
+        eprintln!();
+    }
+    if args.dry_run {
+        println!("would replay {total} deliveries");
+    } else {
+        println!("replayed {total} deliveries");
+    }
+    Ok(())
+}
+
+pub async fn webhooks(pool: &PgPool, cmd: WebhooksCommand) -> anyhow::Result<()> {
+    match cmd {
+        WebhooksCommand::List { tenant, json } => {
+            let tenant: TenantId =
+                tenant.parse().map_err(|_| anyhow::anyhow!("--tenant `{tenant}` is not a tenant id (a UUID)"))?;
+            for w in operator::list_webhooks(pool, tenant).await? {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"id": w.id, "environment": w.environment, "url": w.url, "status": w.status,
+                                           "disabled_reason": w.disabled_reason})
+                    );
+                } else {
+                    let reason = w.disabled_reason.map(|r| format!(" ({r})")).unwrap_or_default();
+                    println!("{}  {}  {}{}  {}", w.id, w.environment, w.status, reason, w.url);
+                }
+            }
+        }
+        WebhooksCommand::Enable { id } | WebhooksCommand::Disable { id } if WebhookId::parse(&id).is_err() => {
+            bail!("`{id}` is not a webhook id (wh_…)");
+        }
+        WebhooksCommand::Enable { id } => {
+            let id = WebhookId::parse(&id)?;
+            if !operator::set_webhook_status(pool, &id, None).await? {
+                bail!("no webhook {id}");
+            }
+            println!("enabled {id}");
+        }
+        WebhooksCommand::Disable { id } => {
+            let id = WebhookId::parse(&id)?;
+            let mut tx = pool.begin().await?;
+            if !operator::set_webhook_status(&mut *tx, &id, Some(DisabledReason::Manual)).await? {
+                bail!("no webhook {id}");
+            }
+            let cancelled = courier_scheduler::lifecycle::cancel_for_webhook(&mut tx, &id).await?;
+            tx.commit().await?;
+            println!("disabled {id}; cancelled {cancelled} pending deliveries");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! Courier as a child process, and what /proc says about it and about PostgreSQL.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// CPU seconds (user + system) of one process, from /proc/<pid>/stat.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the state field.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Peak resident set of one process in MiB (VmHWM).
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// CPU seconds of every PostgreSQL server process on the machine (the benchmark's cluster is the busy one).
+pub fn postgres_cpu_seconds() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .map(cpu_seconds)
+        .sum()
+}
+
+pub struct Courier {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Courier {
+    pub async fn start(database_url: &str, port: u16, secret_key: &str, concurrency: usize) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_courier"))
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("COURIER_LISTEN", format!("127.0.0.1:{port}"))
+            .env("COURIER_SECRET_KEY", secret_key)
+            .env("COURIER_ALLOWED_TARGETS", "127.0.0.0/8")
+            .env("COURIER_ALLOW_HTTP", "true")
+            .env("COURIER_RATE_LIMIT", "0")
+            .env("COURIER_DELIVERY_TIMEOUT", "2s")
+            .env("COURIER_WORKER_CONCURRENCY", concurrency.to_string())
+            .env("COURIER_WEBHOOK_CONCURRENCY", concurrency.to_string())
+            .env("COURIER_DATABASE_MAX_CONNECTIONS", "40")
+            .env("COURIER_LOG_FORMAT", "json")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("courier starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder().no_proxy().build().expect("client");
+        for _ in 0..300 {
+            if http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Self { child, base };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("courier did not become ready");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Courier {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}

@@ -25,6 +25,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     worker: Option<Worker>,
+    retention_days: u32,
 }
 
 pub fn api_config(settings: &Settings) -> ApiConfig {
@@ -49,7 +50,7 @@ impl Application {
             Role::Api => None,
         };
         let state = AppState::new(pool, key, api_config(settings));
-        Ok(Self { listener, state, worker })
+        Ok(Self { listener, state, worker, retention_days: settings.retention.days })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -60,7 +61,8 @@ impl Application {
     /// Serves until `shutdown`: then stops accepting, drains requests, stops the worker (which finishes or releases
     /// its in-flight deliveries) and flushes key usage.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { listener, state, worker } = self;
+        let Application { listener, state, worker, retention_days } = self;
+        let retention = tokio::spawn(retention_loop(state.pool.clone(), retention_days, shutdown.clone()));
         let flusher = {
             let state = state.clone();
             let shutdown = shutdown.clone();
@@ -80,7 +82,11 @@ impl Application {
             })
         };
         let worker = worker.map(|w| tokio::spawn(w.run(shutdown.clone())));
-        let app = courier_api::router(state);
+        crate::metrics::install();
+        let metrics = axum::Router::new()
+            .route("/metrics", axum::routing::get(crate::metrics::scrape))
+            .with_state(state.pool.clone());
+        let app = courier_api::router(state).merge(metrics);
         let stop = shutdown.clone();
         tracing::info!(addr = %listener.local_addr()?, "listening");
         axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
@@ -88,6 +94,39 @@ impl Application {
             worker.await.context("the worker panicked")??;
         }
         let _ = flusher.await;
+        let _ = retention.await;
         Ok(())
+    }
+}
+
+/// Deletes expired events (with their deliveries and attempts) every minute, one bounded batch at a time with a
+/// pause between batches, so it never holds locks delivery needs for long.
+async fn retention_loop(pool: PgPool, days: u32, shutdown: CancellationToken) {
+    loop {
+        loop {
+            match courier_scheduler::retention::purge_expired_batch(&pool, days).await {
+                Ok(n) if n == courier_scheduler::retention::BATCH as u64 => {
+                    tracing::info!(deleted = n, "retention: deleted expired events");
+                }
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(deleted = n, "retention: deleted expired events");
+                    }
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "retention pass failed; will retry");
+                    break;
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
     }
 }

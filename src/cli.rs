@@ -36,6 +36,17 @@ pub enum Command {
         after_help = "Examples:\n  courier replay --tenant 0193… --since 2h --dry-run\n  courier replay --tenant 0193… --webhook wh_… --event-type call.completed"
     )]
     Replay(ReplayArgs),
+    /// Erase a tenant's events, deliveries and attempts (erasure requests).
+    #[command(
+        after_help = "Examples:\n  courier purge --tenant 0193…\n  courier purge --tenant 0193… --before 2026-01-01T00:00:00Z"
+    )]
+    Purge {
+        #[arg(long)]
+        tenant: String,
+        /// Only what was received before this time (RFC 3339) or this long ago (90d).
+        #[arg(long)]
+        before: Option<String>,
+    },
     /// List, enable and disable webhooks.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),

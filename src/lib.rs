@@ -5,5 +5,6 @@ pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod embedded_db;
+pub mod metrics;
 pub mod settings;
 pub mod telemetry;

@@ -20,6 +20,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub api: ApiSettings,
     pub delivery: DeliverySettings,
+    pub retention: RetentionSettings,
     pub log: LogSettings,
 }
 
@@ -64,6 +65,13 @@ pub struct DeliverySettings {
     pub per_webhook_concurrency: usize,
 }
 
+#[derive(Debug, Clone)]
+pub struct RetentionSettings {
+    /// `COURIER_RETENTION`: how long events, deliveries and attempts are kept (whole days; 30d by default).
+    /// A tenant's `retention_days` overrides it.
+    pub days: u32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Pretty,
@@ -99,6 +107,7 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     ("connect_timeout", Some("5s")),
     ("worker_concurrency", Some("64")),
     ("webhook_concurrency", Some("16")),
+    ("retention", Some("30d")),
     ("log_format", Some("pretty")),
 ];
 
@@ -246,6 +255,15 @@ impl Settings {
                 connect_timeout: l.parse("connect_timeout", duration)?,
                 concurrency: l.parse("worker_concurrency", positive)?,
                 per_webhook_concurrency: l.parse("webhook_concurrency", positive)?,
+            },
+            retention: RetentionSettings {
+                days: l.parse("retention", |s| {
+                    let days = duration(s)?.as_secs() / 86_400;
+                    if days == 0 {
+                        bail!("must be at least one day");
+                    }
+                    Ok(u32::try_from(days)?)
+                })?,
             },
             log: LogSettings {
                 format: l.parse("log_format", |s| match s.trim() {

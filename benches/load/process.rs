@@ -63,11 +63,12 @@ impl Courier {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("courier starts");
-        let base = format!("http://127.0.0.1:{port}");
+        // Owned at once, so every path below (a panic included) stops and reaps the child in `Drop`.
+        let courier = Self { child, base: format!("http://127.0.0.1:{port}") };
         let http = reqwest::Client::builder().no_proxy().build().expect("client");
         for _ in 0..300 {
-            if http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
-                return Self { child, base };
+            if http.get(format!("{}/readyz", courier.base)).send().await.is_ok_and(|r| r.status().is_success()) {
+                return courier;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -45,6 +45,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deliveries(cmd) => operate::deliveries(&connect(&settings).await?, cmd).await,
         Command::Replay(args) => operate::replay(&connect(&settings).await?, args).await,
         Command::Webhooks(cmd) => operate::webhooks(&connect(&settings).await?, cmd).await,
+        Command::Purge { tenant, before } => {
+            operate::purge(&connect(&settings).await?, &tenant, before.as_deref()).await
+        }
     }
 }
 

@@ -195,3 +195,13 @@ pub async fn webhooks(pool: &PgPool, cmd: WebhooksCommand) -> anyhow::Result<()>
     }
     Ok(())
 }
+
+pub async fn purge(pool: &PgPool, tenant: &str, before: Option<&str>) -> anyhow::Result<()> {
+    let tenant: TenantId =
+        tenant.parse().map_err(|_| anyhow::anyhow!("--tenant `{tenant}` is not a tenant id (a UUID)"))?;
+    let before = before.map(|b| parse_time("--before", b)).transpose()?;
+    courier_store::tenants::get(pool, tenant).await?.with_context(|| format!("no tenant {tenant}"))?;
+    let deleted = courier_scheduler::retention::purge_tenant(pool, tenant, before).await?;
+    println!("erased {deleted} events of tenant {tenant}, with their deliveries and attempts");
+    Ok(())
+}

@@ -5,4 +5,5 @@ mod cli;
 mod e2e;
 mod pipeline;
 mod receiver;
+mod retention;
 mod support;

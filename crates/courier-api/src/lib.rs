@@ -36,6 +36,17 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// API request latency by route and status, for `/metrics`.
+async fn record_request(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::histogram!("courier_http_request_duration_seconds", "route" => route, "status" => status)
+        .record(started.elapsed().as_secs_f64());
+    res
+}
+
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/v1/webhooks", post(webhooks::create).get(webhooks::list))
@@ -54,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::route_not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
+        .route_layer(axum::middleware::from_fn(record_request))
         .with_state(state);
 
     api.layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {

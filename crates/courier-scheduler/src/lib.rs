@@ -11,6 +11,7 @@ pub mod finish;
 pub mod lifecycle;
 pub mod logs;
 pub mod replay;
+pub mod retention;
 pub mod wake;
 
 use std::fmt;

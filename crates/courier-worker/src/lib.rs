@@ -8,6 +8,7 @@ pub mod client;
 mod runner;
 pub mod ssrf;
 pub mod stages;
+mod telemetry;
 
 pub use runner::{Worker, WorkerConfig};
 

@@ -193,6 +193,7 @@ impl Worker {
             let key = (delivery.id.clone(), delivery.attempt);
             let webhook = delivery.webhook.id.clone();
             let handle = tasks.spawn(async move {
+                let _in_flight = crate::telemetry::InFlightGuard::new();
                 if let Some(record) = worker.attempt(delivery).await {
                     let _ = records.send(record).await;
                 }
@@ -227,6 +228,7 @@ impl Worker {
                     tracing::error!(error = %err, "cancelling a delivery of an inactive webhook failed");
                 }
                 tracing::Span::current().record("outcome", "cancelled");
+                metrics::counter!("courier_deliveries_finished_total", "outcome" => "cancelled").increment(1);
                 return None;
             }
             let started_at = Utc::now();
@@ -255,6 +257,7 @@ impl Worker {
                 span.record("http.status", status);
             }
             span.record("outcome", tracing::field::debug(&next));
+            crate::telemetry::attempt_finished(sent.result, sent.duration, next);
             Some(AttemptRecord {
                 delivery_id: delivery.id,
                 webhook_id: delivery.webhook.id,

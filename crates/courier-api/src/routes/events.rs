@@ -162,6 +162,9 @@ async fn ingest_all(
         }
     }
     tx.commit().await?;
+    for event in &fresh {
+        metrics::counter!("courier_events_ingested_total", "type" => event.event_type.as_str()).increment(1);
+    }
     Ok(inserted
         .iter()
         .map(|outcome| {

@@ -1,0 +1,45 @@
+//! The worker's metrics (exported by whatever recorder the process installed).
+
+use std::time::Duration;
+
+use courier_core::{AttemptResult, Next};
+
+/// Counts one attempt and, when it ends the delivery, the delivery's outcome.
+pub(crate) fn attempt_finished(result: AttemptResult, duration: Duration, next: Next) {
+    let (outcome, finished) = match next {
+        Next::Succeeded => ("succeeded", Some("succeeded")),
+        Next::Retry { .. } => ("retry", None),
+        Next::Failed => ("failed", Some("failed")),
+        Next::Gone => ("gone", Some("failed")),
+    };
+    let status_class = match result {
+        AttemptResult::Response { status, .. } => match status {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        },
+        AttemptResult::Error(kind) => kind.as_str(),
+    };
+    metrics::counter!("courier_attempts_total", "outcome" => outcome, "status_class" => status_class).increment(1);
+    metrics::histogram!("courier_attempt_duration_seconds").record(duration.as_secs_f64());
+    if let Some(finished) = finished {
+        metrics::counter!("courier_deliveries_finished_total", "outcome" => finished).increment(1);
+    }
+}
+
+/// Counts a delivery in flight in this process for as long as it lives.
+pub(crate) struct InFlightGuard;
+
+impl InFlightGuard {
+    pub(crate) fn new() -> Self {
+        metrics::gauge!("courier_deliveries_in_flight").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        metrics::gauge!("courier_deliveries_in_flight").decrement(1.0);
+    }
+}

@@ -1,0 +1,97 @@
+//! `/metrics` after real deliveries: the counters moved by exactly what happened.
+//! A test binary of its own, because the metrics recorder is process-wide.
+
+// Shared with the main integration binary, which uses all of it; this one uses a part.
+#[allow(dead_code)]
+#[path = "it/receiver.rs"]
+mod receiver;
+
+use std::time::Duration;
+
+use courier::app::{Application, Role};
+use courier::settings::Settings;
+use courier_core::{Environment, Scope, Scopes};
+use courier_store::{MasterKey, api_keys, tenants};
+use receiver::{Receiver, Reply};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in\n{text}"))
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn counters_move_by_what_happened(pool: PgPool) {
+    let master = MasterKey::generate_base64();
+    let settings = Settings::from_sources(None, |name| {
+        match name {
+            "COURIER_LISTEN" => Some("127.0.0.1:0"),
+            "COURIER_SECRET_KEY" => Some(master.as_str()),
+            "COURIER_ALLOWED_TARGETS" => Some("127.0.0.0/8"),
+            "COURIER_RETRY_INITIAL" => Some("10ms"),
+            _ => None,
+        }
+        .map(str::to_owned)
+    })
+    .expect("settings");
+    let app = Application::build(&settings, pool.clone(), Role::All).await.expect("app");
+    let base = format!("http://{}", app.addr());
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(app.run(stop.clone()));
+    let tenant = tenants::create(&pool, "Acme").await.expect("tenant");
+    let key =
+        api_keys::create(&pool, tenant.id, Environment::Test, &Scopes::new(Scope::ALL)).await.expect("key").plaintext;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder().no_proxy().build().expect("client");
+
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    receiver.script([Reply::Status(500)]);
+    let res = http
+        .post(format!("{base}/api/v1/webhooks"))
+        .bearer_auth(&key)
+        .body(serde_json::json!({"url": receiver.url}).to_string())
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status().as_u16(), 201);
+    for (i, kind) in ["call.completed", "call.completed", "call.failed"].iter().enumerate() {
+        let body = serde_json::json!({"id": format!("evt_m{i}"), "type": kind, "data": {"call_id": "c"}});
+        let res = http
+            .post(format!("{base}/api/v1/events"))
+            .bearer_auth(&key)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(res.status().as_u16(), 201);
+    }
+    // Three deliveries, one of which fails once first: four requests.
+    for _ in 0..500 {
+        if receiver.received().len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // the recorder writes right after the answers
+
+    let text = http.get(format!("{base}/metrics")).send().await.expect("scrape").text().await.expect("text");
+    assert_eq!(value(&text, r#"courier_events_ingested_total{type="call.completed"}"#), 2.0);
+    assert_eq!(value(&text, r#"courier_events_ingested_total{type="call.failed"}"#), 1.0);
+    assert_eq!(value(&text, r#"courier_deliveries_finished_total{outcome="succeeded"}"#), 3.0);
+    assert_eq!(value(&text, r#"courier_attempts_total{outcome="succeeded",status_class="2xx"}"#), 3.0);
+    assert_eq!(value(&text, r#"courier_attempts_total{outcome="retry",status_class="5xx"}"#), 1.0);
+    assert_eq!(value(&text, "courier_attempt_duration_seconds_count"), 4.0);
+    assert_eq!(value(&text, r#"courier_queue_depth{state="due"}"#), 0.0);
+    assert_eq!(value(&text, "courier_deliveries_in_flight"), 0.0);
+    assert!(
+        text.contains(r#"courier_http_request_duration_seconds_count{route="/api/v1/events",status="201"} 3"#),
+        "{text}"
+    );
+
+    stop.cancel();
+    server.await.expect("joins").expect("clean shutdown");
+}

@@ -55,7 +55,6 @@ impl Courier {
             .env("COURIER_RATE_LIMIT", "0")
             .env("COURIER_DELIVERY_TIMEOUT", "2s")
             .env("COURIER_WORKER_CONCURRENCY", concurrency.to_string())
-            .env("COURIER_WEBHOOK_CONCURRENCY", concurrency.to_string())
             .env("COURIER_DATABASE_MAX_CONNECTIONS", "40")
             .env("COURIER_LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")

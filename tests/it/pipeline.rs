@@ -495,3 +495,28 @@ async fn a_deleted_webhooks_queued_deliveries_are_cancelled(pool: PgPool) {
     assert!(receiver.received().is_empty());
     assert_eq!(f.only_delivery().await.0.status, DeliveryStatus::Cancelled);
 }
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_hanging_endpoint_cannot_take_every_slot(pool: PgPool) {
+    let f = Fixture::new(pool).await;
+    let hanging = Receiver::start(Reply::Slow(Duration::from_secs(3))).await;
+    let healthy = Receiver::start(Reply::Status(200)).await;
+    f.webhook(&hanging.url, 5).await;
+    f.webhook(&healthy.url, 5).await;
+    for _ in 0..10 {
+        f.ingest().await;
+    }
+    let cfg = WorkerConfig { concurrency: 4, per_webhook: 1, timeout: Duration::from_secs(10), ..config() };
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(f.worker(cfg).run(stop.clone()));
+    for _ in 0..300 {
+        if healthy.received().len() == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(healthy.received().len(), 10, "the healthy endpoint is served while the other hangs");
+    assert_eq!(hanging.received().len(), 1, "the hanging endpoint holds at most its one slot");
+    stop.cancel();
+    handle.await.expect("joins").expect("stops");
+}

@@ -12,7 +12,7 @@ use courier_scheduler::wake::Wakeup;
 use courier_scheduler::{AttemptRecord, ClaimedDelivery, MasterKey, claim, lifecycle};
 use ipnet::IpNet;
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field::Empty};
@@ -62,7 +62,12 @@ pub struct Worker {
     config: WorkerConfig,
 }
 
-type InFlight = Arc<Mutex<HashMap<WebhookId, usize>>>;
+/// Per webhook: the permits that bound its concurrent attempts, and how many of its deliveries this process holds
+/// (attempting or waiting for a permit).
+type InFlight = Arc<Mutex<HashMap<WebhookId, (Arc<Semaphore>, usize)>>>;
+
+/// How often a running worker fails deliveries whose lease ran out after their last allowed attempt.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 impl Worker {
     pub fn new(pool: PgPool, key: MasterKey, config: WorkerConfig) -> Result<Self> {
@@ -105,12 +110,16 @@ impl Worker {
         let in_flight: InFlight = Arc::default();
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut claimed_now: HashMap<tokio::task::Id, (courier_core::DeliveryId, u32)> = HashMap::new();
+        let mut last_sweep = tokio::time::Instant::now() - SWEEP_EVERY;
 
+        // A webhook may hold `per_webhook` attempts and as many waiting for a permit; claims skip it beyond that,
+        // and one claim takes at most that many, so a batch rarely overfills one webhook.
+        let held_cap = self.config.per_webhook * 2;
         while !shutdown.is_cancelled() {
-            let free = self.config.concurrency.saturating_sub(tasks.len());
+            let free = self.config.concurrency.saturating_sub(tasks.len()).min(held_cap);
             let mut got = 0;
             if free > 0 {
-                let skip = saturated(&in_flight, self.config.per_webhook);
+                let skip = saturated(&in_flight, held_cap);
                 match claim(&self.pool, free as u32, self.config.lease(), &skip).await {
                     Ok(batch) => {
                         got = batch.len();
@@ -131,7 +140,14 @@ impl Worker {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = wakeup.wait(self.config.poll_interval), if tasks.len() < self.config.concurrency => {
-                    let _ = claim::fail_exhausted_leases(&self.pool).await;
+                    // Expired leases on spent attempt budgets only come from crashed workers: sweep them now and
+                    // then, not on every wake-up.
+                    if last_sweep.elapsed() >= SWEEP_EVERY {
+                        last_sweep = tokio::time::Instant::now();
+                        if let Err(err) = claim::fail_exhausted_leases(&self.pool).await {
+                            tracing::warn!(error = %err, "sweeping exhausted leases failed");
+                        }
+                    }
                 }
                 Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => forget(&mut claimed_now, done),
             }
@@ -172,33 +188,39 @@ impl Worker {
         records: &mpsc::Sender<AttemptRecord>,
     ) {
         let mut over_cap = Vec::new();
+        let held_cap = self.config.per_webhook * 2;
         for delivery in batch {
-            let admitted = {
-                let mut counts = in_flight.lock().unwrap_or_else(|e| e.into_inner());
-                let count = counts.entry(delivery.webhook.id.clone()).or_default();
-                if *count < self.config.per_webhook {
+            let permits = {
+                let mut held = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                let (permits, count) = held
+                    .entry(delivery.webhook.id.clone())
+                    .or_insert_with(|| (Arc::new(Semaphore::new(self.config.per_webhook)), 0));
+                if *count < held_cap {
                     *count += 1;
-                    true
+                    Some(permits.clone())
                 } else {
-                    false
+                    None
                 }
             };
-            if !admitted {
+            let Some(permits) = permits else {
                 over_cap.push((delivery.id.clone(), delivery.attempt));
                 continue;
-            }
+            };
             let worker = self.clone();
             let in_flight = in_flight.clone();
             let records = records.clone();
             let key = (delivery.id.clone(), delivery.attempt);
             let webhook = delivery.webhook.id.clone();
             let handle = tasks.spawn(async move {
+                // Waiting here holds the lease but no connection; at most one timeout's worth, well inside the lease.
+                let permit = permits.acquire_owned().await;
                 let _in_flight = crate::telemetry::InFlightGuard::new();
                 if let Some(record) = worker.attempt(delivery).await {
                     let _ = records.send(record).await;
                 }
-                let mut counts = in_flight.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(count) = counts.get_mut(&webhook) {
+                drop(permit);
+                let mut held = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((_, count)) = held.get_mut(&webhook) {
                     *count = count.saturating_sub(1);
                 }
             });
@@ -276,9 +298,11 @@ impl Worker {
     }
 }
 
-fn saturated(in_flight: &InFlight, cap: usize) -> Vec<WebhookId> {
-    let counts = in_flight.lock().unwrap_or_else(|e| e.into_inner());
-    counts.iter().filter(|(_, n)| **n >= cap).map(|(id, _)| id.clone()).collect()
+fn saturated(in_flight: &InFlight, held_cap: usize) -> Vec<WebhookId> {
+    let mut held = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+    // Forget idle webhooks so the map does not grow with every endpoint ever seen.
+    held.retain(|_, (_, count)| *count > 0);
+    held.iter().filter(|(_, (_, n))| *n >= held_cap).map(|(id, _)| id.clone()).collect()
 }
 
 fn forget(

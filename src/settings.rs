@@ -63,6 +63,10 @@ pub struct DeliverySettings {
     pub concurrency: usize,
     /// `COURIER_WEBHOOK_CONCURRENCY`: deliveries in flight per webhook per process.
     pub per_webhook_concurrency: usize,
+    /// `COURIER_DISABLE_AFTER`: disable a webhook whose deliveries have all failed for this long (`0s` never does).
+    pub disable_after: Duration,
+    /// `COURIER_DISABLE_MIN_FAILURES`: …and only once at least this many deliveries were exhausted.
+    pub disable_min_failures: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +111,8 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     ("connect_timeout", Some("5s")),
     ("worker_concurrency", Some("64")),
     ("webhook_concurrency", Some("16")),
+    ("disable_after", Some("5d")),
+    ("disable_min_failures", Some("10")),
     ("retention", Some("30d")),
     ("log_format", Some("pretty")),
 ];
@@ -255,6 +261,8 @@ impl Settings {
                 connect_timeout: l.parse("connect_timeout", duration)?,
                 concurrency: l.parse("worker_concurrency", positive)?,
                 per_webhook_concurrency: l.parse("webhook_concurrency", positive)?,
+                disable_after: l.parse("disable_after", duration)?,
+                disable_min_failures: l.parse("disable_min_failures", positive)?,
             },
             retention: RetentionSettings {
                 days: l.parse("retention", |s| {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use courier_worker::{Worker, WorkerConfig};
+use courier_worker::{AutoDisable, Worker, WorkerConfig};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +22,8 @@ pub fn config(settings: &Settings) -> WorkerConfig {
         poll_interval: Duration::from_secs(1),
         shutdown_grace: d.timeout + Duration::from_secs(1),
         lease: WorkerConfig::default_lease(d.timeout),
+        auto_disable: (!d.disable_after.is_zero())
+            .then_some(AutoDisable { after: d.disable_after, min_failures: d.disable_min_failures }),
     }
 }
 

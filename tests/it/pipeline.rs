@@ -40,6 +40,7 @@ fn config() -> WorkerConfig {
         poll_interval: Duration::from_millis(50),
         shutdown_grace: Duration::from_secs(5),
         lease: Duration::from_millis(800),
+        auto_disable: None,
     }
 }
 
@@ -519,4 +520,44 @@ async fn a_hanging_endpoint_cannot_take_every_slot(pool: PgPool) {
     assert_eq!(hanging.received().len(), 1, "the hanging endpoint holds at most its one slot");
     stop.cancel();
     handle.await.expect("joins").expect("stops");
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_webhook_that_keeps_failing_is_disabled_and_a_success_resets_the_clock(pool: PgPool) {
+    let f = Fixture::new(pool).await;
+    let failing = Receiver::start(Reply::Status(500)).await;
+    let recovering = Receiver::start(Reply::Status(500)).await;
+    let (dead, _) = f.webhook(&failing.url, 1).await;
+    let (flaky, _) = f.webhook(&recovering.url, 1).await;
+    let rule = courier_worker::AutoDisable { after: Duration::from_millis(300), min_failures: 2 };
+    let worker = f.worker(WorkerConfig { auto_disable: Some(rule), ..config() });
+    f.ingest().await;
+    f.ingest().await;
+    f.drain(&worker).await;
+    // Both have failed twice; then one succeeds once.
+    recovering.script([Reply::Status(200)]);
+    let recovered: Receiver = recovering.clone();
+    let (_, n) = f.ingest_for(f.owner, EventType::CallCompleted).await;
+    assert_eq!(n, 2);
+    // Make the one meant for the dead webhook fail and the other succeed.
+    f.drain(&worker).await;
+    assert!(recovered.received().len() == 3);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    worker.step().await.expect("step sweeps");
+    let status = |id| {
+        let pool = f.pool.clone();
+        let owner = f.owner;
+        async move { webhooks::get(&pool, owner, &id).await.expect("get").expect("exists").status }
+    };
+    assert_eq!(status(dead.id.clone()).await, WebhookStatus::Disabled(webhooks::DisabledReason::Failing));
+    assert_eq!(status(flaky.id.clone()).await, WebhookStatus::Enabled, "its success reset the clock");
+    // Re-enabling starts a fresh streak: one more failure does not disable it again at once.
+    webhooks::update(&f.pool, f.owner, &dead.id, WebhookPatch { enabled: Some(true), ..Default::default() })
+        .await
+        .expect("enable");
+    f.ingest().await;
+    f.drain(&worker).await;
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    worker.step().await.expect("step sweeps");
+    assert_eq!(status(dead.id.clone()).await, WebhookStatus::Enabled, "one exhausted delivery is below the minimum");
 }

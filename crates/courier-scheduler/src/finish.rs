@@ -60,6 +60,8 @@ pub async fn record(pool: &PgPool, records: &[AttemptRecord]) -> Result<u64> {
     let mut statuses = Vec::with_capacity(n);
     let mut next_at: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
     let mut gone: Vec<&str> = Vec::new();
+    let mut exhausted: Vec<&str> = Vec::new();
+    let mut succeeded: Vec<&str> = Vec::new();
     for r in records {
         ids.push(r.delivery_id.as_str());
         attempts.push(r.attempt as i32);
@@ -79,11 +81,17 @@ pub async fn record(pool: &PgPool, records: &[AttemptRecord]) -> Result<u64> {
         bodies.push(r.response_body.as_deref().map(truncate));
         timestamps.push(r.signature_timestamp);
         let (status, at) = match r.next {
-            Next::Succeeded => ("succeeded", None),
+            Next::Succeeded => {
+                succeeded.push(r.webhook_id.as_str());
+                ("succeeded", None)
+            }
             Next::Retry { after } => {
                 ("pending", Some(now + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX)))
             }
-            Next::Failed => ("failed", None),
+            Next::Failed => {
+                exhausted.push(r.webhook_id.as_str());
+                ("failed", None)
+            }
             Next::Gone => {
                 gone.push(r.webhook_id.as_str());
                 ("failed", None)
@@ -129,6 +137,28 @@ pub async fn record(pool: &PgPool, records: &[AttemptRecord]) -> Result<u64> {
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    if !exhausted.is_empty() {
+        // Start (or continue) the webhook's failing streak; auto-disable reads it.
+        sqlx::query(
+            "UPDATE webhooks w SET failing_since = COALESCE(w.failing_since, now()),
+                    exhausted_since_failing = w.exhausted_since_failing + f.n
+               FROM (SELECT id, count(*)::int AS n FROM unnest($1::text[]) AS id GROUP BY id) AS f
+              WHERE w.id = f.id",
+        )
+        .bind(&exhausted)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !succeeded.is_empty() {
+        // Any success ends the streak. Healthy webhooks have no streak, so this writes nothing for them.
+        sqlx::query(
+            "UPDATE webhooks SET failing_since = NULL, exhausted_since_failing = 0
+             WHERE id = ANY ($1) AND failing_since IS NOT NULL",
+        )
+        .bind(&succeeded)
+        .execute(&mut *tx)
+        .await?;
+    }
     if !gone.is_empty() {
         sqlx::query(
             "UPDATE webhooks SET status = 'disabled', disabled_reason = 'gone', updated_at = now()

@@ -41,3 +41,26 @@ pub async fn cancel_claimed(pool: &PgPool, claimed: &[(DeliveryId, u32)]) -> Res
     .await?;
     Ok(done.rows_affected())
 }
+
+/// Disables webhooks whose deliveries have all failed for good for longer than `after`, with at least
+/// `min_exhausted` exhausted deliveries, and cancels their queues; returns how many were disabled.
+pub async fn auto_disable_failing(pool: &PgPool, after: std::time::Duration, min_exhausted: u32) -> Result<u64> {
+    let mut tx = pool.begin().await?;
+    let disabled: Vec<String> = sqlx::query_scalar(
+        "UPDATE webhooks SET status = 'disabled', disabled_reason = 'failing', updated_at = now()
+         WHERE status = 'enabled' AND deleted_at IS NULL AND failing_since <= now() - $1
+           AND exhausted_since_failing >= $2
+         RETURNING id",
+    )
+    .bind(after)
+    .bind(min_exhausted as i32)
+    .fetch_all(&mut *tx)
+    .await?;
+    if !disabled.is_empty() {
+        let ids: Vec<&str> = disabled.iter().map(String::as_str).collect();
+        cancel_pending_of(&mut tx, &ids).await?;
+        tracing::warn!(webhooks = ?ids, "disabled webhooks that kept failing");
+    }
+    tx.commit().await?;
+    Ok(disabled.len() as u64)
+}

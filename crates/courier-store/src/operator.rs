@@ -44,7 +44,10 @@ pub async fn set_webhook_status(
 ) -> Result<bool> {
     let done = sqlx::query(
         "UPDATE webhooks SET status = CASE WHEN $2::text IS NULL THEN 'enabled' ELSE 'disabled' END,
-            disabled_reason = $2, updated_at = now()
+            disabled_reason = $2, updated_at = now(),
+            -- Re-enabling starts a fresh failure streak.
+            failing_since = CASE WHEN $2::text IS NULL THEN NULL ELSE failing_since END,
+            exhausted_since_failing = CASE WHEN $2::text IS NULL THEN 0 ELSE exhausted_since_failing END
          WHERE id = $1 AND deleted_at IS NULL",
     )
     .bind(id.as_str())

@@ -254,6 +254,8 @@ pub async fn update(
             status = CASE WHEN $12::boolean IS NULL THEN status WHEN $12 THEN 'enabled' ELSE 'disabled' END,
             disabled_reason = CASE WHEN $12::boolean IS NULL THEN disabled_reason WHEN $12 THEN NULL
                                    ELSE COALESCE(disabled_reason, 'manual') END,
+            failing_since = CASE WHEN $12 THEN NULL ELSE failing_since END,
+            exhausted_since_failing = CASE WHEN $12 THEN 0 ELSE exhausted_since_failing END,
             updated_at = now()
          WHERE tenant_id = $1 AND environment = $2 AND id = $3 AND deleted_at IS NULL RETURNING ",
         columns!()

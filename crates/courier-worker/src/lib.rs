@@ -10,7 +10,7 @@ pub mod ssrf;
 pub mod stages;
 mod telemetry;
 
-pub use runner::{Worker, WorkerConfig};
+pub use runner::{AutoDisable, Worker, WorkerConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

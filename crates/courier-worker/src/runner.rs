@@ -36,9 +36,18 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// How long in-flight attempts may run on after shutdown is asked for before they are released.
     pub shutdown_grace: Duration,
+    /// Disable a webhook whose deliveries have all failed for good for this long, once at least `min_failures`
+    /// have; `None` never does.
+    pub auto_disable: Option<AutoDisable>,
     /// How long a claim holds a delivery before any worker may claim it again.
     /// At least twice the request timeout, so a live worker never loses a lease mid-request.
     pub lease: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct AutoDisable {
+    pub after: Duration,
+    pub min_failures: u32,
 }
 
 impl WorkerConfig {
@@ -66,7 +75,8 @@ pub struct Worker {
 /// (attempting or waiting for a permit).
 type InFlight = Arc<Mutex<HashMap<WebhookId, (Arc<Semaphore>, usize)>>>;
 
-/// How often a running worker fails deliveries whose lease ran out after their last allowed attempt.
+/// How often a running worker sweeps: fails deliveries whose lease ran out after their last allowed attempt, and
+/// disables webhooks that kept failing.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 impl Worker {
@@ -83,7 +93,7 @@ impl Worker {
     /// Claims one batch (up to the concurrency), delivers it and records it; returns how many were claimed.
     /// Tests step a worker with this until the queue is empty instead of sleeping.
     pub async fn step(&self) -> Result<usize> {
-        claim::fail_exhausted_leases(&self.pool).await?;
+        self.sweep().await?;
         let claimed = claim(&self.pool, self.config.concurrency as u32, self.config.lease(), &[]).await?;
         let n = claimed.len();
         let mut set = JoinSet::new();
@@ -144,8 +154,8 @@ impl Worker {
                     // then, not on every wake-up.
                     if last_sweep.elapsed() >= SWEEP_EVERY {
                         last_sweep = tokio::time::Instant::now();
-                        if let Err(err) = claim::fail_exhausted_leases(&self.pool).await {
-                            tracing::warn!(error = %err, "sweeping exhausted leases failed");
+                        if let Err(err) = self.sweep().await {
+                            tracing::warn!(error = %err, "sweeping exhausted leases and failing webhooks failed");
                         }
                     }
                 }
@@ -176,6 +186,16 @@ impl Worker {
         let unfinished: Vec<_> = claimed_now.into_values().collect();
         let released = courier_scheduler::release(&self.pool, &unfinished, Duration::ZERO).await?;
         tracing::info!(released, "worker stopped");
+        Ok(())
+    }
+
+    /// Housekeeping that needs no hurry: fail deliveries a crashed worker left on their last attempt, and disable
+    /// webhooks that kept failing.
+    async fn sweep(&self) -> Result<()> {
+        claim::fail_exhausted_leases(&self.pool).await?;
+        if let Some(rule) = self.config.auto_disable {
+            lifecycle::auto_disable_failing(&self.pool, rule.after, rule.min_failures).await?;
+        }
         Ok(())
     }
 

@@ -1,20 +1,21 @@
 //! `/metrics` after real deliveries: the counters moved by exactly what happened.
 //! A test binary of its own, because the metrics recorder is process-wide.
 
-// Shared with the main integration binary, which uses all of it; this one uses a part.
+// Shared with the main integration binary, which uses all of them; this one uses a part.
+#[path = "it/app.rs"]
+mod app;
 #[allow(dead_code)]
 #[path = "it/receiver.rs"]
 mod receiver;
 
+use app::spawn_app;
+
 use std::time::Duration;
 
-use courier::app::{Application, Role};
-use courier::settings::Settings;
 use courier_core::{Environment, Scope, Scopes};
-use courier_store::{MasterKey, api_keys, tenants};
+use courier_store::{api_keys, tenants};
 use receiver::{Receiver, Reply};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 fn value(text: &str, series: &str) -> f64 {
     text.lines()
@@ -26,27 +27,12 @@ fn value(text: &str, series: &str) -> f64 {
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
 async fn counters_move_by_what_happened(pool: PgPool) {
-    let master = MasterKey::generate_base64();
-    let settings = Settings::from_sources(None, |name| {
-        match name {
-            "COURIER_LISTEN" => Some("127.0.0.1:0"),
-            "COURIER_SECRET_KEY" => Some(master.as_str()),
-            "COURIER_ALLOWED_TARGETS" => Some("127.0.0.0/8"),
-            "COURIER_RETRY_INITIAL" => Some("10ms"),
-            _ => None,
-        }
-        .map(str::to_owned)
-    })
-    .expect("settings");
-    let app = Application::build(&settings, pool.clone(), Role::All).await.expect("app");
-    let base = format!("http://{}", app.addr());
-    let stop = CancellationToken::new();
-    let server = tokio::spawn(app.run(stop.clone()));
+    let app = spawn_app(pool.clone(), "10ms").await;
+    let base = app.base.clone();
     let tenant = tenants::create(&pool, "Acme").await.expect("tenant");
     let key =
         api_keys::create(&pool, tenant.id, Environment::Test, &Scopes::new(Scope::ALL)).await.expect("key").plaintext;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder().no_proxy().build().expect("client");
+    let http = app.http();
 
     let receiver = Receiver::start(Reply::Status(200)).await;
     receiver.script([Reply::Status(500)]);
@@ -92,6 +78,5 @@ async fn counters_move_by_what_happened(pool: PgPool) {
         "{text}"
     );
 
-    stop.cancel();
-    server.await.expect("joins").expect("clean shutdown");
+    app.shutdown().await;
 }

@@ -2,14 +2,12 @@
 
 use std::time::Duration;
 
-use courier::app::{Application, Role};
-use courier::settings::Settings;
 use courier_core::{Environment, Scope, Scopes};
-use courier_store::{MasterKey, api_keys, tenants};
+use courier_store::{api_keys, tenants};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
+use crate::app::spawn_app;
 use crate::receiver::{Receiver, Reply};
 use crate::support::guide_accepts;
 
@@ -43,30 +41,13 @@ async fn wait_for(receiver: &Receiver, n: usize) {
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
 async fn create_post_deliver_read_replay(pool: PgPool) {
-    let master = MasterKey::generate_base64();
-    let settings = Settings::from_sources(None, |name| {
-        match name {
-            "COURIER_LISTEN" => Some("127.0.0.1:0"),
-            "COURIER_SECRET_KEY" => Some(master.as_str()),
-            "COURIER_ALLOWED_TARGETS" => Some("127.0.0.0/8"),
-            "COURIER_RETRY_INITIAL" => Some("50ms"),
-            _ => None,
-        }
-        .map(str::to_owned)
-    })
-    .expect("settings");
-    let app = Application::build(&settings, pool.clone(), Role::All).await.expect("app");
-    let base = format!("http://{}", app.addr());
-    let stop = CancellationToken::new();
-    let server = tokio::spawn(app.run(stop.clone()));
-
+    let app = spawn_app(pool.clone(), "50ms").await;
     let tenant = tenants::create(&pool, "Acme").await.expect("tenant");
     let admin_scopes = Scopes::new([Scope::WebhooksWrite, Scope::DeliveriesRead, Scope::DeliveriesReplay]);
     let admin = api_keys::create(&pool, tenant.id, Environment::Test, &admin_scopes).await.expect("key").plaintext;
     let emitter_scopes = Scopes::new([Scope::EventsWrite]);
     let emitter = api_keys::create(&pool, tenant.id, Environment::Test, &emitter_scopes).await.expect("key").plaintext;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = Client { http: reqwest::Client::builder().no_proxy().build().expect("client"), base };
+    let client = Client { http: app.http(), base: app.base.clone() };
 
     let receiver = Receiver::start(Reply::Status(200)).await;
     let (status, webhook) = client
@@ -127,6 +108,5 @@ async fn create_post_deliver_read_replay(pool: PgPool) {
     let (status, _) = client.send(reqwest::Method::GET, "/api/v1/deliveries", &emitter, None).await;
     assert_eq!(status, 403);
 
-    stop.cancel();
-    server.await.expect("joins").expect("shuts down cleanly");
+    app.shutdown().await;
 }

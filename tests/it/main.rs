@@ -1,6 +1,7 @@
 //! All of the `courier` package's integration tests, in one binary so they link once.
 
 mod api;
+mod app;
 mod cli;
 mod e2e;
 mod pipeline;

@@ -122,34 +122,42 @@ impl Worker {
         let mut claimed_now: HashMap<tokio::task::Id, (courier_core::DeliveryId, u32)> = HashMap::new();
         let mut last_sweep = tokio::time::Instant::now() - SWEEP_EVERY;
 
-        // A webhook may hold `per_webhook` attempts and as many waiting for a permit; claims skip it beyond that,
-        // and one claim takes at most that many, so a batch rarely overfills one webhook.
+        // A webhook may hold `per_webhook` attempts and about as many waiting for a permit: claims skip it beyond
+        // twice its cap and take at most its cap per round trip, so one endpoint never fills the process.
         let held_cap = self.config.per_webhook * 2;
+        // Why the last claim came back short: the saturated webhooks it had to skip. While they stay over their
+        // cap, a finished attempt is no reason to claim again (it would only rescan their rows).
+        let mut paused: Option<Vec<WebhookId>> = None;
+        let mut should_claim = true;
         while !shutdown.is_cancelled() {
-            let free = self.config.concurrency.saturating_sub(tasks.len()).min(held_cap);
-            let mut got = 0;
-            if free > 0 {
+            let free = self.config.concurrency.saturating_sub(tasks.len()).min(self.config.per_webhook);
+            if should_claim && free > 0 {
                 let skip = saturated(&in_flight, held_cap);
                 match claim(&self.pool, free as u32, self.config.lease(), &skip).await {
                     Ok(batch) => {
-                        got = batch.len();
+                        let got = batch.len();
                         self.dispatch(batch, &in_flight, &mut tasks, &mut claimed_now, &records_tx).await;
+                        if got == free {
+                            continue; // More may be due right now.
+                        }
+                        paused = Some(skip);
                     }
                     Err(err) => {
                         tracing::error!(error = %err, "claiming deliveries failed; retrying after the poll interval");
+                        paused = Some(Vec::new());
                     }
                 }
+            } else if free == 0 {
+                paused = None;
             }
             while let Some(done) = tasks.try_join_next_with_id() {
                 forget(&mut claimed_now, done);
             }
-            if got > 0 && got == free {
-                continue; // More may be due right now.
-            }
-            // Idle or full: wait for new work, a finished attempt, the poll interval or shutdown.
+            // Wait for new work, a finished attempt, the poll interval or shutdown.
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = wakeup.wait(self.config.poll_interval), if tasks.len() < self.config.concurrency => {
+                    should_claim = true;
                     // Expired leases on spent attempt budgets only come from crashed workers: sweep them now and
                     // then, not on every wake-up.
                     if last_sweep.elapsed() >= SWEEP_EVERY {
@@ -159,7 +167,17 @@ impl Worker {
                         }
                     }
                 }
-                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => forget(&mut claimed_now, done),
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    forget(&mut claimed_now, done);
+                    should_claim = match &paused {
+                        // The slots were full: a finished attempt frees one.
+                        None => true,
+                        // Nothing else was due: wait for a notification or the poll.
+                        Some(skipped) if skipped.is_empty() => false,
+                        // Claim again once a skipped webhook has drained to its cap.
+                        Some(skipped) => drained(&in_flight, skipped, self.config.per_webhook),
+                    };
+                }
             }
         }
 
@@ -208,14 +226,15 @@ impl Worker {
         records: &mpsc::Sender<AttemptRecord>,
     ) {
         let mut over_cap = Vec::new();
-        let held_cap = self.config.per_webhook * 2;
+        // Claims stop short of this per webhook; the bound only guards against a logic slip.
+        let hard_cap = self.config.per_webhook * 4;
         for delivery in batch {
             let permits = {
                 let mut held = in_flight.lock().unwrap_or_else(|e| e.into_inner());
                 let (permits, count) = held
                     .entry(delivery.webhook.id.clone())
                     .or_insert_with(|| (Arc::new(Semaphore::new(self.config.per_webhook)), 0));
-                if *count < held_cap {
+                if *count < hard_cap {
                     *count += 1;
                     Some(permits.clone())
                 } else {
@@ -231,9 +250,23 @@ impl Worker {
             let records = records.clone();
             let key = (delivery.id.clone(), delivery.attempt);
             let webhook = delivery.webhook.id.clone();
+            let claimed_at = tokio::time::Instant::now();
+            let lease = self.config.lease();
             let handle = tasks.spawn(async move {
-                // Waiting here holds the lease but no connection; at most one timeout's worth, well inside the lease.
+                // Waiting here holds the lease but no connection, normally for less than one request timeout. Should
+                // it ever take half the lease, the delivery goes back unattempted rather than risk a second claim.
                 let permit = permits.acquire_owned().await;
+                if claimed_at.elapsed() > lease / 2 {
+                    let back = [(delivery.id.clone(), delivery.attempt)];
+                    if let Err(err) = courier_scheduler::release(&worker.pool, &back, Duration::ZERO).await {
+                        tracing::warn!(error = %err, "releasing a delivery that waited too long failed; its lease will expire");
+                    }
+                    let mut held = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some((_, count)) = held.get_mut(&webhook) {
+                        *count = count.saturating_sub(1);
+                    }
+                    return;
+                }
                 let _in_flight = crate::telemetry::InFlightGuard::new();
                 if let Some(record) = worker.attempt(delivery).await {
                     let _ = records.send(record).await;
@@ -316,6 +349,12 @@ impl Worker {
         .instrument(span)
         .await
     }
+}
+
+/// True when any of `webhooks` holds no more than `cap` deliveries in this process.
+fn drained(in_flight: &InFlight, webhooks: &[WebhookId], cap: usize) -> bool {
+    let held = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+    webhooks.iter().any(|id| held.get(id).is_none_or(|(_, n)| *n <= cap))
 }
 
 fn saturated(in_flight: &InFlight, held_cap: usize) -> Vec<WebhookId> {

@@ -103,10 +103,13 @@ pub struct ListParams {
     pub event_type: Option<String>,
     pub call_id: Option<String>,
     /// RFC 3339; deliveries created at or after.
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// RFC 3339; deliveries created before.
+    #[param(format = DateTime)]
     pub until: Option<String>,
     /// 1 to 100; 20 by default.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -220,10 +223,13 @@ pub struct BulkReplayInput {
     pub webhook_id: Option<String>,
     /// `failed` when omitted.
     pub status: Option<String>,
+    #[schema(value_type = Option<Vec<super::EventTypeName>>)]
     pub event_types: Option<Vec<String>>,
     /// RFC 3339; deliveries created at or after.
+    #[schema(format = DateTime)]
     pub since: Option<String>,
     /// RFC 3339; deliveries created before.
+    #[schema(format = DateTime)]
     pub until: Option<String>,
     /// Count what would be queued without queueing it.
     #[serde(default)]

@@ -30,24 +30,33 @@ pub const MAX_BATCH: usize = 1000;
 #[serde(deny_unknown_fields)]
 pub struct EventInput {
     /// `evt_…`; generated when omitted. Posting the same id again is idempotent.
-    #[schema(example = "evt_abc123")]
+    #[schema(example = "evt_abc123", pattern = "^evt_[A-Za-z0-9_-]{1,100}$")]
     pub id: Option<String>,
     /// `call.started`, `call.connected`, `call.completed`, `call.failed`, `call.disconnected` or `call.agent.changed`.
     #[serde(rename = "type")]
-    #[schema(example = "call.completed")]
+    #[schema(value_type = super::EventTypeName, example = "call.completed")]
     pub event_type: String,
     /// Unix seconds; the time of ingest when omitted.
-    #[schema(example = 1705680000)]
+    #[schema(example = 1705680000, minimum = 0)]
     pub created: Option<i64>,
     /// A JSON object with a string `call_id`; everything else passes through.
-    #[schema(value_type = Object, example = json!({"call_id": "call-uuid", "status": "completed"}))]
+    #[schema(value_type = EventDataDoc, example = json!({"call_id": "call-uuid", "status": "completed"}))]
     pub data: serde_json::Value,
+}
+
+/// The documented shape of an event's `data`; the handler keeps it as raw JSON so other fields pass through.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Only read by the OpenAPI generator.
+pub struct EventDataDoc {
+    #[schema(min_length = 1)]
+    call_id: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchInput {
     /// 1 to 1,000 events, processed in one transaction.
+    #[schema(min_items = 1, max_items = 1000, value_type = Vec<EventInput>)]
     pub events: Vec<serde_json::Value>,
 }
 

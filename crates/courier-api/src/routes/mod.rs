@@ -10,6 +10,25 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
 
+/// The six event type names, for the OpenAPI document (the handlers parse them into `courier_core::EventType`,
+/// which stays free of documentation dependencies).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // Only read by the OpenAPI generator.
+pub enum EventTypeName {
+    #[serde(rename = "call.started")]
+    CallStarted,
+    #[serde(rename = "call.connected")]
+    CallConnected,
+    #[serde(rename = "call.completed")]
+    CallCompleted,
+    #[serde(rename = "call.failed")]
+    CallFailed,
+    #[serde(rename = "call.disconnected")]
+    CallDisconnected,
+    #[serde(rename = "call.agent.changed")]
+    CallAgentChanged,
+}
+
 pub const DEFAULT_PAGE: u32 = 20;
 pub const MAX_PAGE: u32 = 100;
 
@@ -35,6 +54,7 @@ impl<T> Page<T> {
 #[serde(deny_unknown_fields)]
 pub struct PageParams {
     /// 1 to 100; 20 by default.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,

@@ -22,7 +22,7 @@ use crate::target::validate_url;
 #[serde(deny_unknown_fields)]
 pub struct FilterInput {
     /// Event types, or `["*"]` (the default) for all.
-    #[schema(example = json!(["call.completed", "call.failed"]))]
+    #[schema(example = json!(["call.completed", "call.failed"]), min_items = 1)]
     pub events: Option<Vec<String>>,
     /// Keep `data.transcript` (personal data; off by default).
     pub include_transcript: Option<bool>,
@@ -33,11 +33,12 @@ pub struct FilterInput {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
-    #[schema(example = "https://your-backend.com/webhooks/agent-studio")]
+    #[schema(example = "https://your-backend.com/webhooks/agent-studio", max_length = 2048)]
     pub url: String,
     pub filter: Option<FilterInput>,
     pub description: Option<String>,
     /// 1 to 25; the server default (5) when omitted.
+    #[schema(minimum = 1, maximum = 25)]
     pub max_attempts: Option<u32>,
 }
 
@@ -51,6 +52,7 @@ pub struct UpdateWebhook {
     pub description: Option<Option<String>>,
     /// Only the fields given change.
     pub filter: Option<FilterInput>,
+    #[schema(minimum = 1, maximum = 25)]
     pub max_attempts: Option<u32>,
     /// `enabled` or `disabled`; disabling cancels the webhook's pending deliveries.
     pub status: Option<StatusInput>,

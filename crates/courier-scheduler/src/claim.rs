@@ -93,7 +93,11 @@ fn from_row(row: Row) -> Result<ClaimedDelivery> {
 pub async fn claim(pool: &PgPool, limit: u32, lease: Duration, skip: &[WebhookId]) -> Result<Vec<ClaimedDelivery>> {
     let skip: Vec<&str> = skip.iter().map(WebhookId::as_str).collect();
     let rows: Vec<Row> = sqlx::query_as(
-        "WITH due AS (
+        "WITH
+         -- A claim need not wait for its WAL flush: if PostgreSQL crashes before the flush, the claim is undone and
+         -- the rows are simply due again (at least once). Ingest and attempt records keep synchronous commits.
+         relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+         due AS (
             SELECT id FROM deliveries
             -- A lease that ran out after the last allowed attempt leaves nothing to claim: see fail_exhausted_leases.
             WHERE due_at <= now() AND attempt_count < max_attempts AND webhook_id <> ALL ($3)
@@ -104,7 +108,7 @@ pub async fn claim(pool: &PgPool, limit: u32, lease: Duration, skip: &[WebhookId
          UPDATE deliveries d
             SET status = 'delivering', attempt_count = d.attempt_count + 1, next_attempt_at = NULL,
                 lease_expires_at = now() + $2, updated_at = now()
-           FROM due, events e, webhooks w
+           FROM due, relaxed, events e, webhooks w
           WHERE d.id = due.id AND e.tenant_id = d.tenant_id AND e.id = d.event_id AND w.id = d.webhook_id
          RETURNING d.id, d.attempt_count, d.max_attempts, d.tenant_id, d.environment, d.event_id, d.event_type,
                    e.created, e.data, w.id AS webhook_id, w.url, w.include_transcript, w.include_metrics,

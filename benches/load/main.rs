@@ -21,7 +21,7 @@ use receiver::Receiver;
 #[derive(Debug, Clone, Parser)]
 #[command(about = "Courier's end-to-end load benchmark")]
 struct Args {
-    /// burst, batch, rate, fairness or all.
+    /// burst, batch, rate, fairness, backlog (comma-separated), or all.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Tiny counts, to prove the harness works (make test runs this).
@@ -51,6 +51,12 @@ struct Args {
     /// fairness: events to the healthy webhook.
     #[arg(long, default_value_t = 5_000)]
     fairness_events: usize,
+    /// backlog: deliveries already pending when the workers start.
+    #[arg(long, default_value_t = 100_000)]
+    backlog: usize,
+    /// backlog: finished deliveries added to measure the claim's cost against.
+    #[arg(long, default_value_t = 1_000_000)]
+    finished_rows: usize,
     /// Webhooks every event fans out to (burst, batch, rate).
     #[arg(long, default_value_t = 1)]
     webhooks: usize,
@@ -70,6 +76,8 @@ type Starts = Arc<Mutex<HashMap<String, Instant>>>;
 
 struct Setup {
     courier: Courier,
+    url: String,
+    secret_key: String,
     emitter: String,
     receivers: Vec<Receiver>,
     database: String,
@@ -88,6 +96,10 @@ fn cli(database_url: &str, args: &[&str]) -> Value {
 }
 
 async fn setup(cluster_url: &str, name: &str, receivers: Vec<Receiver>, concurrency: usize) -> Setup {
+    setup_as(cluster_url, name, receivers, concurrency, "serve").await
+}
+
+async fn setup_as(cluster_url: &str, name: &str, receivers: Vec<Receiver>, concurrency: usize, command: &str) -> Setup {
     let (prefix, _) = cluster_url.rsplit_once('/').expect("URL has a database");
     let database = format!("courier_bench_{name}_{}", std::process::id());
     let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(cluster_url).await.expect("connect");
@@ -98,7 +110,8 @@ async fn setup(cluster_url: &str, name: &str, receivers: Vec<Receiver>, concurre
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"))).execute(&mut admin).await.expect("create");
     let url = format!("{prefix}/{database}");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let courier = Courier::start(&url, port, &courier_store::MasterKey::generate_base64(), concurrency).await;
+    let secret_key = courier_store::MasterKey::generate_base64();
+    let courier = Courier::start_as(command, &url, port, &secret_key, concurrency).await;
     let tenant = cli(&url, &["tenants", "create", "--name", "bench", "--json"]);
     let tenant = tenant["id"].as_str().expect("tenant id");
     let key = |scopes: &str| {
@@ -117,7 +130,7 @@ async fn setup(cluster_url: &str, name: &str, receivers: Vec<Receiver>, concurre
             .expect("create webhook");
         assert_eq!(res.status().as_u16(), 201);
     }
-    Setup { courier, emitter, receivers, database, admin_url: cluster_url.to_owned() }
+    Setup { courier, url, secret_key, emitter, receivers, database, admin_url: cluster_url.to_owned() }
 }
 
 impl Setup {
@@ -372,6 +385,77 @@ async fn fairness(cluster: &str, a: &Args) -> Value {
     json!({"solo": runs[0], "beside_dead_webhook": runs[1], "healthy_throughput_ratio": ratio})
 }
 
+/// The claim statement, timed by EXPLAIN ANALYZE (milliseconds), as the worker runs it.
+async fn claim_cost(url: &str) -> f64 {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.expect("connect");
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        let plan: Vec<String> = sqlx::query_scalar(
+            "EXPLAIN (ANALYZE, FORMAT TEXT) SELECT id FROM deliveries
+             WHERE due_at <= now() AND attempt_count < max_attempts AND webhook_id <> ALL ('{}'::text[])
+             ORDER BY due_at LIMIT 16 FOR UPDATE SKIP LOCKED",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("explain");
+        let ms = plan
+            .iter()
+            .find_map(|l| {
+                l.strip_prefix("Execution Time: ").and_then(|t| t.trim_end_matches(" ms").parse::<f64>().ok())
+            })
+            .unwrap_or(f64::NAN);
+        runs.push(ms);
+    }
+    runs.sort_by(f64::total_cmp);
+    runs[runs.len() / 2]
+}
+
+/// Deliveries already pending (the API ran without workers), then one worker process starts and drains them.
+/// Also times the claim query with no finished rows and with `finished_rows` of them.
+async fn backlog(cluster: &str, a: &Args) -> Value {
+    let receiver = Receiver::start(None).await;
+    let s = setup_as(cluster, "backlog", vec![receiver.clone()], a.worker_concurrency, "api").await;
+    let starts: Starts = Arc::default();
+    send_batches(&s.courier.base, &s.emitter, a.backlog, 100, a.batch_concurrency, starts).await;
+    let empty_cost = claim_cost(&s.url).await;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&s.url).await.expect("connect");
+    // Finished rows copied from a pending one: they share its event and webhook, only their state differs.
+    sqlx::query(
+        "INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
+                                 attempt_count, max_attempts, created_at)
+         SELECT 'dlv_' || lpad(upper(to_hex(g)), 26, '0'), d.tenant_id, d.environment, d.event_id, d.webhook_id,
+                d.event_type, d.call_id, 'succeeded', 1, d.max_attempts, now() - interval '1 day'
+         FROM (SELECT * FROM deliveries LIMIT 1) d, generate_series(1, $1) g",
+    )
+    .bind(a.finished_rows as i64)
+    .execute(&mut conn)
+    .await
+    .expect("finished rows");
+    sqlx::query("ANALYZE deliveries").execute(&mut conn).await.expect("analyze");
+    let full_cost = claim_cost(&s.url).await;
+    let pg = process::postgres_cpu_seconds();
+    let worker = Courier::start_as("worker", &s.url, 0, &s.secret_key, a.worker_concurrency).await;
+    let begun = Instant::now();
+    wait_for(&[&receiver], a.backlog, Duration::from_secs(a.stall_secs)).await;
+    let drained = receiver.count();
+    let elapsed = begun.elapsed().as_secs_f64();
+    let result = json!({
+        "pending": a.backlog,
+        "drained": drained,
+        "drain_deliveries_per_s": drained as f64 / elapsed,
+        "missing": a.backlog.saturating_sub(drained),
+        "claim_ms_no_finished_rows": empty_cost,
+        "claim_ms_with_finished_rows": full_cost,
+        "finished_rows": a.finished_rows,
+        "worker_peak_rss_mib": process::peak_rss_mib(worker.pid()),
+        "worker_cpu_s": process::cpu_seconds(worker.pid()),
+        "postgres_cpu_s": process::postgres_cpu_seconds() - pg,
+    });
+    drop(worker);
+    s.teardown().await;
+    result
+}
+
 async fn futures(n: usize, hang: Option<Duration>) -> Vec<Receiver> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -407,6 +491,8 @@ fn main() {
             rate: 50,
             seconds: 1,
             fairness_events: 50,
+            backlog: 200,
+            finished_rows: 1000,
             stall_secs: 10,
             ..args
         };
@@ -436,9 +522,19 @@ fn main() {
         if wanted("fairness") {
             results.insert("fairness".into(), fairness(&cluster, &args).await);
         }
+        if wanted("backlog") {
+            results.insert("backlog".into(), backlog(&cluster, &args).await);
+        }
         eprintln!("{:<10} {:>10} {:>12} {:>8} {:>8} {:>8} {:>8} {:>5} {:>5} {:>8} {:>8}", "scenario", "ingest/s", "deliveries/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "dup", "miss", "RSS MiB", "CPU s");
         for (name, r) in &results {
-            if name == "fairness" {
+            if name == "backlog" {
+                eprintln!(
+                    "backlog: drained {} of {} at {:.0} deliveries/s; claim {:.3} ms with no finished rows, {:.3} ms with {}",
+                    r["drained"], r["pending"], r["drain_deliveries_per_s"].as_f64().unwrap_or(0.0),
+                    r["claim_ms_no_finished_rows"].as_f64().unwrap_or(f64::NAN),
+                    r["claim_ms_with_finished_rows"].as_f64().unwrap_or(f64::NAN), r["finished_rows"]
+                );
+            } else if name == "fairness" {
                 eprintln!("{}", row("fair-solo", &r["solo"]));
                 eprintln!("{}", row("fair-dead", &r["beside_dead_webhook"]));
                 eprintln!("fairness: healthy webhook keeps {:.0} % of its solo throughput", r["healthy_throughput_ratio"].as_f64().unwrap_or(0.0) * 100.0);

@@ -44,9 +44,10 @@ pub struct Courier {
 }
 
 impl Courier {
-    pub async fn start(database_url: &str, port: u16, secret_key: &str, concurrency: usize) -> Self {
+    /// `command` is `serve`, `api` or `worker`; a worker has no HTTP port, so it is ready once spawned.
+    pub async fn start_as(command: &str, database_url: &str, port: u16, secret_key: &str, concurrency: usize) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_courier"))
-            .arg("serve")
+            .arg(command)
             .env("DATABASE_URL", database_url)
             .env("COURIER_LISTEN", format!("127.0.0.1:{port}"))
             .env("COURIER_SECRET_KEY", secret_key)
@@ -64,6 +65,9 @@ impl Courier {
             .expect("courier starts");
         // Owned at once, so every path below (a panic included) stops and reaps the child in `Drop`.
         let courier = Self { child, base: format!("http://127.0.0.1:{port}") };
+        if command == "worker" {
+            return courier;
+        }
         let http = reqwest::Client::builder().no_proxy().build().expect("client");
         for _ in 0..300 {
             if http.get(format!("{}/readyz", courier.base)).send().await.is_ok_and(|r| r.status().is_success()) {

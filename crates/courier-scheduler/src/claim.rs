@@ -142,8 +142,7 @@ pub async fn release(pool: &PgPool, claimed: &[(DeliveryId, u32)], after: Durati
     if claimed.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<&str> = claimed.iter().map(|(id, _)| id.as_str()).collect();
-    let attempts: Vec<i32> = claimed.iter().map(|(_, a)| *a as i32).collect();
+    let (ids, attempts) = fencing_arrays(claimed);
     let done = sqlx::query(
         "UPDATE deliveries d
             SET status = 'pending', attempt_count = d.attempt_count - 1, lease_expires_at = NULL,
@@ -157,4 +156,9 @@ pub async fn release(pool: &PgPool, claimed: &[(DeliveryId, u32)], after: Durati
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// Claimed deliveries as the two arrays a fenced `UPDATE … FROM unnest($1, $2)` takes: ids and attempt numbers.
+pub(crate) fn fencing_arrays(claimed: &[(DeliveryId, u32)]) -> (Vec<&str>, Vec<i32>) {
+    claimed.iter().map(|(id, attempt)| (id.as_str(), *attempt as i32)).unzip()
 }

@@ -27,8 +27,7 @@ pub async fn cancel_claimed(pool: &PgPool, claimed: &[(DeliveryId, u32)]) -> Res
     if claimed.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<&str> = claimed.iter().map(|(id, _)| id.as_str()).collect();
-    let attempts: Vec<i32> = claimed.iter().map(|(_, a)| *a as i32).collect();
+    let (ids, attempts) = crate::claim::fencing_arrays(claimed);
     let done = sqlx::query(
         "UPDATE deliveries d
             SET status = 'cancelled', attempt_count = d.attempt_count - 1, lease_expires_at = NULL, updated_at = now()

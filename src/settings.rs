@@ -1,6 +1,7 @@
 //! One typed configuration, layered: defaults < TOML file (`--config`) < environment.
 //!
-//! Every setting has one name. In the environment it is `COURIER_<NAME>` (and `DATABASE_URL`);
+//! Every setting has one name. In the environment it is `COURIER_<NAME>` (and `DATABASE_URL` and the standard
+//! `OTEL_EXPORTER_OTLP_*` variables, under their own names);
 //! in the TOML file it is `<name>` in lower case, e.g. `retry_initial = "30s"`.
 //! Values are parsed and validated here, once, with an error that names the variable.
 //! `config/courier.toml` lists every setting with its default and doubles as documentation.
@@ -86,6 +87,9 @@ pub enum LogFormat {
 pub struct LogSettings {
     /// `COURIER_LOG_FORMAT`: `pretty` (default) or `json`.
     pub format: LogFormat,
+    /// Where spans go over OTLP/HTTP: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as given, else
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`. Unset: no export.
+    pub otlp_traces_endpoint: Option<String>,
 }
 
 /// The raw layered values, by setting name.
@@ -115,10 +119,18 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     ("disable_min_failures", Some("10")),
     ("retention", Some("30d")),
     ("log_format", Some("pretty")),
+    ("otel_exporter_otlp_endpoint", None),
+    ("otel_exporter_otlp_traces_endpoint", None),
+    ("otel_exporter_otlp_protocol", None),
 ];
 
+/// `COURIER_<NAME>`, except for settings whose variables are someone else's standard.
 fn env_name(name: &str) -> String {
-    if name == "database_url" { "DATABASE_URL".to_owned() } else { format!("COURIER_{}", name.to_uppercase()) }
+    if name == "database_url" || name.starts_with("otel_") {
+        name.to_uppercase()
+    } else {
+        format!("COURIER_{}", name.to_uppercase())
+    }
 }
 
 impl Layers {
@@ -130,6 +142,31 @@ impl Layers {
         let (value, source) = self.get(name).with_context(|| format!("{} is required", env_name(name)))?;
         parse(value).with_context(|| format!("invalid {} (from {source}): `{value}`", env_name(name)))
     }
+}
+
+fn otlp_traces_endpoint(l: &Layers) -> anyhow::Result<Option<String>> {
+    let set = |name| l.get(name).map(|(v, _)| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let endpoint = match (set("otel_exporter_otlp_traces_endpoint"), set("otel_exporter_otlp_endpoint")) {
+        (Some(traces), _) => ("otel_exporter_otlp_traces_endpoint", traces),
+        (None, Some(base)) => ("otel_exporter_otlp_endpoint", format!("{}/v1/traces", base.trim_end_matches('/'))),
+        (None, None) => return Ok(None),
+    };
+    if let Some((protocol, source)) = l.get("otel_exporter_otlp_protocol")
+        && protocol.trim() != "http/protobuf"
+    {
+        bail!(
+            "invalid OTEL_EXPORTER_OTLP_PROTOCOL (from {source}): `{protocol}`: Courier exports over http/protobuf \
+             only (a collector's port 4318)"
+        );
+    }
+    let (name, url) = endpoint;
+    l.parse(name, |_| {
+        let parsed = url::Url::parse(&url)?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            bail!("an OTLP/HTTP endpoint is an http or https URL");
+        }
+        Ok(Some(url.clone()))
+    })
 }
 
 fn duration(s: &str) -> anyhow::Result<Duration> {
@@ -279,6 +316,7 @@ impl Settings {
                     "json" => Ok(LogFormat::Json),
                     _ => bail!("expected `pretty` or `json`"),
                 })?,
+                otlp_traces_endpoint: otlp_traces_endpoint(l)?,
             },
         };
         if let Some(key) = &settings.api.secret_key {
@@ -346,6 +384,29 @@ mod tests {
             ("COURIER_LOG_FORMAT", "xml"),
         ] {
             let err = with_env(&[(var, value)]).expect_err(var);
+            assert!(format!("{err:#}").contains(var), "{var}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn otlp_endpoints_follow_the_opentelemetry_variables() {
+        assert_eq!(with_env(&[]).expect("valid").log.otlp_traces_endpoint, None);
+        let base = with_env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/")]).expect("valid");
+        assert_eq!(base.log.otlp_traces_endpoint.as_deref(), Some("http://127.0.0.1:4318/v1/traces"));
+        let signal = with_env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://collector:9999/traces"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ])
+        .expect("valid");
+        assert_eq!(signal.log.otlp_traces_endpoint.as_deref(), Some("http://collector:9999/traces"));
+        for (var, value) in [("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4317"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]
+        {
+            let mut env = vec![(var, value)];
+            if var == "OTEL_EXPORTER_OTLP_PROTOCOL" {
+                env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"));
+            }
+            let err = with_env(&env).expect_err(var);
             assert!(format!("{err:#}").contains(var), "{var}: {err:#}");
         }
     }

@@ -19,8 +19,15 @@ pub use dev::DEV_HOME;
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
-    telemetry::init(settings.log.format);
-    match cli.command {
+    let telemetry = telemetry::init(&settings.log)?;
+    let result = command(cli.command, settings).await;
+    // Flushing the last spans blocks on the exporter's thread; not on the runtime's.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    result
+}
+
+async fn command(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
         Command::Migrate => {
             let pool = connect(&settings).await?;
             courier_store::MIGRATOR.run(&pool).await.context("migration failed")?;

@@ -10,6 +10,7 @@ use courier_scheduler::logs::{self, DeliveryFilter, Visibility};
 use courier_scheduler::replay;
 use courier_store::operator;
 use courier_store::webhooks::DisabledReason;
+use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::PgPool;
 
 use crate::cli::{DeliveriesCommand, ReplayArgs, SelectArgs, WebhooksCommand};
@@ -136,15 +137,24 @@ pub async fn replay(pool: &PgPool, args: ReplayArgs) -> anyhow::Result<()> {
     }
     let (visibility, mut filter) = filter(&args.select)?;
     filter.status.get_or_insert(DeliveryStatus::Failed);
-    let terminal = std::io::stderr().is_terminal();
-    let total = replay::replay_bulk(pool, visibility, &filter, args.dry_run, |done| {
-        if terminal {
-            eprint!("\rreplayed {done}");
+    // On a terminal, a progress bar against the dry-run count; elsewhere (a job log, a pipe) only the final line.
+    let bar = if std::io::stderr().is_terminal() && !args.dry_run {
+        let expected = replay::replay_bulk(pool, visibility, &filter, true, None, |_| {}).await?;
+        let style = ProgressStyle::with_template("{bar:40} {pos}/{len} deliveries replayed ({per_sec}, {eta} left)")?;
+        Some(ProgressBar::new(expected).with_style(style))
+    } else {
+        None
+    };
+    let total = replay::replay_bulk(pool, visibility, &filter, args.dry_run, None, |done| {
+        if let Some(bar) = &bar {
+            // Deliveries that failed since the count make the run longer than expected.
+            bar.set_length(bar.length().unwrap_or(0).max(done));
+            bar.set_position(done);
         }
     })
     .await?;
-    if terminal && !args.dry_run {
-        eprintln!();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
     if args.dry_run {
         println!("would replay {total} deliveries");

@@ -95,7 +95,7 @@ impl Fixture {
             panic!("new event");
         };
         let event = FanoutEvent { id: &stored.event.id, event_type, call_id: stored.event.data.call_id() };
-        let n = enqueue_fanout(&mut tx, owner, event).await.expect("fan-out");
+        let n = enqueue_fanout(&mut tx, owner, event, None).await.expect("fan-out");
         tx.commit().await.expect("commit");
         (new.id, n)
     }

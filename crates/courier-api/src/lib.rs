@@ -9,6 +9,7 @@ pub mod openapi;
 pub mod routes;
 pub mod state;
 pub mod target;
+pub mod trace;
 
 use std::time::Duration;
 
@@ -72,13 +73,28 @@ pub fn router(state: AppState) -> Router {
         ApiError::internal("a handler panicked").into_response()
     }))
     .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-    .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-        let route = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("unmatched");
-        let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        tracing::info_span!("request", method = %req.method(), route, request_id, tenant = Empty, status = Empty)
-    }).on_response(|res: &axum::response::Response, latency: Duration, span: &tracing::Span| {
-        span.record("status", res.status().as_u16());
-        tracing::debug!(status = res.status().as_u16(), latency_ms = latency.as_millis() as u64, "answered");
-    }))
+    .layer(
+        TraceLayer::new_for_http()
+            .make_span_with(|req: &Request| {
+                let route = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("unmatched");
+                let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
+                let span = tracing::info_span!(
+                    "request",
+                    otel.name = format!("{} {route}", req.method()),
+                    otel.kind = "server",
+                    method = %req.method(),
+                    route,
+                    request_id,
+                    tenant = Empty,
+                    status = Empty,
+                );
+                trace::continue_caller_trace(&span, req.headers());
+                span
+            })
+            .on_response(|res: &axum::response::Response, latency: Duration, span: &tracing::Span| {
+                span.record("status", res.status().as_u16());
+                tracing::debug!(status = res.status().as_u16(), latency_ms = latency.as_millis() as u64, "answered");
+            }),
+    )
     .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }

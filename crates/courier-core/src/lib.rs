@@ -14,6 +14,7 @@ pub mod scope;
 pub mod secret;
 pub mod signature;
 pub mod target;
+pub mod trace_parent;
 
 pub use envelope::{Envelope, PayloadFilter};
 pub use environment::Environment;
@@ -23,3 +24,4 @@ pub use outcome::{AttemptResult, ErrorKind, Next};
 pub use retry::RetryPolicy;
 pub use scope::{Scope, Scopes};
 pub use secret::WebhookSecret;
+pub use trace_parent::TraceParent;

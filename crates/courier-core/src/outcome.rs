@@ -86,6 +86,18 @@ pub enum Next {
     Gone,
 }
 
+impl Next {
+    /// The name operators see in metrics and traces.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Next::Succeeded => "succeeded",
+            Next::Retry { .. } => "retry",
+            Next::Failed => "failed",
+            Next::Gone => "gone",
+        }
+    }
+}
+
 /// Decides the next step after attempt number `attempt` (1-based) of `max_attempts`.
 pub fn decide(policy: &RetryPolicy, attempt: u32, max_attempts: u32, result: AttemptResult) -> Next {
     let hint = match result {

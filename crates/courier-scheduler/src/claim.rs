@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use courier_core::{DeliveryId, Event, EventData, EventId, PayloadFilter, TenantId, WebhookId, WebhookSecret};
+use courier_core::{
+    DeliveryId, Event, EventData, EventId, PayloadFilter, TenantId, TraceParent, WebhookId, WebhookSecret,
+};
 use courier_store::MasterKey;
 use sqlx::PgPool;
 
@@ -39,6 +41,8 @@ pub struct ClaimedDelivery {
     pub max_attempts: u32,
     pub event: Event,
     pub webhook: ClaimedWebhook,
+    /// The trace context of the request that created this delivery, for the attempt's span to link to.
+    pub trace_parent: Option<TraceParent>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -60,6 +64,7 @@ struct Row {
     secret_ciphertext: Vec<u8>,
     previous_secret_ciphertext: Option<Vec<u8>>,
     previous_secret_expires_at: Option<DateTime<Utc>>,
+    trace_parent: Option<String>,
 }
 
 fn from_row(row: Row) -> Result<ClaimedDelivery> {
@@ -84,6 +89,8 @@ fn from_row(row: Row) -> Result<ClaimedDelivery> {
             secret_ciphertext: row.secret_ciphertext,
             previous_secret: row.previous_secret_ciphertext.zip(row.previous_secret_expires_at),
         },
+        // Only ever written from a parsed TraceParent; a stored value that does not parse only loses the link.
+        trace_parent: row.trace_parent.and_then(|t| t.parse().ok()),
     })
 }
 
@@ -113,7 +120,7 @@ pub async fn claim(pool: &PgPool, limit: u32, lease: Duration, skip: &[WebhookId
          RETURNING d.id, d.attempt_count, d.max_attempts, d.tenant_id, d.environment, d.event_id, d.event_type,
                    e.created, e.data, w.id AS webhook_id, w.url, w.include_transcript, w.include_metrics,
                    (w.status = 'enabled' AND w.deleted_at IS NULL) AS active, w.secret_ciphertext,
-                   w.previous_secret_ciphertext, w.previous_secret_expires_at",
+                   w.previous_secret_ciphertext, w.previous_secret_expires_at, d.trace_parent",
     )
     .bind(i64::from(limit))
     .bind(lease)

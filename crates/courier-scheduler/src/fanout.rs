@@ -1,6 +1,6 @@
 //! Fan-out: one pending delivery per enabled webhook whose filter matches, inside the caller's transaction.
 
-use courier_core::{EventId, EventType};
+use courier_core::{EventId, EventType, TraceParent};
 use courier_store::Owner;
 use sqlx::PgConnection;
 
@@ -16,9 +16,15 @@ pub struct FanoutEvent<'a> {
 }
 
 /// Enqueues one event's deliveries; returns how many. Runs in the caller's transaction so that an event is never
-/// stored without its deliveries, nor the other way round.
-pub async fn enqueue_fanout(conn: &mut PgConnection, owner: Owner, event: FanoutEvent<'_>) -> Result<u64> {
-    Ok(enqueue_fanout_many(conn, owner, &[event]).await?.first().copied().unwrap_or(0))
+/// stored without its deliveries, nor the other way round. `trace` is the ingest request's trace context, which the
+/// deliveries' attempts will link to.
+pub async fn enqueue_fanout(
+    conn: &mut PgConnection,
+    owner: Owner,
+    event: FanoutEvent<'_>,
+    trace: Option<TraceParent>,
+) -> Result<u64> {
+    Ok(enqueue_fanout_many(conn, owner, &[event], trace).await?.first().copied().unwrap_or(0))
 }
 
 /// Enqueues many events' deliveries in one statement; returns the count per event, in order.
@@ -26,6 +32,7 @@ pub async fn enqueue_fanout_many(
     conn: &mut PgConnection,
     owner: Owner,
     events: &[FanoutEvent<'_>],
+    trace: Option<TraceParent>,
 ) -> Result<Vec<u64>> {
     if events.is_empty() {
         return Ok(Vec::new());
@@ -37,8 +44,8 @@ pub async fn enqueue_fanout_many(
         "WITH e AS (SELECT * FROM unnest($3::text[], $4::text[], $5::text[]) AS e(id, event_type, call_id)),
          inserted AS (
             INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status, max_attempts,
-                                    next_attempt_at)
-            SELECT courier_id('dlv_'), w.tenant_id, w.environment, e.id, w.id, e.event_type, e.call_id, 'pending', w.max_attempts, now()
+                                    next_attempt_at, trace_parent)
+            SELECT courier_id('dlv_'), w.tenant_id, w.environment, e.id, w.id, e.event_type, e.call_id, 'pending', w.max_attempts, now(), $7
             FROM e JOIN webhooks w
               ON w.tenant_id = $1 AND w.environment = $2 AND w.status = 'enabled' AND w.deleted_at IS NULL
              AND (w.event_types IS NULL OR e.event_type = ANY (w.event_types))
@@ -54,6 +61,7 @@ pub async fn enqueue_fanout_many(
     .bind(&types)
     .bind(&calls)
     .bind(CHANNEL)
+    .bind(trace.map(|t| t.to_string()))
     .fetch_all(&mut *conn)
     .await?;
     Ok(events

@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::client::{self, ClientConfig};
 use crate::ssrf::TargetPolicy;
@@ -289,13 +290,19 @@ impl Worker {
     async fn attempt(&self, delivery: ClaimedDelivery) -> Option<AttemptRecord> {
         let span = tracing::info_span!(
             "delivery_attempt",
+            otel.kind = "client",
             delivery.id = %delivery.id,
             event.id = %delivery.event.id,
             webhook.id = %delivery.webhook.id,
             attempt = delivery.attempt,
             http.status = Empty,
+            error = Empty,
             outcome = Empty,
         );
+        // Linked, not parented: the ingest request finished long ago, and one request fans out to many attempts.
+        if let Some(ingest) = &delivery.trace_parent {
+            span.add_link(ingest.to_span_context());
+        }
         async move {
             if !delivery.webhook.active {
                 let claimed = [(delivery.id.clone(), delivery.attempt)];
@@ -328,10 +335,11 @@ impl Worker {
             let (sent, signature_timestamp) = sent;
             let next = outcome::decide(&self.config.retry, delivery.attempt, delivery.max_attempts, sent.result);
             let span = tracing::Span::current();
-            if let courier_core::AttemptResult::Response { status, .. } = sent.result {
-                span.record("http.status", status);
-            }
-            span.record("outcome", tracing::field::debug(&next));
+            match sent.result {
+                courier_core::AttemptResult::Response { status, .. } => span.record("http.status", status),
+                courier_core::AttemptResult::Error(kind) => span.record("error", kind.as_str()),
+            };
+            span.record("outcome", next.as_str());
             crate::telemetry::attempt_finished(sent.result, sent.duration, next);
             Some(AttemptRecord {
                 delivery_id: delivery.id,

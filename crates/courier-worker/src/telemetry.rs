@@ -6,11 +6,11 @@ use courier_core::{AttemptResult, Next};
 
 /// Counts one attempt and, when it ends the delivery, the delivery's outcome.
 pub(crate) fn attempt_finished(result: AttemptResult, duration: Duration, next: Next) {
-    let (outcome, finished) = match next {
-        Next::Succeeded => ("succeeded", Some("succeeded")),
-        Next::Retry { .. } => ("retry", None),
-        Next::Failed => ("failed", Some("failed")),
-        Next::Gone => ("gone", Some("failed")),
+    let outcome = next.as_str();
+    let finished = match next {
+        Next::Succeeded => Some("succeeded"),
+        Next::Retry { .. } => None,
+        Next::Failed | Next::Gone => Some("failed"),
     };
     let status_class = match result {
         AttemptResult::Response { status, .. } => match status {

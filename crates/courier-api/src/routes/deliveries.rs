@@ -209,7 +209,7 @@ pub async fn replay_one(
 ) -> ApiResult<(StatusCode, Json<DeliveryOutput>)> {
     let owner = principal.require(Scope::DeliveriesReplay)?;
     let id = parse_delivery_id(&id)?;
-    match replay::replay_one(&state.pool, owner, &id).await? {
+    match replay::replay_one(&state.pool, owner, &id, crate::trace::current()).await? {
         Replayed::Queued(delivery) => Ok((StatusCode::CREATED, Json(DeliveryOutput::new(*delivery, None)))),
         Replayed::NotFound => Err(ApiError::not_found("delivery")),
         Replayed::WebhookInactive => Err(ApiError::conflict("the webhook is disabled or deleted; enable it to replay")),
@@ -272,6 +272,14 @@ pub async fn replay_bulk(
         since: parse_time("since", body.since.as_deref())?,
         until: parse_time("until", body.until.as_deref())?,
     };
-    let queued = replay::replay_bulk(&state.pool, Visibility::Owner(owner), &filter, body.dry_run, |_| {}).await?;
+    let queued = replay::replay_bulk(
+        &state.pool,
+        Visibility::Owner(owner),
+        &filter,
+        body.dry_run,
+        crate::trace::current(),
+        |_| {},
+    )
+    .await?;
     Ok(Json(BulkReplayOutput { queued, dry_run: body.dry_run }))
 }

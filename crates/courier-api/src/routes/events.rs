@@ -161,7 +161,7 @@ async fn ingest_all(
     let inserted = events::insert_many(&mut tx, owner, new).await?;
     let fresh: Vec<FanoutEvent<'_>> =
         inserted.iter().filter_map(|i| if let Inserted::New(s) = i { Some(fanout_of(s)) } else { None }).collect();
-    let counts = enqueue_fanout_many(&mut tx, owner, &fresh).await?;
+    let counts = enqueue_fanout_many(&mut tx, owner, &fresh, crate::trace::current()).await?;
     let mut fanned: HashMap<String, u64> = fresh.iter().zip(&counts).map(|(e, n)| (e.id.to_string(), *n)).collect();
     let repeats: Vec<&EventId> =
         inserted.iter().filter_map(|i| if let Inserted::Repeat(s) = i { Some(&s.event.id) } else { None }).collect();

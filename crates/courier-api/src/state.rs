@@ -37,12 +37,15 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     pub(crate) limiter: Arc<RateLimiter>,
     pub(crate) usage: Arc<KeyUsage>,
+    /// Wakes the workers after an ingest commits deliveries.
+    pub(crate) workers: courier_scheduler::wake::Notifier,
 }
 
 impl AppState {
     pub fn new(pool: PgPool, key: MasterKey, config: ApiConfig) -> Self {
         let limiter = Arc::new(RateLimiter { limit: config.rate_limit, buckets: Mutex::default() });
-        Self { pool, key, config: Arc::new(config), limiter, usage: Arc::default() }
+        let workers = courier_scheduler::wake::Notifier::spawn(pool.clone());
+        Self { pool, key, config: Arc::new(config), limiter, usage: Arc::default(), workers }
     }
 
     /// Writes the keys used since the last flush in one statement. `serve` calls it every few seconds, so a key's

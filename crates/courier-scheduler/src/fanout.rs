@@ -5,7 +5,6 @@ use courier_store::Owner;
 use sqlx::PgConnection;
 
 use crate::Result;
-use crate::wake::CHANNEL;
 
 /// What fan-out needs to know of one event.
 #[derive(Debug, Clone, Copy)]
@@ -16,7 +15,8 @@ pub struct FanoutEvent<'a> {
 }
 
 /// Enqueues one event's deliveries; returns how many. Runs in the caller's transaction so that an event is never
-/// stored without its deliveries, nor the other way round. `trace` is the ingest request's trace context, which the
+/// stored without its deliveries, nor the other way round. It does not wake the workers: after committing, the caller
+/// does ([`crate::wake::Notifier`]); a `NOTIFY` in this transaction would serialise every ingest commit. `trace` is the ingest request's trace context, which the
 /// deliveries' attempts will link to.
 pub async fn enqueue_fanout(
     conn: &mut PgConnection,
@@ -45,22 +45,20 @@ pub async fn enqueue_fanout_many(
          inserted AS (
             INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status, max_attempts,
                                     next_attempt_at, trace_parent)
-            SELECT courier_id('dlv_'), w.tenant_id, w.environment, e.id, w.id, e.event_type, e.call_id, 'pending', w.max_attempts, now(), $7
+            SELECT courier_id('dlv_'), w.tenant_id, w.environment, e.id, w.id, e.event_type, e.call_id, 'pending', w.max_attempts, now(), $6
             FROM e JOIN webhooks w
               ON w.tenant_id = $1 AND w.environment = $2 AND w.status = 'enabled' AND w.deleted_at IS NULL
              AND (w.event_types IS NULL OR e.event_type = ANY (w.event_types))
             ORDER BY e.id, w.id
             RETURNING event_id
-         ),
-         woken AS (SELECT pg_notify($6, '') WHERE EXISTS (SELECT 1 FROM inserted))
-         SELECT event_id, count(*) FROM inserted LEFT JOIN woken ON true GROUP BY event_id",
+         )
+         SELECT event_id, count(*) FROM inserted GROUP BY event_id",
     )
     .bind(owner.tenant.as_uuid())
     .bind(owner.environment.as_str())
     .bind(&ids)
     .bind(&types)
     .bind(&calls)
-    .bind(CHANNEL)
     .bind(trace.map(|t| t.to_string()))
     .fetch_all(&mut *conn)
     .await?;

@@ -171,6 +171,9 @@ async fn ingest_all(
         }
     }
     tx.commit().await?;
+    if counts.iter().any(|n| *n > 0) {
+        state.workers.wake();
+    }
     for event in &fresh {
         metrics::counter!("courier_events_ingested_total", "type" => event.event_type.as_str()).increment(1);
     }

@@ -301,6 +301,7 @@ async fn events_are_idempotent_and_validated(pool: PgPool) {
         (json!({"id": "nope", "type": "call.started", "data": {"call_id": "c"}}), "id"),
         (json!({"type": "call.started"}), "data"),
         (json!({"type": "call.started", "data": {"call_id": "c"}, "extra": 1}), "extra"),
+        (json!({"type": "call.started", "data": {"call_id": "c", "note": "nul \u{0} here"}}), "data"),
     ] {
         let (status, error) = api.event(body.clone()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {error}");
@@ -389,6 +390,67 @@ async fn the_same_event_from_twenty_concurrent_requests_is_stored_once(pool: PgP
     let deliveries: i64 =
         sqlx::query_scalar("SELECT count(*) FROM deliveries").fetch_one(&api.pool).await.expect("count");
     assert_eq!((events, deliveries), (1, 3));
+}
+
+/// Single-event requests that arrive together share a transaction: each still gets its own answer, across tenants,
+/// repeats and conflicts, and one request whose statement fails does not fail the others.
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn concurrent_requests_share_transactions_but_not_fates(pool: PgPool) {
+    let api = Api::new(pool).await;
+    api.webhook("https://example.com/a").await;
+    let other = api.other_tenant_key().await;
+    // A database-level failure for one event id, as a stand-in for any statement error.
+    sqlx::raw_sql(
+        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.id = 'evt_poison' THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION poison();",
+    )
+    .execute(&api.pool)
+    .await
+    .expect("trigger");
+    let mut tasks = tokio::task::JoinSet::new();
+    for round in 0..3 {
+        for i in 0..40 {
+            let api = api.clone();
+            let other = other.clone();
+            tasks.spawn(async move {
+                let (id, key, body) = match i {
+                    0 => ("evt_poison".to_owned(), api.key.clone(), call_completed("evt_poison")),
+                    1..=9 => (format!("evt_other{i}"), other, call_completed(&format!("evt_other{i}"))),
+                    // The same id from every round, with the same body: stored once.
+                    10 => ("evt_same".to_owned(), api.key.clone(), call_completed("evt_same")),
+                    _ => {
+                        let id = format!("evt_r{round}_{i}");
+                        (id.clone(), api.key.clone(), call_completed(&id))
+                    }
+                };
+                let (status, body) = api.call_as(&key, Method::POST, "/api/v1/events", Some(body)).await;
+                (id, status, body)
+            });
+        }
+    }
+    let answers = tasks.join_all().await;
+    for (id, status, body) in &answers {
+        match id.as_str() {
+            "evt_poison" => assert_eq!(*status, StatusCode::INTERNAL_SERVER_ERROR, "{body}"),
+            // The other tenant has no webhooks; its first post of each id creates, the later rounds repeat.
+            other if other.starts_with("evt_other") => {
+                assert!(matches!(*status, StatusCode::CREATED | StatusCode::OK), "{id}: {body}");
+                assert_eq!(body["deliveries"], 0, "{id}: {body}");
+            }
+            _ => {
+                assert!(matches!(*status, StatusCode::CREATED | StatusCode::OK), "{id}: {body}");
+                assert_eq!((body["id"].as_str(), &body["deliveries"]), (Some(id.as_str()), &json!(1)), "{body}");
+            }
+        }
+    }
+    let created =
+        |prefix: &str| answers.iter().filter(|(id, s, _)| id.starts_with(prefix) && *s == StatusCode::CREATED).count();
+    assert_eq!((created("evt_same"), created("evt_other"), created("evt_r")), (1, 9, 3 * 29));
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&api.pool).await.expect("count");
+    let deliveries: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM deliveries").fetch_one(&api.pool).await.expect("count");
+    assert_eq!((events, deliveries), (1 + 9 + 3 * 29, 1 + 3 * 29));
 }
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]

@@ -139,8 +139,9 @@ async fn operators_list_show_replay_and_toggle_webhooks() {
             data: EventData::parse(serde_json::json!({"call_id": format!("call-{i}")})).expect("data"),
         };
         events::insert(&mut tx, owner, &event).await.expect("insert");
-        let fan = FanoutEvent { id: &event.id, event_type: event.event_type, call_id: event.data.call_id() };
-        courier_scheduler::enqueue_fanout(&mut tx, owner, fan, None).await.expect("fan-out");
+        let fan =
+            FanoutEvent { id: &event.id, event_type: event.event_type, call_id: event.data.call_id(), trace: None };
+        courier_scheduler::enqueue_fanout(&mut tx, owner, fan).await.expect("fan-out");
     }
     tx.commit().await.expect("commit");
     // One delivery has failed for good, with an attempt on record.

@@ -94,8 +94,8 @@ impl Fixture {
         let Inserted::New(stored) = events::insert(&mut tx, owner, &new).await.expect("insert") else {
             panic!("new event");
         };
-        let event = FanoutEvent { id: &stored.event.id, event_type, call_id: stored.event.data.call_id() };
-        let n = enqueue_fanout(&mut tx, owner, event, None).await.expect("fan-out");
+        let event = FanoutEvent { id: &stored.event.id, event_type, call_id: stored.event.data.call_id(), trace: None };
+        let n = enqueue_fanout(&mut tx, owner, event).await.expect("fan-out");
         tx.commit().await.expect("commit");
         (new.id, n)
     }

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod ingest;
 pub mod openapi;
 pub mod routes;
 pub mod state;

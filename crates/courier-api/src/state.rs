@@ -37,15 +37,16 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     pub(crate) limiter: Arc<RateLimiter>,
     pub(crate) usage: Arc<KeyUsage>,
-    /// Wakes the workers after an ingest commits deliveries.
-    pub(crate) workers: courier_scheduler::wake::Notifier,
+    /// Where ingest requests go to be stored, several to a transaction.
+    pub(crate) ingest: crate::ingest::Ingest,
 }
 
 impl AppState {
     pub fn new(pool: PgPool, key: MasterKey, config: ApiConfig) -> Self {
         let limiter = Arc::new(RateLimiter { limit: config.rate_limit, buckets: Mutex::default() });
         let workers = courier_scheduler::wake::Notifier::spawn(pool.clone());
-        Self { pool, key, config: Arc::new(config), limiter, usage: Arc::default(), workers }
+        let ingest = crate::ingest::Ingest::spawn(pool.clone(), workers);
+        Self { pool, key, config: Arc::new(config), limiter, usage: Arc::default(), ingest }
     }
 
     /// Writes the keys used since the last flush in one statement. `serve` calls it every few seconds, so a key's

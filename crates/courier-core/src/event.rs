@@ -114,6 +114,19 @@ pub enum DataError {
     MissingCallId,
     #[error("`data` is {size} bytes; the limit is {limit}")]
     TooLarge { size: usize, limit: usize },
+    /// PostgreSQL's `jsonb` cannot hold U+0000, so such an event could never be stored.
+    #[error("`data` must not contain the character U+0000 (`\\u0000`)")]
+    NulCharacter,
+}
+
+/// True when a string anywhere in `value` (a key or a value) holds U+0000.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
 }
 
 /// An event's `data`: a JSON object with a non-empty string `call_id`, at most [`EventData::MAX_BYTES`] serialised.
@@ -138,6 +151,9 @@ impl EventData {
         let size = data.serialized_len();
         if size > Self::MAX_BYTES {
             return Err(DataError::TooLarge { size, limit: Self::MAX_BYTES });
+        }
+        if data.0.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)) {
+            return Err(DataError::NulCharacter);
         }
         Ok(data)
     }
@@ -200,6 +216,8 @@ mod tests {
         assert_eq!(EventData::parse(json!({"user_id": "u"})), Err(DataError::MissingCallId));
         assert_eq!(EventData::parse(json!({"call_id": 7})), Err(DataError::MissingCallId));
         assert_eq!(EventData::parse(json!({"call_id": ""})), Err(DataError::MissingCallId));
+        assert_eq!(EventData::parse(json!({"call_id": "c", "n": [{"x": "a\u{0}b"}]})), Err(DataError::NulCharacter));
+        assert_eq!(EventData::parse(json!({"call_id": "c", "k\u{0}": 1})), Err(DataError::NulCharacter));
         let data = EventData::parse(json!({"call_id": "c-1", "extra": {"kept": true}})).expect("valid");
         assert_eq!(data.call_id(), "c-1");
         assert_eq!(data.as_map()["extra"], json!({"kept": true}));

@@ -12,19 +12,15 @@ pub struct FanoutEvent<'a> {
     pub id: &'a EventId,
     pub event_type: EventType,
     pub call_id: &'a str,
+    /// The trace context of the request that brought the event, for its deliveries' attempts to link to.
+    pub trace: Option<TraceParent>,
 }
 
 /// Enqueues one event's deliveries; returns how many. Runs in the caller's transaction so that an event is never
 /// stored without its deliveries, nor the other way round. It does not wake the workers: after committing, the caller
-/// does ([`crate::wake::Notifier`]); a `NOTIFY` in this transaction would serialise every ingest commit. `trace` is the ingest request's trace context, which the
-/// deliveries' attempts will link to.
-pub async fn enqueue_fanout(
-    conn: &mut PgConnection,
-    owner: Owner,
-    event: FanoutEvent<'_>,
-    trace: Option<TraceParent>,
-) -> Result<u64> {
-    Ok(enqueue_fanout_many(conn, owner, &[event], trace).await?.first().copied().unwrap_or(0))
+/// does ([`crate::wake::Notifier`]); a `NOTIFY` in this transaction would serialise every ingest commit.
+pub async fn enqueue_fanout(conn: &mut PgConnection, owner: Owner, event: FanoutEvent<'_>) -> Result<u64> {
+    Ok(enqueue_fanout_many(conn, owner, &[event]).await?.first().copied().unwrap_or(0))
 }
 
 /// Enqueues many events' deliveries in one statement; returns the count per event, in order.
@@ -32,7 +28,6 @@ pub async fn enqueue_fanout_many(
     conn: &mut PgConnection,
     owner: Owner,
     events: &[FanoutEvent<'_>],
-    trace: Option<TraceParent>,
 ) -> Result<Vec<u64>> {
     if events.is_empty() {
         return Ok(Vec::new());
@@ -40,12 +35,13 @@ pub async fn enqueue_fanout_many(
     let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let calls: Vec<&str> = events.iter().map(|e| e.call_id).collect();
+    let traces: Vec<Option<String>> = events.iter().map(|e| e.trace.map(|t| t.to_string())).collect();
     let counts: Vec<(String, i64)> = sqlx::query_as(
-        "WITH e AS (SELECT * FROM unnest($3::text[], $4::text[], $5::text[]) AS e(id, event_type, call_id)),
+        "WITH e AS (SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS e(id, event_type, call_id, trace_parent)),
          inserted AS (
             INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status, max_attempts,
                                     next_attempt_at, trace_parent)
-            SELECT courier_id('dlv_'), w.tenant_id, w.environment, e.id, w.id, e.event_type, e.call_id, 'pending', w.max_attempts, now(), $6
+            SELECT courier_id('dlv_'), w.tenant_id, w.environment, e.id, w.id, e.event_type, e.call_id, 'pending', w.max_attempts, now(), e.trace_parent
             FROM e JOIN webhooks w
               ON w.tenant_id = $1 AND w.environment = $2 AND w.status = 'enabled' AND w.deleted_at IS NULL
              AND (w.event_types IS NULL OR e.event_type = ANY (w.event_types))
@@ -59,7 +55,7 @@ pub async fn enqueue_fanout_many(
     .bind(&ids)
     .bind(&types)
     .bind(&calls)
-    .bind(trace.map(|t| t.to_string()))
+    .bind(&traces)
     .fetch_all(&mut *conn)
     .await?;
     Ok(events

@@ -1,17 +1,13 @@
 //! `/api/v1/events`: ingest from the emitter (singly or in batches) and reading events back.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use courier_core::event::DataError;
 use courier_core::{EventData, EventId, EventType, Scope};
-use courier_scheduler::fanout::FanoutEvent;
-use courier_scheduler::{enqueue_fanout_many, logs};
-use courier_store::Owner;
-use courier_store::events::{self, Inserted, NewEvent, StoredEvent};
+use courier_scheduler::logs;
+use courier_store::events::{self, NewEvent, StoredEvent};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -147,52 +143,6 @@ fn validate(input: EventInput, prefix: &str) -> Result<NewEvent, ApiError> {
     }
 }
 
-fn fanout_of(stored: &StoredEvent) -> FanoutEvent<'_> {
-    FanoutEvent { id: &stored.event.id, event_type: stored.event.event_type, call_id: stored.event.data.call_id() }
-}
-
-/// Stores events and fans them out in one transaction; answers per event, in order.
-async fn ingest_all(
-    state: &AppState,
-    owner: Owner,
-    new: &[NewEvent],
-) -> ApiResult<Vec<Result<(Accepted, bool), ApiError>>> {
-    let mut tx = state.pool.begin().await?;
-    let inserted = events::insert_many(&mut tx, owner, new).await?;
-    let fresh: Vec<FanoutEvent<'_>> =
-        inserted.iter().filter_map(|i| if let Inserted::New(s) = i { Some(fanout_of(s)) } else { None }).collect();
-    let counts = enqueue_fanout_many(&mut tx, owner, &fresh, crate::trace::current()).await?;
-    let mut fanned: HashMap<String, u64> = fresh.iter().zip(&counts).map(|(e, n)| (e.id.to_string(), *n)).collect();
-    let repeats: Vec<&EventId> =
-        inserted.iter().filter_map(|i| if let Inserted::Repeat(s) = i { Some(&s.event.id) } else { None }).collect();
-    if !repeats.is_empty() {
-        for (id, n) in logs::fanout_counts(&mut *tx, owner, &repeats).await? {
-            fanned.entry(id).or_insert(n);
-        }
-    }
-    tx.commit().await?;
-    if counts.iter().any(|n| *n > 0) {
-        state.workers.wake();
-    }
-    for event in &fresh {
-        metrics::counter!("courier_events_ingested_total", "type" => event.event_type.as_str()).increment(1);
-    }
-    Ok(inserted
-        .iter()
-        .map(|outcome| {
-            let accepted = |s: &StoredEvent| Accepted {
-                id: s.event.id.to_string(),
-                deliveries: fanned.get(s.event.id.as_str()).copied().unwrap_or(0),
-            };
-            match outcome {
-                Inserted::New(s) => Ok((accepted(s), true)),
-                Inserted::Repeat(s) => Ok((accepted(s), false)),
-                Inserted::Conflict => Err(ApiError::conflict("this event id was already used for a different event")),
-            }
-        })
-        .collect())
-}
-
 /// Post an event
 ///
 /// Stored and fanned out (one delivery per matching enabled webhook) in one transaction.
@@ -211,7 +161,7 @@ pub async fn ingest(
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let owner = principal.require(Scope::EventsWrite)?;
     let new = validate(body, "")?;
-    let mut results = ingest_all(&state, owner, std::slice::from_ref(&new)).await?;
+    let mut results = state.ingest.submit(owner, vec![new], crate::trace::current()).await?;
     let (accepted, fresh) = results.pop().ok_or_else(|| ApiError::internal("ingest returned no result"))??;
     Ok((if fresh { StatusCode::CREATED } else { StatusCode::OK }, Json(accepted)))
 }
@@ -251,7 +201,7 @@ pub async fn ingest_batch(
             Err(err) => items.push(Some(BatchItem::Error { error: err.into_body() })),
         }
     }
-    let results = ingest_all(&state, owner, &valid).await?;
+    let results = state.ingest.submit(owner, valid, crate::trace::current()).await?;
     for (position, result) in positions.into_iter().zip(results) {
         items[position] = Some(match result {
             Ok((accepted, _)) => BatchItem::Accepted(accepted),

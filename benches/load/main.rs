@@ -60,8 +60,8 @@ struct Args {
     /// Webhooks every event fans out to (burst, batch, rate).
     #[arg(long, default_value_t = 1)]
     webhooks: usize,
-    /// Courier's COURIER_WORKER_CONCURRENCY.
-    #[arg(long, default_value_t = 64)]
+    /// Courier's COURIER_WORKER_CONCURRENCY (its default).
+    #[arg(long, default_value_t = 256)]
     worker_concurrency: usize,
     /// Give up waiting for deliveries after this many seconds without progress.
     #[arg(long, default_value_t = 20)]

@@ -81,7 +81,17 @@ impl Application {
                 }
             })
         };
-        let worker = worker.map(|w| tokio::spawn(w.run(shutdown.clone())));
+        // Under supervision: a worker loop that fails or panics is restarted with backoff and reported by /readyz,
+        // never left dead behind a live API.
+        let worker = worker.map(|w| {
+            let stop = shutdown.clone();
+            tokio::spawn(courier_api::supervise::supervise(
+                "worker",
+                state.components.clone(),
+                stop.clone(),
+                move || w.clone().run(stop.clone()),
+            ))
+        });
         crate::metrics::install();
         let metrics = axum::Router::new()
             .route("/metrics", axum::routing::get(crate::metrics::scrape))
@@ -91,7 +101,7 @@ impl Application {
         tracing::info!(addr = %listener.local_addr()?, "listening");
         axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
         if let Some(worker) = worker {
-            worker.await.context("the worker panicked")??;
+            worker.await.context("the worker's supervisor panicked")?;
         }
         let _ = flusher.await;
         let _ = retention.await;

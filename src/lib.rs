@@ -7,4 +7,5 @@ pub mod commands;
 pub mod embedded_db;
 pub mod metrics;
 pub mod settings;
+pub mod shutdown;
 pub mod telemetry;

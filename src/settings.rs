@@ -22,6 +22,7 @@ pub struct Settings {
     pub api: ApiSettings,
     pub delivery: DeliverySettings,
     pub retention: RetentionSettings,
+    pub lifecycle: LifecycleSettings,
     pub log: LogSettings,
 }
 
@@ -64,10 +65,20 @@ pub struct DeliverySettings {
     pub concurrency: usize,
     /// `COURIER_WEBHOOK_CONCURRENCY`: deliveries in flight per webhook per process.
     pub per_webhook_concurrency: usize,
+    /// `COURIER_TENANT_CONCURRENCY`: deliveries one tenant may hold per process; by default all but one webhook's
+    /// share, so another tenant always finds room.
+    pub per_tenant_concurrency: usize,
     /// `COURIER_DISABLE_AFTER`: disable a webhook whose deliveries have all failed for this long (`0s` never does).
     pub disable_after: Duration,
     /// `COURIER_DISABLE_MIN_FAILURES`: …and only once at least this many deliveries were exhausted.
     pub disable_min_failures: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct LifecycleSettings {
+    /// `COURIER_SHUTDOWN_TIMEOUT`: after SIGTERM or ctrl-c, the process exits within this long whatever is still
+    /// running (in-flight attempts get most of it; what is left unrecorded comes back when its lease runs out).
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -115,9 +126,11 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     ("connect_timeout", Some("5s")),
     ("worker_concurrency", Some("256")),
     ("webhook_concurrency", Some("64")),
+    ("tenant_concurrency", Some("")),
     ("disable_after", Some("5d")),
     ("disable_min_failures", Some("10")),
     ("retention", Some("30d")),
+    ("shutdown_timeout", Some("30s")),
     ("log_format", Some("pretty")),
     ("otel_exporter_otlp_endpoint", None),
     ("otel_exporter_otlp_traces_endpoint", None),
@@ -298,6 +311,14 @@ impl Settings {
                 connect_timeout: l.parse("connect_timeout", duration)?,
                 concurrency: l.parse("worker_concurrency", positive)?,
                 per_webhook_concurrency: l.parse("webhook_concurrency", positive)?,
+                per_tenant_concurrency: {
+                    let concurrency = l.parse("worker_concurrency", positive)?;
+                    let per_webhook = l.parse("webhook_concurrency", positive)?;
+                    l.parse("tenant_concurrency", |s| match s.trim() {
+                        "" => Ok(courier_worker::WorkerConfig::default_per_tenant(concurrency, per_webhook)),
+                        _ => positive(s),
+                    })?
+                },
                 disable_after: l.parse("disable_after", duration)?,
                 disable_min_failures: l.parse("disable_min_failures", positive)?,
             },
@@ -308,6 +329,15 @@ impl Settings {
                         bail!("must be at least one day");
                     }
                     Ok(u32::try_from(days)?)
+                })?,
+            },
+            lifecycle: LifecycleSettings {
+                shutdown_timeout: l.parse("shutdown_timeout", |s| {
+                    let d = duration(s)?;
+                    if d < Duration::from_secs(1) {
+                        bail!("must be at least 1s");
+                    }
+                    Ok(d)
                 })?,
             },
             log: LogSettings {
@@ -353,6 +383,8 @@ mod tests {
         assert_eq!(s.delivery.max_attempts, 5);
         assert!(s.database.url.is_none());
         assert!(!s.api.allow_http);
+        assert_eq!(s.lifecycle.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(s.delivery.per_tenant_concurrency, 256 - 64);
     }
 
     #[test]
@@ -382,6 +414,8 @@ mod tests {
             ("COURIER_SECRET_KEY", "dG9vIHNob3J0"),
             ("COURIER_DELIVERY_TIMEOUT", "0s"),
             ("COURIER_LOG_FORMAT", "xml"),
+            ("COURIER_SHUTDOWN_TIMEOUT", "10ms"),
+            ("COURIER_TENANT_CONCURRENCY", "0"),
         ] {
             let err = with_env(&[(var, value)]).expect_err(var);
             assert!(format!("{err:#}").contains(var), "{var}: {err:#}");

@@ -122,8 +122,9 @@ pub async fn deliveries(pool: &PgPool, cmd: DeliveriesCommand) -> anyhow::Result
                 }
                 if let Some(body) = a.response_body {
                     let one_line: String =
-                        body.chars().take(200).map(|c| if c.is_control() { ' ' } else { c }).collect();
-                    println!("     {one_line}");
+                        body.display().chars().take(200).map(|c| if c.is_control() { ' ' } else { c }).collect();
+                    let binary = if body.is_binary() { " (binary)" } else { "" };
+                    println!("     {one_line}{binary}");
                 }
             }
         }

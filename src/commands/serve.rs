@@ -15,6 +15,6 @@ pub async fn serve(settings: Settings, pool: sqlx::PgPool, role: Role) -> anyhow
     courier_store::MIGRATOR.run(&pool).await?;
     let app = Application::build(&settings, pool, role).await?;
     let stop = CancellationToken::new();
-    super::worker::cancel_on_signal(stop.clone());
+    crate::shutdown::on_signals(stop.clone(), settings.lifecycle.shutdown_timeout);
     app.run(stop).await
 }

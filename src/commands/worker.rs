@@ -19,8 +19,10 @@ pub fn config(settings: &Settings) -> WorkerConfig {
         allowed_targets: d.allowed_targets.clone(),
         concurrency: d.concurrency,
         per_webhook: d.per_webhook_concurrency,
+        per_tenant: d.per_tenant_concurrency,
         poll_interval: Duration::from_secs(1),
-        shutdown_grace: d.timeout + Duration::from_secs(1),
+        // In-flight attempts get at most two thirds of the hard deadline; recording and releasing use the rest.
+        shutdown_grace: (d.timeout + Duration::from_secs(1)).min(settings.lifecycle.shutdown_timeout * 2 / 3),
         lease: WorkerConfig::default_lease(d.timeout),
         auto_disable: (!d.disable_after.is_zero())
             .then_some(AutoDisable { after: d.disable_after, min_failures: d.disable_min_failures }),
@@ -31,38 +33,11 @@ pub fn build(settings: &Settings, pool: PgPool) -> anyhow::Result<Worker> {
     Worker::new(pool, settings.master_key()?, config(settings)).context("cannot start the delivery worker")
 }
 
-/// Cancels the token on SIGTERM or ctrl-c.
-pub fn cancel_on_signal(token: CancellationToken) {
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(err) => {
-                    tracing::error!(error = %err, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    token.cancel();
-                    return;
-                }
-            };
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
-        tracing::info!("shutting down: no new claims, finishing in-flight deliveries");
-        token.cancel();
-    });
-}
-
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let pool = super::connect(&settings).await?;
     let worker = build(&settings, pool)?;
     let stop = CancellationToken::new();
-    cancel_on_signal(stop.clone());
+    crate::shutdown::on_signals(stop.clone(), settings.lifecycle.shutdown_timeout);
     tracing::info!(concurrency = settings.delivery.concurrency, "worker started");
     worker.run(stop).await?;
     Ok(())

@@ -37,6 +37,7 @@ fn config() -> WorkerConfig {
         allowed_targets: vec!["127.0.0.0/8".parse().expect("cidr")],
         concurrency: 16,
         per_webhook: 16,
+        per_tenant: 16,
         poll_interval: Duration::from_millis(50),
         shutdown_grace: Duration::from_secs(5),
         lease: Duration::from_millis(800),
@@ -253,7 +254,7 @@ async fn a_receiver_that_always_fails_exhausts_max_attempts(pool: PgPool) {
     assert_eq!(delivery.attempt_count, 3);
     assert_eq!(attempts.len(), 3);
     assert_eq!(receiver.received().len(), 3);
-    assert!(attempts.iter().all(|a| a.response_body.as_deref() == Some("ok")));
+    assert!(attempts.iter().all(|a| a.response_body.as_ref().map(|b| b.display()).as_deref() == Some("ok")));
 }
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]

@@ -110,6 +110,14 @@ impl ApiError {
         err
     }
 
+    /// A 503 with `Retry-After` for a part of this process that is not running right now.
+    pub fn retry_later(message: impl Into<String>, cause: impl std::fmt::Display) -> Self {
+        let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", message);
+        err.retry_after = Some(1);
+        err.cause = Some(cause.to_string());
+        err
+    }
+
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         let mut err = Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error");
         err.cause = Some(cause.to_string());

@@ -22,9 +22,11 @@ use courier_store::Owner;
 use courier_store::events::{self, Inserted, NewEvent, StoredEvent};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{ApiError, ApiResult};
 use crate::routes::events::Accepted;
+use crate::supervise::{Components, supervise};
 
 /// Transactions in progress at once.
 pub const IN_FLIGHT: usize = 4;
@@ -48,9 +50,18 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn spawn(pool: PgPool, workers: Notifier) -> Self {
+    /// Starts the dispatcher under supervision: should it ever panic, it is restarted on the same queue (waiting
+    /// requests are kept; those it was committing answer 503, and their clients retry with the same event id).
+    pub fn spawn(pool: PgPool, workers: Notifier, components: Components) -> Self {
         let (jobs, rx) = mpsc::channel(4 * MAX_EVENTS);
-        tokio::spawn(dispatch(pool, workers, rx));
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        tokio::spawn(supervise("ingest", components, CancellationToken::new(), move || {
+            let (pool, workers, rx) = (pool.clone(), workers.clone(), rx.clone());
+            async move {
+                dispatch(pool, workers, &mut *rx.lock().await).await;
+                Ok::<(), std::convert::Infallible>(())
+            }
+        }));
         Self { jobs }
     }
 
@@ -62,13 +73,16 @@ impl Ingest {
         trace: Option<TraceParent>,
     ) -> ApiResult<Vec<Answer>> {
         let (reply, answer) = oneshot::channel();
-        let stopped = || ApiError::internal("the ingest dispatcher stopped");
+        // Not committed, so not accepted: the client retries with the same id (the guide's advice for a 503).
+        let stopped =
+            || ApiError::retry_later("ingest is restarting; retry with the same event id", "the dispatcher stopped");
         self.jobs.send(Job { owner, events, trace, reply }).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
 
-async fn dispatch(pool: PgPool, workers: Notifier, mut rx: mpsc::Receiver<Job>) {
+/// Ends when every handle is gone.
+async fn dispatch(pool: PgPool, workers: Notifier, rx: &mut mpsc::Receiver<Job>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };

@@ -9,6 +9,7 @@ pub mod ingest;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod supervise;
 pub mod target;
 pub mod trace;
 

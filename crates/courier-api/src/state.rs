@@ -39,14 +39,17 @@ pub struct AppState {
     pub(crate) usage: Arc<KeyUsage>,
     /// Where ingest requests go to be stored, several to a transaction.
     pub(crate) ingest: crate::ingest::Ingest,
+    /// The supervised loops of this process (ingest here; the binary adds the worker), for `/readyz`.
+    pub components: crate::supervise::Components,
 }
 
 impl AppState {
     pub fn new(pool: PgPool, key: MasterKey, config: ApiConfig) -> Self {
         let limiter = Arc::new(RateLimiter { limit: config.rate_limit, buckets: Mutex::default() });
         let workers = courier_scheduler::wake::Notifier::spawn(pool.clone());
-        let ingest = crate::ingest::Ingest::spawn(pool.clone(), workers);
-        Self { pool, key, config: Arc::new(config), limiter, usage: Arc::default(), ingest }
+        let components = crate::supervise::Components::default();
+        let ingest = crate::ingest::Ingest::spawn(pool.clone(), workers, components.clone());
+        Self { pool, key, config: Arc::new(config), limiter, usage: Arc::default(), ingest, components }
     }
 
     /// Writes the keys used since the last flush in one statement. `serve` calls it every few seconds, so a key's

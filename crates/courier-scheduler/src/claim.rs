@@ -94,11 +94,21 @@ fn from_row(row: Row) -> Result<ClaimedDelivery> {
     })
 }
 
+/// What a claim must leave alone: this process's saturated webhooks and tenants, and retries once retries hold
+/// their share of the process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Skip<'a> {
+    pub webhooks: &'a [WebhookId],
+    pub tenants: &'a [TenantId],
+    /// Claim only first attempts (retries already hold their share of slots).
+    pub retries: bool,
+}
+
 /// Claims up to `limit` due deliveries (pending and due, or leased and expired), skipping rows other workers hold
-/// and webhooks in `skip` (this process's saturated endpoints). Each claimed row's attempt count goes up by one and
-/// its lease runs for `lease`.
-pub async fn claim(pool: &PgPool, limit: u32, lease: Duration, skip: &[WebhookId]) -> Result<Vec<ClaimedDelivery>> {
-    let skip: Vec<&str> = skip.iter().map(WebhookId::as_str).collect();
+/// and what `skip` names. Each claimed row's attempt count goes up by one and its lease runs for `lease`.
+pub async fn claim(pool: &PgPool, limit: u32, lease: Duration, skip: Skip<'_>) -> Result<Vec<ClaimedDelivery>> {
+    let webhooks: Vec<&str> = skip.webhooks.iter().map(WebhookId::as_str).collect();
+    let tenants: Vec<uuid::Uuid> = skip.tenants.iter().map(TenantId::as_uuid).collect();
     let rows: Vec<Row> = sqlx::query_as(
         "WITH
          -- A claim need not wait for its WAL flush: if PostgreSQL crashes before the flush, the claim is undone and
@@ -107,7 +117,8 @@ pub async fn claim(pool: &PgPool, limit: u32, lease: Duration, skip: &[WebhookId
          due AS (
             SELECT id FROM deliveries
             -- A lease that ran out after the last allowed attempt leaves nothing to claim: see fail_exhausted_leases.
-            WHERE due_at <= now() AND attempt_count < max_attempts AND webhook_id <> ALL ($3)
+            WHERE due_at <= now() AND attempt_count < max_attempts
+              AND webhook_id <> ALL ($3) AND tenant_id <> ALL ($4) AND (attempt_count = 0 OR NOT $5)
             ORDER BY due_at
             LIMIT $1
             FOR UPDATE SKIP LOCKED
@@ -124,7 +135,9 @@ pub async fn claim(pool: &PgPool, limit: u32, lease: Duration, skip: &[WebhookId
     )
     .bind(i64::from(limit))
     .bind(lease)
-    .bind(&skip)
+    .bind(&webhooks)
+    .bind(&tenants)
+    .bind(skip.retries)
     .fetch_all(pool)
     .await?;
     rows.into_iter().map(from_row).collect()

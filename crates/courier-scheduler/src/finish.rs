@@ -1,16 +1,25 @@
 //! Recording attempts: many deliveries per transaction, fenced by the attempt number so a worker that lost its
 //! lease cannot overwrite the newer claim's outcome.
+//!
+//! Recording never stalls on one row. A batch PostgreSQL refuses for a reason in the data (a constraint, an
+//! encoding, a delivery purged meanwhile) is split and written row by row; a row that still cannot be stored is
+//! recorded without its receiver-supplied details, and as the last resort its delivery is moved on without an
+//! attempt row, which is logged with its ids. Only an unreachable database is an `Err`, for the caller to retry.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use courier_core::{AttemptResult, DeliveryId, Next, WebhookId};
+use courier_core::response::safe_message;
+use courier_core::{AttemptResult, DeliveryId, Next, ResponseBody, WebhookId};
 use sqlx::PgPool;
 
-use crate::Result;
+use crate::{Error, Result};
 
-/// The most of a receiver's answer kept on record.
-pub const MAX_RESPONSE_BODY: usize = 4096;
+/// The most of an error message kept on record, in bytes.
+pub const MAX_ERROR_MESSAGE: usize = 1024;
+
+/// The longest retry delay a row can hold (Postgres intervals are bounded; no policy comes near it).
+const MAX_DELAY_MS: i64 = 365 * 86_400_000;
 
 /// One finished attempt and what it decided.
 #[derive(Debug, Clone)]
@@ -22,31 +31,135 @@ pub struct AttemptRecord {
     pub duration: Duration,
     pub result: AttemptResult,
     pub error_message: Option<String>,
-    /// Truncated to [`MAX_RESPONSE_BODY`] bytes on a character boundary when recorded.
-    pub response_body: Option<String>,
+    pub response_body: Option<ResponseBody>,
     pub signature_timestamp: i64,
     pub next: Next,
 }
 
-fn truncate(body: &str) -> &str {
-    if body.len() <= MAX_RESPONSE_BODY {
-        return body;
-    }
-    let mut end = MAX_RESPONSE_BODY;
-    while !body.is_char_boundary(end) {
-        end -= 1;
-    }
-    &body[..end]
+/// How much of an attempt a write keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Detail<'a> {
+    /// Everything.
+    Full,
+    /// The outcome (status code or error kind) without what the receiver said, with a note why.
+    Minimal { sqlstate: &'a str },
+    /// No attempt row: only the delivery moves on.
+    None,
 }
 
-/// Records a batch of attempts and applies their decisions in one transaction.
-/// Returns how many deliveries the batch still held the lease of (the rest were reclaimed by another worker;
-/// their attempts are recorded all the same, because they happened).
-pub async fn record(pool: &PgPool, records: &[AttemptRecord]) -> Result<u64> {
+/// What a call to [`record`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Deliveries whose lease the batch still held, now moved on.
+    pub updated: u64,
+    /// The batch was refused as a whole and written row by row.
+    pub split: bool,
+    /// Attempts recorded without the receiver's details (status code or error kind, and a note).
+    pub minimal: u64,
+    /// Attempts with no row at all (their deliveries moved on, or were left to their leases).
+    pub dropped: u64,
+}
+
+/// True for failures of the database rather than of the rows: the same write may succeed later.
+pub fn is_transient(err: &Error) -> bool {
+    match err {
+        Error::Database(err) => is_transient_sql(err),
+        Error::Store(_) | Error::Corrupt(_) => false,
+    }
+}
+
+fn is_transient_sql(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let class = code.as_deref().map(|c| &c[..c.len().min(2)]);
+            // 08 connection, 40 serialization/deadlock, 53 resources, 57 operator intervention (shutdown, cancel).
+            matches!(class, Some("08" | "40" | "53" | "57"))
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+fn sqlstate(err: &Error) -> String {
+    match err {
+        Error::Database(sqlx::Error::Database(db)) => {
+            db.code().map(|c| c.into_owned()).unwrap_or_else(|| "unknown".to_owned())
+        }
+        _ => "encode".to_owned(),
+    }
+}
+
+/// Records a batch of attempts and applies their decisions. Deliveries whose lease the batch no longer held (another
+/// worker reclaimed them) keep the newer claim's state; their attempts are recorded all the same, because they
+/// happened. `Err` only when the database is unreachable or shutting down ([`is_transient`]): retry the batch.
+pub async fn record(pool: &PgPool, records: &[AttemptRecord]) -> Result<Recorded> {
+    let err = match write(pool, records, Detail::Full).await {
+        Ok(updated) => return Ok(Recorded { updated, ..Recorded::default() }),
+        Err(err) if is_transient(&err) => return Err(err),
+        Err(err) => err,
+    };
+    let mut recorded = Recorded { split: records.len() > 1, ..Recorded::default() };
+    if records.len() == 1 {
+        record_refused(pool, &records[0], &err, &mut recorded).await?;
+        return Ok(recorded);
+    }
+    tracing::warn!(error = %err, count = records.len(), "a batch of attempts was refused; recording them one by one");
+    for r in records {
+        match write(pool, std::slice::from_ref(r), Detail::Full).await {
+            Ok(n) => recorded.updated += n,
+            Err(err) if is_transient(&err) => return Err(err),
+            Err(err) => record_refused(pool, r, &err, &mut recorded).await?,
+        }
+    }
+    Ok(recorded)
+}
+
+/// One attempt PostgreSQL refused in full: keep its outcome without the details, else move its delivery on.
+async fn record_refused(pool: &PgPool, r: &AttemptRecord, err: &Error, recorded: &mut Recorded) -> Result<()> {
+    let one = std::slice::from_ref(r);
+    let code = sqlstate(err);
+    tracing::warn!(error = %err, delivery.id = %r.delivery_id, attempt = r.attempt,
+        "an attempt's details were refused; recording its outcome only");
+    let last = match write(pool, one, Detail::Minimal { sqlstate: &code }).await {
+        Ok(n) => {
+            recorded.updated += n;
+            recorded.minimal += 1;
+            return Ok(());
+        }
+        Err(err) if is_transient(&err) => return Err(err),
+        Err(err) => err,
+    };
+    // The attempt row itself cannot exist (its delivery was purged, say): the delivery's state still moves on.
+    recorded.dropped += 1;
+    match write(pool, one, Detail::None).await {
+        Ok(n) => {
+            recorded.updated += n;
+            tracing::error!(error = %last, delivery.id = %r.delivery_id, webhook.id = %r.webhook_id,
+                attempt = r.attempt, outcome = r.next.as_str(),
+                "an attempt could not be stored at all; its delivery moved on without it");
+            Ok(())
+        }
+        Err(err) if is_transient(&err) => Err(err),
+        Err(err) => {
+            tracing::error!(error = %err, delivery.id = %r.delivery_id, webhook.id = %r.webhook_id,
+                attempt = r.attempt, outcome = r.next.as_str(),
+                "an attempt and its outcome could not be stored; dropped (its lease will run out)");
+            Ok(())
+        }
+    }
+}
+
+/// One transaction: the attempt rows (as `detail` says) and every delivery's next state.
+async fn write(pool: &PgPool, records: &[AttemptRecord], detail: Detail<'_>) -> Result<u64> {
     if records.is_empty() {
         return Ok(0);
     }
-    let now = Utc::now();
     let n = records.len();
     let mut ids = Vec::with_capacity(n);
     let mut attempts = Vec::with_capacity(n);
@@ -54,11 +167,12 @@ pub async fn record(pool: &PgPool, records: &[AttemptRecord]) -> Result<u64> {
     let mut durations = Vec::with_capacity(n);
     let mut codes: Vec<Option<i32>> = Vec::with_capacity(n);
     let mut kinds: Vec<Option<&str>> = Vec::with_capacity(n);
-    let mut messages = Vec::with_capacity(n);
-    let mut bodies = Vec::with_capacity(n);
+    let mut messages: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut bodies: Vec<Option<&[u8]>> = Vec::with_capacity(n);
+    let mut truncated = Vec::with_capacity(n);
     let mut timestamps = Vec::with_capacity(n);
     let mut statuses = Vec::with_capacity(n);
-    let mut next_at: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut delays: Vec<Option<i64>> = Vec::with_capacity(n);
     let mut gone: Vec<&str> = Vec::new();
     let mut exhausted: Vec<&str> = Vec::new();
     let mut succeeded: Vec<&str> = Vec::new();
@@ -77,16 +191,26 @@ pub async fn record(pool: &PgPool, records: &[AttemptRecord]) -> Result<u64> {
                 kinds.push(Some(kind.as_str()));
             }
         }
-        messages.push(r.error_message.as_deref());
-        bodies.push(r.response_body.as_deref().map(truncate));
+        match detail {
+            Detail::Full | Detail::None => {
+                messages.push(r.error_message.as_deref().map(|m| safe_message(m, MAX_ERROR_MESSAGE)));
+                bodies.push(r.response_body.as_ref().map(ResponseBody::as_bytes));
+                truncated.push(r.response_body.as_ref().is_some_and(ResponseBody::truncated));
+            }
+            Detail::Minimal { sqlstate } => {
+                messages.push(Some(format!("the details of this attempt could not be stored (SQLSTATE {sqlstate})")));
+                bodies.push(None);
+                truncated.push(false);
+            }
+        }
         timestamps.push(r.signature_timestamp);
-        let (status, at) = match r.next {
+        let (status, delay) = match r.next {
             Next::Succeeded => {
                 succeeded.push(r.webhook_id.as_str());
                 ("succeeded", None)
             }
             Next::Retry { after } => {
-                ("pending", Some(now + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX)))
+                ("pending", Some(i64::try_from(after.as_millis()).unwrap_or(MAX_DELAY_MS).min(MAX_DELAY_MS)))
             }
             Next::Failed => {
                 exhausted.push(r.webhook_id.as_str());
@@ -98,40 +222,44 @@ pub async fn record(pool: &PgPool, records: &[AttemptRecord]) -> Result<u64> {
             }
         };
         statuses.push(status);
-        next_at.push(at);
+        delays.push(delay);
     }
 
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error_kind,
-                                        error_message, response_body, signature_timestamp)
-         SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::text[], $7::text[],
-                              $8::text[], $9::bigint[])
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&ids)
-    .bind(&attempts)
-    .bind(&started)
-    .bind(&durations)
-    .bind(&codes)
-    .bind(&kinds)
-    .bind(&messages)
-    .bind(&bodies)
-    .bind(&timestamps)
-    .execute(&mut *tx)
-    .await?;
+    if detail != Detail::None {
+        sqlx::query(
+            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error_kind,
+                                            error_message, response_body, response_truncated, signature_timestamp)
+             SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::text[],
+                                  $7::text[], $8::bytea[], $9::bool[], $10::bigint[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&started)
+        .bind(&durations)
+        .bind(&codes)
+        .bind(&kinds)
+        .bind(&messages)
+        .bind(&bodies)
+        .bind(&truncated)
+        .bind(&timestamps)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // Retry times come from the database's clock, like the claim's `now()`: workers' clocks may disagree.
     let updated = sqlx::query(
         "UPDATE deliveries d
-            SET status = u.status, next_attempt_at = u.next_at, lease_expires_at = NULL,
-                last_status_code = u.code, last_error = u.kind, updated_at = now()
-           FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::int[], $6::text[])
-                AS u(id, attempt, status, next_at, code, kind)
+            SET status = u.status, next_attempt_at = now() + u.delay_ms * interval '1 millisecond',
+                lease_expires_at = NULL, last_status_code = u.code, last_error = u.kind, updated_at = now()
+           FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::int[], $6::text[])
+                AS u(id, attempt, status, delay_ms, code, kind)
           WHERE d.id = u.id AND d.status = 'delivering' AND d.attempt_count = u.attempt",
     )
     .bind(&ids)
     .bind(&attempts)
     .bind(&statuses)
-    .bind(&next_at)
+    .bind(&delays)
     .bind(&codes)
     .bind(&kinds)
     .execute(&mut *tx)

@@ -17,10 +17,10 @@ pub mod wake;
 use std::fmt;
 use std::str::FromStr;
 
-pub use claim::{ClaimedDelivery, claim, release};
+pub use claim::{ClaimedDelivery, Skip, claim, release};
 pub use courier_store::MasterKey;
 pub use fanout::{enqueue_fanout, enqueue_fanout_many};
-pub use finish::{AttemptRecord, record};
+pub use finish::{AttemptRecord, Recorded, record};
 
 /// Where a delivery is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

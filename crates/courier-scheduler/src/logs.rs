@@ -1,7 +1,7 @@
 //! The delivery log: what tenants read through the API and operators through the CLI.
 
 use chrono::{DateTime, Utc};
-use courier_core::{DeliveryId, EventId, EventType, TenantId, WebhookId};
+use courier_core::{DeliveryId, EventId, EventType, ResponseBody, TenantId, WebhookId};
 use courier_store::Owner;
 use sqlx::{PgExecutor, Postgres, QueryBuilder};
 
@@ -28,7 +28,7 @@ pub struct Delivery {
 }
 
 /// One recorded attempt.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
     pub attempt: i32,
     pub started_at: DateTime<Utc>,
@@ -36,8 +36,37 @@ pub struct Attempt {
     pub status_code: Option<i32>,
     pub error_kind: Option<String>,
     pub error_message: Option<String>,
-    pub response_body: Option<String>,
+    /// What the receiver answered, exactly as kept (bytes; see [`ResponseBody::display`]).
+    pub response_body: Option<ResponseBody>,
     pub signature_timestamp: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    attempt: i32,
+    started_at: DateTime<Utc>,
+    duration_ms: i32,
+    status_code: Option<i32>,
+    error_kind: Option<String>,
+    error_message: Option<String>,
+    response_body: Option<Vec<u8>>,
+    response_truncated: bool,
+    signature_timestamp: i64,
+}
+
+impl From<AttemptRow> for Attempt {
+    fn from(row: AttemptRow) -> Self {
+        Self {
+            attempt: row.attempt,
+            started_at: row.started_at,
+            duration_ms: row.duration_ms,
+            status_code: row.status_code,
+            error_kind: row.error_kind,
+            error_message: row.error_message,
+            response_body: row.response_body.map(|bytes| ResponseBody::stored(bytes, row.response_truncated)),
+            signature_timestamp: row.signature_timestamp,
+        }
+    }
 }
 
 /// Whose deliveries a query may see: a tenant in one environment (the API), or an operator (the CLI).
@@ -167,15 +196,15 @@ pub async fn get(
     let Some(row) = row else {
         return Ok(None);
     };
-    let attempts: Vec<Attempt> = sqlx::query_as(
+    let attempts: Vec<AttemptRow> = sqlx::query_as(
         "SELECT attempt, started_at, duration_ms, status_code, error_kind, error_message, response_body,
-                signature_timestamp
+                response_truncated, signature_timestamp
          FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt",
     )
     .bind(id.as_str())
     .fetch_all(db)
     .await?;
-    Ok(Some((from_row(row)?, attempts)))
+    Ok(Some((from_row(row)?, attempts.into_iter().map(Attempt::from).collect())))
 }
 
 /// Every delivery of one event, oldest first.

@@ -5,6 +5,7 @@
 //! attempt's lease runs out and any worker claims it again.
 
 pub mod client;
+mod holdings;
 mod runner;
 pub mod ssrf;
 pub mod stages;

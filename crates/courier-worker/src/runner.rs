@@ -1,24 +1,25 @@
-//! Running attempts: a claim loop with bounded concurrency, per-webhook caps, batched recording, wake-ups and
-//! graceful shutdown; and `step`, which tests drive by hand.
+//! Running attempts: a claim loop with bounded concurrency, per-webhook, per-tenant and retry shares, batched
+//! recording, wake-ups and graceful shutdown; and `step`, which tests drive by hand.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use courier_core::{RetryPolicy, WebhookId, outcome};
+use courier_core::{RetryPolicy, outcome};
 use courier_scheduler::wake::Wakeup;
 // The master key comes through the scheduler, which owns the edge to the store.
-use courier_scheduler::{AttemptRecord, ClaimedDelivery, MasterKey, claim, lifecycle};
+use courier_scheduler::{AttemptRecord, ClaimedDelivery, MasterKey, Skip, claim, lifecycle};
 use ipnet::IpNet;
 use sqlx::PgPool;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::client::{self, ClientConfig};
+use crate::holdings::{Holdings, Saturated, Shares};
 use crate::ssrf::TargetPolicy;
 use crate::{Result, stages};
 
@@ -33,6 +34,9 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Deliveries in flight to one webhook in this process, so one slow endpoint cannot take every slot.
     pub per_webhook: usize,
+    /// Deliveries one tenant may hold in this process, so a tenant with several slow endpoints cannot take every
+    /// slot either. [`WorkerConfig::default_per_tenant`] leaves one webhook's cap for everyone else.
+    pub per_tenant: usize,
     /// How often an idle worker looks for due work when no notification came (retries become due silently).
     pub poll_interval: Duration,
     /// How long in-flight attempts may run on after shutdown is asked for before they are released.
@@ -57,10 +61,34 @@ impl WorkerConfig {
         timeout * 2 + Duration::from_secs(5)
     }
 
+    /// The default tenant share: all of the process but one webhook's cap, which another tenant can always use.
+    pub fn default_per_tenant(concurrency: usize, per_webhook: usize) -> usize {
+        concurrency.saturating_sub(per_webhook).max(per_webhook).max(1)
+    }
+
     fn lease(&self) -> Duration {
         self.lease.max(self.timeout * 2)
     }
+
+    fn shares(&self) -> Shares {
+        Shares {
+            per_webhook: self.per_webhook.max(1),
+            per_tenant: self.per_tenant.max(1),
+            retries: (self.concurrency * RETRY_SHARE_PERCENT / 100).max(1),
+        }
+    }
 }
+
+/// Retries may hold at most this share of a process's slots; the rest is kept for first attempts, so a backlog of
+/// failing retries never holds back fresh events.
+const RETRY_SHARE_PERCENT: usize = 75;
+
+/// How long a finished attempt may wait for room in the recorder's queue before it is dropped (logged): the
+/// recorder is stuck on an unreachable database, and the delivery's lease will bring it back.
+const RECORD_QUEUE_WAIT: Duration = Duration::from_secs(10);
+
+/// At shutdown, how long the recorder may take to write what it holds before the rest is left to the leases.
+const RECORD_FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 /// A delivery worker. Cheap to clone; clones share the HTTP connection pool.
 #[derive(Clone)]
@@ -71,10 +99,6 @@ pub struct Worker {
     policy: Arc<TargetPolicy>,
     config: WorkerConfig,
 }
-
-/// Per webhook: the permits that bound its concurrent attempts, and how many of its deliveries this process holds
-/// (attempting or waiting for a permit).
-type InFlight = Arc<Mutex<HashMap<WebhookId, (Arc<Semaphore>, usize)>>>;
 
 /// How often a running worker sweeps: fails deliveries whose lease ran out after their last allowed attempt, and
 /// disables webhooks that kept failing.
@@ -95,7 +119,7 @@ impl Worker {
     /// Tests step a worker with this until the queue is empty instead of sleeping.
     pub async fn step(&self) -> Result<usize> {
         self.sweep().await?;
-        let claimed = claim(&self.pool, self.config.concurrency as u32, self.config.lease(), &[]).await?;
+        let claimed = claim(&self.pool, self.config.concurrency as u32, self.config.lease(), Skip::default()).await?;
         let n = claimed.len();
         let mut set = JoinSet::new();
         for delivery in claimed {
@@ -108,7 +132,8 @@ impl Worker {
                 records.push(record);
             }
         }
-        courier_scheduler::record(&self.pool, &records).await?;
+        let recorded = courier_scheduler::record(&self.pool, &records).await?;
+        crate::telemetry::recorded(&recorded);
         Ok(n)
     }
 
@@ -118,26 +143,24 @@ impl Worker {
         let mut wakeup = Wakeup::connect(&self.pool).await?;
         let (records_tx, records_rx) = mpsc::channel::<AttemptRecord>(self.config.concurrency * 2);
         let recorder = tokio::spawn(record_batches(self.pool.clone(), records_rx));
-        let in_flight: InFlight = Arc::default();
+        let holdings = Holdings::new(self.config.shares());
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut claimed_now: HashMap<tokio::task::Id, (courier_core::DeliveryId, u32)> = HashMap::new();
         let mut last_sweep = tokio::time::Instant::now() - SWEEP_EVERY;
 
-        // A webhook may hold `per_webhook` attempts and about as many waiting for a permit: claims skip it beyond
-        // twice its cap and take at most its cap per round trip, so one endpoint never fills the process.
-        let held_cap = self.config.per_webhook * 2;
-        // Why the last claim came back short: the saturated webhooks it had to skip. While they stay over their
-        // cap, a finished attempt is no reason to claim again (it would only rescan their rows).
-        let mut paused: Option<Vec<WebhookId>> = None;
+        // Why the last claim came back short: what it had to skip. While all of that stays at its share, a finished
+        // attempt is no reason to claim again (it would only rescan the same rows).
+        let mut paused: Option<Saturated> = None;
         let mut should_claim = true;
         while !shutdown.is_cancelled() {
             let free = self.config.concurrency.saturating_sub(tasks.len()).min(self.config.per_webhook);
             if should_claim && free > 0 {
-                let skip = saturated(&in_flight, held_cap);
-                match claim(&self.pool, free as u32, self.config.lease(), &skip).await {
+                let skip = holdings.saturated();
+                let limits = Skip { webhooks: &skip.webhooks, tenants: &skip.tenants, retries: skip.retries };
+                match claim(&self.pool, free as u32, self.config.lease(), limits).await {
                     Ok(batch) => {
                         let got = batch.len();
-                        self.dispatch(batch, &in_flight, &mut tasks, &mut claimed_now, &records_tx).await;
+                        self.dispatch(batch, &holdings, &mut tasks, &mut claimed_now, &records_tx).await;
                         if got == free {
                             continue; // More may be due right now.
                         }
@@ -145,7 +168,7 @@ impl Worker {
                     }
                     Err(err) => {
                         tracing::error!(error = %err, "claiming deliveries failed; retrying after the poll interval");
-                        paused = Some(Vec::new());
+                        paused = Some(Saturated::default());
                     }
                 }
             } else if free == 0 {
@@ -175,8 +198,8 @@ impl Worker {
                         None => true,
                         // Nothing else was due: wait for a notification or the poll.
                         Some(skipped) if skipped.is_empty() => false,
-                        // Claim again once a skipped webhook has drained to its cap.
-                        Some(skipped) => drained(&in_flight, skipped, self.config.per_webhook),
+                        // Claim again once something skipped has room.
+                        Some(skipped) => holdings.eased(skipped),
                     };
                 }
             }
@@ -201,9 +224,24 @@ impl Worker {
             }
         }
         drop(records_tx);
-        let _ = recorder.await;
+        // A recorder stuck on an unreachable database must not hold shutdown: what it could not write comes back
+        // when the leases run out.
+        if tokio::time::timeout(RECORD_FLUSH_WAIT, recorder).await.is_err() {
+            tracing::error!("recording the last attempts did not finish in time; their leases will bring them back");
+        }
         let unfinished: Vec<_> = claimed_now.into_values().collect();
-        let released = courier_scheduler::release(&self.pool, &unfinished, Duration::ZERO).await?;
+        let released = match tokio::time::timeout(
+            RECORD_FLUSH_WAIT,
+            courier_scheduler::release(&self.pool, &unfinished, Duration::ZERO),
+        )
+        .await
+        {
+            Ok(released) => released?,
+            Err(_) => {
+                tracing::error!(count = unfinished.len(), "releasing deliveries timed out; their leases will expire");
+                0
+            }
+        };
         tracing::info!(released, "worker stopped");
         Ok(())
     }
@@ -221,66 +259,52 @@ impl Worker {
     async fn dispatch(
         &self,
         batch: Vec<ClaimedDelivery>,
-        in_flight: &InFlight,
+        holdings: &Holdings,
         tasks: &mut JoinSet<()>,
         claimed_now: &mut HashMap<tokio::task::Id, (courier_core::DeliveryId, u32)>,
         records: &mpsc::Sender<AttemptRecord>,
     ) {
         let mut over_cap = Vec::new();
-        // Claims stop short of this per webhook; the bound only guards against a logic slip.
-        let hard_cap = self.config.per_webhook * 4;
         for delivery in batch {
-            let permits = {
-                let mut held = in_flight.lock().unwrap_or_else(|e| e.into_inner());
-                let (permits, count) = held
-                    .entry(delivery.webhook.id.clone())
-                    .or_insert_with(|| (Arc::new(Semaphore::new(self.config.per_webhook)), 0));
-                if *count < hard_cap {
-                    *count += 1;
-                    Some(permits.clone())
-                } else {
-                    None
-                }
-            };
-            let Some(permits) = permits else {
+            // Claims stop short of every share; one batch can still overshoot a share by its own size.
+            let Some(held) = holdings.take(&delivery.webhook.id, delivery.event.tenant_id, delivery.attempt > 1) else {
                 over_cap.push((delivery.id.clone(), delivery.attempt));
                 continue;
             };
             let worker = self.clone();
-            let in_flight = in_flight.clone();
             let records = records.clone();
             let key = (delivery.id.clone(), delivery.attempt);
-            let webhook = delivery.webhook.id.clone();
             let claimed_at = tokio::time::Instant::now();
             let lease = self.config.lease();
             let handle = tasks.spawn(async move {
                 // Waiting here holds the lease but no connection, normally for less than one request timeout. Should
                 // it ever take half the lease, the delivery goes back unattempted rather than risk a second claim.
-                let permit = permits.acquire_owned().await;
+                let permit = held.permits.clone().acquire_owned().await;
                 if claimed_at.elapsed() > lease / 2 {
                     let back = [(delivery.id.clone(), delivery.attempt)];
                     if let Err(err) = courier_scheduler::release(&worker.pool, &back, Duration::ZERO).await {
                         tracing::warn!(error = %err, "releasing a delivery that waited too long failed; its lease will expire");
                     }
-                    let mut held = in_flight.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some((_, count)) = held.get_mut(&webhook) {
-                        *count = count.saturating_sub(1);
-                    }
                     return;
                 }
                 let _in_flight = crate::telemetry::InFlightGuard::new();
+                let ids = (delivery.id.clone(), delivery.attempt);
                 if let Some(record) = worker.attempt(delivery).await {
-                    let _ = records.send(record).await;
+                    drop(permit);
+                    // The slot is held until the recorder takes the attempt, but never for long: a recorder that
+                    // cannot keep up (its database is gone) costs this attempt's record, not the slot.
+                    if tokio::time::timeout(RECORD_QUEUE_WAIT, records.send(record)).await.is_err() {
+                        metrics::counter!("courier_attempt_records_dropped_total", "reason" => "queue_full")
+                            .increment(1);
+                        tracing::error!(delivery.id = %ids.0, attempt = ids.1,
+                            "the recorder is not keeping up; this attempt goes unrecorded and its lease will bring it back");
+                    }
                 }
-                drop(permit);
-                let mut held = in_flight.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((_, count)) = held.get_mut(&webhook) {
-                    *count = count.saturating_sub(1);
-                }
+                drop(held);
             });
             claimed_now.insert(handle.id(), key);
         }
-        // Claimed past a webhook's cap in the same batch: hand back, untouched, for a moment.
+        // Claimed past a share in the same batch: hand back, untouched, for a moment.
         if let Err(err) = courier_scheduler::release(&self.pool, &over_cap, Duration::from_millis(50)).await {
             tracing::error!(error = %err, "releasing over-cap deliveries failed; their leases will expire");
         }
@@ -359,19 +383,6 @@ impl Worker {
     }
 }
 
-/// True when any of `webhooks` holds no more than `cap` deliveries in this process.
-fn drained(in_flight: &InFlight, webhooks: &[WebhookId], cap: usize) -> bool {
-    let held = in_flight.lock().unwrap_or_else(|e| e.into_inner());
-    webhooks.iter().any(|id| held.get(id).is_none_or(|(_, n)| *n <= cap))
-}
-
-fn saturated(in_flight: &InFlight, held_cap: usize) -> Vec<WebhookId> {
-    let mut held = in_flight.lock().unwrap_or_else(|e| e.into_inner());
-    // Forget idle webhooks so the map does not grow with every endpoint ever seen.
-    held.retain(|_, (_, count)| *count > 0);
-    held.iter().filter(|(_, (_, n))| *n >= held_cap).map(|(id, _)| id.clone()).collect()
-}
-
 fn forget(
     claimed_now: &mut HashMap<tokio::task::Id, (courier_core::DeliveryId, u32)>,
     done: std::result::Result<(tokio::task::Id, ()), tokio::task::JoinError>,
@@ -389,17 +400,24 @@ fn forget(
     claimed_now.remove(&id);
 }
 
-/// Writes attempt records in batches: whatever has arrived, up to 500, in one transaction.
+/// Writes attempt records in batches: whatever has arrived, up to 500, in one transaction. A batch PostgreSQL
+/// refuses for its data is split by the scheduler, so only an unreachable database makes it wait, with backoff.
 async fn record_batches(pool: PgPool, mut rx: mpsc::Receiver<AttemptRecord>) {
     let mut batch = Vec::with_capacity(500);
     while rx.recv_many(&mut batch, 500).await > 0 {
+        let mut backoff = Duration::from_millis(100);
         loop {
             match courier_scheduler::record(&pool, &batch).await {
-                Ok(_) => break,
+                Ok(recorded) => {
+                    crate::telemetry::recorded(&recorded);
+                    break;
+                }
                 Err(err) => {
                     // The attempts happened; keep them until the database takes them (their leases protect them).
                     tracing::error!(error = %err, count = batch.len(), "recording attempts failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    metrics::counter!("courier_attempt_record_retries_total").increment(1);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use courier_core::signature::{sign_header, sign_standard};
-use courier_core::{AttemptResult, Envelope, ErrorKind, WebhookSecret};
+use courier_core::{AttemptResult, Envelope, ErrorKind, ResponseBody, WebhookSecret};
 use courier_scheduler::ClaimedDelivery;
-use courier_scheduler::finish::MAX_RESPONSE_BODY;
 use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 
 use crate::ssrf::{BlockedTarget, TargetPolicy};
@@ -48,7 +47,7 @@ pub fn prepare(delivery: &ClaimedDelivery, secrets: &[WebhookSecret], now: DateT
 pub struct Sent {
     pub result: AttemptResult,
     pub error_message: Option<String>,
-    pub response_body: Option<String>,
+    pub response_body: Option<ResponseBody>,
     pub duration: Duration,
 }
 
@@ -61,7 +60,7 @@ fn literal_target_blocked(url: &reqwest::Url, policy: &TargetPolicy) -> bool {
     host.parse::<IpAddr>().is_ok_and(|ip| !policy.permits(ip))
 }
 
-/// POSTs the prepared request and reads at most [`MAX_RESPONSE_BODY`] bytes of the answer.
+/// POSTs the prepared request and reads at most [`ResponseBody::MAX_BYTES`] of the answer.
 pub async fn send(
     client: &reqwest::Client,
     policy: &TargetPolicy,
@@ -93,10 +92,20 @@ pub async fn send(
     let status = response.status().as_u16();
     let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
     let mut body = Vec::new();
-    // Read only what the log keeps; a receiver streaming megabytes does not cost us memory.
-    while body.len() < MAX_RESPONSE_BODY {
+    let mut more = false;
+    // Read only what the log keeps; a receiver streaming megabytes costs neither memory nor time. The client's
+    // total timeout also bounds a body trickled byte by byte.
+    loop {
         match response.chunk().await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(MAX_RESPONSE_BODY - body.len())]),
+            Ok(Some(chunk)) => {
+                let room = ResponseBody::MAX_BYTES - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if chunk.len() >= room {
+                    // A full buffer: more follows unless the body is known to have ended exactly here.
+                    more = chunk.len() > room || response.content_length() != Some(0);
+                    break;
+                }
+            }
             Ok(None) => break,
             // The status already arrived; an unreadable body does not change the outcome.
             Err(_) => break,
@@ -105,7 +114,7 @@ pub async fn send(
     Sent {
         result: AttemptResult::Response { status, retry_after },
         error_message: None,
-        response_body: (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned()),
+        response_body: (!body.is_empty()).then(|| ResponseBody::capture(body, more)),
         duration: started.elapsed(),
     }
 }

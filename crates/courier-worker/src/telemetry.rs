@@ -28,6 +28,19 @@ pub(crate) fn attempt_finished(result: AttemptResult, duration: Duration, next: 
     }
 }
 
+/// Counts what a call to the recorder did beyond the plain case.
+pub(crate) fn recorded(recorded: &courier_scheduler::Recorded) {
+    if recorded.split {
+        metrics::counter!("courier_attempt_batches_split_total").increment(1);
+    }
+    if recorded.minimal > 0 {
+        metrics::counter!("courier_attempts_recorded_degraded_total", "form" => "minimal").increment(recorded.minimal);
+    }
+    if recorded.dropped > 0 {
+        metrics::counter!("courier_attempts_recorded_degraded_total", "form" => "dropped").increment(recorded.dropped);
+    }
+}
+
 /// Counts a delivery in flight in this process for as long as it lives.
 pub(crate) struct InFlightGuard;
 

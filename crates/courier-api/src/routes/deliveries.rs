@@ -3,8 +3,9 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use courier_core::{DeliveryId, EventType, Scope, WebhookId};
+use courier_core::{DeliveryId, EventType, ResponseBody, Scope, WebhookId};
 use courier_scheduler::DeliveryStatus;
 use courier_scheduler::logs::{self, Attempt, Delivery, DeliveryFilter, Visibility};
 use courier_scheduler::replay::{self, Replayed};
@@ -27,8 +28,16 @@ pub struct AttemptOutput {
     /// `timeout`, `connect`, `dns`, `tls`, `blocked_target`, `invalid_url`, `body` or `other`; `null` on a response.
     pub error_kind: Option<String>,
     pub error_message: Option<String>,
-    /// The first 4 KiB of the receiver's answer.
+    /// The first 4 KiB of the receiver's answer as text. When it was not UTF-8 text (`response_body_binary`),
+    /// invalid bytes and control characters show as U+FFFD and `response_body_base64` holds the exact bytes.
     pub response_body: Option<String>,
+    /// The answer was not UTF-8 text (a NUL, a control character or invalid UTF-8).
+    pub response_body_binary: bool,
+    /// The exact bytes kept, only when `response_body_binary`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_body_base64: Option<String>,
+    /// The receiver sent more than the 4 KiB kept.
+    pub response_body_truncated: bool,
     /// The `t=` of the signature this attempt carried.
     pub signature_timestamp: i64,
 }
@@ -42,7 +51,14 @@ impl From<Attempt> for AttemptOutput {
             status_code: a.status_code,
             error_kind: a.error_kind,
             error_message: a.error_message,
-            response_body: a.response_body,
+            response_body: a.response_body.as_ref().map(ResponseBody::display),
+            response_body_binary: a.response_body.as_ref().is_some_and(ResponseBody::is_binary),
+            response_body_base64: a
+                .response_body
+                .as_ref()
+                .filter(|body| body.is_binary())
+                .map(|body| base64::engine::general_purpose::STANDARD.encode(body.as_bytes())),
+            response_body_truncated: a.response_body.as_ref().is_some_and(ResponseBody::truncated),
             signature_timestamp: a.signature_timestamp,
         }
     }

@@ -20,10 +20,13 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: the database answers and every migration is applied
+/// Readiness: every supervised loop runs, the database answers and every migration is applied
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = ErrorResponse)))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
+    if let Some((name, why)) = state.components.down().into_iter().next() {
+        return Err(ApiError::retry_later(format!("the {name} loop stopped and is being restarted"), why));
+    }
     let latest = courier_store::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
     let applied: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
         .fetch_one(&state.pool)

@@ -18,13 +18,13 @@ use tokio_util::sync::CancellationToken;
 use crate::receiver::{Receiver, Reply};
 use crate::support::guide_accepts;
 
-struct Fixture {
-    pool: PgPool,
-    key: MasterKey,
-    owner: Owner,
+pub(crate) struct Fixture {
+    pub(crate) pool: PgPool,
+    pub(crate) key: MasterKey,
+    pub(crate) owner: Owner,
 }
 
-fn config() -> WorkerConfig {
+pub(crate) fn config() -> WorkerConfig {
     WorkerConfig {
         retry: courier_core::RetryPolicy {
             initial: Duration::from_millis(20),
@@ -46,7 +46,7 @@ fn config() -> WorkerConfig {
 }
 
 impl Fixture {
-    async fn new(pool: PgPool) -> Self {
+    pub(crate) async fn new(pool: PgPool) -> Self {
         let tenant = tenants::create(&pool, "Acme").await.expect("tenant");
         Self {
             pool,
@@ -55,7 +55,7 @@ impl Fixture {
         }
     }
 
-    async fn webhook_for(
+    pub(crate) async fn webhook_for(
         &self,
         owner: Owner,
         url: &str,
@@ -73,12 +73,12 @@ impl Fixture {
         webhooks::create(&self.pool, &self.key, owner, new).await.expect("webhook")
     }
 
-    async fn webhook(&self, url: &str, max_attempts: u32) -> (Webhook, WebhookSecret) {
+    pub(crate) async fn webhook(&self, url: &str, max_attempts: u32) -> (Webhook, WebhookSecret) {
         self.webhook_for(self.owner, url, &["*"], PayloadFilter::default(), max_attempts).await
     }
 
     /// Stores an event and fans it out in one transaction, as the API does.
-    async fn ingest_for(&self, owner: Owner, event_type: EventType) -> (EventId, u64) {
+    pub(crate) async fn ingest_for(&self, owner: Owner, event_type: EventType) -> (EventId, u64) {
         let new = NewEvent {
             id: EventId::generate(),
             event_type,
@@ -101,15 +101,15 @@ impl Fixture {
         (new.id, n)
     }
 
-    async fn ingest(&self) -> EventId {
+    pub(crate) async fn ingest(&self) -> EventId {
         self.ingest_for(self.owner, EventType::CallCompleted).await.0
     }
 
-    fn worker(&self, config: WorkerConfig) -> Worker {
+    pub(crate) fn worker(&self, config: WorkerConfig) -> Worker {
         Worker::new(self.pool.clone(), self.key.clone(), config).expect("worker")
     }
 
-    async fn live_deliveries(&self) -> i64 {
+    pub(crate) async fn live_deliveries(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status IN ('pending', 'delivering')")
             .fetch_one(&self.pool)
             .await
@@ -117,7 +117,7 @@ impl Fixture {
     }
 
     /// Steps the worker until no delivery is pending or in flight, waiting out retry delays.
-    async fn drain(&self, worker: &Worker) {
+    pub(crate) async fn drain(&self, worker: &Worker) {
         for _ in 0..500 {
             if worker.step().await.expect("step") == 0 {
                 if self.live_deliveries().await == 0 {
@@ -129,13 +129,13 @@ impl Fixture {
         panic!("the queue did not drain");
     }
 
-    async fn deliveries(&self) -> Vec<logs::Delivery> {
+    pub(crate) async fn deliveries(&self) -> Vec<logs::Delivery> {
         logs::list(&self.pool, Visibility::Operator { tenant: None }, &DeliveryFilter::default(), None, 1000)
             .await
             .expect("list")
     }
 
-    async fn only_delivery(&self) -> (logs::Delivery, Vec<logs::Attempt>) {
+    pub(crate) async fn only_delivery(&self) -> (logs::Delivery, Vec<logs::Attempt>) {
         let all = self.deliveries().await;
         assert_eq!(all.len(), 1, "{all:?}");
         logs::get(&self.pool, Visibility::Operator { tenant: None }, &all[0].id).await.expect("get").expect("exists")

@@ -21,7 +21,7 @@ use receiver::Receiver;
 #[derive(Debug, Clone, Parser)]
 #[command(about = "Courier's end-to-end load benchmark")]
 struct Args {
-    /// burst, batch, rate, fairness, backlog (comma-separated), or all.
+    /// burst, batch, rate, fairness, tenants, backlog (comma-separated), or all.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Tiny counts, to prove the harness works (make test runs this).
@@ -48,9 +48,12 @@ struct Args {
     /// rate: seconds.
     #[arg(long, default_value_t = 30)]
     seconds: u64,
-    /// fairness: events to the healthy webhook.
+    /// fairness and tenants: events to the healthy webhook.
     #[arg(long, default_value_t = 5_000)]
     fairness_events: usize,
+    /// tenants: events to the other tenant's four hanging webhooks (each fans out to all four).
+    #[arg(long, default_value_t = 500)]
+    hanging_events: usize,
     /// backlog: deliveries already pending when the workers start.
     #[arg(long, default_value_t = 100_000)]
     backlog: usize,
@@ -385,6 +388,58 @@ async fn fairness(cluster: &str, a: &Args) -> Value {
     json!({"solo": runs[0], "beside_dead_webhook": runs[1], "healthy_throughput_ratio": ratio})
 }
 
+/// Another tenant of the same Courier with one emitter key and a webhook per receiver; returns the emitter key.
+async fn add_tenant(s: &Setup, name: &str, receivers: &[&Receiver]) -> String {
+    let tenant = cli(&s.url, &["tenants", "create", "--name", name, "--json"]);
+    let tenant = tenant["id"].as_str().expect("tenant id");
+    let key = |scopes: &str| {
+        cli(&s.url, &["keys", "create", "--tenant", tenant, "--env", "test", "--scopes", scopes, "--json"])["key"]
+            .as_str()
+            .expect("key")
+            .to_owned()
+    };
+    let admin = key("webhooks:write");
+    let http = reqwest::Client::builder().no_proxy().build().expect("client");
+    for r in receivers {
+        let res = http
+            .post(format!("{}/api/v1/webhooks", s.courier.base))
+            .bearer_auth(&admin)
+            .body(json!({"url": r.url}).to_string())
+            .send()
+            .await
+            .expect("create webhook");
+        assert_eq!(res.status().as_u16(), 201);
+    }
+    key("events:write")
+}
+
+/// Tenant B's healthy webhook alone, then while tenant A has four webhooks whose receivers never answer within
+/// the delivery timeout and a backlog queued for them first.
+async fn tenants(cluster: &str, a: &Args) -> Value {
+    let healthy = Receiver::start(None).await;
+    let s = setup(cluster, "ten_solo", vec![healthy.clone()], a.worker_concurrency).await;
+    let starts: Starts = Arc::default();
+    let ingest = send_singles(&s.courier.base, &s.emitter, a.fairness_events, a.concurrency, "t", starts.clone()).await;
+    wait_for(&[&healthy], a.fairness_events, Duration::from_secs(a.stall_secs)).await;
+    let solo = measure(&[&healthy], &*starts.lock().await, a.fairness_events, ingest);
+    s.teardown().await;
+
+    let hanging = futures(4, Some(Duration::from_secs(30))).await;
+    let s = setup(cluster, "ten_hang", hanging, a.worker_concurrency).await;
+    let healthy = Receiver::start(None).await;
+    let b = add_tenant(&s, "healthy", &[&healthy]).await;
+    send_singles(&s.courier.base, &s.emitter, a.hanging_events, a.concurrency, "h", Arc::default()).await;
+    let starts: Starts = Arc::default();
+    let ingest = send_singles(&s.courier.base, &b, a.fairness_events, a.concurrency, "t", starts.clone()).await;
+    wait_for(&[&healthy], a.fairness_events, Duration::from_secs(a.stall_secs)).await;
+    let contended = measure(&[&healthy], &*starts.lock().await, a.fairness_events, ingest);
+    s.teardown().await;
+    let ratio =
+        contended["deliveries_per_s"].as_f64().unwrap_or(0.0) / solo["deliveries_per_s"].as_f64().unwrap_or(f64::NAN);
+    json!({"solo": solo, "beside_hanging_tenant": contended, "hanging_webhooks": 4,
+           "hanging_deliveries": a.hanging_events * 4, "healthy_throughput_ratio": ratio})
+}
+
 /// The claim statement, timed by EXPLAIN ANALYZE (milliseconds), as the worker runs it.
 async fn claim_cost(url: &str) -> f64 {
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.expect("connect");
@@ -393,6 +448,7 @@ async fn claim_cost(url: &str) -> f64 {
         let plan: Vec<String> = sqlx::query_scalar(
             "EXPLAIN (ANALYZE, FORMAT TEXT) SELECT id FROM deliveries
              WHERE due_at <= now() AND attempt_count < max_attempts AND webhook_id <> ALL ('{}'::text[])
+               AND tenant_id <> ALL ('{}'::uuid[]) AND (attempt_count = 0 OR NOT false)
              ORDER BY due_at LIMIT 16 FOR UPDATE SKIP LOCKED",
         )
         .fetch_all(&mut conn)
@@ -491,6 +547,7 @@ fn main() {
             rate: 50,
             seconds: 1,
             fairness_events: 50,
+            hanging_events: 20,
             backlog: 200,
             finished_rows: 1000,
             stall_secs: 10,
@@ -522,6 +579,9 @@ fn main() {
         if wanted("fairness") {
             results.insert("fairness".into(), fairness(&cluster, &args).await);
         }
+        if wanted("tenants") {
+            results.insert("tenants".into(), tenants(&cluster, &args).await);
+        }
         if wanted("backlog") {
             results.insert("backlog".into(), backlog(&cluster, &args).await);
         }
@@ -534,6 +594,10 @@ fn main() {
                     r["claim_ms_no_finished_rows"].as_f64().unwrap_or(f64::NAN),
                     r["claim_ms_with_finished_rows"].as_f64().unwrap_or(f64::NAN), r["finished_rows"]
                 );
+            } else if name == "tenants" {
+                eprintln!("{}", row("ten-solo", &r["solo"]));
+                eprintln!("{}", row("ten-hang", &r["beside_hanging_tenant"]));
+                eprintln!("tenants: tenant B's healthy webhook keeps {:.0} % of its solo throughput beside tenant A's {} hanging deliveries", r["healthy_throughput_ratio"].as_f64().unwrap_or(0.0) * 100.0, r["hanging_deliveries"]);
             } else if name == "fairness" {
                 eprintln!("{}", row("fair-solo", &r["solo"]));
                 eprintln!("{}", row("fair-dead", &r["beside_dead_webhook"]));

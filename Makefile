@@ -1,25 +1,36 @@
 # Courier: `make run` to try it, `make test` for everything CI checks.
 COURIER := target/debug/courier
 
-.PHONY: run test bench db-start db-stop
+.PHONY: run test bench chaos deny db-start db-stop
 
 ## Start the embedded PostgreSQL under .courier/ and run Courier in development mode.
 run:
 	cargo run --quiet -- dev
 
 ## Formatting, lints and the whole test suite against the private PostgreSQL cluster (started or reused).
-test:
+test: deny
 	cargo build --quiet --bin courier
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	DATABASE_URL="$${DATABASE_URL:-$$($(COURIER) db start)}" cargo test --workspace
 	# One tiny run of the load harness proves it still works; no timings are asserted.
 	DATABASE_URL="$${DATABASE_URL:-$$($(COURIER) db start)}" cargo bench --profile dev --bench load -- --smoke > /dev/null
+	# A few seconds of the fault suite on its own PostgreSQL cluster: kills, a database crash, hostile receivers.
+	cargo bench --profile dev --bench chaos -- --short > /dev/null
+
+## What may enter the dependency tree (deny.toml); installs cargo-deny when missing.
+deny:
+	command -v cargo-deny >/dev/null || cargo install cargo-deny --locked --quiet
+	cargo deny --log-level error check licenses bans sources
 
 ## Every benchmark scenario in release mode on the private cluster; JSON on stdout, a table on stderr.
 bench:
 	cargo build --quiet --release --bin courier
 	DATABASE_URL="$${DATABASE_URL:-$$(target/release/courier db start)}" cargo bench --bench load -- $(ARGS)
+
+## The full fault suite in release mode; writes RELIABILITY.md (ARGS go to the suite, e.g. ARGS="--seconds 90").
+chaos:
+	cargo bench --bench chaos -- --report RELIABILITY.md $(ARGS)
 
 db-start:
 	cargo build --quiet --bin courier

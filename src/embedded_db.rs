@@ -253,6 +253,13 @@ impl EmbeddedDb {
         self.url()
     }
 
+    /// Stops the server the way a crash does (`pg_ctl -m immediate`: no checkpoint, recovery on the next start),
+    /// for the fault suite.
+    pub fn crash(&self) -> anyhow::Result<()> {
+        run(self.command("pg_ctl").arg("-D").arg(&self.data).args(["-m", "immediate", "-w", "stop"]))?;
+        Ok(())
+    }
+
     pub fn stop(&self) -> anyhow::Result<()> {
         if self.is_initialised() && self.is_running() {
             run(self.command("pg_ctl").arg("-D").arg(&self.data).args(["-m", "fast", "-w", "stop"]))?;

@@ -46,8 +46,20 @@ pub struct Courier {
 impl Courier {
     /// `command` is `serve`, `api` or `worker`; a worker has no HTTP port, so it is ready once spawned.
     pub async fn start_as(command: &str, database_url: &str, port: u16, secret_key: &str, concurrency: usize) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_courier"))
-            .arg(command)
+        Self::start_with(command, database_url, port, secret_key, concurrency, &[]).await
+    }
+
+    /// [`Courier::start_as`] with more settings, which override the benchmark's.
+    pub async fn start_with(
+        command: &str,
+        database_url: &str,
+        port: u16,
+        secret_key: &str,
+        concurrency: usize,
+        settings: &[(&str, &str)],
+    ) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_courier"));
+        cmd.arg(command)
             .env("DATABASE_URL", database_url)
             .env("COURIER_LISTEN", format!("127.0.0.1:{port}"))
             .env("COURIER_SECRET_KEY", secret_key)
@@ -60,9 +72,11 @@ impl Courier {
             .env("COURIER_LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("courier starts");
+            .stderr(Stdio::inherit());
+        for (name, value) in settings {
+            cmd.env(name, value);
+        }
+        let child = cmd.spawn().expect("courier starts");
         // Owned at once, so every path below (a panic included) stops and reaps the child in `Drop`.
         let courier = Self { child, base: format!("http://127.0.0.1:{port}") };
         if command == "worker" {
@@ -81,11 +95,27 @@ impl Courier {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// True once the process ended by itself (a worker that could not reach a crashed database exits non-zero).
+    #[allow(dead_code)] // Only the fault suite restarts processes.
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `kill -9`: no chance to finish, record or release anything.
+    #[allow(dead_code)] // The fault suite kills; the load benchmark never does.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Courier {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        // Only a child still running is asked to stop (a reaped one's pid may belong to someone else by now).
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        }
         let _ = self.child.wait();
     }
 }

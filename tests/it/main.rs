@@ -6,6 +6,7 @@ mod cli;
 mod e2e;
 mod fairness;
 pub(crate) mod hostile;
+pub(crate) mod hostile_receiver;
 mod lifecycle;
 pub(crate) mod pipeline;
 mod receiver;

@@ -39,6 +39,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     crate::shutdown::on_signals(stop.clone(), settings.lifecycle.shutdown_timeout);
     tracing::info!(concurrency = settings.delivery.concurrency, "worker started");
-    worker.run(stop).await?;
+    // A loop that fails (its database went away at the wrong moment) or panics is restarted with backoff, as under
+    // `serve`; only a database unreachable at start ends the process, for its supervisor to retry.
+    let components = courier_api::supervise::Components::default();
+    courier_api::supervise::supervise("worker", components, stop.clone(), move || worker.clone().run(stop.clone()))
+        .await;
     Ok(())
 }

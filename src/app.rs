@@ -23,6 +23,8 @@ pub enum Role {
 
 pub struct Application {
     listener: TcpListener,
+    /// `/metrics`, apart from the public API (`COURIER_METRICS_LISTEN`), when configured.
+    metrics: Option<TcpListener>,
     state: AppState,
     worker: Option<Worker>,
     retention_days: u32,
@@ -45,12 +47,20 @@ impl Application {
         let listener = TcpListener::bind(settings.api.listen)
             .await
             .with_context(|| format!("cannot listen on {} (COURIER_LISTEN)", settings.api.listen))?;
+        let metrics = match settings.api.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (COURIER_METRICS_LISTEN)"))?,
+            ),
+            None => None,
+        };
         let worker = match role {
             Role::All => Some(crate::commands::worker::build(settings, pool.clone())?),
             Role::Api => None,
         };
         let state = AppState::new(pool, key, api_config(settings));
-        Ok(Self { listener, state, worker, retention_days: settings.retention.days })
+        Ok(Self { listener, metrics, state, worker, retention_days: settings.retention.days })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -58,10 +68,15 @@ impl Application {
         self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
+    /// Where `/metrics` is served, when it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown`: then stops accepting, drains requests, stops the worker (which finishes or releases
     /// its in-flight deliveries) and flushes key usage.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { listener, state, worker, retention_days } = self;
+        let Application { listener, metrics, state, worker, retention_days } = self;
         let retention = tokio::spawn(retention_loop(state.pool.clone(), retention_days, shutdown.clone()));
         let flusher = {
             let state = state.clone();
@@ -93,10 +108,17 @@ impl Application {
             ))
         });
         crate::metrics::install();
-        let metrics = axum::Router::new()
-            .route("/metrics", axum::routing::get(crate::metrics::scrape))
-            .with_state(state.pool.clone());
-        let app = courier_api::router(state).merge(metrics);
+        // Metrics stay off the public port: queue depths and tenants' traffic are the operator's business.
+        let metrics_server = metrics.map(|listener| {
+            let app = axum::Router::new()
+                .route("/metrics", axum::routing::get(crate::metrics::scrape))
+                .with_state(state.pool.clone());
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
+            })
+        });
+        let app = courier_api::router(state);
         let stop = shutdown.clone();
         tracing::info!(addr = %listener.local_addr()?, "listening");
         axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
@@ -105,6 +127,9 @@ impl Application {
         }
         let _ = flusher.await;
         let _ = retention.await;
+        if let Some(server) = metrics_server {
+            server.await.context("the metrics server panicked")??;
+        }
         Ok(())
     }
 }

@@ -26,7 +26,7 @@ pub struct Settings {
     pub log: LogSettings,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DatabaseSettings {
     /// `DATABASE_URL`. When absent, `courier dev` starts the embedded cluster; other commands refuse to start.
     pub url: Option<String>,
@@ -34,10 +34,12 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiSettings {
     /// `COURIER_LISTEN`: where the HTTP API listens.
     pub listen: SocketAddr,
+    /// `COURIER_METRICS_LISTEN`: where `/metrics` is served, apart from the public API; empty turns it off.
+    pub metrics_listen: Option<SocketAddr>,
     /// `COURIER_SECRET_KEY`: base64 of the 32-byte master key that encrypts webhook secrets.
     /// Required outside the development mode, which generates and keeps its own.
     pub secret_key: Option<String>,
@@ -103,6 +105,40 @@ pub struct LogSettings {
     pub otlp_traces_endpoint: Option<String>,
 }
 
+/// `DATABASE_URL` without its password, for anything that may be logged.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("redacted"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "[unparsable]".to_owned(),
+    }
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ApiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSettings")
+            .field("listen", &self.listen)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "[redacted]"))
+            .field("allow_http", &self.allow_http)
+            .field("rotation_grace", &self.rotation_grace)
+            .field("rate_limit", &self.rate_limit)
+            .finish()
+    }
+}
+
 /// The raw layered values, by setting name.
 struct Layers(BTreeMap<&'static str, (String, &'static str)>);
 
@@ -111,6 +147,7 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     ("database_url", None),
     ("database_max_connections", Some("20")),
     ("listen", Some("127.0.0.1:8080")),
+    ("metrics_listen", Some("127.0.0.1:9090")),
     ("secret_key", None),
     ("allow_http", Some("false")),
     ("rotation_grace", Some("24h")),
@@ -276,6 +313,10 @@ impl Settings {
             },
             api: ApiSettings {
                 listen: l.parse("listen", |s| Ok(s.trim().parse()?))?,
+                metrics_listen: l.parse("metrics_listen", |s| match s.trim() {
+                    "" => Ok(None),
+                    addr => Ok(Some(addr.parse()?)),
+                })?,
                 secret_key: l.get("secret_key").map(|(v, _)| v.clone()).filter(|v| !v.is_empty()),
                 allow_http: l.parse("allow_http", boolean)?,
                 rotation_grace: l.parse("rotation_grace", duration)?,
@@ -420,6 +461,19 @@ mod tests {
             let err = with_env(&[(var, value)]).expect_err(var);
             assert!(format!("{err:#}").contains(var), "{var}: {err:#}");
         }
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let s = with_env(&[
+            ("DATABASE_URL", "postgres://courier:hunter2@127.0.0.1:5432/courier"),
+            ("COURIER_SECRET_KEY", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+        ])
+        .expect("valid");
+        let text = format!("{s:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("AAAAAAAAAAAA"), "{text}");
+        assert!(text.contains("[redacted]") && text.contains("127.0.0.1:5432"), "{text}");
     }
 
     #[test]

@@ -64,7 +64,9 @@ async fn counters_move_by_what_happened(pool: PgPool) {
     }
     tokio::time::sleep(Duration::from_millis(200)).await; // the recorder writes right after the answers
 
-    let text = http.get(format!("{base}/metrics")).send().await.expect("scrape").text().await.expect("text");
+    let public = http.get(format!("{base}/metrics")).send().await.expect("answers");
+    assert_eq!(public.status().as_u16(), 404, "/metrics is not on the public API port");
+    let text = http.get(format!("{}/metrics", app.metrics)).send().await.expect("scrape").text().await.expect("text");
     assert_eq!(value(&text, r#"courier_events_ingested_total{type="call.completed"}"#), 2.0);
     assert_eq!(value(&text, r#"courier_events_ingested_total{type="call.failed"}"#), 1.0);
     assert_eq!(value(&text, r#"courier_deliveries_finished_total{outcome="succeeded"}"#), 3.0);

@@ -423,6 +423,10 @@ async fn run(a: &Args) -> (Value, bool) {
     drop(workers);
     drop(api);
     pool.close().await;
+    // The suite's cluster is its own: stop it, so nothing of the run outlives it.
+    if let Err(err) = cluster.db.stop() {
+        eprintln!("chaos: stopping the suite's PostgreSQL failed: {err:#}");
+    }
     (report, passed)
 }
 

@@ -14,10 +14,36 @@ use crate::settings::Settings;
 pub const DEV_HOME: &str = ".courier";
 
 /// What the first `courier dev` created, so later runs reuse it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct DevIdentity {
     tenant_id: TenantId,
     api_key: String,
+}
+
+impl std::fmt::Debug for DevIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevIdentity").field("tenant_id", &self.tenant_id).field("api_key", &"[redacted]").finish()
+    }
+}
+
+/// Writes a file only its owner may read: the development master key and API key are secrets.
+fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    // A file left by an older version keeps its mode on open: set it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(contents)?;
+    Ok(())
 }
 
 fn master_key(home: &Path) -> anyhow::Result<String> {
@@ -26,7 +52,7 @@ fn master_key(home: &Path) -> anyhow::Result<String> {
         return Ok(key.trim().to_owned());
     }
     let key = MasterKey::generate_base64();
-    std::fs::write(&path, &key)?;
+    write_private(&path, key.as_bytes())?;
     Ok(key)
 }
 
@@ -51,7 +77,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
             let tenant = tenants::create(&pool, "Development").await?;
             let created = api_keys::create(&pool, tenant.id, Environment::Test, &Scopes::new(Scope::ALL)).await?;
             let identity = DevIdentity { tenant_id: tenant.id, api_key: created.plaintext };
-            std::fs::write(&identity_path, serde_json::to_vec_pretty(&identity)?)?;
+            write_private(&identity_path, &serde_json::to_vec_pretty(&identity)?)?;
             identity
         }
     };

@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`
     pub base: String,
+    /// `http://127.0.0.1:<port>` of `/metrics`.
+    #[allow(dead_code)] // Only the metrics test binary scrapes.
+    pub metrics: String,
     stop: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
 }
@@ -19,7 +22,7 @@ pub async fn spawn_app(pool: PgPool, retry_initial: &str) -> TestApp {
     let master = MasterKey::generate_base64();
     let settings = Settings::from_sources(None, |name| {
         match name {
-            "COURIER_LISTEN" => Some("127.0.0.1:0"),
+            "COURIER_LISTEN" | "COURIER_METRICS_LISTEN" => Some("127.0.0.1:0"),
             "COURIER_SECRET_KEY" => Some(master.as_str()),
             "COURIER_ALLOWED_TARGETS" => Some("127.0.0.0/8"),
             "COURIER_RETRY_INITIAL" => Some(retry_initial),
@@ -30,10 +33,11 @@ pub async fn spawn_app(pool: PgPool, retry_initial: &str) -> TestApp {
     .expect("settings");
     let app = Application::build(&settings, pool, Role::All).await.expect("app");
     let base = format!("http://{}", app.addr());
+    let metrics = format!("http://{}", app.metrics_addr().expect("metrics listener"));
     let stop = CancellationToken::new();
     let server = tokio::spawn(app.run(stop.clone()));
     let _ = rustls::crypto::ring::default_provider().install_default();
-    TestApp { base, stop, server }
+    TestApp { base, metrics, stop, server }
 }
 
 impl TestApp {

@@ -25,5 +25,5 @@ pub use outcome::{AttemptResult, ErrorKind, Next};
 pub use response::ResponseBody;
 pub use retry::RetryPolicy;
 pub use scope::{Scope, Scopes};
-pub use secret::WebhookSecret;
+pub use secret::{Redacted, WebhookSecret};
 pub use trace_parent::TraceParent;

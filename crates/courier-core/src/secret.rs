@@ -84,3 +84,32 @@ mod tests {
         assert_eq!(WebhookSecret::parse("whsec_YWJj"), Err(SecretError::BadBody));
     }
 }
+
+/// A value that must never reach a log: `Debug` prints `[redacted]`; serialising (an API response that hands a
+/// secret over once) still writes the value.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Redacted<T>(pub T);
+
+impl<T> fmt::Debug for Redacted<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl<T: serde::Serialize> serde::Serialize for Redacted<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+#[cfg(test)]
+mod redacted_tests {
+    use super::Redacted;
+
+    #[test]
+    fn debug_hides_the_value_and_serialising_keeps_it() {
+        let secret = Redacted("whsec_abc".to_owned());
+        assert_eq!(format!("{secret:?}"), "[redacted]");
+        assert_eq!(serde_json::to_string(&secret).expect("json"), "\"whsec_abc\"");
+    }
+}

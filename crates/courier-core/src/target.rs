@@ -13,22 +13,43 @@ pub struct TargetPolicy {
     allowed: Vec<IpNet>,
 }
 
-fn v4_forbidden(ip: Ipv4Addr) -> bool {
-    let [a, b, c, _] = ip.octets();
-    a == 0                                   // "this network"
-        || a == 10                           // private
-        || (a == 100 && (64..128).contains(&b)) // CGNAT
-        || a == 127                          // loopback
-        || (a == 169 && b == 254)            // link-local
-        || (a == 172 && (16..32).contains(&b)) // private
-        || (a == 192 && b == 0 && c == 0)    // IETF protocol assignments
-        || (a == 192 && b == 0 && c == 2)    // documentation
-        || (a == 192 && b == 88 && c == 99)  // 6to4 relay anycast
-        || (a == 192 && b == 168)            // private
-        || (a == 198 && (b == 18 || b == 19)) // benchmarking
-        || (a == 198 && b == 51 && c == 100) // documentation
-        || (a == 203 && b == 0 && c == 113)  // documentation
-        || a >= 224 // multicast, reserved, broadcast
+/// Every range no webhook may reach unless allowed, with why: the one list the API and the worker check.
+/// IPv6 forms that route to an IPv4 address (mapped, compatible, NAT64, 6to4) are judged by that address instead.
+pub const FORBIDDEN: &[(&str, &str)] = &[
+    ("0.0.0.0/8", "this network"),
+    ("10.0.0.0/8", "private"),
+    ("100.64.0.0/10", "carrier-grade NAT"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local (cloud metadata)"),
+    ("172.16.0.0/12", "private"),
+    ("192.0.0.0/24", "IETF protocol assignments"),
+    ("192.0.2.0/24", "documentation"),
+    ("192.88.99.0/24", "6to4 relay anycast"),
+    ("192.168.0.0/16", "private"),
+    ("198.18.0.0/15", "benchmarking"),
+    ("198.51.100.0/24", "documentation"),
+    ("203.0.113.0/24", "documentation"),
+    ("224.0.0.0/3", "multicast, reserved, broadcast"),
+    ("::/128", "unspecified"),
+    ("::1/128", "loopback"),
+    ("::ffff:0:0:0/96", "IPv4-translated (SIIT)"),
+    ("64:ff9b:1::/48", "local-use NAT64"),
+    ("100::/64", "discard-only"),
+    ("2001::/23", "IETF protocol assignments, Teredo included"),
+    ("2001:db8::/32", "documentation"),
+    ("3fff::/20", "documentation"),
+    ("fc00::/7", "unique local"),
+    ("fe80::/10", "link-local"),
+    ("fec0::/10", "site-local (deprecated)"),
+    ("ff00::/8", "multicast"),
+];
+
+fn forbidden_nets() -> &'static [IpNet] {
+    static NETS: std::sync::LazyLock<Vec<IpNet>> = std::sync::LazyLock::new(|| {
+        // The table is a constant checked by the tests; a typo fails them all.
+        FORBIDDEN.iter().filter_map(|(cidr, _)| cidr.parse().ok()).collect()
+    });
+    &NETS
 }
 
 /// The IPv4 address an IPv6 address stands for, in the forms that route to IPv4: mapped, compatible, NAT64, 6to4.
@@ -36,37 +57,26 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
     let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     match s {
-        [0, 0, 0, 0, 0, 0xffff, _, _] => Some(tail),    // ::ffff:a.b.c.d
-        [0, 0, 0, 0, 0, 0, _, _] => Some(tail),         // ::a.b.c.d (deprecated compatible form)
+        [0, 0, 0, 0, 0, 0xffff, _, _] => Some(tail), // ::ffff:a.b.c.d
+        [0, 0, 0, 0, 0, 0, _, _] if !ip.is_unspecified() && !ip.is_loopback() => Some(tail), // ::a.b.c.d (deprecated)
         [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail), // 64:ff9b::/96 NAT64
         [0x2002, hi, lo, ..] => Some(Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)), // 6to4
         _ => None,
     }
 }
 
-fn v6_forbidden(ip: Ipv6Addr) -> bool {
-    if let Some(v4) = embedded_v4(ip) {
-        return v4_forbidden(v4);
-    }
-    let s = ip.segments();
-    ip.is_unspecified()
-        || ip.is_loopback()
-        || (s[0] & 0xfe00) == 0xfc00 // unique local
-        || (s[0] & 0xffc0) == 0xfe80 // link-local
-        || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
-        || (s[0] & 0xff00) == 0xff00 // multicast
-        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-        || (s[0] == 0x2001 && s[1] < 0x0200) // IETF protocol assignments, Teredo included
-        || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64
-        || (s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0) // discard-only
+/// The range of [`FORBIDDEN`] that holds `ip` (after unwrapping an embedded IPv4 address), if any.
+pub fn forbidden_range(ip: IpAddr) -> Option<&'static (&'static str, &'static str)> {
+    let ip = match ip {
+        IpAddr::V6(v6) => embedded_v4(v6).map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    };
+    forbidden_nets().iter().zip(FORBIDDEN).find(|(net, _)| net.contains(&ip)).map(|(_, entry)| entry)
 }
 
 /// True when `ip` is in a range no webhook may reach unless allowed.
 pub fn is_forbidden(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4_forbidden(v4),
-        IpAddr::V6(v6) => v6_forbidden(v6),
-    }
+    forbidden_range(ip).is_some()
 }
 
 impl TargetPolicy {
@@ -90,6 +100,27 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("valid address")
+    }
+
+    #[test]
+    fn every_range_of_the_table_parses_and_is_forbidden_from_first_to_last_address() {
+        for (cidr, why) in FORBIDDEN {
+            let net: IpNet = cidr.parse().unwrap_or_else(|_| panic!("{cidr} is a CIDR"));
+            for edge in [net.network(), net.broadcast()] {
+                let (hit, _) = forbidden_range(edge).unwrap_or_else(|| panic!("{edge} ({why}) must be forbidden"));
+                // An embedded IPv4 address may be judged by another entry; a plain address by its own.
+                assert!(hit == cidr || matches!(edge, IpAddr::V6(v6) if embedded_v4(v6).is_some()), "{edge}: {hit}");
+            }
+        }
+        assert_eq!(forbidden_nets().len(), FORBIDDEN.len());
+    }
+
+    #[test]
+    fn the_ranges_issue_11_added_are_forbidden() {
+        for addr in ["::ffff:0:808:808", "::ffff:0:0:1", "3fff::1", "3fff:fff:ffff::1"] {
+            assert!(is_forbidden(ip(addr)), "{addr} must be forbidden");
+        }
+        assert!(!is_forbidden(ip("3fff:1000::1")), "just past 3fff::/20");
     }
 
     #[test]

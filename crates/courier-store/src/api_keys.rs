@@ -25,10 +25,15 @@ pub struct ApiKey {
 }
 
 /// A key just created: the only time its full text exists.
-#[derive(Debug)]
 pub struct CreatedKey {
     pub key: ApiKey,
     pub plaintext: String,
+}
+
+impl std::fmt::Debug for CreatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedKey").field("key", &self.key).field("plaintext", &"[redacted]").finish()
+    }
 }
 
 /// What a presented key turned out to be.

@@ -92,11 +92,13 @@ pub struct WebhookOutput {
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
     /// `whsec_…`: only in the creation and rotation responses. Save it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub secret: Option<courier_core::Redacted<String>>,
 }
 
 impl WebhookOutput {
     fn new(w: Webhook, secret: Option<String>) -> Self {
+        let secret = secret.map(courier_core::Redacted);
         Self {
             id: w.id.to_string(),
             url: w.url,

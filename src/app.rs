@@ -37,6 +37,7 @@ pub fn api_config(settings: &Settings) -> ApiConfig {
         rotation_grace: settings.api.rotation_grace,
         default_max_attempts: settings.delivery.max_attempts,
         rate_limit: settings.api.rate_limit.map(|(per_second, burst)| RateLimit { per_second, burst }),
+        max_webhooks: settings.api.max_webhooks,
     }
 }
 

@@ -49,6 +49,8 @@ pub struct ApiSettings {
     pub rotation_grace: Duration,
     /// `COURIER_RATE_LIMIT` (requests per second per key) and `COURIER_RATE_LIMIT_BURST`; a rate of 0 turns it off.
     pub rate_limit: Option<(f64, f64)>,
+    /// `COURIER_MAX_WEBHOOKS`: webhooks one tenant may have.
+    pub max_webhooks: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +137,7 @@ impl std::fmt::Debug for ApiSettings {
             .field("allow_http", &self.allow_http)
             .field("rotation_grace", &self.rotation_grace)
             .field("rate_limit", &self.rate_limit)
+            .field("max_webhooks", &self.max_webhooks)
             .finish()
     }
 }
@@ -153,6 +156,7 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     ("rotation_grace", Some("24h")),
     ("rate_limit", Some("1000")),
     ("rate_limit_burst", Some("2000")),
+    ("max_webhooks", Some("100")),
     ("allowed_targets", Some("")),
     ("retry_initial", Some("30s")),
     ("retry_multiplier", Some("4")),
@@ -331,6 +335,7 @@ impl Settings {
                     let burst: f64 = l.parse("rate_limit_burst", positive)?;
                     (rate > 0.0).then_some((rate, burst.max(1.0)))
                 },
+                max_webhooks: l.parse("max_webhooks", positive)?,
             },
             delivery: DeliverySettings {
                 allowed_targets: l.parse("allowed_targets", |s| {

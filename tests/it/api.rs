@@ -27,6 +27,7 @@ pub fn api_config() -> ApiConfig {
         rotation_grace: Duration::from_secs(3600),
         default_max_attempts: 5,
         rate_limit: None,
+        max_webhooks: 100,
     }
 }
 
@@ -295,9 +296,12 @@ async fn events_are_idempotent_and_validated(pool: PgPool) {
 
     for (body, field) in [
         (json!({"type": "call.exploded", "data": {"call_id": "c"}}), "type"),
-        (json!({"type": "call.started", "data": {"no_call_id": true}}), "data"),
+        (json!({"type": "call.started", "data": {"no_call_id": true}}), "data.call_id"),
         (json!({"type": "call.started", "data": ["not", "an", "object"]}), "data"),
-        (json!({"type": "call.started", "data": {"call_id": 5}}), "data"),
+        (json!({"type": "call.started", "data": {"call_id": 5}}), "data.call_id"),
+        (json!({"type": "call.started", "data": {"call_id": "c".repeat(257)}}), "data.call_id"),
+        (json!({"type": "call.started", "created": 1_700_000_000_000i64, "data": {"call_id": "c"}}), "created"),
+        (json!({"type": "call.started", "created": 12, "data": {"call_id": "c"}}), "created"),
         (json!({"id": "nope", "type": "call.started", "data": {"call_id": "c"}}), "id"),
         (json!({"type": "call.started"}), "data"),
         (json!({"type": "call.started", "data": {"call_id": "c"}, "extra": 1}), "extra"),
@@ -637,4 +641,94 @@ async fn the_openapi_document_parses_and_lists_every_route(pool: PgPool) {
         let name = reference.split('"').next().expect("name");
         assert!(schemas.contains_key(name), "dangling $ref {name}");
     }
+}
+
+/// Real errors from PostgreSQL: the server ending a session (57P01) and a statement cut short (57014) are the
+/// database being unavailable, a 503 with `Retry-After` the client retries; a constraint violation is not.
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn the_database_going_away_mid_request_is_a_503_with_retry_after(pool: PgPool) {
+    use axum::response::IntoResponse;
+    let status_of = |err: sqlx::Error| {
+        let res = courier_api::ApiError::from(err).into_response();
+        (res.status(), res.headers().get("retry-after").is_some())
+    };
+    let mut conn = pool.acquire().await.expect("connection");
+    let terminated = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+        .execute(&mut *conn)
+        .await
+        .expect_err("the server ends the session");
+    assert_eq!(status_of(terminated), (StatusCode::SERVICE_UNAVAILABLE, true));
+    drop(conn);
+
+    let mut tx = pool.begin().await.expect("tx");
+    sqlx::query("SET LOCAL statement_timeout = 10").execute(&mut *tx).await.expect("set");
+    let cancelled = sqlx::query("SELECT pg_sleep(1)").execute(&mut *tx).await.expect_err("timed out");
+    assert_eq!(status_of(cancelled), (StatusCode::SERVICE_UNAVAILABLE, true));
+    drop(tx);
+
+    let violation = sqlx::query("INSERT INTO tenants (id, name) VALUES (gen_random_uuid(), '')")
+        .execute(&pool)
+        .await
+        .expect_err("check constraint");
+    assert_eq!(status_of(violation), (StatusCode::INTERNAL_SERVER_ERROR, false));
+}
+
+fn field_of(error: &Value) -> Vec<String> {
+    error["error"]["details"]
+        .as_array()
+        .map(|d| d.iter().filter_map(|x| x["field"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_tenant_cannot_pass_its_webhook_limit_even_all_at_once(pool: PgPool) {
+    let config = ApiConfig { max_webhooks: 3, ..api_config() };
+    let api = Api::with_config(pool, config).await;
+    // Five creations at once against a limit of three: the tenant's lock lets exactly three through.
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..5 {
+        let api = api.clone();
+        calls.spawn(async move {
+            let body = json!({"url": format!("https://example.com/hook/{i}")});
+            api.call(Method::POST, "/api/v1/webhooks", Some(body)).await
+        });
+    }
+    let answers = calls.join_all().await;
+    let created = answers.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
+    assert_eq!(created, 3, "{answers:?}");
+    for (status, error) in answers.iter().filter(|(s, _)| *s != StatusCode::CREATED) {
+        assert_eq!(*status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(field_of(error), vec!["url".to_owned()], "{error}");
+        assert!(error["error"]["details"][0]["message"].as_str().unwrap_or_default().contains("limit"), "{error}");
+    }
+    // Deleting one makes room again.
+    let (_, list) = api.call(Method::GET, "/api/v1/webhooks", None).await;
+    let id = list["data"][0]["id"].as_str().expect("id").to_owned();
+    assert_eq!(api.call(Method::DELETE, &format!("/api/v1/webhooks/{id}"), None).await.0, StatusCode::NO_CONTENT);
+    let again = api.call(Method::POST, "/api/v1/webhooks", Some(json!({"url": "https://example.com/again"}))).await;
+    assert_eq!(again.0, StatusCode::CREATED, "{:?}", again.1);
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn strings_postgres_cannot_hold_or_should_not_are_422_naming_the_field(pool: PgPool) {
+    let api = Api::new(pool).await;
+    let too_many: Vec<&str> = std::iter::repeat_n("call.completed", 65).collect();
+    // Normalising percent-encodes the path: 1,400 bytes of `é` become 4,200 of `%C3%A9`, past 2,048 once stored.
+    let idn = format!("https://example.com/{}", "é".repeat(700));
+    for (body, field) in [
+        (json!({"url": "https://example.com/h", "description": "bad \u{0} byte"}), "description"),
+        (json!({"url": "https://example.com/h", "filter": {"events": too_many}}), "filter.events"),
+        (json!({"url": idn}), "url"),
+    ] {
+        let (status, error) = api.call(Method::POST, "/api/v1/webhooks", Some(body.clone())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {error}");
+        assert_eq!(field_of(&error), vec![field.to_owned()], "{error}");
+    }
+    for (query, field) in [("call_id=a%00b", "call_id"), (&*format!("call_id={}", "c".repeat(257)), "call_id")] {
+        let (status, error) = api.call(Method::GET, &format!("/api/v1/deliveries?{query}"), None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {error}");
+        assert_eq!(field_of(&error), vec![field.to_owned()], "{error}");
+    }
+    let (_, list) = api.call(Method::GET, "/api/v1/webhooks", None).await;
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(0), "nothing was created");
 }

@@ -37,7 +37,7 @@ async fn freezable_proxy(upstream: SocketAddr, freeze: CancellationToken) -> Soc
     addr
 }
 
-fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().no_proxy().build().expect("client")
 }
@@ -46,13 +46,13 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Serve {
-    fn start(database_url: &str, shutdown_timeout: &str) -> Self {
+    pub(crate) fn start(database_url: &str, shutdown_timeout: &str) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_courier"))
             .arg("serve")
@@ -74,7 +74,7 @@ impl Serve {
         Self { child, base: format!("http://127.0.0.1:{port}") }
     }
 
-    async fn wait_ready(&self, http: &reqwest::Client) {
+    pub(crate) async fn wait_ready(&self, http: &reqwest::Client) {
         for _ in 0..300 {
             if let Ok(res) = http.get(format!("{}/readyz", self.base)).send().await
                 && res.status() == 200
@@ -104,6 +104,18 @@ impl Serve {
     }
 }
 
+impl Serve {
+    /// The process's peak resident set so far (VmHWM), in MiB.
+    pub(crate) fn peak_rss_mib(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+            .map(|kb| kb / 1024.0)
+            .expect("VmHWM of the child")
+    }
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -112,10 +124,20 @@ impl Drop for Serve {
 }
 
 async fn key(url: &str) -> String {
+    keys(url, &[&Scope::ALL]).await.remove(0)
+}
+
+/// A migrated database's tenant with one key per scope set.
+pub(crate) async fn keys(url: &str, scope_sets: &[&[Scope]]) -> Vec<String> {
     let pool = PgPool::connect(url).await.expect("connect");
     courier_store::MIGRATOR.run(&pool).await.expect("migrate");
     let tenant = tenants::create(&pool, "Acme").await.expect("tenant");
-    api_keys::create(&pool, tenant.id, Environment::Test, &Scopes::new(Scope::ALL)).await.expect("key").plaintext
+    let mut out = Vec::new();
+    for scopes in scope_sets {
+        let scopes = Scopes::new(scopes.iter().copied());
+        out.push(api_keys::create(&pool, tenant.id, Environment::Test, &scopes).await.expect("key").plaintext);
+    }
+    out
 }
 
 async fn post(http: &reqwest::Client, url: String, key: &str, body: Value) -> Value {

@@ -1,5 +1,6 @@
 //! All of the `courier` package's integration tests, in one binary so they link once.
 
+mod abuse;
 mod api;
 mod app;
 mod cli;
@@ -7,7 +8,7 @@ mod e2e;
 mod fairness;
 pub(crate) mod hostile;
 pub(crate) mod hostile_receiver;
-mod lifecycle;
+pub(crate) mod lifecycle;
 pub(crate) mod pipeline;
 mod receiver;
 mod recorder;

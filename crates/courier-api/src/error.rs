@@ -110,6 +110,14 @@ impl ApiError {
         err
     }
 
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request took longer than 30 s (its body included); retry it",
+        )
+    }
+
     /// A 503 with `Retry-After` for a part of this process that is not running right now.
     pub fn retry_later(message: impl Into<String>, cause: impl std::fmt::Display) -> Self {
         let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", message);
@@ -143,13 +151,10 @@ impl ApiError {
     }
 }
 
-fn is_unavailable(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_))
-}
-
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        if is_unavailable(&err) { Self::unavailable(&err) } else { Self::internal(format!("{err:?}")) }
+        // The database going away mid-request (shutdown, recovery, a reset) is a 503 the client retries, never a 500.
+        if courier_store::is_transient(&err) { Self::unavailable(&err) } else { Self::internal(format!("{err:?}")) }
     }
 }
 
@@ -157,6 +162,10 @@ impl From<courier_store::Error> for ApiError {
     fn from(err: courier_store::Error) -> Self {
         match err {
             courier_store::Error::Database(db) => db.into(),
+            courier_store::Error::TooManyWebhooks(limit) => Self::invalid(
+                "url",
+                format!("this tenant already has {limit} webhooks, its limit (COURIER_MAX_WEBHOOKS); delete one first"),
+            ),
             other => Self::internal(format!("{other:?}")),
         }
     }

@@ -39,6 +39,19 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The longest a request may take, its body's upload included: a client trickling a body (or a query stuck
+/// behind a lock) does not hold a connection and its memory for ever.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Answers 408 in the API's error shape when a request passes [`REQUEST_TIMEOUT`]. An ingest cut short may still
+/// commit; the client's retry with the same event id then gets the first answer.
+async fn deadline(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => ApiError::request_timeout().into_response(),
+    }
+}
+
 /// API request latency by route and status, for `/metrics`.
 async fn record_request(req: Request, next: axum::middleware::Next) -> axum::response::Response {
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
@@ -68,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::route_not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
+        .layer(axum::middleware::from_fn(deadline))
         .route_layer(axum::middleware::from_fn(record_request))
         .with_state(state);
 

@@ -22,6 +22,8 @@ pub struct ApiConfig {
     pub default_max_attempts: u32,
     /// Requests per second per key and the burst above it; `None` turns rate limiting off.
     pub rate_limit: Option<RateLimit>,
+    /// Webhooks one tenant may have (deleted ones not counted).
+    pub max_webhooks: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +43,35 @@ pub struct AppState {
     pub(crate) ingest: crate::ingest::Ingest,
     /// The supervised loops of this process (ingest here; the binary adds the worker), for `/readyz`.
     pub components: crate::supervise::Components,
+    /// Turns to read and parse a large body (a batch), so concurrent 16 MiB requests cannot exhaust memory.
+    pub(crate) large_bodies: LargeBodies,
+}
+
+/// How many large bodies may be in memory at once, and how long a request waits for its turn before a 503.
+#[derive(Clone)]
+pub(crate) struct LargeBodies {
+    turns: Arc<tokio::sync::Semaphore>,
+}
+
+impl LargeBodies {
+    /// Large bodies read and parsed at once per process: four 16 MiB batches are about 150 MiB at the peak.
+    pub(crate) const AT_ONCE: usize = 4;
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn new() -> Self {
+        Self { turns: Arc::new(tokio::sync::Semaphore::new(Self::AT_ONCE)) }
+    }
+
+    /// Waits for a turn; a 503 with `Retry-After` when none came within 10 s.
+    pub(crate) async fn turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, crate::ApiError> {
+        match tokio::time::timeout(Self::WAIT, self.turns.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(crate::ApiError::retry_later(
+                "too many large requests are being read right now; retry shortly",
+                "no turn for a large body within 10 s",
+            )),
+        }
+    }
 }
 
 impl AppState {
@@ -49,7 +80,16 @@ impl AppState {
         let workers = courier_scheduler::wake::Notifier::spawn(pool.clone());
         let components = crate::supervise::Components::default();
         let ingest = crate::ingest::Ingest::spawn(pool.clone(), workers, components.clone());
-        Self { pool, key, config: Arc::new(config), limiter, usage: Arc::default(), ingest, components }
+        Self {
+            pool,
+            key,
+            config: Arc::new(config),
+            limiter,
+            usage: Arc::default(),
+            ingest,
+            components,
+            large_bodies: LargeBodies::new(),
+        }
     }
 
     /// Writes the keys used since the last flush in one statement. `serve` calls it every few seconds, so a key's

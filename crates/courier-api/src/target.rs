@@ -55,7 +55,13 @@ pub fn validate_url(field: &str, raw: &str, environment: Environment, config: &A
         }
         Some(_) => {}
     }
-    Ok(url.to_string())
+    // Normalising can make a URL longer (an IDN host becomes punycode, unsafe bytes become %XX): the stored form
+    // is what the limit and the column's CHECK hold to.
+    let normalised = url.to_string();
+    if normalised.len() > MAX_URL_LEN {
+        return Err(invalid("must be at most 2048 bytes once normalised"));
+    }
+    Ok(normalised)
 }
 
 #[cfg(test)]
@@ -71,6 +77,7 @@ mod tests {
             rotation_grace: Duration::from_secs(1),
             default_max_attempts: 5,
             rate_limit: None,
+            max_webhooks: 100,
         }
     }
 

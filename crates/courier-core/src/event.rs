@@ -112,6 +112,8 @@ pub enum DataError {
     NotAnObject,
     #[error("`data.call_id` must be a non-empty string")]
     MissingCallId,
+    #[error("`data.call_id` must be at most 256 bytes")]
+    CallIdTooLong,
     #[error("`data` is {size} bytes; the limit is {limit}")]
     TooLarge { size: usize, limit: usize },
     /// PostgreSQL's `jsonb` cannot hold U+0000, so such an event could never be stored.
@@ -138,12 +140,15 @@ pub struct EventData(Map<String, Value>);
 impl EventData {
     /// 256 KiB, the per-event body limit of DESIGN.md §3.7.
     pub const MAX_BYTES: usize = 256 * 1024;
+    /// The longest `call_id`: it is indexed and filtered on, and no call id needs more.
+    pub const MAX_CALL_ID: usize = 256;
 
     pub fn parse(value: Value) -> Result<Self, DataError> {
         let Value::Object(map) = value else {
             return Err(DataError::NotAnObject);
         };
         match map.get("call_id") {
+            Some(Value::String(id)) if id.len() > Self::MAX_CALL_ID => return Err(DataError::CallIdTooLong),
             Some(Value::String(id)) if !id.is_empty() => {}
             _ => return Err(DataError::MissingCallId),
         }
@@ -216,6 +221,8 @@ mod tests {
         assert_eq!(EventData::parse(json!({"user_id": "u"})), Err(DataError::MissingCallId));
         assert_eq!(EventData::parse(json!({"call_id": 7})), Err(DataError::MissingCallId));
         assert_eq!(EventData::parse(json!({"call_id": ""})), Err(DataError::MissingCallId));
+        assert_eq!(EventData::parse(json!({"call_id": "c".repeat(257)})), Err(DataError::CallIdTooLong));
+        assert!(EventData::parse(json!({"call_id": "c".repeat(256)})).is_ok());
         assert_eq!(EventData::parse(json!({"call_id": "c", "n": [{"x": "a\u{0}b"}]})), Err(DataError::NulCharacter));
         assert_eq!(EventData::parse(json!({"call_id": "c", "k\u{0}": 1})), Err(DataError::NulCharacter));
         let data = EventData::parse(json!({"call_id": "c-1", "extra": {"kept": true}})).expect("valid");

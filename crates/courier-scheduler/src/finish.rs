@@ -63,26 +63,8 @@ pub struct Recorded {
 /// True for failures of the database rather than of the rows: the same write may succeed later.
 pub fn is_transient(err: &Error) -> bool {
     match err {
-        Error::Database(err) => is_transient_sql(err),
+        Error::Database(err) => courier_store::is_transient(err),
         Error::Store(_) | Error::Corrupt(_) => false,
-    }
-}
-
-fn is_transient_sql(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(db) => {
-            let code = db.code();
-            let class = code.as_deref().map(|c| &c[..c.len().min(2)]);
-            // 08 connection, 40 serialization/deadlock, 53 resources, 57 operator intervention (shutdown, cancel).
-            matches!(class, Some("08" | "40" | "53" | "57"))
-        }
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        _ => false,
     }
 }
 

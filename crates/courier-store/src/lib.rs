@@ -34,6 +34,30 @@ pub enum Error {
     Decrypt,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("the tenant already has {0} webhooks, its limit")]
+    TooManyWebhooks(u32),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// True for failures of the database rather than of a statement or its rows, after which the same statement may
+/// succeed: connection loss (class 08, an I/O or TLS error, a protocol break), the server shutting down or in
+/// recovery (57P01, 57P03, and the rest of class 57, a statement timeout included), resources (53), and
+/// serialization or deadlock (40), and an exhausted or closed pool. The API answers these 503 with `Retry-After`;
+/// the recorder retries them.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let class = code.as_deref().map(|c| &c[..c.len().min(2)]);
+            matches!(class, Some("08" | "40" | "53" | "57"))
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}

@@ -201,6 +201,34 @@ pub async fn create(
     Ok((from_row(row)?, secret))
 }
 
+/// [`create`], unless the tenant already has `limit` webhooks (deleted ones not counted, both environments
+/// counted): then [`Error::TooManyWebhooks`]. The tenant's row is locked for the count, so concurrent creations
+/// cannot pass the limit together.
+pub async fn create_within_limit(
+    pool: &sqlx::PgPool,
+    key: &MasterKey,
+    owner: Owner,
+    new: NewWebhook,
+    limit: u32,
+) -> Result<(Webhook, WebhookSecret)> {
+    let mut tx = pool.begin().await?;
+    // Its own statement: under READ COMMITTED the count that follows sees whatever the previous holder committed.
+    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
+        .bind(owner.tenant.as_uuid())
+        .execute(&mut *tx)
+        .await?;
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM webhooks WHERE tenant_id = $1 AND deleted_at IS NULL")
+        .bind(owner.tenant.as_uuid())
+        .fetch_one(&mut *tx)
+        .await?;
+    if count >= i64::from(limit) {
+        return Err(Error::TooManyWebhooks(limit));
+    }
+    let created = create(&mut *tx, key, owner, new).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
 pub async fn get(db: impl PgExecutor<'_>, owner: Owner, id: &WebhookId) -> Result<Option<Webhook>> {
     let row: Option<Row> = sqlx::query_as(concat!(
         "SELECT ",

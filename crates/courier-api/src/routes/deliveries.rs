@@ -148,6 +148,18 @@ fn parse_event_type(field: &str, text: &str) -> Result<EventType, ApiError> {
     text.parse().map_err(|e: courier_core::event::UnknownEventType| ApiError::invalid(field, e.to_string()))
 }
 
+/// A `call_id` filter that could match something: at most as long as a stored one, and without NUL (which a
+/// `text` parameter cannot hold; PostgreSQL would refuse the query).
+fn check_call_id(text: String) -> Result<String, ApiError> {
+    if text.len() > courier_core::EventData::MAX_CALL_ID {
+        return Err(ApiError::invalid("call_id", "must be at most 256 bytes"));
+    }
+    if text.contains('\0') {
+        return Err(ApiError::invalid("call_id", "must not contain NUL characters"));
+    }
+    Ok(text)
+}
+
 fn parse_webhook(text: Option<&str>) -> Result<Option<WebhookId>, ApiError> {
     text.map(|t| WebhookId::parse(t).map_err(|e| ApiError::invalid("webhook_id", e.to_string()))).transpose()
 }
@@ -176,7 +188,7 @@ pub async fn list(
             .transpose()?
             .into_iter()
             .collect(),
-        call_id: params.call_id,
+        call_id: params.call_id.map(check_call_id).transpose()?,
         since: parse_time("since", params.since.as_deref())?,
         until: parse_time("until", params.until.as_deref())?,
     };

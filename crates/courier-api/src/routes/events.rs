@@ -1,6 +1,7 @@
 //! `/api/v1/events`: ingest from the emitter (singly or in batches) and reading events back.
 
 use axum::Json;
+use axum::extract::FromRequest;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -53,7 +54,36 @@ pub struct EventDataDoc {
 pub struct BatchInput {
     /// 1 to 1,000 events, processed in one transaction.
     #[schema(min_items = 1, max_items = 1000, value_type = Vec<EventInput>)]
-    pub events: Vec<serde_json::Value>,
+    pub events: BatchItems,
+}
+
+/// A batch's items, each kept as its raw JSON text until it is validated on its own (so one bad item is that
+/// item's error). Parsing stops at the 1,001st item: a body of millions of tiny objects never becomes millions of
+/// JSON trees in memory.
+#[derive(Debug)]
+pub struct BatchItems(Vec<Box<serde_json::value::RawValue>>);
+
+impl<'de> Deserialize<'de> for BatchItems {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bounded;
+        impl<'de> serde::de::Visitor<'de> for Bounded {
+            type Value = BatchItems;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "an array of 1 to {MAX_BATCH} events")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<BatchItems, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Box<serde_json::value::RawValue>>()? {
+                    if items.len() == MAX_BATCH {
+                        return Err(serde::de::Error::custom(format!("must hold 1 to {MAX_BATCH} events")));
+                    }
+                    items.push(item);
+                }
+                Ok(BatchItems(items))
+            }
+        }
+        deserializer.deserialize_seq(Bounded)
+    }
 }
 
 /// An accepted event: its id and how many deliveries it fanned out to.
@@ -106,6 +136,11 @@ impl EventOutput {
     }
 }
 
+/// 2000-01-01T00:00:00Z: the earliest `created` accepted.
+const EARLIEST_CREATED: i64 = 946_684_800;
+/// How far ahead of the server's clock `created` may be.
+const MAX_CREATED_AHEAD_SECS: i64 = 86_400;
+
 /// Validates one posted event; `prefix` names its place in a batch (`events[3].`).
 fn validate(input: EventInput, prefix: &str) -> Result<NewEvent, ApiError> {
     let mut details = Vec::new();
@@ -122,13 +157,20 @@ fn validate(input: EventInput, prefix: &str) -> Result<NewEvent, ApiError> {
         .parse::<EventType>()
         .map_err(|e| bad("type", format!("{e}; expected one of {}", EventType::ALL.map(|t| t.as_str()).join(", "))))
         .ok();
-    if input.created.is_some_and(|c| c < 0) {
-        bad("created", "must be unix seconds".to_owned());
+    // Receivers compare `created` with their own clock: a time before 2000 or more than a day ahead is a mistake
+    // (milliseconds sent as seconds, say), not an event.
+    let latest = chrono::Utc::now().timestamp() + MAX_CREATED_AHEAD_SECS;
+    if input.created.is_some_and(|c| !(EARLIEST_CREATED..=latest).contains(&c)) {
+        bad("created", "must be unix seconds between 2000-01-01 and one day from now".to_owned());
     }
     let data = match EventData::parse(input.data) {
         Ok(data) => Some(data),
         Err(DataError::TooLarge { size, limit }) => {
             return Err(ApiError::too_large(format!("{prefix}data is {size} bytes; the limit is {limit}")));
+        }
+        Err(e @ (DataError::CallIdTooLong | DataError::MissingCallId)) => {
+            bad("data.call_id", e.to_string());
+            None
         }
         Err(e) => {
             bad("data", e.to_string());
@@ -178,18 +220,23 @@ pub async fn ingest(
 pub async fn ingest_batch(
     State(state): State<AppState>,
     principal: Principal,
-    ApiJson(body): ApiJson<BatchInput>,
+    request: axum::extract::Request,
 ) -> ApiResult<Json<BatchOutput>> {
+    // The key and its scope first: a key that may not post events never makes the server read a 16 MiB body.
     let owner = principal.require(Scope::EventsWrite)?;
-    if body.events.is_empty() || body.events.len() > MAX_BATCH {
+    // Large bodies take memory while they are read and parsed: only a few at a time, the rest wait their turn.
+    let turn = state.large_bodies.turn().await?;
+    let ApiJson(body) = ApiJson::<BatchInput>::from_request(request, &state).await?;
+    let events = body.events.0;
+    if events.is_empty() {
         return Err(ApiError::invalid("events", format!("must hold 1 to {MAX_BATCH} events")));
     }
-    let mut items: Vec<Option<BatchItem>> = Vec::with_capacity(body.events.len());
-    let mut valid = Vec::with_capacity(body.events.len());
-    let mut positions = Vec::with_capacity(body.events.len());
-    for (i, value) in body.events.into_iter().enumerate() {
+    let mut items: Vec<Option<BatchItem>> = Vec::with_capacity(events.len());
+    let mut valid = Vec::with_capacity(events.len());
+    let mut positions = Vec::with_capacity(events.len());
+    for (i, raw) in events.into_iter().enumerate() {
         let prefix = format!("events[{i}].");
-        let parsed = serde_json::from_value::<EventInput>(value)
+        let parsed = serde_json::from_str::<EventInput>(raw.get())
             .map_err(|e| ApiError::invalid(format!("events[{i}]"), e.to_string()))
             .and_then(|input| validate(input, &prefix));
         match parsed {
@@ -201,6 +248,8 @@ pub async fn ingest_batch(
             Err(err) => items.push(Some(BatchItem::Error { error: err.into_body() })),
         }
     }
+    // Parsed: what remains is at most 1,000 validated events; the next large body may be read meanwhile.
+    drop(turn);
     let results = state.ingest.submit(owner, valid, crate::trace::current()).await?;
     for (position, result) in positions.into_iter().zip(results) {
         items[position] = Some(match result {

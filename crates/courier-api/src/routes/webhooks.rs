@@ -120,7 +120,13 @@ impl WebhookOutput {
     }
 }
 
+/// The most entries a filter list may hold: every event type and `*` fit many times over.
+pub(crate) const MAX_FILTER_ENTRIES: usize = 64;
+
 fn parse_events(events: &[String]) -> Result<EventSelector, ApiError> {
+    if events.len() > MAX_FILTER_ENTRIES {
+        return Err(ApiError::invalid("filter.events", format!("must hold at most {MAX_FILTER_ENTRIES} entries")));
+    }
     EventSelector::parse(events.iter().map(String::as_str)).map_err(|e| {
         let message = if e.0.is_empty() {
             "must name at least one event type, or \"*\"".to_owned()
@@ -142,6 +148,8 @@ fn check_max_attempts(n: u32) -> Result<u32, ApiError> {
 fn check_description(d: &Option<String>) -> Result<(), ApiError> {
     match d {
         Some(text) if text.len() > 1024 => Err(ApiError::invalid("description", "must be at most 1024 bytes")),
+        // PostgreSQL's text cannot hold NUL: refused here with a 422 rather than failing the insert with a 500.
+        Some(text) if text.contains('\0') => Err(ApiError::invalid("description", "must not contain NUL characters")),
         _ => Ok(()),
     }
 }
@@ -182,7 +190,8 @@ pub async fn create(
         },
         max_attempts: check_max_attempts(body.max_attempts.unwrap_or(state.config.default_max_attempts))?,
     };
-    let (webhook, secret) = webhooks::create(&state.pool, &state.key, owner, new).await?;
+    let (webhook, secret) =
+        webhooks::create_within_limit(&state.pool, &state.key, owner, new, state.config.max_webhooks).await?;
     Ok((StatusCode::CREATED, Json(WebhookOutput::new(webhook, Some(secret.expose().to_owned())))))
 }
 

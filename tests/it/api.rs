@@ -732,3 +732,29 @@ async fn strings_postgres_cannot_hold_or_should_not_are_422_naming_the_field(poo
     let (_, list) = api.call(Method::GET, "/api/v1/webhooks", None).await;
     assert_eq!(list["data"].as_array().map(Vec::len), Some(0), "nothing was created");
 }
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_test_event_can_neither_squat_on_nor_reveal_a_live_event_id(pool: PgPool) {
+    let api = Api::new(pool).await;
+    let tenant = match api_keys::authenticate(&api.pool, &api.key).await.expect("lookup") {
+        api_keys::KeyLookup::Valid(k) => k.owner.tenant,
+        other => panic!("{other:?}"),
+    };
+    let live = key(&api.pool, tenant, Environment::Live, &[Scope::EventsWrite, Scope::DeliveriesRead]).await;
+    // The test key takes the id first, with a different body.
+    let mut test_body = call_completed("evt_contested");
+    test_body["data"]["call_id"] = json!("test-call");
+    assert_eq!(api.event(test_body).await.0, StatusCode::CREATED);
+    // The live event with that id is still accepted as new, not refused as a conflict.
+    let (status, body) =
+        api.call_as(&live, Method::POST, "/api/v1/events", Some(call_completed("evt_contested"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // And a test key learns nothing of live events: posting the live body in test mode conflicts with the test
+    // event only (409 from its own environment), and reading the id shows the test event.
+    let (status, _) = api.event(call_completed("evt_contested")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, seen) = api.call(Method::GET, "/api/v1/events/evt_contested", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(seen["data"]["call_id"], "test-call", "{seen}");
+    assert_eq!(seen["livemode"], false, "{seen}");
+}

@@ -127,7 +127,8 @@ pub async fn claim(pool: &PgPool, limit: u32, lease: Duration, skip: Skip<'_>) -
             SET status = 'delivering', attempt_count = d.attempt_count + 1, next_attempt_at = NULL,
                 lease_expires_at = now() + $2, updated_at = now()
            FROM due, relaxed, events e, webhooks w
-          WHERE d.id = due.id AND e.tenant_id = d.tenant_id AND e.id = d.event_id AND w.id = d.webhook_id
+          WHERE d.id = due.id AND e.tenant_id = d.tenant_id AND e.environment = d.environment AND e.id = d.event_id
+            AND w.id = d.webhook_id
          RETURNING d.id, d.attempt_count, d.max_attempts, d.tenant_id, d.environment, d.event_id, d.event_type,
                    e.created, e.data, w.id AS webhook_id, w.url, w.include_transcript, w.include_metrics,
                    (w.status = 'enabled' AND w.deleted_at IS NULL) AS active, w.secret_ciphertext,

@@ -225,9 +225,11 @@ pub async fn for_event(db: impl PgExecutor<'_>, owner: Owner, event: &EventId) -
 /// idempotent repeat of the same event gets.
 pub async fn fanout_count(db: impl PgExecutor<'_>, owner: Owner, event: &EventId) -> Result<u64> {
     let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM deliveries WHERE tenant_id = $1 AND event_id = $2 AND replay_of IS NULL",
+        "SELECT count(*) FROM deliveries
+         WHERE tenant_id = $1 AND environment = $2 AND event_id = $3 AND replay_of IS NULL",
     )
     .bind(owner.tenant.as_uuid())
+    .bind(owner.environment.as_str())
     .bind(event.as_str())
     .fetch_one(db)
     .await?;
@@ -243,9 +245,10 @@ pub async fn fanout_counts(
     let ids: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT event_id, count(*) FROM deliveries
-         WHERE tenant_id = $1 AND event_id = ANY ($2) AND replay_of IS NULL GROUP BY event_id",
+         WHERE tenant_id = $1 AND environment = $2 AND event_id = ANY ($3) AND replay_of IS NULL GROUP BY event_id",
     )
     .bind(owner.tenant.as_uuid())
+    .bind(owner.environment.as_str())
     .bind(&ids)
     .fetch_all(db)
     .await?;

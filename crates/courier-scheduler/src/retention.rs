@@ -16,13 +16,15 @@ pub const BATCH: i64 = 1000;
 pub async fn purge_expired_batch(pool: &PgPool, default_days: u32) -> Result<u64> {
     let done = sqlx::query(
         "WITH doomed AS (
-            SELECT e.tenant_id, e.id FROM events e JOIN tenants t ON t.id = e.tenant_id
+            SELECT e.tenant_id, e.environment, e.id FROM events e JOIN tenants t ON t.id = e.tenant_id
             WHERE e.received_at < now() - make_interval(days => COALESCE(t.retention_days, $1))
               AND NOT EXISTS (SELECT 1 FROM deliveries d
-                              WHERE d.tenant_id = e.tenant_id AND d.event_id = e.id AND d.due_at IS NOT NULL)
+                              WHERE d.tenant_id = e.tenant_id AND d.environment = e.environment
+                                AND d.event_id = e.id AND d.due_at IS NOT NULL)
             LIMIT $2
          )
-         DELETE FROM events e USING doomed WHERE e.tenant_id = doomed.tenant_id AND e.id = doomed.id",
+         DELETE FROM events e USING doomed
+          WHERE e.tenant_id = doomed.tenant_id AND e.environment = doomed.environment AND e.id = doomed.id",
     )
     .bind(default_days as i32)
     .bind(BATCH)
@@ -38,8 +40,9 @@ pub async fn purge_tenant(pool: &PgPool, tenant: TenantId, before: Option<DateTi
     let mut total = 0;
     loop {
         let done = sqlx::query(
-            "WITH doomed AS (SELECT id FROM events WHERE tenant_id = $1 AND received_at < $2 LIMIT $3)
-             DELETE FROM events e USING doomed WHERE e.tenant_id = $1 AND e.id = doomed.id",
+            "WITH doomed AS (SELECT environment, id FROM events WHERE tenant_id = $1 AND received_at < $2 LIMIT $3)
+             DELETE FROM events e USING doomed
+              WHERE e.tenant_id = $1 AND e.environment = doomed.environment AND e.id = doomed.id",
         )
         .bind(tenant.as_uuid())
         .bind(before)

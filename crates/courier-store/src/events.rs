@@ -90,7 +90,7 @@ pub async fn insert(conn: &mut PgConnection, owner: Owner, new: &NewEvent) -> Re
     let inserted: Option<Row> = sqlx::query_as(concat!(
         "INSERT INTO events (tenant_id, id, environment, event_type, call_id, created, data, request_hash)
          VALUES ($1, $2, $3, $4, $5, COALESCE($6, extract(epoch FROM now())::bigint), $7, $8)
-         ON CONFLICT (tenant_id, id) DO NOTHING RETURNING ",
+         ON CONFLICT (tenant_id, environment, id) DO NOTHING RETURNING ",
         columns!()
     ))
     .bind(owner.tenant.as_uuid())
@@ -112,18 +112,17 @@ pub async fn insert(conn: &mut PgConnection, owner: Owner, new: &NewEvent) -> Re
         #[sqlx(flatten)]
         row: Row,
     }
-    let existing: Existing =
-        sqlx::query_as(concat!("SELECT request_hash, ", columns!(), " FROM events WHERE tenant_id = $1 AND id = $2"))
-            .bind(owner.tenant.as_uuid())
-            .bind(new.id.as_str())
-            .fetch_one(&mut *conn)
-            .await?;
-    // A repeat must also come from the same environment: a test key may not replay a live event's id.
-    if existing.request_hash == hash && existing.row.environment == owner.environment.as_str() {
-        Ok(Inserted::Repeat(from_row(existing.row)?))
-    } else {
-        Ok(Inserted::Conflict)
-    }
+    let existing: Existing = sqlx::query_as(concat!(
+        "SELECT request_hash, ",
+        columns!(),
+        " FROM events WHERE tenant_id = $1 AND environment = $2 AND id = $3"
+    ))
+    .bind(owner.tenant.as_uuid())
+    .bind(owner.environment.as_str())
+    .bind(new.id.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    if existing.request_hash == hash { Ok(Inserted::Repeat(from_row(existing.row)?)) } else { Ok(Inserted::Conflict) }
 }
 
 pub async fn get(db: impl PgExecutor<'_>, owner: Owner, id: &EventId) -> Result<Option<StoredEvent>> {
@@ -183,7 +182,7 @@ pub async fn insert_many(conn: &mut PgConnection, owner: Owner, new: &[NewEvent]
          FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::jsonb[], $8::bytea[])
               WITH ORDINALITY AS e(id, event_type, call_id, created, data, hash, n)
          ORDER BY n
-         ON CONFLICT (tenant_id, id) DO NOTHING RETURNING ",
+         ON CONFLICT (tenant_id, environment, id) DO NOTHING RETURNING ",
         columns!()
     ))
     .bind(owner.tenant.as_uuid())
@@ -209,22 +208,21 @@ pub async fn insert_many(conn: &mut PgConnection, owner: Owner, new: &[NewEvent]
         #[sqlx(flatten)]
         row: Row,
     }
-    let mut existing: std::collections::HashMap<String, (Vec<u8>, String, StoredEvent)> =
-        std::collections::HashMap::new();
+    let mut existing: std::collections::HashMap<String, (Vec<u8>, StoredEvent)> = std::collections::HashMap::new();
     if !missing.is_empty() {
         let rows: Vec<Existing> = sqlx::query_as(concat!(
             "SELECT request_hash, ",
             columns!(),
-            " FROM events WHERE tenant_id = $1 AND id = ANY ($2)"
+            " FROM events WHERE tenant_id = $1 AND environment = $2 AND id = ANY ($3)"
         ))
         .bind(owner.tenant.as_uuid())
+        .bind(owner.environment.as_str())
         .bind(&missing)
         .fetch_all(&mut *conn)
         .await?;
         for e in rows {
-            let environment = e.row.environment.clone();
             let stored = from_row(e.row)?;
-            existing.insert(stored.event.id.as_str().to_owned(), (e.request_hash, environment, stored));
+            existing.insert(stored.event.id.as_str().to_owned(), (e.request_hash, stored));
         }
     }
     let mut hashes_of_new: std::collections::HashMap<&str, &[u8]> = std::collections::HashMap::new();
@@ -242,11 +240,7 @@ pub async fn insert_many(conn: &mut PgConnection, owner: Owner, new: &[NewEvent]
             }
         } else {
             match existing.get(id) {
-                Some((stored_hash, environment, stored))
-                    if stored_hash == hash && environment == owner.environment.as_str() =>
-                {
-                    out.push(Inserted::Repeat(stored.clone()))
-                }
+                Some((stored_hash, stored)) if stored_hash == hash => out.push(Inserted::Repeat(stored.clone())),
                 Some(_) => out.push(Inserted::Conflict),
                 None => return Err(Error::Corrupt(format!("event {id} was neither inserted nor found"))),
             }

@@ -179,6 +179,12 @@ async fn tenants_and_environments_are_isolated(pool: PgPool) {
     // Another tenant may use the same event id: ids are per tenant.
     assert!(matches!(events::insert(&mut conn, globex, &event).await.expect("insert"), Inserted::New(_)));
     assert!(events::get(&pool, acme_test, &event.id).await.expect("get").is_none());
+    // Test mode has its own id space: the same id there is a new event, neither a conflict nor a repeat.
+    let mut different = event.clone();
+    different.event_type = EventType::CallFailed;
+    assert!(matches!(events::insert(&mut conn, acme_test, &different).await.expect("insert"), Inserted::New(_)));
+    let batch = events::insert_many(&mut conn, acme_test, std::slice::from_ref(&event)).await.expect("batch");
+    assert!(matches!(batch[0], Inserted::Conflict), "within test mode the id is taken by the call.failed one");
 }
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]

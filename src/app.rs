@@ -122,6 +122,8 @@ impl Application {
         let app = courier_api::router(state);
         let stop = shutdown.clone();
         tracing::info!(addr = %listener.local_addr()?, "listening");
+        // The client's address feeds the rate limit of failed authentications.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
         if let Some(worker) = worker {
             worker.await.context("the worker's supervisor panicked")?;

@@ -758,3 +758,45 @@ async fn a_test_event_can_neither_squat_on_nor_reveal_a_live_event_id(pool: PgPo
     assert_eq!(seen["data"]["call_id"], "test-call", "{seen}");
     assert_eq!(seen["livemode"], false, "{seen}");
 }
+
+/// One request from `addr` with `key`, through the router as a connected client.
+async fn from_address(api: &Api, addr: &str, method: Method, uri: &str, key: &str, body: Body) -> StatusCode {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {key}"))
+        .body(body)
+        .expect("request");
+    let addr: std::net::SocketAddr = addr.parse().expect("address");
+    req.extensions_mut().insert(axum::extract::ConnectInfo(addr));
+    api.router.clone().oneshot(req).await.expect("response").status()
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn guessing_keys_is_rate_limited_by_address_and_a_batch_counts_its_events(pool: PgPool) {
+    let config = ApiConfig { rate_limit: Some(RateLimit { per_second: 1.0, burst: 5.0 }), ..api_config() };
+    let api = Api::with_config(pool, config).await;
+    let guess = "as_test_0000000000000000000000000000000000";
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        statuses
+            .push(from_address(&api, "192.0.2.7:5000", Method::GET, "/api/v1/webhooks", guess, Body::empty()).await);
+    }
+    assert!(statuses[..20].iter().all(|s| *s == StatusCode::UNAUTHORIZED), "{statuses:?}");
+    assert!(statuses[20..].iter().all(|s| *s == StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    // Another address is not held back.
+    let other = from_address(&api, "198.51.100.9:5000", Method::GET, "/api/v1/webhooks", guess, Body::empty()).await;
+    assert_eq!(other, StatusCode::UNAUTHORIZED);
+
+    // A batch of four events takes four of the key's five tokens: the next batch of two is refused.
+    let batch = |n: usize| {
+        let events: Vec<Value> = (0..n).map(|i| call_completed(&format!("evt_rl{n}x{i}"))).collect();
+        Body::from(json!({ "events": events }).to_string())
+    };
+    let key = api.key.clone();
+    let four = from_address(&api, "203.0.113.1:1", Method::POST, "/api/v1/events/batch", &key, batch(4)).await;
+    assert_eq!(four, StatusCode::OK);
+    let two = from_address(&api, "203.0.113.1:1", Method::POST, "/api/v1/events/batch", &key, batch(2)).await;
+    assert_eq!(two, StatusCode::TOO_MANY_REQUESTS);
+}

@@ -1,6 +1,8 @@
 //! `Authorization: Bearer as_live_…|as_test_…` → the tenant, environment and scopes of the key.
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use courier_core::{ApiKeyId, Scope, Scopes};
@@ -29,19 +31,28 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Guessing keys costs a lookup each: an address whose failures used up its bucket waits, unlooked-up.
+        let addr = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        state.limiter.may_try(addr).map_err(ApiError::rate_limited)?;
+        let failed = |err: ApiError| {
+            state.limiter.failed(addr);
+            err
+        };
         let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("missing Authorization header: send `Authorization: Bearer <API key>`")
+            failed(ApiError::unauthorized("missing Authorization header: send `Authorization: Bearer <API key>`"))
         })?;
         let presented = header
             .to_str()
             .ok()
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .map(str::trim)
-            .ok_or_else(|| ApiError::unauthorized("malformed Authorization header: expected `Bearer <API key>`"))?;
+            .ok_or_else(|| {
+                failed(ApiError::unauthorized("malformed Authorization header: expected `Bearer <API key>`"))
+            })?;
         let key = match api_keys::authenticate(&state.pool, presented).await? {
             KeyLookup::Valid(key) => key,
-            KeyLookup::Revoked => return Err(ApiError::unauthorized("this API key has been revoked")),
-            KeyLookup::Unknown => return Err(ApiError::unauthorized("invalid API key")),
+            KeyLookup::Revoked => return Err(failed(ApiError::unauthorized("this API key has been revoked"))),
+            KeyLookup::Unknown => return Err(failed(ApiError::unauthorized("invalid API key"))),
         };
         state.limiter.check(&key.id).map_err(ApiError::rate_limited)?;
         state.usage.touch(&key.id);

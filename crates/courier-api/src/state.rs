@@ -1,6 +1,7 @@
 //! What every handler shares.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -76,7 +77,7 @@ impl LargeBodies {
 
 impl AppState {
     pub fn new(pool: PgPool, key: MasterKey, config: ApiConfig) -> Self {
-        let limiter = Arc::new(RateLimiter { limit: config.rate_limit, buckets: Mutex::default() });
+        let limiter = Arc::new(RateLimiter::new(config.rate_limit));
         let workers = courier_scheduler::wake::Notifier::spawn(pool.clone());
         let components = crate::supervise::Components::default();
         let ingest = crate::ingest::Ingest::spawn(pool.clone(), workers, components.clone());
@@ -121,28 +122,80 @@ impl KeyUsage {
     }
 }
 
-/// A token bucket per API key.
+/// Token buckets: one per API key, and one per client address for failed authentication, so guessing keys is as
+/// slow as using one (and cheaper for us: a spent address is refused before its key is looked up).
 pub(crate) struct RateLimiter {
     limit: Option<RateLimit>,
     buckets: Mutex<HashMap<ApiKeyId, (f64, Instant)>>,
+    failures: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+/// Failed authentications an address may make: a burst of 20, then 2 a second.
+const FAILURES: RateLimit = RateLimit { per_second: 2.0, burst: 20.0 };
+/// Addresses remembered at most; past it the map is cleared (a flood of addresses only resets their buckets).
+const MAX_ADDRESSES: usize = 100_000;
+
+/// Takes `n` tokens from a bucket refilled at `limit`, or says how many whole seconds until there are enough.
+fn take(bucket: &mut (f64, Instant), limit: RateLimit, n: f64, now: Instant) -> Result<(), u64> {
+    let (tokens, last) = bucket;
+    *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * limit.per_second).min(limit.burst);
+    *last = now;
+    if *tokens >= n {
+        *tokens -= n;
+        Ok(())
+    } else {
+        Err(((n.min(limit.burst) - *tokens) / limit.per_second).ceil().max(1.0) as u64)
+    }
 }
 
 impl RateLimiter {
+    pub(crate) fn new(limit: Option<RateLimit>) -> Self {
+        Self { limit, buckets: Mutex::default(), failures: Mutex::default() }
+    }
+
     /// Takes a token, or says how many whole seconds until one is available.
     pub(crate) fn check(&self, key: &ApiKeyId) -> Result<(), u64> {
+        self.check_n(key, 1)
+    }
+
+    /// Takes `n` tokens (a batch counts each of its events), or says how many whole seconds until there are enough.
+    pub(crate) fn check_n(&self, key: &ApiKeyId, n: usize) -> Result<(), u64> {
         let Some(limit) = self.limit else {
             return Ok(());
         };
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let (tokens, last) = buckets.entry(key.clone()).or_insert((limit.burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * limit.per_second).min(limit.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - *tokens) / limit.per_second).ceil() as u64)
+        let bucket = buckets.entry(key.clone()).or_insert((limit.burst, now));
+        // More than the burst can never be had at once: such a batch empties the bucket instead.
+        take(bucket, limit, (n as f64).min(limit.burst), now)
+    }
+
+    /// Whether `addr` may try to authenticate now (its failures have not used up its bucket).
+    pub(crate) fn may_try(&self, addr: Option<IpAddr>) -> Result<(), u64> {
+        let (Some(_), Some(addr)) = (self.limit, addr) else {
+            return Ok(());
+        };
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match failures.get_mut(&addr) {
+            // Peek: refill without spending.
+            Some(bucket) => take(bucket, FAILURES, 0.0, Instant::now()).and_then(|()| {
+                if bucket.0 >= 1.0 { Ok(()) } else { Err(((1.0 - bucket.0) / FAILURES.per_second).ceil() as u64) }
+            }),
+            None => Ok(()),
         }
+    }
+
+    /// Charges a failed authentication to `addr`.
+    pub(crate) fn failed(&self, addr: Option<IpAddr>) {
+        let (Some(_), Some(addr)) = (self.limit, addr) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() >= MAX_ADDRESSES && !failures.contains_key(&addr) {
+            failures.clear();
+        }
+        let bucket = failures.entry(addr).or_insert((FAILURES.burst, now));
+        let _ = take(bucket, FAILURES, 1.0, now);
     }
 }

@@ -231,6 +231,8 @@ pub async fn ingest_batch(
     if events.is_empty() {
         return Err(ApiError::invalid("events", format!("must hold 1 to {MAX_BATCH} events")));
     }
+    // The request took one token; a batch is as many posts as it has events.
+    state.limiter.check_n(&principal.key_id, events.len() - 1).map_err(ApiError::rate_limited)?;
     let mut items: Vec<Option<BatchItem>> = Vec::with_capacity(events.len());
     let mut valid = Vec::with_capacity(events.len());
     let mut positions = Vec::with_capacity(events.len());

@@ -38,6 +38,7 @@ pub fn api_config(settings: &Settings) -> ApiConfig {
         default_max_attempts: settings.delivery.max_attempts,
         rate_limit: settings.api.rate_limit.map(|(per_second, burst)| RateLimit { per_second, burst }),
         max_webhooks: settings.api.max_webhooks,
+        statement_timeout: settings.api.statement_timeout,
     }
 }
 

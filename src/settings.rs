@@ -51,6 +51,8 @@ pub struct ApiSettings {
     pub rate_limit: Option<(f64, f64)>,
     /// `COURIER_MAX_WEBHOOKS`: webhooks one tenant may have.
     pub max_webhooks: u32,
+    /// `COURIER_API_STATEMENT_TIMEOUT`: the longest one API statement may run (then 503).
+    pub statement_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -138,6 +140,7 @@ impl std::fmt::Debug for ApiSettings {
             .field("rotation_grace", &self.rotation_grace)
             .field("rate_limit", &self.rate_limit)
             .field("max_webhooks", &self.max_webhooks)
+            .field("statement_timeout", &self.statement_timeout)
             .finish()
     }
 }
@@ -157,6 +160,7 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     ("rate_limit", Some("1000")),
     ("rate_limit_burst", Some("2000")),
     ("max_webhooks", Some("100")),
+    ("api_statement_timeout", Some("5s")),
     ("allowed_targets", Some("")),
     ("retry_initial", Some("30s")),
     ("retry_multiplier", Some("4")),
@@ -336,6 +340,13 @@ impl Settings {
                     (rate > 0.0).then_some((rate, burst.max(1.0)))
                 },
                 max_webhooks: l.parse("max_webhooks", positive)?,
+                statement_timeout: l.parse("api_statement_timeout", |s| {
+                    let d = duration(s)?;
+                    if d < Duration::from_millis(10) {
+                        bail!("must be at least 10ms");
+                    }
+                    Ok(d)
+                })?,
             },
             delivery: DeliverySettings {
                 allowed_targets: l.parse("allowed_targets", |s| {

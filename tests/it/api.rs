@@ -28,6 +28,7 @@ pub fn api_config() -> ApiConfig {
         default_max_attempts: 5,
         rate_limit: None,
         max_webhooks: 100,
+        statement_timeout: Duration::from_secs(5),
     }
 }
 
@@ -799,4 +800,20 @@ async fn guessing_keys_is_rate_limited_by_address_and_a_batch_counts_its_events(
     assert_eq!(four, StatusCode::OK);
     let two = from_address(&api, "203.0.113.1:1", Method::POST, "/api/v1/events/batch", &key, batch(2)).await;
     assert_eq!(two, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn an_api_query_never_outlives_its_statement_timeout(pool: PgPool) {
+    let config = ApiConfig { statement_timeout: Duration::from_millis(200), ..api_config() };
+    let api = Api::with_config(pool.clone(), config).await;
+    // Someone holds the webhooks table: the listing would wait for ever without a statement timeout.
+    let mut blocker = pool.begin().await.expect("tx");
+    sqlx::query("LOCK TABLE webhooks IN ACCESS EXCLUSIVE MODE").execute(&mut *blocker).await.expect("lock");
+    let started = std::time::Instant::now();
+    let (status, headers, body) = api.raw(Method::GET, "/api/v1/webhooks", Some(&api.key), Body::empty()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    blocker.rollback().await.expect("rollback");
+    assert_eq!(api.call(Method::GET, "/api/v1/webhooks", None).await.0, StatusCode::OK);
 }

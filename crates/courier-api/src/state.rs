@@ -25,6 +25,19 @@ pub struct ApiConfig {
     pub rate_limit: Option<RateLimit>,
     /// Webhooks one tenant may have (deleted ones not counted).
     pub max_webhooks: u32,
+    /// The longest any one API statement may run before PostgreSQL cancels it (answered 503).
+    pub statement_timeout: Duration,
+}
+
+/// A pool like `pool` (same server, credentials and size) whose sessions cancel any statement running longer than
+/// `timeout`. The API gets its own: under `serve` it shares the database with delivery, and a tenant's expensive
+/// query must not hold a connection (or a lock) that delivery needs. Connections open lazily.
+fn api_pool(pool: &PgPool, timeout: Duration) -> PgPool {
+    let options = (*pool.connect_options()).clone().options([("statement_timeout", timeout.as_millis().to_string())]);
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(pool.options().get_max_connections())
+        .acquire_timeout(pool.options().get_acquire_timeout())
+        .connect_lazy_with(options)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +90,7 @@ impl LargeBodies {
 
 impl AppState {
     pub fn new(pool: PgPool, key: MasterKey, config: ApiConfig) -> Self {
+        let pool = api_pool(&pool, config.statement_timeout);
         let limiter = Arc::new(RateLimiter::new(config.rate_limit));
         let workers = courier_scheduler::wake::Notifier::spawn(pool.clone());
         let components = crate::supervise::Components::default();

@@ -78,6 +78,7 @@ mod tests {
             default_max_attempts: 5,
             rate_limit: None,
             max_webhooks: 100,
+            statement_timeout: Duration::from_secs(5),
         }
     }
 

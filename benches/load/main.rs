@@ -21,7 +21,8 @@ use receiver::Receiver;
 #[derive(Debug, Clone, Parser)]
 #[command(about = "Courier's end-to-end load benchmark")]
 struct Args {
-    /// burst, batch, rate, fairness, tenants, backlog (comma-separated), or all.
+    /// burst, batch, rate, fairness, tenants, backlog (comma-separated), or all; `logs` (slow: it generates
+    /// millions of rows) runs only when named.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Tiny counts, to prove the harness works (make test runs this).
@@ -60,6 +61,9 @@ struct Args {
     /// backlog: finished deliveries added to measure the claim's cost against.
     #[arg(long, default_value_t = 1_000_000)]
     finished_rows: usize,
+    /// logs: finished deliveries of one tenant in the history the log pages are timed against.
+    #[arg(long, default_value_t = 10_000_000)]
+    log_rows: usize,
     /// Webhooks every event fans out to (burst, batch, rate).
     #[arg(long, default_value_t = 1)]
     webhooks: usize,
@@ -440,6 +444,111 @@ async fn tenants(cluster: &str, a: &Args) -> Value {
            "hanging_deliveries": a.hanging_events * 4, "healthy_throughput_ratio": ratio})
 }
 
+/// A tenant with `log_rows` finished deliveries over the last 30 days (ids carry their times, as real ones do;
+/// 97 % succeeded, 2 % failed, 1 % cancelled, six event types, a call id shared by ten rows), then page requests
+/// through the real API, timed per filter: the newest page and the pages after it, 40 requests each.
+async fn logs(cluster: &str, a: &Args) -> Value {
+    let receiver = Receiver::start(None).await;
+    let s = setup(cluster, "logs", vec![receiver], a.worker_concurrency).await;
+    send_singles(&s.courier.base, &s.emitter, 1, 1, "l", Arc::default()).await;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&s.url).await.expect("connect");
+    let generated = Instant::now();
+    // The id of unix millisecond `ms` with random bits `r`, in the shape of courier_id (and DeliveryId).
+    sqlx::query(
+        r#"CREATE FUNCTION pg_temp.bench_id(ms bigint, r bigint) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+            SELECT 'dlv_' || string_agg(substr('0123456789ABCDEFGHJKMNPQRSTVWXYZ',
+                       (CASE WHEN i < 10 THEN (ms >> (5 * (9 - i))) & 31 ELSE (r >> (5 * (25 - i))) & 31 END)::int + 1, 1),
+                   '' ORDER BY i)
+            FROM generate_series(0, 25) i $$"#,
+    )
+    .execute(&mut conn)
+    .await
+    .expect("function");
+    let rows = a.log_rows as i64;
+    sqlx::query(
+        "INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
+                                 attempt_count, max_attempts, created_at, updated_at)
+         SELECT pg_temp.bench_id(t.ms, (random() * 1e15)::bigint), d.tenant_id, d.environment, d.event_id,
+                d.webhook_id, (ARRAY['call.started','call.connected','call.completed','call.failed',
+                                     'call.disconnected','call.agent.changed'])[1 + g % 6],
+                'call-' || (g / 10), CASE WHEN g % 100 < 97 THEN 'succeeded' WHEN g % 100 < 99 THEN 'failed'
+                                          ELSE 'cancelled' END,
+                1, d.max_attempts, to_timestamp(t.ms / 1000.0), to_timestamp(t.ms / 1000.0)
+         FROM (SELECT * FROM deliveries LIMIT 1) d, generate_series(1, $1) g,
+              LATERAL (SELECT (extract(epoch FROM now() - interval '30 days') * 1000)::bigint
+                              + g * (30 * 86400000::bigint / $1) AS ms) t",
+    )
+    .bind(rows)
+    .execute(&mut conn)
+    .await
+    .expect("history");
+    sqlx::query("VACUUM ANALYZE deliveries").execute(&mut conn).await.expect("analyze");
+    let generate_s = generated.elapsed().as_secs_f64();
+    let size: String = sqlx::query_scalar("SELECT pg_size_pretty(pg_total_relation_size('deliveries'))")
+        .fetch_one(&mut conn)
+        .await
+        .expect("size");
+    let admin = cli(
+        &s.url,
+        &["keys", "create", "--tenant", &tenant_of(&s.url), "--env", "test", "--scopes", "deliveries:read", "--json"],
+    )["key"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    let http = reqwest::Client::builder().no_proxy().build().expect("client");
+    let mid = chrono::Utc::now() - chrono::Duration::days(15);
+    let filters = [
+        ("none", String::new()),
+        ("status=failed", "status=failed".to_owned()),
+        ("status=cancelled", "status=cancelled".to_owned()),
+        ("status=delivering", "status=delivering".to_owned()),
+        ("event_type=call.failed", "event_type=call.failed".to_owned()),
+        ("call_id", format!("call_id=call-{}", rows / 20)),
+        (
+            "since+until (1 h, 15 d ago)",
+            format!(
+                "since={}&until={}",
+                mid.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                (mid + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        ),
+    ];
+    let mut pages = serde_json::Map::new();
+    for (name, query) in filters {
+        let mut latencies = Vec::new();
+        let mut returned = 0usize;
+        let mut cursor: Option<String> = None;
+        for _ in 0..40 {
+            let mut url = format!("{}/api/v1/deliveries?limit=50&{query}", s.courier.base);
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={c}"));
+            }
+            let begun = Instant::now();
+            let res = http.get(url).bearer_auth(&admin).send().await.expect("page");
+            assert_eq!(res.status().as_u16(), 200, "{name}");
+            let page: Value = serde_json::from_str(&res.text().await.expect("body")).expect("json");
+            latencies.push(begun.elapsed().as_secs_f64() * 1000.0);
+            returned += page["data"].as_array().map_or(0, Vec::len);
+            // At the end (no cursor) the next request starts again from the newest page.
+            cursor = page["next_cursor"].as_str().map(str::to_owned);
+        }
+        latencies.sort_by(f64::total_cmp);
+        pages.insert(
+            name.to_owned(),
+            json!({"p50_ms": percentile(&latencies, 50.0), "p99_ms": percentile(&latencies, 99.0),
+                                             "rows_per_page": returned as f64 / latencies.len() as f64}),
+        );
+    }
+    s.teardown().await;
+    json!({"rows": rows, "generate_s": generate_s, "deliveries_size": size, "pages": pages})
+}
+
+/// The id of the benchmark's one tenant.
+fn tenant_of(url: &str) -> String {
+    // One JSON object a line; the benchmark's database holds one tenant.
+    cli(url, &["tenants", "list", "--json"])["id"].as_str().expect("a tenant").to_owned()
+}
+
 /// The claim statement, timed by EXPLAIN ANALYZE (milliseconds), as the worker runs it.
 async fn claim_cost(url: &str) -> f64 {
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.expect("connect");
@@ -548,6 +657,7 @@ fn main() {
             seconds: 1,
             fairness_events: 50,
             hanging_events: 20,
+            log_rows: 20_000,
             backlog: 200,
             finished_rows: 1000,
             stall_secs: 10,
@@ -585,6 +695,9 @@ fn main() {
         if wanted("backlog") {
             results.insert("backlog".into(), backlog(&cluster, &args).await);
         }
+        if args.scenario.split(',').any(|s| s == "logs") || (args.smoke && args.scenario == "all") {
+            results.insert("logs".into(), logs(&cluster, &args).await);
+        }
         eprintln!("{:<10} {:>10} {:>12} {:>8} {:>8} {:>8} {:>8} {:>5} {:>5} {:>8} {:>8}", "scenario", "ingest/s", "deliveries/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "dup", "miss", "RSS MiB", "CPU s");
         for (name, r) in &results {
             if name == "backlog" {
@@ -594,6 +707,13 @@ fn main() {
                     r["claim_ms_no_finished_rows"].as_f64().unwrap_or(f64::NAN),
                     r["claim_ms_with_finished_rows"].as_f64().unwrap_or(f64::NAN), r["finished_rows"]
                 );
+            } else if name == "logs" {
+                eprintln!("logs: {} deliveries of one tenant over 30 days; page latency through the API (ms):", r["rows"]);
+                if let Some(filters) = r["pages"].as_object() {
+                    for (filter, t) in filters {
+                        eprintln!("  {filter:<28} p50 {:>7.1}  p99 {:>7.1}  rows/page {:>5.1}", t["p50_ms"].as_f64().unwrap_or(f64::NAN), t["p99_ms"].as_f64().unwrap_or(f64::NAN), t["rows_per_page"].as_f64().unwrap_or(0.0));
+                    }
+                }
             } else if name == "tenants" {
                 eprintln!("{}", row("ten-solo", &r["solo"]));
                 eprintln!("{}", row("ten-hang", &r["beside_hanging_tenant"]));

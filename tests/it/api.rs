@@ -817,3 +817,55 @@ async fn an_api_query_never_outlives_its_statement_timeout(pool: PgPool) {
     blocker.rollback().await.expect("rollback");
     assert_eq!(api.call(Method::GET, "/api/v1/webhooks", None).await.0, StatusCode::OK);
 }
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_rare_status_is_found_through_bounded_pages_and_time_ranges_narrow_the_scan(pool: PgPool) {
+    let api = Api::new(pool).await;
+    api.webhook("https://example.com/a").await;
+    assert_eq!(api.event(call_completed("evt_scan")).await.0, StatusCode::CREATED);
+    // 6,000 more finished deliveries of that event, one a second from 2020-01-01 (ids carry their time, as real
+    // ones do), more than one request examines; the three oldest failed.
+    let start = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z").expect("time").timestamp_millis();
+    let ids: Vec<String> =
+        (1..=6000i64).map(|g| courier_core::DeliveryId::first_at(start + g * 1000).as_str().to_owned()).collect();
+    let seconds: Vec<i64> = (1..=6000).collect();
+    sqlx::query(
+        "INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
+                                 attempt_count, max_attempts, created_at)
+         SELECT n.id, d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id,
+                CASE WHEN n.g <= 3 THEN 'failed' ELSE 'succeeded' END, 1, d.max_attempts,
+                '2020-01-01'::timestamptz + n.g * interval '1 second'
+         FROM (SELECT * FROM deliveries LIMIT 1) d, unnest($1::text[], $2::int8[]) AS n(id, g)",
+    )
+    .bind(&ids)
+    .bind(&seconds)
+    .execute(&api.pool)
+    .await
+    .expect("history");
+    let mut found = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut requests = 0;
+    loop {
+        let uri = match &cursor {
+            Some(c) => format!("/api/v1/deliveries?status=failed&limit=10&cursor={c}"),
+            None => "/api/v1/deliveries?status=failed&limit=10".to_owned(),
+        };
+        let (status, page) = api.call(Method::GET, &uri, None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        requests += 1;
+        found.extend(page["data"].as_array().expect("data").iter().map(|d| d["id"].as_str().expect("id").to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+        assert!(requests < 10, "pages must end");
+    }
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(requests >= 2, "the first request stopped at its window and said where to go on");
+
+    // A time range is an id range too: only the matching stretch is read, and the answer is exact.
+    let (status, page) =
+        api.call(Method::GET, "/api/v1/deliveries?since=2020-01-01T00:00:01Z&until=2020-01-01T00:00:03Z", None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["data"].as_array().map(Vec::len), Some(2), "{page}");
+}

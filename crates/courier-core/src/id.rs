@@ -71,6 +71,13 @@ macro_rules! generated_id {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// The smallest id made at unix millisecond `ms` or later: ids sort by creation time, so a time range
+            /// is an id range (an index range scan) too. Times before 1970 clamp to the first id.
+            pub fn first_at(ms: i64) -> Self {
+                let ms = u128::try_from(ms.max(0)).unwrap_or(0) & ((1 << 48) - 1);
+                Self(format!("{}{}", $prefix, encode(ms << 80)))
+            }
         }
 
         impl fmt::Display for $name {
@@ -224,6 +231,17 @@ impl fmt::Debug for TenantId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_at_bounds_the_ids_of_a_millisecond() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+        let before = DeliveryId::first_at(now - 1);
+        let id = DeliveryId::generate();
+        let after = DeliveryId::first_at(now + 60_000);
+        assert!(before <= id && id < after, "{before} {id} {after}");
+        assert_eq!(DeliveryId::first_at(-5), DeliveryId::first_at(0));
+        assert!(DeliveryId::parse(DeliveryId::first_at(now).as_str()).is_ok());
+    }
 
     #[test]
     fn generated_ids_round_trip_and_sort_by_creation() {

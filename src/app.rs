@@ -80,6 +80,15 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Application { listener, metrics, state, worker, retention_days } = self;
         let retention = tokio::spawn(retention_loop(state.pool.clone(), retention_days, shutdown.clone()));
+        let replays = {
+            let (pool, stop) = (state.pool.clone(), shutdown.clone());
+            tokio::spawn(courier_api::supervise::supervise(
+                "replays",
+                state.components.clone(),
+                stop.clone(),
+                move || replay_loop(pool.clone(), stop.clone()),
+            ))
+        };
         let flusher = {
             let state = state.clone();
             let shutdown = shutdown.clone();
@@ -131,10 +140,30 @@ impl Application {
         }
         let _ = flusher.await;
         let _ = retention.await;
+        let _ = replays.await;
         if let Some(server) = metrics_server {
             server.await.context("the metrics server panicked")??;
         }
         Ok(())
+    }
+}
+
+/// Advances bulk replay jobs one chunk at a time, jobs taking turns, until shutdown. A pause between chunks keeps
+/// a big replay from flooding the queue faster than a worker share drains it.
+async fn replay_loop(pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
+    loop {
+        let pause = match courier_scheduler::replay::advance(&pool).await {
+            Ok(true) => Duration::from_millis(50),
+            Ok(false) => Duration::from_secs(1),
+            Err(err) => {
+                tracing::warn!(error = %err, "advancing a bulk replay failed; will retry");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(pause) => {}
+        }
     }
 }
 

@@ -500,10 +500,20 @@ async fn delivery_logs_filter_and_replay(pool: PgPool) {
         .expect("fail them");
     let (status, dry) = api.call(Method::POST, "/api/v1/deliveries/replay", Some(json!({"dry_run": true}))).await;
     assert_eq!((status, dry), (StatusCode::OK, json!({"queued": 2, "dry_run": true})));
-    let (status, done) = api
+    let (status, job) = api
         .call(Method::POST, "/api/v1/deliveries/replay", Some(json!({"webhook_id": b, "event_types": ["call.failed"]})))
         .await;
-    assert_eq!((status, done), (StatusCode::OK, json!({"queued": 1, "dry_run": false})));
+    assert_eq!(
+        (status, job["status"].as_str(), job["replayed"].as_u64()),
+        (StatusCode::ACCEPTED, Some("queued"), Some(0))
+    );
+    let job = job["id"].as_str().expect("job id").to_owned();
+    while courier_scheduler::replay::advance(&api.pool).await.expect("advance") {}
+    let (status, done) = api.call(Method::GET, &format!("/api/v1/replays/{job}"), None).await;
+    assert_eq!(
+        (status, done["status"].as_str(), done["replayed"].as_u64()),
+        (StatusCode::OK, Some("finished"), Some(1))
+    );
     let (status, _) = api.call(Method::POST, "/api/v1/deliveries/replay", Some(json!({"status": "lost"}))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 
@@ -541,9 +551,14 @@ async fn another_tenant_sees_nothing_and_gets_404_everywhere(pool: PgPool) {
         let (status, body) = api.call_as(&other, Method::GET, uri, None).await;
         assert_eq!((status, &body["data"]), (StatusCode::OK, &json!([])), "{uri}");
     }
-    let (_, replayed) =
+    let (_, job) =
         api.call_as(&other, Method::POST, "/api/v1/deliveries/replay", Some(json!({"status": "pending"}))).await;
-    assert_eq!(replayed["queued"], 0);
+    while courier_scheduler::replay::advance(&api.pool).await.expect("advance") {}
+    let job = job["id"].as_str().expect("job id").to_owned();
+    let (_, done) = api.call_as(&other, Method::GET, &format!("/api/v1/replays/{job}"), None).await;
+    assert_eq!((done["status"].as_str(), done["replayed"].as_u64()), (Some("finished"), Some(0)));
+    // A tenant's replay job is invisible to another.
+    assert_eq!(api.call(Method::GET, &format!("/api/v1/replays/{job}"), None).await.0, StatusCode::NOT_FOUND);
     // The same event id is free for the other tenant: ids are per tenant.
     let (status, _) = api.call_as(&other, Method::POST, "/api/v1/events", Some(call_completed("evt_private"))).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -624,6 +639,7 @@ async fn the_openapi_document_parses_and_lists_every_route(pool: PgPool) {
         ("/api/v1/deliveries/{id}", vec!["get"]),
         ("/api/v1/deliveries/{id}/replay", vec!["post"]),
         ("/api/v1/deliveries/replay", vec!["post"]),
+        ("/api/v1/replays/{id}", vec!["get"]),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
     ];
@@ -868,4 +884,34 @@ async fn a_rare_status_is_found_through_bounded_pages_and_time_ranges_narrow_the
         api.call(Method::GET, "/api/v1/deliveries?since=2020-01-01T00:00:01Z&until=2020-01-01T00:00:03Z", None).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(page["data"].as_array().map(Vec::len), Some(2), "{page}");
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn bulk_replay_never_replays_a_queued_replay_or_a_delivery_replayed_before(pool: PgPool) {
+    let api = Api::new(pool).await;
+    api.webhook("https://example.com/a").await;
+    for i in 0..3 {
+        assert_eq!(api.event(call_completed(&format!("evt_r{i}"))).await.0, StatusCode::CREATED);
+    }
+    sqlx::query("UPDATE deliveries SET status = 'failed', next_attempt_at = NULL")
+        .execute(&api.pool)
+        .await
+        .expect("fail");
+    let replay_all = |status: &'static str| {
+        let api = api.clone();
+        async move {
+            let (code, job) =
+                api.call(Method::POST, "/api/v1/deliveries/replay", Some(json!({"status": status}))).await;
+            assert_eq!(code, StatusCode::ACCEPTED, "{job}");
+            while courier_scheduler::replay::advance(&api.pool).await.expect("advance") {}
+            let (_, done) =
+                api.call(Method::GET, &format!("/api/v1/replays/{}", job["id"].as_str().expect("id")), None).await;
+            done["replayed"].as_u64().expect("replayed")
+        }
+    };
+    assert_eq!(replay_all("failed").await, 3, "the three failed deliveries");
+    assert_eq!(replay_all("failed").await, 0, "each was replayed already");
+    assert_eq!(replay_all("pending").await, 0, "their replays are still queued: not replayed again");
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries").fetch_one(&api.pool).await.expect("count");
+    assert_eq!(total, 6);
 }

@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/deliveries/replay", post(deliveries::replay_bulk))
         .route("/api/v1/deliveries/{id}", get(deliveries::get))
         .route("/api/v1/deliveries/{id}/replay", post(deliveries::replay_one))
+        .route("/api/v1/replays/{id}", get(deliveries::get_replay))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }))

@@ -11,7 +11,7 @@ use crate::routes::{deliveries, events, health, webhooks};
     paths(
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete, webhooks::rotate_secret,
         events::ingest, events::ingest_batch, events::list, events::get,
-        deliveries::list, deliveries::get, deliveries::replay_one, deliveries::replay_bulk,
+        deliveries::list, deliveries::get, deliveries::replay_one, deliveries::replay_bulk, deliveries::get_replay,
         health::healthz, health::readyz,
     ),
     modifiers(&BearerAuth),

@@ -129,6 +129,11 @@ generated_id!(
     ApiKeyId,
     "key_"
 );
+generated_id!(
+    /// A bulk replay job: `rpl_…`.
+    ReplayId,
+    "rpl_"
+);
 
 /// An event id: `evt_…`.
 ///

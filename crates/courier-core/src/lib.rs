@@ -20,7 +20,7 @@ pub mod trace_parent;
 pub use envelope::{Envelope, PayloadFilter};
 pub use environment::Environment;
 pub use event::{Event, EventData, EventSelector, EventType};
-pub use id::{ApiKeyId, DeliveryId, EventId, IdError, TenantId, WebhookId};
+pub use id::{ApiKeyId, DeliveryId, EventId, IdError, ReplayId, TenantId, WebhookId};
 pub use outcome::{AttemptResult, ErrorKind, Next};
 pub use response::ResponseBody;
 pub use retry::RetryPolicy;

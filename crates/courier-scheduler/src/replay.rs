@@ -1,12 +1,12 @@
 //! Replay: a new delivery of the same event to the same webhook, with a fresh attempt budget and `replay_of` set.
 
-use chrono::Utc;
-use courier_core::{DeliveryId, TraceParent};
+use chrono::{DateTime, Utc};
+use courier_core::{DeliveryId, ReplayId, TenantId, TraceParent, WebhookId};
 use courier_store::Owner;
-use sqlx::{PgPool, QueryBuilder};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 
 use crate::logs::{COLUMNS, Delivery, DeliveryFilter, Visibility, push_conditions};
-use crate::{Result, wake};
+use crate::{Error, Result, wake};
 
 /// How many deliveries one bulk-replay transaction creates.
 pub const CHUNK: u32 = 500;
@@ -55,10 +55,66 @@ pub async fn replay_one(pool: &PgPool, owner: Owner, id: &DeliveryId, trace: Opt
     Ok(Replayed::Queued(Box::new(crate::logs::from_row(row)?)))
 }
 
-/// Replays every matching delivery whose webhook is active, in transactions of [`CHUNK`], walking the ids in order.
-/// Only deliveries created before the call are considered, so the replays it makes are never replayed again by the
-/// same run; a delivery whose earlier replay is still queued is skipped, so rerunning an interrupted run is safe.
-/// `progress` is told the running total after each chunk; `trace` is as for [`replay_one`].
+/// Appends what makes a delivery a bulk-replay candidate: it matches, its webhook is active, it was created before
+/// `created_before` (so a run never replays its own replays), it is not itself a replay still queued, and it was
+/// never replayed before (replay its replay instead). Rerunning an interrupted run therefore never doubles anything.
+fn push_candidates(
+    q: &mut QueryBuilder<Postgres>,
+    visibility: Visibility,
+    filter: &DeliveryFilter,
+    created_before: DateTime<Utc>,
+) {
+    q.push(
+        " FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+         WHERE w.status = 'enabled' AND w.deleted_at IS NULL
+           AND NOT (d.replay_of IS NOT NULL AND d.status IN ('pending', 'delivering'))
+           AND NOT EXISTS (SELECT 1 FROM deliveries r WHERE r.replay_of = d.id)
+           AND d.created_at < ",
+    );
+    q.push_bind(created_before);
+    push_conditions(q, visibility, filter);
+}
+
+/// Replays the next [`CHUNK`] candidates after `after` (in id order) in `conn`'s transaction; returns the ids of the
+/// deliveries it replayed.
+async fn replay_chunk(
+    conn: &mut PgConnection,
+    visibility: Visibility,
+    filter: &DeliveryFilter,
+    created_before: DateTime<Utc>,
+    after: Option<&str>,
+    trace: Option<&str>,
+) -> Result<Vec<String>> {
+    let mut q = QueryBuilder::new(
+        "INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
+                                 max_attempts, next_attempt_at, replay_of, trace_parent)
+         SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id,
+                'pending', w.max_attempts, now(), d.id, ",
+    );
+    q.push_bind(trace.map(str::to_owned));
+    push_candidates(&mut q, visibility, filter, created_before);
+    if let Some(after) = after {
+        q.push(" AND d.id > ").push_bind(after.to_owned());
+    }
+    q.push(" ORDER BY d.id LIMIT ").push_bind(i64::from(CHUNK)).push(" RETURNING replay_of");
+    let replayed: Vec<String> = q.build_query_scalar().fetch_all(&mut *conn).await?;
+    if !replayed.is_empty() {
+        wake::notify(&mut *conn).await?;
+    }
+    Ok(replayed)
+}
+
+/// How many deliveries a bulk replay with `filter` would queue now.
+pub async fn count_bulk(pool: &PgPool, visibility: Visibility, filter: &DeliveryFilter) -> Result<u64> {
+    let mut q = QueryBuilder::new("SELECT count(*)");
+    push_candidates(&mut q, visibility, filter, Utc::now());
+    let n: i64 = q.build_query_scalar().fetch_one(pool).await?;
+    Ok(n as u64)
+}
+
+/// Replays every candidate (see `push_candidates`) in transactions of [`CHUNK`], walking the ids in order, in
+/// the caller's time (the CLI, with a progress bar). `progress` is told the running total after each chunk; `trace`
+/// is as for [`replay_one`]. The API queues a [`ReplayJob`] instead.
 pub async fn replay_bulk(
     pool: &PgPool,
     visibility: Visibility,
@@ -67,47 +123,16 @@ pub async fn replay_bulk(
     trace: Option<TraceParent>,
     mut progress: impl FnMut(u64),
 ) -> Result<u64> {
-    let started = Utc::now();
     if dry_run {
-        let mut q = QueryBuilder::new(
-            "SELECT count(*) FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
-             WHERE w.status = 'enabled' AND w.deleted_at IS NULL AND NOT EXISTS (
-                SELECT 1 FROM deliveries r WHERE r.replay_of = d.id AND r.status IN ('pending', 'delivering'))",
-        );
-        push_conditions(&mut q, visibility, filter);
-        let n: i64 = q.build_query_scalar().fetch_one(pool).await?;
-        return Ok(n as u64);
+        return count_bulk(pool, visibility, filter).await;
     }
+    let started = Utc::now();
     let trace = trace.map(|t| t.to_string());
     let mut total = 0u64;
     let mut after: Option<String> = None;
     loop {
         let mut tx = pool.begin().await?;
-        let mut q = QueryBuilder::new(
-            "INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
-                                     max_attempts, next_attempt_at, replay_of, trace_parent)
-             SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id,
-                    'pending', w.max_attempts, now(), d.id, ",
-        );
-        q.push_bind(trace.clone());
-        q.push(
-            " FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
-             WHERE w.status = 'enabled' AND w.deleted_at IS NULL
-               -- A delivery whose replay is still queued is not queued again, so an interrupted run can be rerun.
-               AND NOT EXISTS (SELECT 1 FROM deliveries r
-                               WHERE r.replay_of = d.id AND r.status IN ('pending', 'delivering'))
-               AND d.created_at < ",
-        );
-        q.push_bind(started);
-        push_conditions(&mut q, visibility, filter);
-        if let Some(after) = &after {
-            q.push(" AND d.id > ").push_bind(after.clone());
-        }
-        q.push(" ORDER BY d.id LIMIT ").push_bind(i64::from(CHUNK)).push(" RETURNING replay_of");
-        let replayed: Vec<String> = q.build_query_scalar().fetch_all(&mut *tx).await?;
-        if !replayed.is_empty() {
-            wake::notify(&mut *tx).await?;
-        }
+        let replayed = replay_chunk(&mut tx, visibility, filter, started, after.as_deref(), trace.as_deref()).await?;
         tx.commit().await?;
         let full_chunk = replayed.len() as u64 == u64::from(CHUNK);
         total += replayed.len() as u64;
@@ -117,4 +142,168 @@ pub async fn replay_bulk(
             _ => return Ok(total),
         }
     }
+}
+
+/// A bulk replay running in the background.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayJob {
+    pub id: ReplayId,
+    /// `queued`, `running` or `finished`.
+    pub status: String,
+    /// Deliveries queued so far.
+    pub replayed: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A job's filter as stored.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct StoredFilter {
+    status: Option<String>,
+    webhook_id: Option<String>,
+    event_types: Vec<String>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+}
+
+impl StoredFilter {
+    fn from_filter(f: &DeliveryFilter) -> Self {
+        Self {
+            status: f.status.map(|s| s.as_str().to_owned()),
+            webhook_id: f.webhook_id.as_ref().map(|w| w.as_str().to_owned()),
+            event_types: f.event_types.iter().map(|t| t.as_str().to_owned()).collect(),
+            since: f.since,
+            until: f.until,
+        }
+    }
+
+    fn into_filter(self) -> Result<DeliveryFilter> {
+        let corrupt = |what: &str| Error::Corrupt(format!("replay filter: {what}"));
+        Ok(DeliveryFilter {
+            status: self.status.map(|s| s.parse()).transpose().map_err(|_| corrupt("status"))?,
+            webhook_id: self.webhook_id.map(|w| WebhookId::parse(&w)).transpose().map_err(|_| corrupt("webhook"))?,
+            event_types: self
+                .event_types
+                .iter()
+                .map(|t| t.parse().map_err(|_| corrupt("event type")))
+                .collect::<Result<_>>()?,
+            call_id: None,
+            since: self.since,
+            until: self.until,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: String,
+    status: String,
+    replayed: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+fn job_from_row(row: JobRow) -> Result<ReplayJob> {
+    Ok(ReplayJob {
+        id: ReplayId::parse(&row.id).map_err(|_| Error::Corrupt(format!("replay id {}", row.id)))?,
+        status: row.status,
+        replayed: row.replayed.max(0) as u64,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        finished_at: row.finished_at,
+    })
+}
+
+const JOB_COLUMNS: &str = "id, status, replayed, created_at, updated_at, finished_at";
+
+/// Queues a bulk replay of `filter` for `owner`; [`advance`] does the work.
+pub async fn start_bulk(
+    pool: &PgPool,
+    owner: Owner,
+    filter: &DeliveryFilter,
+    trace: Option<TraceParent>,
+) -> Result<ReplayJob> {
+    let stored = serde_json::to_value(StoredFilter::from_filter(filter))
+        .map_err(|e| Error::Corrupt(format!("replay filter: {e}")))?;
+    let row: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO replays (id, tenant_id, environment, filter, created_before, trace_parent)
+         VALUES ($1, $2, $3, $4, now(), $5) RETURNING {JOB_COLUMNS}"
+    )))
+    .bind(ReplayId::generate().as_str())
+    .bind(owner.tenant.as_uuid())
+    .bind(owner.environment.as_str())
+    .bind(stored)
+    .bind(trace.map(|t| t.to_string()))
+    .fetch_one(pool)
+    .await?;
+    job_from_row(row)
+}
+
+/// One of `owner`'s replay jobs.
+pub async fn job(pool: &PgPool, owner: Owner, id: &ReplayId) -> Result<Option<ReplayJob>> {
+    let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM replays WHERE id = $1 AND tenant_id = $2 AND environment = $3"
+    )))
+    .bind(id.as_str())
+    .bind(owner.tenant.as_uuid())
+    .bind(owner.environment.as_str())
+    .fetch_optional(pool)
+    .await?;
+    row.map(job_from_row).transpose()
+}
+
+/// Advances the open job that waited longest by one chunk, in one transaction (the job row is locked, so several
+/// processes share the jobs without doubling a chunk). Returns false when no job is open.
+pub async fn advance(pool: &PgPool) -> Result<bool> {
+    #[derive(sqlx::FromRow)]
+    struct Open {
+        id: String,
+        tenant_id: uuid::Uuid,
+        environment: String,
+        filter: serde_json::Value,
+        created_before: DateTime<Utc>,
+        after_id: Option<String>,
+        trace_parent: Option<String>,
+    }
+    let mut tx = pool.begin().await?;
+    let open: Option<Open> = sqlx::query_as(
+        "SELECT id, tenant_id, environment, filter, created_before, after_id, trace_parent FROM replays
+         WHERE status <> 'finished' ORDER BY updated_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(open) = open else {
+        return Ok(false);
+    };
+    let environment = open.environment.parse().map_err(|_| Error::Corrupt(format!("replay {}", open.id)))?;
+    let owner = Owner { tenant: TenantId::from_uuid(open.tenant_id), environment };
+    let stored: StoredFilter =
+        serde_json::from_value(open.filter).map_err(|e| Error::Corrupt(format!("replay {}: {e}", open.id)))?;
+    let filter = stored.into_filter()?;
+    let replayed = replay_chunk(
+        &mut tx,
+        Visibility::Owner(owner),
+        &filter,
+        open.created_before,
+        open.after_id.as_deref(),
+        open.trace_parent.as_deref(),
+    )
+    .await?;
+    let done = replayed.len() < CHUNK as usize;
+    sqlx::query(
+        "UPDATE replays SET replayed = replayed + $2, after_id = COALESCE($3, after_id), updated_at = now(),
+                status = CASE WHEN $4 THEN 'finished' ELSE 'running' END,
+                finished_at = CASE WHEN $4 THEN now() END
+         WHERE id = $1",
+    )
+    .bind(&open.id)
+    .bind(replayed.len() as i64)
+    .bind(replayed.iter().max())
+    .bind(done)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
 }

@@ -274,24 +274,55 @@ pub struct BulkReplayInput {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BulkReplayOutput {
-    /// How many replays were queued (or would be, on a dry run).
+    /// How many replays would be queued now.
     pub queued: u64,
     pub dry_run: bool,
 }
 
+/// A bulk replay job and its progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayOutput {
+    #[schema(example = "rpl_01JD3Z6V8Q2N7K4M5P6R7S8T9V")]
+    pub id: String,
+    /// `queued`, `running` or `finished`.
+    pub status: String,
+    /// Deliveries queued so far.
+    pub replayed: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<replay::ReplayJob> for ReplayOutput {
+    fn from(j: replay::ReplayJob) -> Self {
+        Self {
+            id: j.id.to_string(),
+            status: j.status,
+            replayed: j.replayed,
+            created_at: j.created_at,
+            updated_at: j.updated_at,
+            finished_at: j.finished_at,
+        }
+    }
+}
+
 /// Replay deliveries in bulk
 ///
-/// Replays every matching delivery whose webhook is enabled (failed ones unless `status` says otherwise).
+/// Queues a background job (202, with its progress at `GET /api/v1/replays/{id}`) that replays every matching
+/// delivery whose webhook is enabled (failed ones unless `status` says otherwise), created before the request, that
+/// is neither a replay still queued nor replayed before. `dry_run` answers 200 with the count instead.
 #[utoipa::path(post, path = "/api/v1/deliveries/replay", tag = "deliveries", request_body = BulkReplayInput,
     security(("api_key" = ["deliveries:replay"])),
-    responses((status = 200, body = BulkReplayOutput), (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
+    responses((status = 200, body = BulkReplayOutput), (status = 202, body = ReplayOutput),
+              (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
               (status = 403, body = ErrorResponse), (status = 413, body = ErrorResponse), (status = 422, body = ErrorResponse),
               (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse)))]
 pub async fn replay_bulk(
     State(state): State<AppState>,
     principal: Principal,
     ApiJson(body): ApiJson<BulkReplayInput>,
-) -> ApiResult<Json<BulkReplayOutput>> {
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
     let owner = principal.require(Scope::DeliveriesReplay)?;
     let event_types = body
         .event_types
@@ -308,14 +339,28 @@ pub async fn replay_bulk(
         since: parse_time("since", body.since.as_deref())?,
         until: parse_time("until", body.until.as_deref())?,
     };
-    let queued = replay::replay_bulk(
-        &state.pool,
-        Visibility::Owner(owner),
-        &filter,
-        body.dry_run,
-        crate::trace::current(),
-        |_| {},
-    )
-    .await?;
-    Ok(Json(BulkReplayOutput { queued, dry_run: body.dry_run }))
+    if body.dry_run {
+        let queued = replay::count_bulk(&state.pool, Visibility::Owner(owner), &filter).await?;
+        return Ok(Json(BulkReplayOutput { queued, dry_run: true }).into_response());
+    }
+    let job = replay::start_bulk(&state.pool, owner, &filter, crate::trace::current()).await?;
+    let location = format!("/api/v1/replays/{}", job.id);
+    Ok((StatusCode::ACCEPTED, [(axum::http::header::LOCATION, location)], Json(ReplayOutput::from(job)))
+        .into_response())
+}
+
+/// Get a bulk replay job
+#[utoipa::path(get, path = "/api/v1/replays/{id}", tag = "deliveries", params(("id" = String, Path, description = "rpl_…")),
+    security(("api_key" = ["deliveries:replay"])),
+    responses((status = 200, body = ReplayOutput), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+              (status = 404, body = ErrorResponse), (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse)))]
+pub async fn get_replay(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ReplayOutput>> {
+    let owner = principal.require(Scope::DeliveriesReplay)?;
+    let id = courier_core::ReplayId::parse(&id).map_err(|_| ApiError::not_found("replay"))?;
+    let job = replay::job(&state.pool, owner, &id).await?.ok_or_else(|| ApiError::not_found("replay"))?;
+    Ok(Json(job.into()))
 }

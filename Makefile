@@ -1,7 +1,7 @@
 # Courier: `make run` to try it, `make test` for everything CI checks.
 COURIER := target/debug/courier
 
-.PHONY: run test bench chaos deny db-start db-stop
+.PHONY: run test bench chaos contract deny db-start db-stop
 
 ## Start the embedded PostgreSQL under .courier/ and run Courier in development mode.
 run:
@@ -17,6 +17,13 @@ test: deny
 	DATABASE_URL="$${DATABASE_URL:-$$($(COURIER) db start)}" cargo bench --profile dev --bench load -- --smoke > /dev/null
 	# A few seconds of the fault suite on its own PostgreSQL cluster: kills, a database crash, hostile receivers.
 	cargo bench --profile dev --bench chaos -- --short > /dev/null
+	# The server against its OpenAPI document (schemathesis, every check and phase).
+	scripts/contract.sh
+
+## schemathesis against a real `courier serve` (installs it under .courier/tools on first use).
+contract:
+	cargo build --quiet --bin courier
+	scripts/contract.sh
 
 ## What may enter the dependency tree (deny.toml); installs cargo-deny when missing.
 deny:

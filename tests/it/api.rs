@@ -349,7 +349,7 @@ async fn batches_answer_per_item_in_order(pool: PgPool) {
         conflicting,
         call_completed("evt_b1"),
         {"type": "call.started", "data": {"call_id": "c"}},
-        "not an object",
+        {"type": "call.started", "data": {"call_id": "c"}, "unknown": true},
     ]});
     let (status, body) = api.call(Method::POST, "/api/v1/events/batch", Some(batch)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -371,6 +371,12 @@ async fn batches_answer_per_item_in_order(pool: PgPool) {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let (status, _) = api.call(Method::POST, "/api/v1/events/batch", Some(json!({"events": []}))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // An item that is not even an object makes the batch malformed: nothing of it is stored.
+    let malformed = json!({"events": [call_completed("evt_never"), "not an object"]});
+    let (status, body) = api.call(Method::POST, "/api/v1/events/batch", Some(malformed)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["details"][0]["field"], "events");
+    assert_eq!(api.call(Method::GET, "/api/v1/events/evt_never", None).await.0, StatusCode::NOT_FOUND);
 }
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]

@@ -111,12 +111,17 @@ impl DeliveryOutput {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// `pending`, `delivering`, `succeeded`, `failed` or `cancelled`.
+    #[param(value_type = Option<super::DeliveryStatusName>)]
     pub status: Option<String>,
+    #[param(pattern = "^wh_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")]
     pub webhook_id: Option<String>,
+    #[param(value_type = Option<super::EventTypeName>)]
     pub event_type: Option<String>,
+    #[param(max_length = 256)]
     pub call_id: Option<String>,
     /// RFC 3339; deliveries created at or after.
     #[param(format = DateTime)]
@@ -127,6 +132,8 @@ pub struct ListParams {
     /// 1 to 100; 20 by default.
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page (a delivery id).
+    #[param(pattern = "^dlv_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")]
     pub cursor: Option<String>,
 }
 
@@ -256,8 +263,10 @@ pub async fn replay_one(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkReplayInput {
+    #[schema(pattern = "^wh_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")]
     pub webhook_id: Option<String>,
     /// `failed` when omitted.
+    #[schema(value_type = Option<super::DeliveryStatusName>)]
     pub status: Option<String>,
     #[schema(value_type = Option<Vec<super::EventTypeName>>)]
     pub event_types: Option<Vec<String>>,

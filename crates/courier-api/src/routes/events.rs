@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::deliveries::DeliveryOutput;
-use super::{Page, PageParams, page_limit};
+use super::{EventPageParams, Page, page_limit};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorBody, ErrorDetail, ErrorResponse};
 use crate::extract::{ApiJson, ApiQuery};
@@ -33,8 +33,10 @@ pub struct EventInput {
     #[serde(rename = "type")]
     #[schema(value_type = super::EventTypeName, example = "call.completed")]
     pub event_type: String,
-    /// Unix seconds; the time of ingest when omitted.
-    #[schema(example = 1705680000, minimum = 0)]
+    /// Unix seconds between 2000-01-01 and 2100-01-01; the time of ingest when omitted. An integral JSON number
+    /// written with a fraction (`1705680000.0`) is the same integer.
+    #[schema(example = 1705680000, minimum = 946684800.0, maximum = 4102444800.0)]
+    #[serde(default, deserialize_with = "integral_seconds")]
     pub created: Option<i64>,
     /// A JSON object with a string `call_id`; everything else passes through.
     #[schema(value_type = EventDataDoc, example = json!({"call_id": "call-uuid", "status": "completed"}))]
@@ -45,15 +47,16 @@ pub struct EventInput {
 #[derive(ToSchema)]
 #[allow(dead_code)] // Only read by the OpenAPI generator.
 pub struct EventDataDoc {
-    #[schema(min_length = 1)]
+    #[schema(min_length = 1, max_length = 256)]
     call_id: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchInput {
-    /// 1 to 1,000 events, processed in one transaction.
-    #[schema(min_items = 1, max_items = 1000, value_type = Vec<EventInput>)]
+    /// 1 to 1,000 events (each as `POST /api/v1/events` takes one), processed in one transaction. Each item is
+    /// validated on its own: an invalid item is that item's error in the answer, not the request's.
+    #[schema(min_items = 1, max_items = 1000, value_type = Vec<Object>)]
     pub events: BatchItems,
 }
 
@@ -76,6 +79,10 @@ impl<'de> Deserialize<'de> for BatchItems {
                 while let Some(item) = seq.next_element::<Box<serde_json::value::RawValue>>()? {
                     if items.len() == MAX_BATCH {
                         return Err(serde::de::Error::custom(format!("must hold 1 to {MAX_BATCH} events")));
+                    }
+                    // Each item is validated on its own, but must at least be an object to be an event at all.
+                    if !item.get().starts_with('{') {
+                        return Err(serde::de::Error::custom(format!("item {} is not a JSON object", items.len())));
                     }
                     items.push(item);
                 }
@@ -136,10 +143,24 @@ impl EventOutput {
     }
 }
 
+/// JSON Schema calls `1705680000.0` an integer, so it is one: an integral number in any notation, else an error.
+fn integral_seconds<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<i64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(de)? else {
+        return Ok(None);
+    };
+    if let Some(n) = number.as_i64() {
+        return Ok(Some(n));
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
+        _ => Err(serde::de::Error::custom(format!("`{number}` is not whole unix seconds"))),
+    }
+}
+
 /// 2000-01-01T00:00:00Z: the earliest `created` accepted.
 const EARLIEST_CREATED: i64 = 946_684_800;
-/// How far ahead of the server's clock `created` may be.
-const MAX_CREATED_AHEAD_SECS: i64 = 86_400;
+/// 2100-01-01T00:00:00Z: the latest `created` accepted (a fixed bound, so the OpenAPI document can state it).
+const LATEST_CREATED: i64 = 4_102_444_800;
 
 /// Validates one posted event; `prefix` names its place in a batch (`events[3].`).
 fn validate(input: EventInput, prefix: &str) -> Result<NewEvent, ApiError> {
@@ -157,11 +178,9 @@ fn validate(input: EventInput, prefix: &str) -> Result<NewEvent, ApiError> {
         .parse::<EventType>()
         .map_err(|e| bad("type", format!("{e}; expected one of {}", EventType::ALL.map(|t| t.as_str()).join(", "))))
         .ok();
-    // Receivers compare `created` with their own clock: a time before 2000 or more than a day ahead is a mistake
-    // (milliseconds sent as seconds, say), not an event.
-    let latest = chrono::Utc::now().timestamp() + MAX_CREATED_AHEAD_SECS;
-    if input.created.is_some_and(|c| !(EARLIEST_CREATED..=latest).contains(&c)) {
-        bad("created", "must be unix seconds between 2000-01-01 and one day from now".to_owned());
+    // A time before 2000 or after 2100 is a mistake (milliseconds sent as seconds, say), not an event.
+    if input.created.is_some_and(|c| !(EARLIEST_CREATED..=LATEST_CREATED).contains(&c)) {
+        bad("created", "must be unix seconds between 2000-01-01 and 2100-01-01".to_owned());
     }
     let data = match EventData::parse(input.data) {
         Ok(data) => Some(data),
@@ -274,14 +293,14 @@ fn parse_event_cursor(cursor: &str) -> Result<(DateTime<Utc>, EventId), ApiError
 }
 
 /// List events
-#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(PageParams),
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventPageParams),
     security(("api_key" = ["deliveries:read"])),
     responses((status = 200, body = Page<EventOutput>), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
               (status = 422, body = ErrorResponse), (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse)))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    ApiQuery(params): ApiQuery<PageParams>,
+    ApiQuery(params): ApiQuery<EventPageParams>,
 ) -> ApiResult<Json<Page<EventOutput>>> {
     let owner = principal.require(Scope::DeliveriesRead)?;
     let limit = page_limit(params.limit)?;

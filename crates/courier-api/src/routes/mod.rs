@@ -29,6 +29,38 @@ pub enum EventTypeName {
     CallAgentChanged,
 }
 
+/// An event type name or `*` (every type), for the OpenAPI document of webhook filters.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // Only read by the OpenAPI generator.
+pub enum EventSelectorName {
+    #[serde(rename = "*")]
+    All,
+    #[serde(rename = "call.started")]
+    CallStarted,
+    #[serde(rename = "call.connected")]
+    CallConnected,
+    #[serde(rename = "call.completed")]
+    CallCompleted,
+    #[serde(rename = "call.failed")]
+    CallFailed,
+    #[serde(rename = "call.disconnected")]
+    CallDisconnected,
+    #[serde(rename = "call.agent.changed")]
+    CallAgentChanged,
+}
+
+/// A delivery status name, for the OpenAPI document.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // Only read by the OpenAPI generator.
+pub enum DeliveryStatusName {
+    Pending,
+    Delivering,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
 pub const DEFAULT_PAGE: u32 = 20;
 pub const MAX_PAGE: u32 = 100;
 
@@ -49,14 +81,29 @@ impl<T> Page<T> {
     }
 }
 
-/// `limit` and `cursor`, as every list takes them.
+/// `limit` and `cursor` of the webhook list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageParams {
     /// 1 to 100; 20 by default.
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page (a webhook id).
+    #[param(pattern = "^wh_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")]
+    pub cursor: Option<String>,
+}
+
+/// `limit` and `cursor` of the event list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct EventPageParams {
+    /// 1 to 100; 20 by default.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page (`<microseconds>~<event id>`).
+    #[param(pattern = "^[0-9]{1,16}~evt_[A-Za-z0-9_-]{1,100}$")]
     pub cursor: Option<String>,
 }
 

@@ -22,7 +22,8 @@ use crate::target::validate_url;
 #[serde(deny_unknown_fields)]
 pub struct FilterInput {
     /// Event types, or `["*"]` (the default) for all.
-    #[schema(example = json!(["call.completed", "call.failed"]), min_items = 1)]
+    #[schema(example = json!(["call.completed", "call.failed"]), min_items = 1, max_items = 64,
+             value_type = Option<Vec<super::EventSelectorName>>)]
     pub events: Option<Vec<String>>,
     /// Keep `data.transcript` (personal data; off by default).
     pub include_transcript: Option<bool>,
@@ -36,6 +37,7 @@ pub struct CreateWebhook {
     #[schema(example = "https://your-backend.com/webhooks/agent-studio", max_length = 2048)]
     pub url: String,
     pub filter: Option<FilterInput>,
+    #[schema(max_length = 1024)]
     pub description: Option<String>,
     /// 1 to 25; the server default (5) when omitted.
     #[schema(minimum = 1, maximum = 25)]

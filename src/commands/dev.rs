@@ -102,3 +102,32 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn secrets_are_written_for_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("secret_key");
+        // A file an older version left readable by everyone is tightened when rewritten.
+        std::fs::write(&path, b"old").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        write_private(&path, b"new").expect("written");
+        let mode = std::fs::metadata(&path).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read(&path).expect("read"), b"new");
+        let fresh = dir.path().join("dev.json");
+        write_private(&fresh, b"{}").expect("written");
+        assert_eq!(std::fs::metadata(&fresh).expect("metadata").permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn debug_output_hides_the_development_key() {
+        let identity = DevIdentity { tenant_id: TenantId::generate(), api_key: "as_test_supersecret".to_owned() };
+        assert!(!format!("{identity:?}").contains("supersecret"));
+    }
+}

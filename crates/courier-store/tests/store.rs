@@ -263,3 +263,14 @@ async fn event_ingest_is_idempotent_on_tenant_and_id(pool: PgPool) {
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&pool).await.expect("count");
     assert_eq!(count, 1);
 }
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_created_keys_debug_output_hides_the_key(pool: PgPool) {
+    let owner = owner(&pool, Environment::Test).await;
+    let created = api_keys::create(&pool, owner.tenant, Environment::Test, &Scopes::new([Scope::EventsWrite]))
+        .await
+        .expect("created");
+    let text = format!("{created:?}");
+    assert!(!text.contains(&created.plaintext), "{text}");
+    assert!(text.contains("[redacted]"), "{text}");
+}

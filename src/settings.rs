@@ -231,6 +231,17 @@ fn duration(s: &str) -> anyhow::Result<Duration> {
     Ok(humantime::parse_duration(s.trim())?)
 }
 
+/// A duration parser that refuses anything shorter than `min`.
+fn at_least(min: Duration) -> impl Fn(&str) -> anyhow::Result<Duration> {
+    move |s| {
+        let d = duration(s)?;
+        if d < min {
+            bail!("must be at least {}", humantime::format_duration(min));
+        }
+        Ok(d)
+    }
+}
+
 fn boolean(s: &str) -> anyhow::Result<bool> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -340,13 +351,7 @@ impl Settings {
                     (rate > 0.0).then_some((rate, burst.max(1.0)))
                 },
                 max_webhooks: l.parse("max_webhooks", positive)?,
-                statement_timeout: l.parse("api_statement_timeout", |s| {
-                    let d = duration(s)?;
-                    if d < Duration::from_millis(10) {
-                        bail!("must be at least 10ms");
-                    }
-                    Ok(d)
-                })?,
+                statement_timeout: l.parse("api_statement_timeout", at_least(Duration::from_millis(10)))?,
             },
             delivery: DeliverySettings {
                 allowed_targets: l.parse("allowed_targets", |s| {
@@ -389,13 +394,7 @@ impl Settings {
                 })?,
             },
             lifecycle: LifecycleSettings {
-                shutdown_timeout: l.parse("shutdown_timeout", |s| {
-                    let d = duration(s)?;
-                    if d < Duration::from_secs(1) {
-                        bail!("must be at least 1s");
-                    }
-                    Ok(d)
-                })?,
+                shutdown_timeout: l.parse("shutdown_timeout", at_least(Duration::from_secs(1)))?,
             },
             log: LogSettings {
                 format: l.parse("log_format", |s| match s.trim() {

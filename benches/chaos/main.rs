@@ -28,7 +28,7 @@ use courier::embedded_db::EmbeddedDb;
 use serde_json::{Value, json};
 
 use hostile_receiver::{Hostile, Mode};
-use process::Courier;
+use process::{Courier, cli};
 
 #[derive(Debug, Clone, Parser)]
 #[command(about = "Courier's fault suite")]
@@ -123,17 +123,6 @@ impl Flaky {
         tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
         Self { url: format!("http://{addr}/hook"), delivered }
     }
-}
-
-fn cli(database_url: &str, args: &[&str]) -> Value {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_courier"))
-        .args(args)
-        .env("DATABASE_URL", database_url)
-        .env("RUST_LOG", "off")
-        .output()
-        .expect("courier runs");
-    assert!(out.status.success(), "courier {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
 fn http() -> reqwest::Client {

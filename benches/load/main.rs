@@ -15,7 +15,7 @@ use clap::Parser;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use process::Courier;
+use process::{Courier, cli};
 use receiver::Receiver;
 
 #[derive(Debug, Clone, Parser)]
@@ -89,17 +89,6 @@ struct Setup {
     receivers: Vec<Receiver>,
     database: String,
     admin_url: String,
-}
-
-fn cli(database_url: &str, args: &[&str]) -> Value {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_courier"))
-        .args(args)
-        .env("DATABASE_URL", database_url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("courier runs");
-    assert!(out.status.success(), "courier {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
 async fn setup(cluster_url: &str, name: &str, receivers: Vec<Receiver>, concurrency: usize) -> Setup {

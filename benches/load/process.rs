@@ -38,6 +38,18 @@ pub fn postgres_cpu_seconds() -> f64 {
         .sum()
 }
 
+/// Runs the `courier` CLI against `database_url` and parses its JSON answer.
+pub fn cli(database_url: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_courier"))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("courier runs");
+    assert!(out.status.success(), "courier {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
 pub struct Courier {
     pub child: Child,
     pub base: String,

@@ -59,7 +59,8 @@ async fn survives(pool: PgPool, mode: Mode) -> (Vec<logs::Attempt>, DeliveryStat
         assert!(started.elapsed() < Duration::from_secs(10), "{mode:?}: the healthy webhook was held up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert!(healthy_done < Duration::from_secs(1), "{mode:?}: healthy deliveries took {healthy_done:?}");
+    // Faster than one hostile timeout: the healthy webhook never waited for the hostile one.
+    assert!(healthy_done < TIMEOUT, "{mode:?}: healthy deliveries took {healthy_done:?}");
 
     // Every hostile delivery ends: two tries (one second apart at most, plus the timeout) each.
     let deadline = Instant::now() + TIMEOUT * 2 + Duration::from_secs(6);
@@ -83,7 +84,12 @@ async fn survives(pool: PgPool, mode: Mode) -> (Vec<logs::Attempt>, DeliveryStat
         statuses.push(d.status);
         last_attempts = attempts;
     }
-    assert_eq!(statuses.len(), 3, "{mode:?}");
+    if mode == Mode::Gone {
+        // Events ingested after the first 410 disabled the webhook do not fan out to it at all.
+        assert!((1..=3).contains(&statuses.len()), "{mode:?}: {statuses:?}");
+    } else {
+        assert_eq!(statuses.len(), 3, "{mode:?}");
+    }
     assert_eq!(hostile.requests(), total_attempts, "{mode:?}: requests read vs attempts recorded");
     if mode == Mode::Gone {
         // The first 410 disables the webhook; deliveries not yet attempted are cancelled, not sent.

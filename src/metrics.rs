@@ -28,7 +28,7 @@ pub fn install() -> Option<PrometheusHandle> {
 }
 
 pub async fn scrape(State(pool): State<PgPool>) -> impl IntoResponse {
-    match courier_scheduler::logs::queue_stats(&pool).await {
+    match courier_scheduler::stats::queue_stats(&pool).await {
         Ok(stats) => {
             metrics::gauge!("courier_queue_depth", "state" => "due").set(stats.due as f64);
             metrics::gauge!("courier_queue_depth", "state" => "scheduled").set(stats.scheduled as f64);

@@ -406,15 +406,15 @@ impl Settings {
             },
         };
         if let Some(key) = &settings.api.secret_key {
-            courier_store::MasterKey::from_base64(key).context("invalid COURIER_SECRET_KEY")?;
+            courier_core::MasterKey::from_base64(key).context("invalid COURIER_SECRET_KEY")?;
         }
         Ok(settings)
     }
 
     /// The master key, which every command that touches webhook secrets needs.
-    pub fn master_key(&self) -> anyhow::Result<courier_store::MasterKey> {
+    pub fn master_key(&self) -> anyhow::Result<courier_core::MasterKey> {
         let text = self.api.secret_key.as_deref().context("COURIER_SECRET_KEY is required (base64 of 32 bytes)")?;
-        Ok(courier_store::MasterKey::from_base64(text)?)
+        Ok(courier_core::MasterKey::from_base64(text)?)
     }
 }
 

@@ -239,7 +239,7 @@ struct Faults {
 
 async fn run(a: &Args) -> (Value, bool) {
     let cluster = Cluster::start().await;
-    let secret = courier_store::MasterKey::generate_base64();
+    let secret = courier_core::MasterKey::generate_base64();
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let start = |role: &'static str| {
         let (url, secret) = (cluster.url.clone(), secret.clone());

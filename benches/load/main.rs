@@ -106,7 +106,7 @@ async fn setup_as(cluster_url: &str, name: &str, receivers: Vec<Receiver>, concu
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"))).execute(&mut admin).await.expect("create");
     let url = format!("{prefix}/{database}");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let secret_key = courier_store::MasterKey::generate_base64();
+    let secret_key = courier_core::MasterKey::generate_base64();
     let courier = Courier::start_as(command, &url, port, &secret_key, concurrency).await;
     let tenant = cli(&url, &["tenants", "create", "--name", "bench", "--json"]);
     let tenant = tenant["id"].as_str().expect("tenant id");

@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use anyhow::Context;
+use courier_core::MasterKey;
 use courier_core::{Environment, Scope, Scopes, TenantId};
-use courier_store::{MasterKey, api_keys, tenants};
+use courier_store::{api_keys, tenants};
 use serde::{Deserialize, Serialize};
 
 use crate::embedded_db::EmbeddedDb;

@@ -93,10 +93,7 @@ pub async fn deliveries(pool: &PgPool, cmd: DeliveriesCommand) -> anyhow::Result
             let (d, attempts) = logs::get(pool, Visibility::Operator { tenant: None }, &id)
                 .await?
                 .with_context(|| format!("no delivery {id}"))?;
-            let url: Option<String> = sqlx::query_scalar("SELECT url FROM webhooks WHERE id = $1")
-                .bind(d.webhook_id.as_str())
-                .fetch_optional(pool)
-                .await?;
+            let url = operator::webhook_url(pool, &d.webhook_id).await?;
             println!("delivery     {}", d.id);
             println!("tenant       {}", d.tenant_id);
             println!("event        {} ({}, call {})", d.event_id, d.event_type.as_str(), d.call_id);
@@ -109,7 +106,11 @@ pub async fn deliveries(pool: &PgPool, cmd: DeliveriesCommand) -> anyhow::Result
                 println!("replay of    {of}");
             }
             for a in attempts {
-                let outcome = a.status_code.map(|c| format!("HTTP {c}")).or(a.error_kind.clone()).unwrap_or_default();
+                let outcome = a
+                    .status_code
+                    .map(|c| format!("HTTP {c}"))
+                    .or(a.error_kind.map(|k| k.to_string()))
+                    .unwrap_or_default();
                 println!(
                     "  #{} {} {:>6} ms  {}",
                     a.attempt,
@@ -174,12 +175,13 @@ pub async fn webhooks(pool: &PgPool, cmd: WebhooksCommand) -> anyhow::Result<()>
                 if json {
                     println!(
                         "{}",
-                        serde_json::json!({"id": w.id, "environment": w.environment, "url": w.url, "status": w.status,
-                                           "disabled_reason": w.disabled_reason})
+                        serde_json::json!({"id": w.id.as_str(), "environment": w.environment.as_str(), "url": w.url,
+                                           "status": w.status.as_str(),
+                                           "disabled_reason": w.status.disabled_reason().map(DisabledReason::as_str)})
                     );
                 } else {
-                    let reason = w.disabled_reason.map(|r| format!(" ({r})")).unwrap_or_default();
-                    println!("{}  {}  {}{}  {}", w.id, w.environment, w.status, reason, w.url);
+                    let reason = w.status.disabled_reason().map(|r| format!(" ({r})")).unwrap_or_default();
+                    println!("{}  {}  {}{}  {}", w.id, w.environment.as_str(), w.status.as_str(), reason, w.url);
                 }
             }
         }
@@ -188,7 +190,8 @@ pub async fn webhooks(pool: &PgPool, cmd: WebhooksCommand) -> anyhow::Result<()>
         }
         WebhooksCommand::Enable { id } => {
             let id = WebhookId::parse(&id)?;
-            if !operator::set_webhook_status(pool, &id, None).await? {
+            let mut conn = pool.acquire().await?;
+            if courier_store::webhooks::state::enable(&mut conn, std::slice::from_ref(&id)).await?.is_empty() {
                 bail!("no webhook {id}");
             }
             println!("enabled {id}");
@@ -196,12 +199,13 @@ pub async fn webhooks(pool: &PgPool, cmd: WebhooksCommand) -> anyhow::Result<()>
         WebhooksCommand::Disable { id } => {
             let id = WebhookId::parse(&id)?;
             let mut tx = pool.begin().await?;
-            if !operator::set_webhook_status(&mut *tx, &id, Some(DisabledReason::Manual)).await? {
+            let one = std::slice::from_ref(&id);
+            let disabled = courier_scheduler::disabling::disable(&mut tx, one, DisabledReason::Manual).await?;
+            if disabled.webhooks.is_empty() {
                 bail!("no webhook {id}");
             }
-            let cancelled = courier_scheduler::lifecycle::cancel_for_webhook(&mut tx, &id).await?;
             tx.commit().await?;
-            println!("disabled {id}; cancelled {cancelled} pending deliveries");
+            println!("disabled {id}; cancelled {} pending deliveries", disabled.cancelled);
         }
     }
     Ok(())

@@ -2,7 +2,7 @@
 
 use courier::app::{Application, Role};
 use courier::settings::Settings;
-use courier_store::MasterKey;
+use courier_core::MasterKey;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

@@ -111,11 +111,12 @@ async fn bad_configuration_names_the_variable() {
 
 #[tokio::test]
 async fn operators_list_show_replay_and_toggle_webhooks() {
+    use courier_core::MasterKey;
     use courier_core::{Environment, EventData, EventId, EventSelector, EventType, PayloadFilter};
-    use courier_scheduler::fanout::FanoutEvent;
-    use courier_store::events::{self, NewEvent};
+    use courier_scheduler::{ingest, wake::Notifier};
+    use courier_store::events::NewEvent;
     use courier_store::webhooks::{self, NewWebhook};
-    use courier_store::{MasterKey, Owner, tenants};
+    use courier_store::{Owner, tenants};
 
     let db = fresh_database().await;
     assert!(courier(&db, &["migrate"], &[]).status.success());
@@ -130,20 +131,16 @@ async fn operators_list_show_replay_and_toggle_webhooks() {
         max_attempts: 5,
     };
     let (webhook, _) = webhooks::create(&pool, &MasterKey::from_bytes(&[1; 32]), owner, new).await.expect("webhook");
-    let mut tx = pool.begin().await.expect("tx");
-    for i in 0..2 {
-        let event = NewEvent {
+    let events = (0..2)
+        .map(|i| NewEvent {
             id: EventId::parse(&format!("evt_op{i}")).expect("id"),
             event_type: EventType::CallFailed,
             created: None,
             data: EventData::parse(serde_json::json!({"call_id": format!("call-{i}")})).expect("data"),
-        };
-        events::insert(&mut tx, owner, &event).await.expect("insert");
-        let fan =
-            FanoutEvent { id: &event.id, event_type: event.event_type, call_id: event.data.call_id(), trace: None };
-        courier_scheduler::enqueue_fanout(&mut tx, owner, fan).await.expect("fan-out");
-    }
-    tx.commit().await.expect("commit");
+        })
+        .collect();
+    let answers = ingest::accept(&pool, &Notifier::spawn(pool.clone()), owner, events, None).await.expect("ingest");
+    assert!(answers.iter().all(|a| a.as_ref().is_ok_and(|a| a.deliveries == 1)), "{answers:?}");
     // One delivery has failed for good, with an attempt on record.
     let failed: String = sqlx::query_scalar(
         "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, attempt_count = 1, last_status_code = 500

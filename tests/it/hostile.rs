@@ -147,7 +147,7 @@ hostile_case!(a_trickled_body_ends_at_the_timeout, Mode::Trickle, |attempts, sta
 
 hostile_case!(a_receiver_that_never_answers_times_out, Mode::Silent, |attempts, status| {
     assert_eq!(status, DeliveryStatus::Failed);
-    assert_eq!(attempts[0].error_kind.as_deref(), Some("timeout"));
+    assert_eq!(attempts[0].error_kind, Some(courier_core::ErrorKind::Timeout));
 });
 
 hostile_case!(a_reset_is_a_failed_attempt, Mode::Reset, |attempts, status| {

@@ -59,7 +59,7 @@ impl Serve {
             .env("DATABASE_URL", database_url)
             .env("COURIER_LISTEN", format!("127.0.0.1:{port}"))
             .env("COURIER_METRICS_LISTEN", "127.0.0.1:0")
-            .env("COURIER_SECRET_KEY", courier_store::MasterKey::generate_base64())
+            .env("COURIER_SECRET_KEY", courier_core::MasterKey::generate_base64())
             .env("COURIER_ALLOWED_TARGETS", "127.0.0.0/8")
             .env("COURIER_ALLOW_HTTP", "true")
             .env("COURIER_DELIVERY_TIMEOUT", "2s")

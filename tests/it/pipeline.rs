@@ -1,16 +1,19 @@
-//! The delivery pipeline end to end: fan-out in the ingest transaction, claim, sign, POST to a real receiver,
-//! classify, record, retry. Workers are stepped by hand where the test can, and run as loops where it cannot.
+//! The delivery pipeline end to end: ingest (events and their fan-out in one transaction), claim, sign, POST to a
+//! real receiver, classify, record, retry. Every test runs the production worker loop (`Worker::run`); retry delays
+//! are stepped on the queue's clock, never slept through.
 
 use std::time::Duration;
 
 use courier_core::signature::verify_standard;
-use courier_core::{Environment, EventData, EventId, EventSelector, EventType, PayloadFilter, WebhookSecret};
-use courier_scheduler::fanout::FanoutEvent;
+use courier_core::{
+    Environment, ErrorKind, EventData, EventId, EventSelector, EventType, MasterKey, PayloadFilter, WebhookSecret,
+};
 use courier_scheduler::logs::{self, DeliveryFilter, Visibility};
-use courier_scheduler::{DeliveryStatus, enqueue_fanout};
-use courier_store::events::{self, Inserted, NewEvent};
+use courier_scheduler::wake::Notifier;
+use courier_scheduler::{Clock, DeliveryStatus, ingest};
+use courier_store::events::NewEvent;
 use courier_store::webhooks::{self, NewWebhook, Webhook, WebhookPatch, WebhookStatus};
-use courier_store::{MasterKey, Owner, tenants};
+use courier_store::{Owner, tenants};
 use courier_worker::{Worker, WorkerConfig};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +25,22 @@ pub(crate) struct Fixture {
     pub(crate) pool: PgPool,
     pub(crate) key: MasterKey,
     pub(crate) owner: Owner,
+    /// The queue's clock for every worker this fixture makes; [`Fixture::settle`] steps it over retry delays.
+    pub(crate) clock: Clock,
+    workers: Notifier,
+}
+
+/// A worker loop running in the background until [`Running::stop`].
+pub(crate) struct Running {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<courier_worker::Result<()>>,
+}
+
+impl Running {
+    pub(crate) async fn stop(self) {
+        self.stop.cancel();
+        self.handle.await.expect("joins").expect("the worker stops cleanly");
+    }
 }
 
 pub(crate) fn config() -> WorkerConfig {
@@ -49,9 +68,11 @@ impl Fixture {
     pub(crate) async fn new(pool: PgPool) -> Self {
         let tenant = tenants::create(&pool, "Acme").await.expect("tenant");
         Self {
+            workers: Notifier::spawn(pool.clone()),
             pool,
             key: MasterKey::from_bytes(&[3u8; 32]),
             owner: Owner { tenant: tenant.id, environment: Environment::Live },
+            clock: Clock::database(),
         }
     }
 
@@ -77,7 +98,7 @@ impl Fixture {
         self.webhook_for(self.owner, url, &["*"], PayloadFilter::default(), max_attempts).await
     }
 
-    /// Stores an event and fans it out in one transaction, as the API does.
+    /// Stores an event and fans it out in one transaction, through the ingest use case the API calls.
     pub(crate) async fn ingest_for(&self, owner: Owner, event_type: EventType) -> (EventId, u64) {
         let new = NewEvent {
             id: EventId::generate(),
@@ -91,14 +112,10 @@ impl Fixture {
             }))
             .expect("valid"),
         };
-        let mut tx = self.pool.begin().await.expect("tx");
-        let Inserted::New(stored) = events::insert(&mut tx, owner, &new).await.expect("insert") else {
-            panic!("new event");
-        };
-        let event = FanoutEvent { id: &stored.event.id, event_type, call_id: stored.event.data.call_id(), trace: None };
-        let n = enqueue_fanout(&mut tx, owner, event).await.expect("fan-out");
-        tx.commit().await.expect("commit");
-        (new.id, n)
+        let answers = ingest::accept(&self.pool, &self.workers, owner, vec![new], None).await.expect("ingest");
+        let accepted = answers.into_iter().next().expect("one answer").expect("accepted");
+        assert!(accepted.first_time);
+        (accepted.id, accepted.deliveries)
     }
 
     pub(crate) async fn ingest(&self) -> EventId {
@@ -106,7 +123,13 @@ impl Fixture {
     }
 
     pub(crate) fn worker(&self, config: WorkerConfig) -> Worker {
-        Worker::new(self.pool.clone(), self.key.clone(), config).expect("worker")
+        Worker::new(self.pool.clone(), self.key.clone(), config).expect("worker").with_clock(self.clock.clone())
+    }
+
+    /// Runs `worker`'s production loop in the background.
+    pub(crate) fn start(&self, worker: &Worker) -> Running {
+        let stop = CancellationToken::new();
+        Running { handle: tokio::spawn(worker.clone().run(stop.clone())), stop }
     }
 
     pub(crate) async fn live_deliveries(&self) -> i64 {
@@ -116,17 +139,57 @@ impl Fixture {
             .expect("count")
     }
 
-    /// Steps the worker until no delivery is pending or in flight, waiting out retry delays.
-    pub(crate) async fn drain(&self, worker: &Worker) {
-        for _ in 0..500 {
-            if worker.step().await.expect("step") == 0 {
-                if self.live_deliveries().await == 0 {
-                    return;
+    /// Runs `worker` until no delivery is pending or in flight ([`Fixture::settle`]), then stops it. Returns the
+    /// retry delays it stepped over.
+    pub(crate) async fn drain(&self, worker: &Worker) -> Vec<Duration> {
+        let running = self.start(worker);
+        let stepped = self.settle().await;
+        running.stop().await;
+        stepped
+    }
+
+    /// Waits until no delivery is pending or in flight. Whenever everything left is waiting for a retry, the
+    /// queue's clock is stepped to the earliest one instead of sleeping; returns each delay stepped over, exactly as
+    /// the recorder scheduled it (`next_attempt_at` minus the moment it was written, on the queue's clock).
+    pub(crate) async fn settle(&self) -> Vec<Duration> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut stepped = Vec::new();
+        loop {
+            assert!(tokio::time::Instant::now() < deadline, "the queue did not drain");
+            let (live, delivering, wait_ms, scheduled_ms): (i64, i64, Option<f64>, Option<f64>) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE status IN ('pending', 'delivering')),
+                        count(*) FILTER (WHERE status = 'delivering'),
+                        (extract(epoch FROM min(next_attempt_at) FILTER (WHERE status = 'pending') - (now() + $1))
+                            * 1000)::float8,
+                        (SELECT (extract(epoch FROM next_attempt_at - updated_at - $1) * 1000)::float8
+                           FROM deliveries WHERE status = 'pending' ORDER BY next_attempt_at LIMIT 1)
+                 FROM deliveries",
+            )
+            .bind(self.clock.skew())
+            .fetch_one(&self.pool)
+            .await
+            .expect("queue state");
+            if live == 0 {
+                return stepped;
+            }
+            match wait_ms {
+                Some(wait) if delivering == 0 && wait > 0.0 => {
+                    stepped.push(Duration::from_millis(scheduled_ms.unwrap_or(0.0).round() as u64));
+                    self.clock.advance(Duration::from_millis(wait.ceil() as u64 + 1));
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                // Something is in flight or due now: the worker is on it. Look again shortly.
+                _ => tokio::time::sleep(Duration::from_millis(5)).await,
             }
         }
-        panic!("the queue did not drain");
+    }
+
+    /// Polls until `done` holds (at most 10 s), for states the worker reaches by itself.
+    pub(crate) async fn until<F: std::future::Future<Output = bool>>(&self, mut done: impl FnMut() -> F) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done().await {
+            assert!(tokio::time::Instant::now() < deadline, "the expected state never came");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     pub(crate) async fn deliveries(&self) -> Vec<logs::Delivery> {
@@ -157,7 +220,8 @@ async fn fans_out_to_matching_enabled_webhooks_of_the_tenant_and_environment_onl
         f.webhook_for(f.owner, &url("all"), &["*"], PayloadFilter::default(), 3).await;
     f.webhook_for(f.owner, &url("started"), &["call.started"], all, 5).await;
     let (disabled, _) = f.webhook_for(f.owner, &url("disabled"), &["*"], all, 5).await;
-    webhooks::update(&f.pool, f.owner, &disabled.id, WebhookPatch { enabled: Some(false), ..Default::default() })
+    let disable = WebhookPatch { enabled: Some(false), ..Default::default() };
+    webhooks::update(&mut f.pool.acquire().await.expect("conn"), f.owner, &disabled.id, disable)
         .await
         .expect("disable");
     let test_env = Owner { environment: Environment::Test, ..f.owner };
@@ -219,7 +283,7 @@ async fn a_receiver_failing_k_times_gets_k_plus_one_attempts(pool: PgPool) {
     receiver.script([Reply::Status(500), Reply::Status(502)]);
     let (_, secret) = f.webhook(&receiver.url, 5).await;
     f.ingest().await;
-    f.drain(&f.worker(config())).await;
+    let stepped = f.drain(&f.worker(config())).await;
 
     let (delivery, attempts) = f.only_delivery().await;
     assert_eq!(delivery.status, DeliveryStatus::Succeeded);
@@ -237,9 +301,8 @@ async fn a_receiver_failing_k_times_gets_k_plus_one_attempts(pool: PgPool) {
         assert!(guide_accepts(secret.expose(), request.header("x-webhook-signature"), &request.body));
         assert_eq!(request.header("webhook-timestamp"), attempt.signature_timestamp.to_string());
     }
-    // Delays follow the policy: 20 ms, then 40 ms (no jitter in this test).
-    assert!(received[1].at - received[0].at >= Duration::from_millis(20));
-    assert!(received[2].at - received[1].at >= Duration::from_millis(40));
+    // Delays follow the policy: 20 ms, then 40 ms (no jitter in this test), each waited out on the queue's clock.
+    assert_eq!(stepped, vec![Duration::from_millis(20), Duration::from_millis(40)]);
 }
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
@@ -266,17 +329,11 @@ async fn retry_after_on_429_is_honoured(pool: PgPool) {
     f.ingest().await;
     let mut cfg = config();
     cfg.retry.cap = Duration::from_secs(5);
-    let worker = f.worker(cfg);
-    assert_eq!(worker.step().await.expect("step"), 1);
-    let (delivery, _) = f.only_delivery().await;
-    assert_eq!(delivery.status, DeliveryStatus::Pending);
+    let stepped = f.drain(&f.worker(cfg)).await;
     // The policy alone would retry after 20 ms; the receiver asked for a second.
-    let wait = delivery.next_attempt_at.expect("scheduled") - chrono::Utc::now();
-    assert!(wait <= chrono::Duration::seconds(1) && wait > chrono::Duration::milliseconds(800), "{wait:?}");
-    f.drain(&worker).await;
-    let received = receiver.received();
-    assert_eq!(received.len(), 2);
-    assert!(received[1].at - received[0].at >= Duration::from_millis(900));
+    assert_eq!(stepped, vec![Duration::from_secs(1)]);
+    assert_eq!(receiver.received().len(), 2);
+    assert_eq!(f.only_delivery().await.0.status, DeliveryStatus::Succeeded);
 }
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
@@ -285,10 +342,10 @@ async fn gone_disables_the_webhook_and_cancels_its_queue(pool: PgPool) {
     let receiver = Receiver::start(Reply::Status(410)).await;
     let (webhook, _) = f.webhook(&receiver.url, 5).await;
     f.ingest().await;
-    let worker = f.worker(WorkerConfig { concurrency: 1, ..config() });
-    assert_eq!(worker.step().await.expect("step"), 1);
+    f.drain(&f.worker(WorkerConfig { concurrency: 1, ..config() })).await;
     // An event after the 410 finds the webhook disabled and fans out to nothing.
-    f.ingest().await;
+    let (_, fanned_out) = f.ingest_for(f.owner, EventType::CallCompleted).await;
+    assert_eq!(fanned_out, 0);
     let stored = webhooks::get(&f.pool, f.owner, &webhook.id).await.expect("get").expect("exists");
     assert_eq!(stored.status, WebhookStatus::Disabled(webhooks::DisabledReason::Gone));
     let deliveries = f.deliveries().await;
@@ -301,11 +358,17 @@ async fn gone_cancels_deliveries_already_queued(pool: PgPool) {
     let f = Fixture::new(pool).await;
     let receiver = Receiver::start(Reply::Status(410)).await;
     f.webhook(&receiver.url, 5).await;
-    for _ in 0..3 {
-        f.ingest().await;
-    }
-    let worker = f.worker(WorkerConfig { concurrency: 1, ..config() });
-    f.drain(&worker).await;
+    let first = f.ingest().await;
+    f.ingest().await;
+    f.ingest().await;
+    // The other two wait for a retry an hour away (the recorder works asynchronously, so deliveries due now could
+    // be attempted before the 410 is on record): the 410 must cancel them.
+    sqlx::query("UPDATE deliveries SET next_attempt_at = now() + interval '1 hour' WHERE event_id <> $1")
+        .bind(first.as_str())
+        .execute(&f.pool)
+        .await
+        .expect("postpone");
+    f.drain(&f.worker(config())).await;
     let mut statuses: Vec<_> = f.deliveries().await.into_iter().map(|d| d.status.as_str()).collect();
     statuses.sort();
     assert_eq!(statuses, vec!["cancelled", "cancelled", "failed"]);
@@ -338,7 +401,11 @@ async fn timeouts_refused_connections_and_redirects_are_retried_failures(pool: P
         assert_eq!(delivery.status, DeliveryStatus::Failed);
         assert_eq!(attempts.len(), 2);
         outcomes.push(
-            attempts[0].error_kind.clone().or(attempts[0].status_code.map(|c| c.to_string())).expect("one of them"),
+            attempts[0]
+                .error_kind
+                .map(|k| k.to_string())
+                .or(attempts[0].status_code.map(|c| c.to_string()))
+                .expect("one of them"),
         );
     }
     outcomes.sort();
@@ -362,7 +429,7 @@ async fn forbidden_targets_are_recorded_as_blocked_not_sent(pool: PgPool) {
             .await
             .expect("get")
             .expect("exists");
-        assert_eq!(attempts[0].error_kind.as_deref(), Some("blocked_target"), "{attempts:?}");
+        assert_eq!(attempts[0].error_kind, Some(ErrorKind::BlockedTarget), "{attempts:?}");
     }
 }
 
@@ -491,7 +558,8 @@ async fn a_deleted_webhooks_queued_deliveries_are_cancelled(pool: PgPool) {
     f.ingest().await;
     let mut tx = f.pool.begin().await.expect("tx");
     assert!(webhooks::delete(&mut *tx, f.owner, &webhook.id).await.expect("delete"));
-    assert_eq!(courier_scheduler::lifecycle::cancel_for_webhook(&mut tx, &webhook.id).await.expect("cancel"), 1);
+    let cancelled = courier_scheduler::disabling::cancel_queue(&mut tx, std::slice::from_ref(&webhook.id));
+    assert_eq!(cancelled.await.expect("cancel"), 1);
     tx.commit().await.expect("commit");
     f.drain(&f.worker(config())).await;
     assert!(receiver.received().is_empty());
@@ -530,35 +598,49 @@ async fn a_webhook_that_keeps_failing_is_disabled_and_a_success_resets_the_clock
     let recovering = Receiver::start(Reply::Status(500)).await;
     let (dead, _) = f.webhook(&failing.url, 1).await;
     let (flaky, _) = f.webhook(&recovering.url, 1).await;
-    let rule = courier_worker::AutoDisable { after: Duration::from_millis(300), min_failures: 2 };
+    let rule = courier_worker::AutoDisable { after: Duration::from_secs(60), min_failures: 2 };
     let worker = f.worker(WorkerConfig { auto_disable: Some(rule), ..config() });
-    f.ingest().await;
-    f.ingest().await;
-    f.drain(&worker).await;
-    // Both have failed twice; then one succeeds once.
-    recovering.script([Reply::Status(200)]);
-    let recovered: Receiver = recovering.clone();
-    let (_, n) = f.ingest_for(f.owner, EventType::CallCompleted).await;
-    assert_eq!(n, 2);
-    // Make the one meant for the dead webhook fail and the other succeed.
-    f.drain(&worker).await;
-    assert!(recovered.received().len() == 3);
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    worker.step().await.expect("step sweeps");
-    let status = |id| {
-        let pool = f.pool.clone();
-        let owner = f.owner;
+    let status = |id: &courier_core::WebhookId| {
+        let (pool, owner, id) = (f.pool.clone(), f.owner, id.clone());
         async move { webhooks::get(&pool, owner, &id).await.expect("get").expect("exists").status }
     };
-    assert_eq!(status(dead.id.clone()).await, WebhookStatus::Disabled(webhooks::DisabledReason::Failing));
-    assert_eq!(status(flaky.id.clone()).await, WebhookStatus::Enabled, "its success reset the clock");
-    // Re-enabling starts a fresh streak: one more failure does not disable it again at once.
-    webhooks::update(&f.pool, f.owner, &dead.id, WebhookPatch { enabled: Some(true), ..Default::default() })
-        .await
-        .expect("enable");
+    f.ingest().await;
     f.ingest().await;
     f.drain(&worker).await;
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    worker.step().await.expect("step sweeps");
-    assert_eq!(status(dead.id.clone()).await, WebhookStatus::Enabled, "one exhausted delivery is below the minimum");
+    // Both have failed twice; then the flaky one succeeds once, which ends its streak.
+    recovering.script([Reply::Status(200)]);
+    let (_, n) = f.ingest_for(f.owner, EventType::CallCompleted).await;
+    assert_eq!(n, 2);
+    f.drain(&worker).await;
+    assert_eq!(recovering.received().len(), 3);
+
+    // A minute passes on the queue's clock: the running worker's sweep disables the dead one, and only it (one
+    // statement decides both).
+    let running = f.start(&worker);
+    f.clock.advance(Duration::from_secs(61));
+    let disabled = WebhookStatus::Disabled(webhooks::DisabledReason::Failing);
+    f.until(|| async { status(&dead.id).await == disabled }).await;
+    assert_eq!(status(&flaky.id).await, WebhookStatus::Enabled, "its success reset the clock");
+    running.stop().await;
+
+    // Re-enabling starts a fresh streak: one more failure does not disable it again, while a webhook with two
+    // failures (in the test environment, so the two events reach it alone), swept by the same statement, is.
+    let mut conn = f.pool.acquire().await.expect("conn");
+    let enable = WebhookPatch { enabled: Some(true), ..Default::default() };
+    webhooks::update(&mut conn, f.owner, &dead.id, enable).await.expect("enable");
+    let test_env = Owner { environment: Environment::Test, ..f.owner };
+    let (witness, _) = f.webhook_for(test_env, &failing.url, &["*"], PayloadFilter::default(), 1).await;
+    f.ingest().await;
+    f.ingest_for(test_env, EventType::CallFailed).await;
+    f.ingest_for(test_env, EventType::CallFailed).await;
+    f.drain(&worker).await;
+    let running = f.start(&worker);
+    f.clock.advance(Duration::from_secs(61));
+    let witness_status = || {
+        let (pool, id) = (f.pool.clone(), witness.id.clone());
+        async move { webhooks::get(&pool, test_env, &id).await.expect("get").expect("exists").status }
+    };
+    f.until(|| async { witness_status().await == disabled }).await;
+    assert_eq!(status(&dead.id).await, WebhookStatus::Enabled, "one exhausted delivery is below the minimum");
+    running.stop().await;
 }

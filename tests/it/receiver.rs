@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,7 +16,6 @@ use serde_json::Value;
 pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
-    pub at: Instant,
 }
 
 impl Received {
@@ -59,7 +58,7 @@ pub struct Receiver {
 async fn handle(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: Bytes) -> Response {
     let reply = {
         let mut inner = inner.lock().expect("receiver lock");
-        inner.received.push(Received { headers, body, at: Instant::now() });
+        inner.received.push(Received { headers, body });
         inner.script.pop_front().or_else(|| inner.default.clone()).unwrap_or(Reply::Status(200))
     };
     match reply {

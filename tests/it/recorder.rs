@@ -25,7 +25,7 @@ fn attempt_of(d: &ClaimedDelivery, result: AttemptResult, next: Next) -> Attempt
 }
 
 async fn claim_all(f: &Fixture, n: usize) -> Vec<ClaimedDelivery> {
-    let claimed = claim(&f.pool, 100, Duration::from_secs(30), Skip::default()).await.expect("claim");
+    let claimed = claim(&f.pool, &f.clock, 100, Duration::from_secs(30), Skip::default()).await.expect("claim");
     assert_eq!(claimed.len(), n);
     claimed
 }
@@ -47,7 +47,7 @@ async fn a_row_that_cannot_exist_does_not_block_the_rest_of_its_batch(pool: PgPo
 
     let ok = AttemptResult::Response { status: 200, retry_after: None };
     let records: Vec<_> = claimed.iter().map(|d| attempt_of(d, ok, Next::Succeeded)).collect();
-    let recorded = tokio::time::timeout(Duration::from_secs(10), record(&f.pool, &records))
+    let recorded = tokio::time::timeout(Duration::from_secs(10), record(&f.pool, &f.clock, &records))
         .await
         .expect("recording never stalls")
         .expect("a refused row is not an error");
@@ -80,7 +80,7 @@ async fn whatever_a_receiver_said_is_stored_and_shown_safely(pool: PgPool) {
     binary.response_body = Some(ResponseBody::capture(vec![0, 0xff, b'{', 0], false));
     let mut failed = attempt_of(&claimed[1], AttemptResult::Error(ErrorKind::Other), Next::Failed);
     failed.error_message = Some(format!("invalid HTTP: \0\u{1b}[31m{}", "x".repeat(10_000)));
-    let recorded = record(&f.pool, &[binary, failed]).await.expect("recorded");
+    let recorded = record(&f.pool, &f.clock, &[binary, failed]).await.expect("recorded");
     assert!(!recorded.split, "nothing in these rows can be refused");
 
     let visibility = Visibility::Operator { tenant: None };

@@ -33,8 +33,26 @@ pub struct ApiError {
     status: StatusCode,
     body: ErrorBody,
     retry_after: Option<u64>,
-    /// Logged once when the response is built; never sent.
-    cause: Option<String>,
+    /// Logged once (with its source chain) when the response is built; never sent.
+    cause: Option<BoxError>,
+}
+
+/// Any error, kept as the cause of an API error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Displays an error and every source under it, `: `-separated.
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(err) = source {
+            write!(f, ": {err}")?;
+            source = err.source();
+        }
+        Ok(())
+    }
 }
 
 impl ApiError {
@@ -99,14 +117,14 @@ impl ApiError {
         err
     }
 
-    pub fn unavailable(cause: impl std::fmt::Display) -> Self {
+    pub fn unavailable(cause: impl Into<BoxError>) -> Self {
         let mut err = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "service_unavailable",
             "the database is unavailable; retry shortly",
         );
         err.retry_after = Some(1);
-        err.cause = Some(cause.to_string());
+        err.cause = Some(cause.into());
         err
     }
 
@@ -119,16 +137,16 @@ impl ApiError {
     }
 
     /// A 503 with `Retry-After` for a part of this process that is not running right now.
-    pub fn retry_later(message: impl Into<String>, cause: impl std::fmt::Display) -> Self {
+    pub fn retry_later(message: impl Into<String>, cause: impl Into<BoxError>) -> Self {
         let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", message);
         err.retry_after = Some(1);
-        err.cause = Some(cause.to_string());
+        err.cause = Some(cause.into());
         err
     }
 
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
+    pub fn internal(cause: impl Into<BoxError>) -> Self {
         let mut err = Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error");
-        err.cause = Some(cause.to_string());
+        err.cause = Some(cause.into());
         err
     }
 
@@ -146,7 +164,7 @@ impl ApiError {
         if let Some(cause) = &self.cause
             && self.status.is_server_error()
         {
-            tracing::error!(status = self.status.as_u16(), cause = %cause, "request failed");
+            tracing::error!(status = self.status.as_u16(), cause = %Chain(cause.as_ref()), "request failed");
         }
     }
 }
@@ -154,7 +172,7 @@ impl ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         // The database going away mid-request (shutdown, recovery, a reset) is a 503 the client retries, never a 500.
-        if courier_store::is_transient(&err) { Self::unavailable(&err) } else { Self::internal(format!("{err:?}")) }
+        if courier_store::is_transient(&err) { Self::unavailable(err) } else { Self::internal(err) }
     }
 }
 
@@ -166,7 +184,7 @@ impl From<courier_store::Error> for ApiError {
                 "url",
                 format!("this tenant already has {limit} webhooks, its limit (COURIER_MAX_WEBHOOKS); delete one first"),
             ),
-            other => Self::internal(format!("{other:?}")),
+            other => Self::internal(other),
         }
     }
 }
@@ -176,7 +194,17 @@ impl From<courier_scheduler::Error> for ApiError {
         match err {
             courier_scheduler::Error::Database(db) => db.into(),
             courier_scheduler::Error::Store(store) => store.into(),
-            other => Self::internal(format!("{other:?}")),
+        }
+    }
+}
+
+impl From<courier_scheduler::ingest::IngestError> for ApiError {
+    fn from(err: courier_scheduler::ingest::IngestError) -> Self {
+        use courier_scheduler::ingest::IngestError;
+        match err {
+            // Not committed, so not accepted: the client retries with the same id (the guide's advice for a 503).
+            IngestError::Stopped => Self::retry_later("ingest is restarting; retry with the same event id", err),
+            IngestError::Failed(err) => err.into(),
         }
     }
 }

@@ -5,7 +5,6 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
-pub mod ingest;
 pub mod openapi;
 pub mod routes;
 pub mod state;

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use courier_core::ApiKeyId;
-use courier_store::MasterKey;
+use courier_core::{ApiKeyId, MasterKey};
+use courier_scheduler::ingest::Ingest;
 use ipnet::IpNet;
 use sqlx::PgPool;
 
@@ -54,7 +54,7 @@ pub struct AppState {
     pub(crate) limiter: Arc<RateLimiter>,
     pub(crate) usage: Arc<KeyUsage>,
     /// Where ingest requests go to be stored, several to a transaction.
-    pub(crate) ingest: crate::ingest::Ingest,
+    pub(crate) ingest: Ingest,
     /// The supervised loops of this process (ingest here; the binary adds the worker), for `/readyz`.
     pub components: crate::supervise::Components,
     /// Turns to read and parse a large body (a batch), so concurrent 16 MiB requests cannot exhaust memory.
@@ -94,7 +94,20 @@ impl AppState {
         let limiter = Arc::new(RateLimiter::new(config.rate_limit));
         let workers = courier_scheduler::wake::Notifier::spawn(pool.clone());
         let components = crate::supervise::Components::default();
-        let ingest = crate::ingest::Ingest::spawn(pool.clone(), workers, components.clone());
+        let (ingest, dispatcher) = Ingest::new(pool.clone(), workers);
+        // Should the dispatcher ever panic, it is restarted on the same queue (waiting requests are kept).
+        tokio::spawn(crate::supervise::supervise(
+            "ingest",
+            components.clone(),
+            tokio_util::sync::CancellationToken::new(),
+            move || {
+                let dispatcher = dispatcher.clone();
+                async move {
+                    dispatcher.run().await;
+                    Ok::<(), std::convert::Infallible>(())
+                }
+            },
+        ));
         Self {
             pool,
             key,

@@ -20,11 +20,14 @@ pub enum ErrorKind {
     InvalidUrl,
     /// The response body could not be read.
     Body,
+    /// The worker holding the last allowed attempt stopped before recording it; only the sweep records this (on the
+    /// delivery, as its last error), since nobody knows what the receiver answered.
+    LeaseExpired,
     Other,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 9] = [
         ErrorKind::Timeout,
         ErrorKind::Connect,
         ErrorKind::Dns,
@@ -32,6 +35,7 @@ impl ErrorKind {
         ErrorKind::BlockedTarget,
         ErrorKind::InvalidUrl,
         ErrorKind::Body,
+        ErrorKind::LeaseExpired,
         ErrorKind::Other,
     ];
 
@@ -44,6 +48,7 @@ impl ErrorKind {
             ErrorKind::BlockedTarget => "blocked_target",
             ErrorKind::InvalidUrl => "invalid_url",
             ErrorKind::Body => "body",
+            ErrorKind::LeaseExpired => "lease_expired",
             ErrorKind::Other => "other",
         }
     }
@@ -55,10 +60,14 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown attempt error kind `{0}`")]
+pub struct UnknownErrorKind(pub String);
+
 impl FromStr for ErrorKind {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        ErrorKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or(())
+    type Err = UnknownErrorKind;
+    fn from_str(s: &str) -> Result<Self, UnknownErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownErrorKind(s.to_owned()))
     }
 }
 

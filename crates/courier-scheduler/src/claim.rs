@@ -5,12 +5,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use courier_core::{
-    DeliveryId, Event, EventData, EventId, PayloadFilter, TenantId, TraceParent, WebhookId, WebhookSecret,
+    DeliveryId, Environment, Event, EventData, EventId, PayloadFilter, SealedSecrets, TenantId, TraceParent, WebhookId,
 };
-use courier_store::MasterKey;
 use sqlx::PgPool;
 
-use crate::{Error, Result};
+use crate::{Clock, DeliveryStatus, Result, corrupt};
 
 /// The webhook as a claimed delivery sees it.
 #[derive(Debug, Clone)]
@@ -20,16 +19,8 @@ pub struct ClaimedWebhook {
     pub payload: PayloadFilter,
     /// False when the webhook was disabled or deleted after this delivery was queued: cancel, do not send.
     pub active: bool,
-    secret_ciphertext: Vec<u8>,
-    previous_secret: Option<(Vec<u8>, DateTime<Utc>)>,
-}
-
-impl ClaimedWebhook {
-    /// The secrets to sign with now, oldest first (see `courier_store::webhooks::signing_secrets`).
-    pub fn secrets(&self, key: &MasterKey, now: DateTime<Utc>) -> Result<Vec<WebhookSecret>> {
-        let previous = self.previous_secret.as_ref().map(|(sealed, until)| (sealed.as_slice(), *until));
-        Ok(courier_store::webhooks::signing_secrets(key, &self.id, &self.secret_ciphertext, previous, now)?)
-    }
+    /// Its signing secrets as stored; the worker opens them with the master key (`courier_core::sealed`).
+    pub secrets: SealedSecrets,
 }
 
 /// A delivery this worker holds the lease of.
@@ -68,26 +59,30 @@ struct Row {
 }
 
 fn from_row(row: Row) -> Result<ClaimedDelivery> {
-    let corrupt = |what: &str| Error::Corrupt(format!("delivery {}: {what}", row.id));
+    let row_name = format!("delivery {}", row.id);
+    let webhook = WebhookId::parse(&row.webhook_id).map_err(corrupt(&row_name, "webhook id"))?;
     Ok(ClaimedDelivery {
-        id: DeliveryId::parse(&row.id).map_err(|_| corrupt("id"))?,
-        attempt: u32::try_from(row.attempt_count).map_err(|_| corrupt("attempt_count"))?,
-        max_attempts: u32::try_from(row.max_attempts).map_err(|_| corrupt("max_attempts"))?,
+        id: DeliveryId::parse(&row.id).map_err(corrupt(&row_name, "id"))?,
+        attempt: u32::try_from(row.attempt_count).map_err(corrupt(&row_name, "attempt_count"))?,
+        max_attempts: u32::try_from(row.max_attempts).map_err(corrupt(&row_name, "max_attempts"))?,
         event: Event {
-            id: EventId::parse(&row.event_id).map_err(|_| corrupt("event id"))?,
-            event_type: row.event_type.parse().map_err(|_| corrupt("event type"))?,
+            id: EventId::parse(&row.event_id).map_err(corrupt(&row_name, "event id"))?,
+            event_type: row.event_type.parse().map_err(corrupt(&row_name, "event type"))?,
             created: row.created,
             tenant_id: TenantId::from_uuid(row.tenant_id),
-            livemode: row.environment == "live",
-            data: EventData::parse(row.data).map_err(|_| corrupt("event data"))?,
+            livemode: row.environment.parse::<Environment>().map_err(corrupt(&row_name, "environment"))?.is_live(),
+            data: EventData::parse(row.data).map_err(corrupt(&row_name, "event data"))?,
         },
         webhook: ClaimedWebhook {
-            id: WebhookId::parse(&row.webhook_id).map_err(|_| corrupt("webhook id"))?,
+            id: webhook.clone(),
             url: row.url,
             payload: PayloadFilter { include_transcript: row.include_transcript, include_metrics: row.include_metrics },
             active: row.active,
-            secret_ciphertext: row.secret_ciphertext,
-            previous_secret: row.previous_secret_ciphertext.zip(row.previous_secret_expires_at),
+            secrets: SealedSecrets {
+                webhook,
+                current: row.secret_ciphertext,
+                previous: row.previous_secret_ciphertext.zip(row.previous_secret_expires_at),
+            },
         },
         // Only ever written from a parsed TraceParent; a stored value that does not parse only loses the link.
         trace_parent: row.trace_parent.and_then(|t| t.parse().ok()),
@@ -106,7 +101,13 @@ pub struct Skip<'a> {
 
 /// Claims up to `limit` due deliveries (pending and due, or leased and expired), skipping rows other workers hold
 /// and what `skip` names. Each claimed row's attempt count goes up by one and its lease runs for `lease`.
-pub async fn claim(pool: &PgPool, limit: u32, lease: Duration, skip: Skip<'_>) -> Result<Vec<ClaimedDelivery>> {
+pub async fn claim(
+    pool: &PgPool,
+    clock: &Clock,
+    limit: u32,
+    lease: Duration,
+    skip: Skip<'_>,
+) -> Result<Vec<ClaimedDelivery>> {
     let webhooks: Vec<&str> = skip.webhooks.iter().map(WebhookId::as_str).collect();
     let tenants: Vec<uuid::Uuid> = skip.tenants.iter().map(TenantId::as_uuid).collect();
     let rows: Vec<Row> = sqlx::query_as(
@@ -116,22 +117,22 @@ pub async fn claim(pool: &PgPool, limit: u32, lease: Duration, skip: Skip<'_>) -
          relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
          due AS (
             SELECT id FROM deliveries
-            -- A lease that ran out after the last allowed attempt leaves nothing to claim: see fail_exhausted_leases.
-            WHERE due_at <= now() AND attempt_count < max_attempts
+            -- A lease that ran out after the last allowed attempt leaves nothing to claim: see lease::fail_exhausted_leases.
+            WHERE due_at <= now() + $6 AND attempt_count < max_attempts
               AND webhook_id <> ALL ($3) AND tenant_id <> ALL ($4) AND (attempt_count = 0 OR NOT $5)
             ORDER BY due_at
             LIMIT $1
             FOR UPDATE SKIP LOCKED
          )
          UPDATE deliveries d
-            SET status = 'delivering', attempt_count = d.attempt_count + 1, next_attempt_at = NULL,
-                lease_expires_at = now() + $2, updated_at = now()
+            SET status = $7, attempt_count = d.attempt_count + 1, next_attempt_at = NULL,
+                lease_expires_at = now() + $6 + $2, updated_at = now()
            FROM due, relaxed, events e, webhooks w
           WHERE d.id = due.id AND e.tenant_id = d.tenant_id AND e.environment = d.environment AND e.id = d.event_id
             AND w.id = d.webhook_id
          RETURNING d.id, d.attempt_count, d.max_attempts, d.tenant_id, d.environment, d.event_id, d.event_type,
                    e.created, e.data, w.id AS webhook_id, w.url, w.include_transcript, w.include_metrics,
-                   (w.status = 'enabled' AND w.deleted_at IS NULL) AS active, w.secret_ciphertext,
+                   w.active, w.secret_ciphertext,
                    w.previous_secret_ciphertext, w.previous_secret_expires_at, d.trace_parent",
     )
     .bind(i64::from(limit))
@@ -139,47 +140,9 @@ pub async fn claim(pool: &PgPool, limit: u32, lease: Duration, skip: Skip<'_>) -
     .bind(&webhooks)
     .bind(&tenants)
     .bind(skip.retries)
+    .bind(clock.skew())
+    .bind(DeliveryStatus::Delivering.as_str())
     .fetch_all(pool)
     .await?;
     rows.into_iter().map(from_row).collect()
-}
-
-/// Fails deliveries whose lease ran out after their last allowed attempt: the worker that held them died after
-/// sending, so the attempt budget is spent. Returns how many.
-pub async fn fail_exhausted_leases(pool: &PgPool) -> Result<u64> {
-    let done = sqlx::query(
-        "UPDATE deliveries SET status = 'failed', lease_expires_at = NULL, updated_at = now(),
-                last_error = COALESCE(last_error, 'lease_expired')
-         WHERE due_at <= now() AND status = 'delivering' AND attempt_count >= max_attempts",
-    )
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
-}
-
-/// Gives claimed deliveries back unattempted (shutdown, or a saturated webhook): pending again after `after`,
-/// with the attempt this claim counted taken back.
-pub async fn release(pool: &PgPool, claimed: &[(DeliveryId, u32)], after: Duration) -> Result<u64> {
-    if claimed.is_empty() {
-        return Ok(0);
-    }
-    let (ids, attempts) = fencing_arrays(claimed);
-    let done = sqlx::query(
-        "UPDATE deliveries d
-            SET status = 'pending', attempt_count = d.attempt_count - 1, lease_expires_at = NULL,
-                next_attempt_at = now() + $3, updated_at = now()
-           FROM unnest($1::text[], $2::int[]) AS c(id, attempt)
-          WHERE d.id = c.id AND d.status = 'delivering' AND d.attempt_count = c.attempt",
-    )
-    .bind(&ids)
-    .bind(&attempts)
-    .bind(after)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
-}
-
-/// Claimed deliveries as the two arrays a fenced `UPDATE … FROM unnest($1, $2)` takes: ids and attempt numbers.
-pub(crate) fn fencing_arrays(claimed: &[(DeliveryId, u32)]) -> (Vec<&str>, Vec<i32>) {
-    claimed.iter().map(|(id, attempt)| (id.as_str(), *attempt as i32)).unzip()
 }

@@ -1,10 +1,12 @@
 //! Fan-out: one pending delivery per enabled webhook whose filter matches, inside the caller's transaction.
 
+use std::collections::HashMap;
+
 use courier_core::{EventId, EventType, TraceParent};
 use courier_store::Owner;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgExecutor};
 
-use crate::Result;
+use crate::{DeliveryStatus, Result};
 
 /// What fan-out needs to know of one event.
 #[derive(Debug, Clone, Copy)]
@@ -16,19 +18,11 @@ pub struct FanoutEvent<'a> {
     pub trace: Option<TraceParent>,
 }
 
-/// Enqueues one event's deliveries; returns how many. Runs in the caller's transaction so that an event is never
-/// stored without its deliveries, nor the other way round. It does not wake the workers: after committing, the caller
-/// does ([`crate::wake::Notifier`]); a `NOTIFY` in this transaction would serialise every ingest commit.
-pub async fn enqueue_fanout(conn: &mut PgConnection, owner: Owner, event: FanoutEvent<'_>) -> Result<u64> {
-    Ok(enqueue_fanout_many(conn, owner, &[event]).await?.first().copied().unwrap_or(0))
-}
-
-/// Enqueues many events' deliveries in one statement; returns the count per event, in order.
-pub async fn enqueue_fanout_many(
-    conn: &mut PgConnection,
-    owner: Owner,
-    events: &[FanoutEvent<'_>],
-) -> Result<Vec<u64>> {
+/// Enqueues the deliveries of many events in one statement; returns the count per event, in order. Runs in the
+/// caller's transaction so that an event is never stored without its deliveries, nor the other way round. It does
+/// not wake the workers: after committing, the caller does ([`crate::wake::Notifier`]); a `NOTIFY` in this
+/// transaction would serialise every ingest commit.
+pub async fn enqueue(conn: &mut PgConnection, owner: Owner, events: &[FanoutEvent<'_>]) -> Result<Vec<u64>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -41,9 +35,9 @@ pub async fn enqueue_fanout_many(
          inserted AS (
             INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status, max_attempts,
                                     next_attempt_at, trace_parent)
-            SELECT courier_id('dlv_'), w.tenant_id, w.environment, e.id, w.id, e.event_type, e.call_id, 'pending', w.max_attempts, now(), e.trace_parent
+            SELECT courier_id('dlv_'), w.tenant_id, w.environment, e.id, w.id, e.event_type, e.call_id, $7, w.max_attempts, now(), e.trace_parent
             FROM e JOIN webhooks w
-              ON w.tenant_id = $1 AND w.environment = $2 AND w.status = 'enabled' AND w.deleted_at IS NULL
+              ON w.tenant_id = $1 AND w.environment = $2 AND w.active
              AND (w.event_types IS NULL OR e.event_type = ANY (w.event_types))
             ORDER BY e.id, w.id
             RETURNING event_id
@@ -56,10 +50,27 @@ pub async fn enqueue_fanout_many(
     .bind(&types)
     .bind(&calls)
     .bind(&traces)
+    .bind(DeliveryStatus::Pending.as_str())
     .fetch_all(&mut *conn)
     .await?;
     Ok(events
         .iter()
         .map(|e| counts.iter().find(|(id, _)| id == e.id.as_str()).map(|(_, n)| *n as u64).unwrap_or(0))
         .collect())
+}
+
+/// How many deliveries each of these events fanned out to when it was first accepted (replays excluded): the
+/// answer an idempotent repeat gets. Events without deliveries are absent from the map.
+pub async fn counts(db: impl PgExecutor<'_>, owner: Owner, events: &[&EventId]) -> Result<HashMap<String, u64>> {
+    let ids: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT event_id, count(*) FROM deliveries
+         WHERE tenant_id = $1 AND environment = $2 AND event_id = ANY ($3) AND replay_of IS NULL GROUP BY event_id",
+    )
+    .bind(owner.tenant.as_uuid())
+    .bind(owner.environment.as_str())
+    .bind(&ids)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|(id, n)| (id, n as u64)).collect())
 }

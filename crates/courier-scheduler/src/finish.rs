@@ -11,9 +11,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use courier_core::response::safe_message;
 use courier_core::{AttemptResult, DeliveryId, Next, ResponseBody, WebhookId};
+use courier_store::webhooks::{DisabledReason, state};
 use sqlx::PgPool;
 
-use crate::{Error, Result};
+use crate::{Clock, DeliveryStatus, Error, Result};
 
 /// The most of an error message kept on record, in bytes.
 pub const MAX_ERROR_MESSAGE: usize = 1024;
@@ -64,7 +65,8 @@ pub struct Recorded {
 pub fn is_transient(err: &Error) -> bool {
     match err {
         Error::Database(err) => courier_store::is_transient(err),
-        Error::Store(_) | Error::Corrupt(_) => false,
+        Error::Store(courier_store::Error::Database(err)) => courier_store::is_transient(err),
+        Error::Store(_) => false,
     }
 }
 
@@ -80,35 +82,41 @@ fn sqlstate(err: &Error) -> String {
 /// Records a batch of attempts and applies their decisions. Deliveries whose lease the batch no longer held (another
 /// worker reclaimed them) keep the newer claim's state; their attempts are recorded all the same, because they
 /// happened. `Err` only when the database is unreachable or shutting down ([`is_transient`]): retry the batch.
-pub async fn record(pool: &PgPool, records: &[AttemptRecord]) -> Result<Recorded> {
-    let err = match write(pool, records, Detail::Full).await {
+pub async fn record(pool: &PgPool, clock: &Clock, records: &[AttemptRecord]) -> Result<Recorded> {
+    let err = match write(pool, clock, records, Detail::Full).await {
         Ok(updated) => return Ok(Recorded { updated, ..Recorded::default() }),
         Err(err) if is_transient(&err) => return Err(err),
         Err(err) => err,
     };
     let mut recorded = Recorded { split: records.len() > 1, ..Recorded::default() };
     if records.len() == 1 {
-        record_refused(pool, &records[0], &err, &mut recorded).await?;
+        record_refused(pool, clock, &records[0], &err, &mut recorded).await?;
         return Ok(recorded);
     }
     tracing::warn!(error = %err, count = records.len(), "a batch of attempts was refused; recording them one by one");
     for r in records {
-        match write(pool, std::slice::from_ref(r), Detail::Full).await {
+        match write(pool, clock, std::slice::from_ref(r), Detail::Full).await {
             Ok(n) => recorded.updated += n,
             Err(err) if is_transient(&err) => return Err(err),
-            Err(err) => record_refused(pool, r, &err, &mut recorded).await?,
+            Err(err) => record_refused(pool, clock, r, &err, &mut recorded).await?,
         }
     }
     Ok(recorded)
 }
 
 /// One attempt PostgreSQL refused in full: keep its outcome without the details, else move its delivery on.
-async fn record_refused(pool: &PgPool, r: &AttemptRecord, err: &Error, recorded: &mut Recorded) -> Result<()> {
+async fn record_refused(
+    pool: &PgPool,
+    clock: &Clock,
+    r: &AttemptRecord,
+    err: &Error,
+    recorded: &mut Recorded,
+) -> Result<()> {
     let one = std::slice::from_ref(r);
     let code = sqlstate(err);
     tracing::warn!(error = %err, delivery.id = %r.delivery_id, attempt = r.attempt,
         "an attempt's details were refused; recording its outcome only");
-    let last = match write(pool, one, Detail::Minimal { sqlstate: &code }).await {
+    let last = match write(pool, clock, one, Detail::Minimal { sqlstate: &code }).await {
         Ok(n) => {
             recorded.updated += n;
             recorded.minimal += 1;
@@ -119,7 +127,7 @@ async fn record_refused(pool: &PgPool, r: &AttemptRecord, err: &Error, recorded:
     };
     // The attempt row itself cannot exist (its delivery was purged, say): the delivery's state still moves on.
     recorded.dropped += 1;
-    match write(pool, one, Detail::None).await {
+    match write(pool, clock, one, Detail::None).await {
         Ok(n) => {
             recorded.updated += n;
             tracing::error!(error = %last, delivery.id = %r.delivery_id, webhook.id = %r.webhook_id,
@@ -138,7 +146,9 @@ async fn record_refused(pool: &PgPool, r: &AttemptRecord, err: &Error, recorded:
 }
 
 /// One transaction: the attempt rows (as `detail` says) and every delivery's next state.
-async fn write(pool: &PgPool, records: &[AttemptRecord], detail: Detail<'_>) -> Result<u64> {
+// Long because it turns one batch into the column arrays of two set-based statements in one pass; split, the
+// arrays would have to travel between functions.
+async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: Detail<'_>) -> Result<u64> {
     if records.is_empty() {
         return Ok(0);
     }
@@ -155,9 +165,9 @@ async fn write(pool: &PgPool, records: &[AttemptRecord], detail: Detail<'_>) -> 
     let mut timestamps = Vec::with_capacity(n);
     let mut statuses = Vec::with_capacity(n);
     let mut delays: Vec<Option<i64>> = Vec::with_capacity(n);
-    let mut gone: Vec<&str> = Vec::new();
-    let mut exhausted: Vec<&str> = Vec::new();
-    let mut succeeded: Vec<&str> = Vec::new();
+    let mut gone: Vec<WebhookId> = Vec::new();
+    let mut exhausted: Vec<&WebhookId> = Vec::new();
+    let mut succeeded: Vec<&WebhookId> = Vec::new();
     for r in records {
         ids.push(r.delivery_id.as_str());
         attempts.push(r.attempt as i32);
@@ -188,22 +198,23 @@ async fn write(pool: &PgPool, records: &[AttemptRecord], detail: Detail<'_>) -> 
         timestamps.push(r.signature_timestamp);
         let (status, delay) = match r.next {
             Next::Succeeded => {
-                succeeded.push(r.webhook_id.as_str());
-                ("succeeded", None)
+                succeeded.push(&r.webhook_id);
+                (DeliveryStatus::Succeeded, None)
             }
-            Next::Retry { after } => {
-                ("pending", Some(i64::try_from(after.as_millis()).unwrap_or(MAX_DELAY_MS).min(MAX_DELAY_MS)))
-            }
+            Next::Retry { after } => (
+                DeliveryStatus::Pending,
+                Some(i64::try_from(after.as_millis()).unwrap_or(MAX_DELAY_MS).min(MAX_DELAY_MS)),
+            ),
             Next::Failed => {
-                exhausted.push(r.webhook_id.as_str());
-                ("failed", None)
+                exhausted.push(&r.webhook_id);
+                (DeliveryStatus::Failed, None)
             }
             Next::Gone => {
-                gone.push(r.webhook_id.as_str());
-                ("failed", None)
+                gone.push(r.webhook_id.clone());
+                (DeliveryStatus::Failed, None)
             }
         };
-        statuses.push(status);
+        statuses.push(status.as_str());
         delays.push(delay);
     }
 
@@ -232,11 +243,11 @@ async fn write(pool: &PgPool, records: &[AttemptRecord], detail: Detail<'_>) -> 
     // Retry times come from the database's clock, like the claim's `now()`: workers' clocks may disagree.
     let updated = sqlx::query(
         "UPDATE deliveries d
-            SET status = u.status, next_attempt_at = now() + u.delay_ms * interval '1 millisecond',
+            SET status = u.status, next_attempt_at = now() + $7 + u.delay_ms * interval '1 millisecond',
                 lease_expires_at = NULL, last_status_code = u.code, last_error = u.kind, updated_at = now()
            FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::int[], $6::text[])
                 AS u(id, attempt, status, delay_ms, code, kind)
-          WHERE d.id = u.id AND d.status = 'delivering' AND d.attempt_count = u.attempt",
+          WHERE d.id = u.id AND d.status = $8 AND d.attempt_count = u.attempt",
     )
     .bind(&ids)
     .bind(&attempts)
@@ -244,40 +255,15 @@ async fn write(pool: &PgPool, records: &[AttemptRecord], detail: Detail<'_>) -> 
     .bind(&delays)
     .bind(&codes)
     .bind(&kinds)
+    .bind(clock.skew())
+    .bind(DeliveryStatus::Delivering.as_str())
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    if !exhausted.is_empty() {
-        // Start (or continue) the webhook's failing streak; auto-disable reads it.
-        sqlx::query(
-            "UPDATE webhooks w SET failing_since = COALESCE(w.failing_since, now()),
-                    exhausted_since_failing = w.exhausted_since_failing + f.n
-               FROM (SELECT id, count(*)::int AS n FROM unnest($1::text[]) AS id GROUP BY id) AS f
-              WHERE w.id = f.id",
-        )
-        .bind(&exhausted)
-        .execute(&mut *tx)
-        .await?;
-    }
-    if !succeeded.is_empty() {
-        // Any success ends the streak. Healthy webhooks have no streak, so this writes nothing for them.
-        sqlx::query(
-            "UPDATE webhooks SET failing_since = NULL, exhausted_since_failing = 0
-             WHERE id = ANY ($1) AND failing_since IS NOT NULL",
-        )
-        .bind(&succeeded)
-        .execute(&mut *tx)
-        .await?;
-    }
+    // The failure streak auto-disable reads, and a 410's disabling, belong to the webhook's owner.
+    state::track_failures(&mut tx, &exhausted, &succeeded, clock.skew()).await?;
     if !gone.is_empty() {
-        sqlx::query(
-            "UPDATE webhooks SET status = 'disabled', disabled_reason = 'gone', updated_at = now()
-             WHERE id = ANY ($1) AND status = 'enabled'",
-        )
-        .bind(&gone)
-        .execute(&mut *tx)
-        .await?;
-        crate::lifecycle::cancel_pending_of(&mut tx, &gone).await?;
+        crate::disabling::disable(&mut tx, &gone, DisabledReason::Gone).await?;
     }
     tx.commit().await?;
     Ok(updated)

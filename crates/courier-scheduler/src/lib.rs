@@ -6,21 +6,25 @@
 //! Transactions here are short and never span an HTTP call: claim, commit, deliver outside, record in a batch.
 
 pub mod claim;
+pub mod clock;
+pub mod disabling;
 pub mod fanout;
 pub mod finish;
-pub mod lifecycle;
+pub mod ingest;
+pub mod lease;
 pub mod logs;
 pub mod replay;
 pub mod retention;
+pub mod stats;
 pub mod wake;
 
 use std::fmt;
 use std::str::FromStr;
 
-pub use claim::{ClaimedDelivery, Skip, claim, release};
-pub use courier_store::MasterKey;
-pub use fanout::{enqueue_fanout, enqueue_fanout_many};
+pub use claim::{ClaimedDelivery, Skip, claim};
+pub use clock::Clock;
 pub use finish::{AttemptRecord, Recorded, record};
+pub use lease::release;
 
 /// Where a delivery is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,8 +79,15 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Store(#[from] courier_store::Error),
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// For `map_err`: a stored value that does not parse (see [`courier_store::Error::corrupt`]).
+pub(crate) fn corrupt<E: Into<courier_store::BoxError>>(
+    row: impl fmt::Display,
+    column: &'static str,
+) -> impl FnOnce(E) -> Error {
+    let corrupt = courier_store::Error::corrupt(row, column);
+    move |source| Error::Store(corrupt(source))
+}

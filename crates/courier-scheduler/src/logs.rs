@@ -1,11 +1,11 @@
 //! The delivery log: what tenants read through the API and operators through the CLI.
 
 use chrono::{DateTime, Utc};
-use courier_core::{DeliveryId, EventId, EventType, ResponseBody, TenantId, WebhookId};
+use courier_core::{DeliveryId, ErrorKind, EventId, EventType, ResponseBody, TenantId, WebhookId};
 use courier_store::Owner;
 use sqlx::{PgExecutor, Postgres, QueryBuilder};
 
-use crate::{DeliveryStatus, Error, Result};
+use crate::{DeliveryStatus, Result, corrupt};
 
 /// One delivery as the log shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,8 +33,9 @@ pub struct Attempt {
     pub attempt: i32,
     pub started_at: DateTime<Utc>,
     pub duration_ms: i32,
-    pub status_code: Option<i32>,
-    pub error_kind: Option<String>,
+    pub status_code: Option<u16>,
+    /// Why no response came back (unknown kinds written by a newer version read as [`ErrorKind::Other`]).
+    pub error_kind: Option<ErrorKind>,
     pub error_message: Option<String>,
     /// What the receiver answered, exactly as kept (bytes; see [`ResponseBody::display`]).
     pub response_body: Option<ResponseBody>,
@@ -60,8 +61,8 @@ impl From<AttemptRow> for Attempt {
             attempt: row.attempt,
             started_at: row.started_at,
             duration_ms: row.duration_ms,
-            status_code: row.status_code,
-            error_kind: row.error_kind,
+            status_code: row.status_code.and_then(|c| u16::try_from(c).ok()),
+            error_kind: row.error_kind.map(|k| k.parse().unwrap_or(ErrorKind::Other)),
             error_message: row.error_message,
             response_body: row.response_body.map(|bytes| ResponseBody::stored(bytes, row.response_truncated)),
             signature_timestamp: row.signature_timestamp,
@@ -111,21 +112,25 @@ pub(crate) const COLUMNS: &str = "d.id, d.tenant_id, d.event_id, d.event_type, d
     d.updated_at";
 
 pub(crate) fn from_row(row: Row) -> Result<Delivery> {
-    let corrupt = |what: &str| Error::Corrupt(format!("delivery {}: {what}", row.id));
+    let row_name = format!("delivery {}", row.id);
     Ok(Delivery {
-        id: DeliveryId::parse(&row.id).map_err(|_| corrupt("id"))?,
+        id: DeliveryId::parse(&row.id).map_err(corrupt(&row_name, "id"))?,
         tenant_id: TenantId::from_uuid(row.tenant_id),
-        event_id: EventId::parse(&row.event_id).map_err(|_| corrupt("event id"))?,
-        event_type: row.event_type.parse().map_err(|_| corrupt("event type"))?,
+        event_id: EventId::parse(&row.event_id).map_err(corrupt(&row_name, "event id"))?,
+        event_type: row.event_type.parse().map_err(corrupt(&row_name, "event type"))?,
         call_id: row.call_id,
-        webhook_id: WebhookId::parse(&row.webhook_id).map_err(|_| corrupt("webhook id"))?,
-        status: row.status.parse().map_err(|_| corrupt("status"))?,
-        attempt_count: u32::try_from(row.attempt_count).map_err(|_| corrupt("attempt_count"))?,
-        max_attempts: u32::try_from(row.max_attempts).map_err(|_| corrupt("max_attempts"))?,
+        webhook_id: WebhookId::parse(&row.webhook_id).map_err(corrupt(&row_name, "webhook id"))?,
+        status: row.status.parse().map_err(corrupt(&row_name, "status"))?,
+        attempt_count: u32::try_from(row.attempt_count).map_err(corrupt(&row_name, "attempt_count"))?,
+        max_attempts: u32::try_from(row.max_attempts).map_err(corrupt(&row_name, "max_attempts"))?,
         next_attempt_at: row.next_attempt_at,
         last_status_code: row.last_status_code.and_then(|c| u16::try_from(c).ok()),
         last_error: row.last_error,
-        replay_of: row.replay_of.map(|id| DeliveryId::parse(&id)).transpose().map_err(|_| corrupt("replay_of"))?,
+        replay_of: row
+            .replay_of
+            .map(|id| DeliveryId::parse(&id))
+            .transpose()
+            .map_err(corrupt(&row_name, "replay_of"))?,
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
@@ -242,7 +247,7 @@ pub async fn page(
     let (end, scanned): (Option<String>, i64) = q.build_query_as().fetch_one(db).await?;
     let resume_before = match end {
         Some(end) if scanned >= SCAN_WINDOW => {
-            Some(DeliveryId::parse(&end).map_err(|_| Error::Corrupt(format!("delivery id {end}")))?)
+            Some(DeliveryId::parse(&end).map_err(corrupt(format!("delivery {end}"), "id"))?)
         }
         _ => None,
     };
@@ -304,62 +309,4 @@ pub async fn for_event(db: impl PgExecutor<'_>, owner: Owner, event: &EventId) -
     .fetch_all(db)
     .await?;
     rows.into_iter().map(from_row).collect()
-}
-
-/// How many deliveries an event fanned out to when it was first accepted (replays excluded): the answer an
-/// idempotent repeat of the same event gets.
-pub async fn fanout_count(db: impl PgExecutor<'_>, owner: Owner, event: &EventId) -> Result<u64> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM deliveries
-         WHERE tenant_id = $1 AND environment = $2 AND event_id = $3 AND replay_of IS NULL",
-    )
-    .bind(owner.tenant.as_uuid())
-    .bind(owner.environment.as_str())
-    .bind(event.as_str())
-    .fetch_one(db)
-    .await?;
-    Ok(n as u64)
-}
-
-/// [`fanout_count`] for many events at once; events without deliveries are absent from the map.
-pub async fn fanout_counts(
-    db: impl PgExecutor<'_>,
-    owner: Owner,
-    events: &[&EventId],
-) -> Result<std::collections::HashMap<String, u64>> {
-    let ids: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT event_id, count(*) FROM deliveries
-         WHERE tenant_id = $1 AND environment = $2 AND event_id = ANY ($3) AND replay_of IS NULL GROUP BY event_id",
-    )
-    .bind(owner.tenant.as_uuid())
-    .bind(owner.environment.as_str())
-    .bind(&ids)
-    .fetch_all(db)
-    .await?;
-    Ok(rows.into_iter().map(|(id, n)| (id, n as u64)).collect())
-}
-
-/// The queue as operators watch it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct QueueStats {
-    /// Deliveries that may be claimed now (pending and due, or leased and expired).
-    pub due: i64,
-    /// Deliveries waiting for a later attempt or held by a live lease.
-    pub scheduled: i64,
-    /// How long the oldest due delivery has waited, in seconds.
-    pub lag_seconds: f64,
-}
-
-/// Reads [`QueueStats`] through the claim's partial index, so it costs nothing in finished rows.
-pub async fn queue_stats(db: impl PgExecutor<'_>) -> Result<QueueStats> {
-    let (due, scheduled, lag): (i64, i64, f64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE due_at <= now()),
-                count(*) FILTER (WHERE due_at > now()),
-                COALESCE(extract(epoch FROM now() - min(due_at) FILTER (WHERE due_at <= now()))::float8, 0)
-         FROM deliveries WHERE due_at IS NOT NULL",
-    )
-    .fetch_one(db)
-    .await?;
-    Ok(QueueStats { due, scheduled, lag_seconds: lag })
 }

@@ -6,7 +6,7 @@ use courier_store::Owner;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 
 use crate::logs::{COLUMNS, Delivery, DeliveryFilter, Visibility, push_conditions};
-use crate::{Error, Result, wake};
+use crate::{Result, corrupt, wake};
 
 /// How many deliveries one bulk-replay transaction creates.
 pub const CHUNK: u32 = 500;
@@ -24,7 +24,7 @@ pub enum Replayed {
 pub async fn replay_one(pool: &PgPool, owner: Owner, id: &DeliveryId, trace: Option<TraceParent>) -> Result<Replayed> {
     let mut tx = pool.begin().await?;
     let active: Option<bool> = sqlx::query_scalar(
-        "SELECT w.status = 'enabled' AND w.deleted_at IS NULL
+        "SELECT w.active
          FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
          WHERE d.id = $1 AND d.tenant_id = $2 AND d.environment = $3",
     )
@@ -66,7 +66,7 @@ fn push_candidates(
 ) {
     q.push(
         " FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
-         WHERE w.status = 'enabled' AND w.deleted_at IS NULL
+         WHERE w.active
            AND NOT (d.replay_of IS NOT NULL AND d.status IN ('pending', 'delivering'))
            AND NOT EXISTS (SELECT 1 FROM deliveries r WHERE r.replay_of = d.id)
            AND d.created_at < ",
@@ -144,12 +144,39 @@ pub async fn replay_bulk(
     }
 }
 
+/// Where a bulk replay job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayStatus {
+    Queued,
+    Running,
+    Finished,
+}
+
+impl ReplayStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplayStatus::Queued => "queued",
+            ReplayStatus::Running => "running",
+            ReplayStatus::Finished => "finished",
+        }
+    }
+}
+
+impl std::str::FromStr for ReplayStatus {
+    type Err = crate::UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, crate::UnknownStatus> {
+        [ReplayStatus::Queued, ReplayStatus::Running, ReplayStatus::Finished]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| crate::UnknownStatus(s.to_owned()))
+    }
+}
+
 /// A bulk replay running in the background.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayJob {
     pub id: ReplayId,
-    /// `queued`, `running` or `finished`.
-    pub status: String,
+    pub status: ReplayStatus,
     /// Deliveries queued so far.
     pub replayed: u64,
     pub created_at: DateTime<Utc>,
@@ -179,14 +206,14 @@ impl StoredFilter {
     }
 
     fn into_filter(self) -> Result<DeliveryFilter> {
-        let corrupt = |what: &str| Error::Corrupt(format!("replay filter: {what}"));
+        let row = "a replay's filter";
         Ok(DeliveryFilter {
-            status: self.status.map(|s| s.parse()).transpose().map_err(|_| corrupt("status"))?,
-            webhook_id: self.webhook_id.map(|w| WebhookId::parse(&w)).transpose().map_err(|_| corrupt("webhook"))?,
+            status: self.status.map(|s| s.parse()).transpose().map_err(corrupt(row, "status"))?,
+            webhook_id: self.webhook_id.map(|w| WebhookId::parse(&w)).transpose().map_err(corrupt(row, "webhook"))?,
             event_types: self
                 .event_types
                 .iter()
-                .map(|t| t.parse().map_err(|_| corrupt("event type")))
+                .map(|t| t.parse().map_err(corrupt(row, "event type")))
                 .collect::<Result<_>>()?,
             call_id: None,
             since: self.since,
@@ -207,8 +234,8 @@ struct JobRow {
 
 fn job_from_row(row: JobRow) -> Result<ReplayJob> {
     Ok(ReplayJob {
-        id: ReplayId::parse(&row.id).map_err(|_| Error::Corrupt(format!("replay id {}", row.id)))?,
-        status: row.status,
+        id: ReplayId::parse(&row.id).map_err(corrupt(format!("replay {}", row.id), "id"))?,
+        status: row.status.parse().map_err(corrupt(format!("replay {}", row.id), "status"))?,
         replayed: row.replayed.max(0) as u64,
         created_at: row.created_at,
         updated_at: row.updated_at,
@@ -225,8 +252,7 @@ pub async fn start_bulk(
     filter: &DeliveryFilter,
     trace: Option<TraceParent>,
 ) -> Result<ReplayJob> {
-    let stored = serde_json::to_value(StoredFilter::from_filter(filter))
-        .map_err(|e| Error::Corrupt(format!("replay filter: {e}")))?;
+    let stored = serde_json::to_value(StoredFilter::from_filter(filter)).map_err(corrupt("a new replay", "filter"))?;
     let row: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO replays (id, tenant_id, environment, filter, created_before, trace_parent)
          VALUES ($1, $2, $3, $4, now(), $5) RETURNING {JOB_COLUMNS}"
@@ -277,10 +303,10 @@ pub async fn advance(pool: &PgPool) -> Result<bool> {
     let Some(open) = open else {
         return Ok(false);
     };
-    let environment = open.environment.parse().map_err(|_| Error::Corrupt(format!("replay {}", open.id)))?;
+    let row = format!("replay {}", open.id);
+    let environment = open.environment.parse().map_err(corrupt(&row, "environment"))?;
     let owner = Owner { tenant: TenantId::from_uuid(open.tenant_id), environment };
-    let stored: StoredFilter =
-        serde_json::from_value(open.filter).map_err(|e| Error::Corrupt(format!("replay {}: {e}", open.id)))?;
+    let stored: StoredFilter = serde_json::from_value(open.filter).map_err(corrupt(&row, "filter"))?;
     let filter = stored.into_filter()?;
     let replayed = replay_chunk(
         &mut tx,

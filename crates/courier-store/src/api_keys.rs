@@ -67,14 +67,14 @@ macro_rules! columns {
 }
 
 fn from_row(row: Row) -> Result<ApiKey> {
-    let corrupt = |what: &str| Error::Corrupt(format!("api key {}: {what}", row.id));
+    let row_name = format!("api key {}", row.id);
     Ok(ApiKey {
         owner: Owner {
             tenant: TenantId::from_uuid(row.tenant_id),
-            environment: row.environment.parse().map_err(|_| corrupt("environment"))?,
+            environment: row.environment.parse().map_err(Error::corrupt(&row_name, "environment"))?,
         },
-        scopes: Scopes::parse_list(&row.scopes.join(",")).map_err(|_| corrupt("scopes"))?,
-        id: ApiKeyId::parse(&row.id).map_err(|_| corrupt("id"))?,
+        scopes: Scopes::parse_list(&row.scopes.join(",")).map_err(Error::corrupt(&row_name, "scopes"))?,
+        id: ApiKeyId::parse(&row.id).map_err(Error::corrupt(&row_name, "id"))?,
         display_prefix: row.display_prefix,
         created_at: row.created_at,
         revoked_at: row.revoked_at,

@@ -65,64 +65,22 @@ macro_rules! columns {
 }
 
 fn from_row(row: Row) -> Result<StoredEvent> {
-    let corrupt = |what: &str| Error::Corrupt(format!("event {}: {what}", row.id));
+    let row_name = format!("event {}", row.id);
     Ok(StoredEvent {
         event: Event {
-            id: EventId::parse(&row.id).map_err(|_| corrupt("id"))?,
-            event_type: row.event_type.parse().map_err(|_| corrupt("type"))?,
+            id: EventId::parse(&row.id).map_err(Error::corrupt(&row_name, "id"))?,
+            event_type: row.event_type.parse().map_err(Error::corrupt(&row_name, "type"))?,
             created: row.created,
             tenant_id: courier_core::TenantId::from_uuid(row.tenant_id),
             livemode: row
                 .environment
                 .parse::<courier_core::Environment>()
-                .map_err(|_| corrupt("environment"))?
+                .map_err(Error::corrupt(&row_name, "environment"))?
                 .is_live(),
-            data: EventData::parse(row.data).map_err(|_| corrupt("data"))?,
+            data: EventData::parse(row.data).map_err(Error::corrupt(&row_name, "data"))?,
         },
         received_at: row.received_at,
     })
-}
-
-/// Stores an event unless its id is taken. Concurrent inserts of one id serialise on the primary key:
-/// exactly one sees `New`, the others `Repeat` or `Conflict`.
-pub async fn insert(conn: &mut PgConnection, owner: Owner, new: &NewEvent) -> Result<Inserted> {
-    let hash = new.request_hash();
-    let inserted: Option<Row> = sqlx::query_as(concat!(
-        "INSERT INTO events (tenant_id, id, environment, event_type, call_id, created, data, request_hash)
-         VALUES ($1, $2, $3, $4, $5, COALESCE($6, extract(epoch FROM now())::bigint), $7, $8)
-         ON CONFLICT (tenant_id, environment, id) DO NOTHING RETURNING ",
-        columns!()
-    ))
-    .bind(owner.tenant.as_uuid())
-    .bind(new.id.as_str())
-    .bind(owner.environment.as_str())
-    .bind(new.event_type.as_str())
-    .bind(new.data.call_id())
-    .bind(new.created)
-    .bind(sqlx::types::Json(&new.data))
-    .bind(&hash)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(row) = inserted {
-        return Ok(Inserted::New(from_row(row)?));
-    }
-    #[derive(sqlx::FromRow)]
-    struct Existing {
-        request_hash: Vec<u8>,
-        #[sqlx(flatten)]
-        row: Row,
-    }
-    let existing: Existing = sqlx::query_as(concat!(
-        "SELECT request_hash, ",
-        columns!(),
-        " FROM events WHERE tenant_id = $1 AND environment = $2 AND id = $3"
-    ))
-    .bind(owner.tenant.as_uuid())
-    .bind(owner.environment.as_str())
-    .bind(new.id.as_str())
-    .fetch_one(&mut *conn)
-    .await?;
-    if existing.request_hash == hash { Ok(Inserted::Repeat(from_row(existing.row)?)) } else { Ok(Inserted::Conflict) }
 }
 
 pub async fn get(db: impl PgExecutor<'_>, owner: Owner, id: &EventId) -> Result<Option<StoredEvent>> {
@@ -242,7 +200,9 @@ pub async fn insert_many(conn: &mut PgConnection, owner: Owner, new: &[NewEvent]
             match existing.get(id) {
                 Some((stored_hash, stored)) if stored_hash == hash => out.push(Inserted::Repeat(stored.clone())),
                 Some(_) => out.push(Inserted::Conflict),
-                None => return Err(Error::Corrupt(format!("event {id} was neither inserted nor found"))),
+                // ON CONFLICT DO NOTHING skipped it, so a row with this id exists; reading none back means the
+                // database broke its promise.
+                None => return Err(Error::corrupt(format!("event {id}"), "id")("neither inserted nor found")),
             }
         }
     }

@@ -6,15 +6,13 @@
 //! Operator-only functions that cross tenants live in the [`operator`] module, named as such.
 
 pub mod api_keys;
-pub mod crypto;
 pub mod events;
 pub mod operator;
+pub mod schema;
 pub mod tenants;
 pub mod webhooks;
 
 use courier_core::{Environment, TenantId};
-
-pub use crypto::MasterKey;
 
 /// Every migration in `migrations/`, the scheduler's tables included: one schema, one migrator.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -30,15 +28,29 @@ pub struct Owner {
 pub enum Error {
     #[error("database error")]
     Database(#[from] sqlx::Error),
-    #[error("a stored webhook secret could not be decrypted; is COURIER_SECRET_KEY the key it was written with?")]
-    Decrypt,
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
+    #[error("stored data is corrupt: {row}, column {column}")]
+    Corrupt {
+        row: String,
+        column: &'static str,
+        #[source]
+        source: BoxError,
+    },
     #[error("the tenant already has {0} webhooks, its limit")]
     TooManyWebhooks(u32),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Any error, as the cause of another.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Error {
+    /// For `map_err`: a value of `row` in `column` that does not parse, keeping why as the source.
+    pub fn corrupt<E: Into<BoxError>>(row: impl std::fmt::Display, column: &'static str) -> impl FnOnce(E) -> Error {
+        let row = row.to_string();
+        move |source| Error::Corrupt { row, column, source: source.into() }
+    }
+}
 
 /// True for failures of the database rather than of a statement or its rows, after which the same statement may
 /// succeed: connection loss (class 08, an I/O or TLS error, a protocol break), the server shutting down or in

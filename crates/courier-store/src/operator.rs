@@ -1,19 +1,19 @@
-//! Cross-tenant functions for operators (the `courier` CLI). Never reachable from a tenant's API key.
+//! Cross-tenant reads for operators (the `courier` CLI). Never reachable from a tenant's API key.
+//! State changes an operator makes go through the owning module ([`crate::webhooks::state`]).
 
-use courier_core::{TenantId, WebhookId};
+use courier_core::{Environment, TenantId, WebhookId};
 use sqlx::PgExecutor;
 
-use crate::Result;
-use crate::webhooks::DisabledReason;
+use crate::webhooks::WebhookStatus;
+use crate::{Error, Result};
 
 /// A webhook as operators list it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookSummary {
-    pub id: String,
-    pub environment: String,
+    pub id: WebhookId,
+    pub environment: Environment,
     pub url: String,
-    pub status: String,
-    pub disabled_reason: Option<String>,
+    pub status: WebhookStatus,
 }
 
 pub async fn list_webhooks(db: impl PgExecutor<'_>, tenant: TenantId) -> Result<Vec<WebhookSummary>> {
@@ -24,35 +24,21 @@ pub async fn list_webhooks(db: impl PgExecutor<'_>, tenant: TenantId) -> Result<
     .bind(tenant.as_uuid())
     .fetch_all(db)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, environment, url, status, disabled_reason)| WebhookSummary {
-            id,
-            environment,
-            url,
-            status,
-            disabled_reason,
+    rows.into_iter()
+        .map(|(id, environment, url, status, reason)| {
+            let row = format!("webhook {id}");
+            Ok(WebhookSummary {
+                id: WebhookId::parse(&id).map_err(Error::corrupt(&row, "id"))?,
+                environment: environment.parse().map_err(Error::corrupt(&row, "environment"))?,
+                url,
+                status: WebhookStatus::from_columns(&status, reason.as_deref())
+                    .map_err(Error::corrupt(&row, "status"))?,
+            })
         })
-        .collect())
+        .collect()
 }
 
-/// Enables a webhook or disables it for `reason`; true when it exists.
-pub async fn set_webhook_status(
-    db: impl PgExecutor<'_>,
-    id: &WebhookId,
-    disabled: Option<DisabledReason>,
-) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE webhooks SET status = CASE WHEN $2::text IS NULL THEN 'enabled' ELSE 'disabled' END,
-            disabled_reason = $2, updated_at = now(),
-            -- Re-enabling starts a fresh failure streak.
-            failing_since = CASE WHEN $2::text IS NULL THEN NULL ELSE failing_since END,
-            exhausted_since_failing = CASE WHEN $2::text IS NULL THEN 0 ELSE exhausted_since_failing END
-         WHERE id = $1 AND deleted_at IS NULL",
-    )
-    .bind(id.as_str())
-    .bind(disabled.map(DisabledReason::as_str))
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
+/// A webhook's URL by id alone, deleted ones included (an old delivery still names it).
+pub async fn webhook_url(db: impl PgExecutor<'_>, id: &WebhookId) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar("SELECT url FROM webhooks WHERE id = $1").bind(id.as_str()).fetch_optional(db).await?)
 }

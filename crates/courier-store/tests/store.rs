@@ -1,11 +1,13 @@
 //! courier-store against a real PostgreSQL: a fresh, migrated database per test.
 
 use chrono::Utc;
-use courier_core::{Environment, EventData, EventId, EventSelector, EventType, PayloadFilter, Scope, Scopes};
+use courier_core::{
+    Environment, EventData, EventId, EventSelector, EventType, MasterKey, PayloadFilter, Scope, Scopes, SealedSecrets,
+};
 use courier_store::api_keys::{self, KeyLookup};
 use courier_store::events::{self, Inserted, NewEvent};
 use courier_store::webhooks::{self, NewWebhook, WebhookPatch, WebhookStatus};
-use courier_store::{MasterKey, Owner, tenants};
+use courier_store::{Owner, tenants};
 use sqlx::PgPool;
 
 fn master_key() -> MasterKey {
@@ -108,11 +110,9 @@ async fn webhook_secrets_are_encrypted_at_rest_and_round_trip(pool: PgPool) {
     assert!(!stored.windows(needle.len()).any(|w| w == needle), "the secret must not be stored in clear");
     assert!(!stored.windows(secret.key_bytes().len()).any(|w| w == secret.key_bytes()));
 
-    let opened = webhooks::signing_secrets(&key, &webhook.id, &stored, None, Utc::now()).expect("decrypts");
-    assert_eq!(opened, vec![secret]);
-    assert!(
-        webhooks::signing_secrets(&MasterKey::from_bytes(&[8u8; 32]), &webhook.id, &stored, None, Utc::now()).is_err()
-    );
+    let sealed = SealedSecrets { webhook: webhook.id.clone(), current: stored, previous: None };
+    assert_eq!(sealed.open(&key, Utc::now()).expect("decrypts"), vec![secret]);
+    assert!(sealed.open(&MasterKey::from_bytes(&[8u8; 32]), Utc::now()).is_err());
 }
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
@@ -133,12 +133,10 @@ async fn rotation_keeps_the_old_secret_for_the_grace_period(pool: PgPool) {
             .fetch_one(&pool)
             .await
             .expect("row");
-    let during =
-        webhooks::signing_secrets(&key, &webhook.id, &current, Some((&previous, expires)), Utc::now()).expect("ok");
-    assert_eq!(during, vec![old, new.clone()], "old first, newest last");
+    let sealed = SealedSecrets { webhook: webhook.id.clone(), current, previous: Some((previous, expires)) };
+    assert_eq!(sealed.open(&key, Utc::now()).expect("ok"), vec![old, new.clone()], "old first, newest last");
     let after = expires + chrono::Duration::seconds(1);
-    let later = webhooks::signing_secrets(&key, &webhook.id, &current, Some((&previous, expires)), after).expect("ok");
-    assert_eq!(later, vec![new]);
+    assert_eq!(sealed.open(&key, after).expect("ok"), vec![new]);
 }
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
@@ -155,10 +153,15 @@ async fn tenants_and_environments_are_isolated(pool: PgPool) {
     assert!(webhooks::get(&pool, acme_test, &webhook.id).await.expect("get").is_none());
     assert!(webhooks::list(&pool, globex, None, 100).await.expect("list").is_empty());
     assert!(
-        webhooks::update(&pool, globex, &webhook.id, WebhookPatch { enabled: Some(false), ..Default::default() })
-            .await
-            .expect("update")
-            .is_none()
+        webhooks::update(
+            &mut pool.acquire().await.expect("conn"),
+            globex,
+            &webhook.id,
+            WebhookPatch { enabled: Some(false), ..Default::default() }
+        )
+        .await
+        .expect("update")
+        .is_none()
     );
     assert!(!webhooks::delete(&pool, globex, &webhook.id).await.expect("delete"));
     assert!(
@@ -175,14 +178,14 @@ async fn tenants_and_environments_are_isolated(pool: PgPool) {
         data: EventData::parse(serde_json::json!({"call_id": "c"})).expect("valid"),
     };
     let mut conn = pool.acquire().await.expect("conn");
-    assert!(matches!(events::insert(&mut conn, acme, &event).await.expect("insert"), Inserted::New(_)));
+    assert!(matches!(insert_one(&mut conn, acme, &event).await.expect("insert"), Inserted::New(_)));
     // Another tenant may use the same event id: ids are per tenant.
-    assert!(matches!(events::insert(&mut conn, globex, &event).await.expect("insert"), Inserted::New(_)));
+    assert!(matches!(insert_one(&mut conn, globex, &event).await.expect("insert"), Inserted::New(_)));
     assert!(events::get(&pool, acme_test, &event.id).await.expect("get").is_none());
     // Test mode has its own id space: the same id there is a new event, neither a conflict nor a repeat.
     let mut different = event.clone();
     different.event_type = EventType::CallFailed;
-    assert!(matches!(events::insert(&mut conn, acme_test, &different).await.expect("insert"), Inserted::New(_)));
+    assert!(matches!(insert_one(&mut conn, acme_test, &different).await.expect("insert"), Inserted::New(_)));
     let batch = events::insert_many(&mut conn, acme_test, std::slice::from_ref(&event)).await.expect("batch");
     assert!(matches!(batch[0], Inserted::Conflict), "within test mode the id is taken by the call.failed one");
 }
@@ -201,17 +204,24 @@ async fn webhooks_update_disable_and_delete(pool: PgPool) {
         enabled: Some(false),
         ..Default::default()
     };
-    let updated = webhooks::update(&pool, owner, &webhook.id, patch).await.expect("update").expect("exists");
+    let updated = webhooks::update(&mut pool.acquire().await.expect("conn"), owner, &webhook.id, patch)
+        .await
+        .expect("update")
+        .expect("exists");
     assert_eq!(updated.url, "https://example.com/b");
     assert_eq!(updated.description, None);
     assert_eq!(updated.events, EventSelector::All);
     assert!(updated.payload.include_metrics && updated.payload.include_transcript);
     assert_eq!(updated.status, WebhookStatus::Disabled(webhooks::DisabledReason::Manual));
-    let enabled =
-        webhooks::update(&pool, owner, &webhook.id, WebhookPatch { enabled: Some(true), ..Default::default() })
-            .await
-            .expect("update")
-            .expect("exists");
+    let enabled = webhooks::update(
+        &mut pool.acquire().await.expect("conn"),
+        owner,
+        &webhook.id,
+        WebhookPatch { enabled: Some(true), ..Default::default() },
+    )
+    .await
+    .expect("update")
+    .expect("exists");
     assert_eq!(enabled.status, WebhookStatus::Enabled);
 
     assert!(webhooks::delete(&pool, owner, &webhook.id).await.expect("delete"));
@@ -248,18 +258,18 @@ async fn event_ingest_is_idempotent_on_tenant_and_id(pool: PgPool) {
         data: EventData::parse(serde_json::json!({"call_id": "c-1", "duration_seconds": 180})).expect("valid"),
     };
     let mut conn = pool.acquire().await.expect("conn");
-    let Inserted::New(first) = events::insert(&mut conn, owner, &event).await.expect("insert") else {
+    let Inserted::New(first) = insert_one(&mut conn, owner, &event).await.expect("insert") else {
         panic!("first insert is new");
     };
     assert!(first.event.livemode);
     assert!(first.event.created > 1_700_000_000, "created defaults to the time of ingest");
-    match events::insert(&mut conn, owner, &event).await.expect("repeat") {
+    match insert_one(&mut conn, owner, &event).await.expect("repeat") {
         Inserted::Repeat(again) => assert_eq!(again, first),
         other => panic!("expected a repeat, got {other:?}"),
     }
     let different =
         NewEvent { data: EventData::parse(serde_json::json!({"call_id": "c-2"})).expect("valid"), ..event.clone() };
-    assert_eq!(events::insert(&mut conn, owner, &different).await.expect("conflict"), Inserted::Conflict);
+    assert_eq!(insert_one(&mut conn, owner, &different).await.expect("conflict"), Inserted::Conflict);
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&pool).await.expect("count");
     assert_eq!(count, 1);
 }
@@ -273,4 +283,9 @@ async fn a_created_keys_debug_output_hides_the_key(pool: PgPool) {
     let text = format!("{created:?}");
     assert!(!text.contains(&created.plaintext), "{text}");
     assert!(text.contains("[redacted]"), "{text}");
+}
+
+/// One event through the batch insert (the only insert there is), as a single answer.
+async fn insert_one(conn: &mut sqlx::PgConnection, owner: Owner, event: &NewEvent) -> courier_store::Result<Inserted> {
+    Ok(events::insert_many(conn, owner, std::slice::from_ref(event)).await?.remove(0))
 }

@@ -4,14 +4,18 @@
 //! A worker holds nothing the database does not: killing it mid-flight loses no delivery, because an unrecorded
 //! attempt's lease runs out and any worker claims it again.
 
+mod attempt;
 pub mod client;
+mod config;
 mod holdings;
+mod metrics;
+mod recorder;
 mod runner;
 pub mod ssrf;
 pub mod stages;
-mod telemetry;
 
-pub use runner::{AutoDisable, Worker, WorkerConfig};
+pub use config::{AutoDisable, WorkerConfig};
+pub use runner::Worker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

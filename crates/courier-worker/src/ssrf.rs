@@ -16,6 +16,15 @@ pub struct BlockedTarget {
     pub host: String,
 }
 
+/// The error a resolution fails with when DNS itself failed (no such name, no answer): the attempt is `dns`.
+#[derive(Debug, thiserror::Error)]
+#[error("looking up {host} failed")]
+pub struct LookupFailed {
+    pub host: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// reqwest's resolver, vetting every address DNS returns.
 #[derive(Debug, Clone)]
 pub struct GuardedResolver {
@@ -27,7 +36,13 @@ impl Resolve for GuardedResolver {
         let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let looked_up = tokio::net::lookup_host((host.as_str(), 0)).await.map(|found| found.collect::<Vec<_>>());
+            let found: Vec<SocketAddr> = match looked_up {
+                Ok(found) => found,
+                Err(source) => {
+                    return Err(Box::new(LookupFailed { host, source }) as Box<dyn std::error::Error + Send + Sync>);
+                }
+            };
             let vetted: Vec<SocketAddr> = found.into_iter().filter(|a| policy.permits(a.ip())).collect();
             if vetted.is_empty() {
                 return Err(Box::new(BlockedTarget { host }) as Box<dyn std::error::Error + Send + Sync>);

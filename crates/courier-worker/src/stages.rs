@@ -10,8 +10,9 @@ use courier_core::signature::{sign_header, sign_standard};
 use courier_core::{AttemptResult, Envelope, ErrorKind, ResponseBody, WebhookSecret};
 use courier_scheduler::ClaimedDelivery;
 use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use tracing::field::Empty;
 
-use crate::ssrf::{BlockedTarget, TargetPolicy};
+use crate::ssrf::{BlockedTarget, LookupFailed, TargetPolicy};
 
 /// The exact request of one attempt.
 #[derive(Debug)]
@@ -23,6 +24,7 @@ pub struct Prepared {
 }
 
 /// Builds the filtered envelope and signs it with every live secret (both header schemes).
+#[tracing::instrument(level = "debug", skip_all)]
 pub fn prepare(delivery: &ClaimedDelivery, secrets: &[WebhookSecret], now: DateTime<Utc>) -> Prepared {
     let body = Envelope {
         event: &delivery.event,
@@ -61,6 +63,7 @@ fn literal_target_blocked(url: &reqwest::Url, policy: &TargetPolicy) -> bool {
 }
 
 /// POSTs the prepared request and reads at most [`ResponseBody::MAX_BYTES`] of the answer.
+#[tracing::instrument(level = "debug", skip_all, fields(url.host = Empty))]
 pub async fn send(
     client: &reqwest::Client,
     policy: &TargetPolicy,
@@ -72,6 +75,7 @@ pub async fn send(
         Ok(url) if matches!(url.scheme(), "http" | "https") => url,
         _ => return failed(ErrorKind::InvalidUrl, "the webhook URL cannot be requested".to_owned(), started),
     };
+    tracing::Span::current().record("url.host", url.host_str());
     if literal_target_blocked(&url, policy) {
         return failed(ErrorKind::BlockedTarget, format!("{url} is not an allowed webhook target"), started);
     }
@@ -153,14 +157,12 @@ pub fn classify_error(err: &reqwest::Error) -> ErrorKind {
     if chain(err).any(|e| e.is::<rustls::Error>()) {
         return ErrorKind::Tls;
     }
+    // Our resolver is the only one the client has, so a DNS failure is always our `LookupFailed`.
+    if chain(err).any(|e| e.is::<LookupFailed>()) {
+        return ErrorKind::Dns;
+    }
     if err.is_connect() {
-        let dns = chain(err).any(|e| {
-            e.downcast_ref::<std::io::Error>().is_some_and(|io| {
-                let text = io.to_string();
-                text.contains("failed to lookup address") || text.contains("Name or service not known")
-            })
-        });
-        return if dns { ErrorKind::Dns } else { ErrorKind::Connect };
+        return ErrorKind::Connect;
     }
     if err.is_body() || err.is_decode() {
         return ErrorKind::Body;

@@ -48,8 +48,8 @@ impl From<Attempt> for AttemptOutput {
             attempt: a.attempt,
             started_at: a.started_at,
             duration_ms: a.duration_ms,
-            status_code: a.status_code,
-            error_kind: a.error_kind,
+            status_code: a.status_code.map(i32::from),
+            error_kind: a.error_kind.map(|k| k.as_str().to_owned()),
             error_message: a.error_message,
             response_body: a.response_body.as_ref().map(ResponseBody::display),
             response_body_binary: a.response_body.as_ref().is_some_and(ResponseBody::is_binary),
@@ -306,7 +306,7 @@ impl From<replay::ReplayJob> for ReplayOutput {
     fn from(j: replay::ReplayJob) -> Self {
         Self {
             id: j.id.to_string(),
-            status: j.status,
+            status: j.status.as_str().to_owned(),
             replayed: j.replayed,
             created_at: j.created_at,
             updated_at: j.updated_at,

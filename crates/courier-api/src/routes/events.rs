@@ -7,7 +7,9 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use courier_core::event::DataError;
 use courier_core::{EventData, EventId, EventType, Scope};
+use courier_scheduler::ingest::{self, Refused};
 use courier_scheduler::logs;
+use courier_store::Owner;
 use courier_store::events::{self, NewEvent, StoredEvent};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -98,6 +100,30 @@ impl<'de> Deserialize<'de> for BatchItems {
 pub struct Accepted {
     pub id: String,
     pub deliveries: u64,
+}
+
+impl From<&ingest::Accepted> for Accepted {
+    fn from(accepted: &ingest::Accepted) -> Self {
+        Self { id: accepted.id.to_string(), deliveries: accepted.deliveries }
+    }
+}
+
+fn refused(why: Refused) -> ApiError {
+    match why {
+        Refused::Conflict => ApiError::conflict(why.to_string()),
+    }
+}
+
+/// Hands validated events to the ingest use case and counts the ones stored for the first time.
+async fn submit(state: &AppState, owner: Owner, events: Vec<NewEvent>) -> ApiResult<Vec<ingest::Answer>> {
+    let types: Vec<EventType> = events.iter().map(|e| e.event_type).collect();
+    let answers = state.ingest.submit(owner, events, crate::trace::current()).await?;
+    for (event_type, answer) in types.into_iter().zip(&answers) {
+        if matches!(answer, Ok(accepted) if accepted.first_time) {
+            metrics::counter!("courier_events_ingested_total", "type" => event_type.as_str()).increment(1);
+        }
+    }
+    Ok(answers)
 }
 
 /// One item of a batch answer: the accepted event or that item's error.
@@ -222,9 +248,10 @@ pub async fn ingest(
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let owner = principal.require(Scope::EventsWrite)?;
     let new = validate(body, "")?;
-    let mut results = state.ingest.submit(owner, vec![new], crate::trace::current()).await?;
-    let (accepted, fresh) = results.pop().ok_or_else(|| ApiError::internal("ingest returned no result"))??;
-    Ok((if fresh { StatusCode::CREATED } else { StatusCode::OK }, Json(accepted)))
+    let mut results = submit(&state, owner, vec![new]).await?;
+    let accepted = results.pop().ok_or_else(|| ApiError::internal("ingest returned no result"))?.map_err(refused)?;
+    let status = if accepted.first_time { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(Accepted::from(&accepted))))
 }
 
 /// Post a batch of events
@@ -271,11 +298,11 @@ pub async fn ingest_batch(
     }
     // Parsed: what remains is at most 1,000 validated events; the next large body may be read meanwhile.
     drop(turn);
-    let results = state.ingest.submit(owner, valid, crate::trace::current()).await?;
+    let results = submit(&state, owner, valid).await?;
     for (position, result) in positions.into_iter().zip(results) {
         items[position] = Some(match result {
-            Ok((accepted, _)) => BatchItem::Accepted(accepted),
-            Err(err) => BatchItem::Error { error: err.into_body() },
+            Ok(accepted) => BatchItem::Accepted(Accepted::from(&accepted)),
+            Err(why) => BatchItem::Error { error: refused(why).into_body() },
         });
     }
     Ok(Json(BatchOutput { data: items.into_iter().flatten().collect() }))

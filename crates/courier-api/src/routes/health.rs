@@ -27,13 +27,10 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
     if let Some((name, why)) = state.components.down().into_iter().next() {
         return Err(ApiError::retry_later(format!("the {name} loop stopped and is being restarted"), why));
     }
-    let latest = courier_store::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    let applied: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
-        .fetch_one(&state.pool)
-        .await
-        .map_err(ApiError::unavailable)?;
-    if applied.unwrap_or(0) < latest {
-        return Err(ApiError::unavailable(format!("migrations pending: applied {applied:?}, latest {latest}")));
+    let latest = courier_store::schema::latest_version();
+    let applied = courier_store::schema::applied_version(&state.pool).await.map_err(ApiError::unavailable)?;
+    if applied < latest {
+        return Err(ApiError::unavailable(format!("migrations pending: applied {applied}, latest {latest}")));
     }
     Ok(Json(Health { status: "ready" }))
 }

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use courier_core::{EventSelector, PayloadFilter, Scope, WebhookId};
-use courier_scheduler::lifecycle;
+use courier_scheduler::disabling;
 use courier_store::webhooks::{self, NewWebhook, Webhook, WebhookPatch};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -281,7 +281,7 @@ pub async fn update(
     if !details.is_empty() {
         return Err(ApiError::validation(details));
     }
-    let disabling = matches!(body.status, Some(StatusInput::Disabled));
+    let turning_off = matches!(body.status, Some(StatusInput::Disabled));
     let patch = WebhookPatch {
         url,
         description: body.description,
@@ -292,9 +292,9 @@ pub async fn update(
         enabled: body.status.map(|s| matches!(s, StatusInput::Enabled)),
     };
     let mut tx = state.pool.begin().await?;
-    let webhook = webhooks::update(&mut *tx, owner, &id, patch).await?.ok_or_else(|| ApiError::not_found("webhook"))?;
-    if disabling {
-        lifecycle::cancel_for_webhook(&mut tx, &id).await?;
+    let webhook = webhooks::update(&mut tx, owner, &id, patch).await?.ok_or_else(|| ApiError::not_found("webhook"))?;
+    if turning_off {
+        disabling::cancel_queue(&mut tx, std::slice::from_ref(&id)).await?;
     }
     tx.commit().await?;
     Ok(Json(WebhookOutput::new(webhook, None)))
@@ -318,7 +318,7 @@ pub async fn delete(
     if !webhooks::delete(&mut *tx, owner, &id).await? {
         return Err(ApiError::not_found("webhook"));
     }
-    lifecycle::cancel_for_webhook(&mut tx, &id).await?;
+    disabling::cancel_queue(&mut tx, std::slice::from_ref(&id)).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

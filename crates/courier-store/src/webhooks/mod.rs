@@ -1,13 +1,20 @@
-//! Webhook endpoints and their signing secrets (encrypted at rest).
+//! Webhook endpoints and their signing secrets (sealed at rest): the one owner of the `webhooks` table.
+//!
+//! This module holds what a tenant does to its webhooks (create, read, update, delete, rotate), each scoped by an
+//! [`Owner`]; [`state`] holds the state machine the system drives by id (disable, enable, the failure streak).
+//! Whether a webhook receives deliveries is the generated column `active` (migration 0009), so that predicate is
+//! written once, in the schema.
+
+pub mod state;
 
 use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Duration, Utc};
-use courier_core::{EventSelector, PayloadFilter, TenantId, WebhookId, WebhookSecret};
-use sqlx::PgExecutor;
+use courier_core::{EventSelector, MasterKey, PayloadFilter, TenantId, WebhookId, WebhookSecret};
+use sqlx::{PgConnection, PgExecutor};
 
-use crate::{Error, MasterKey, Owner, Result};
+use crate::{Error, Owner, Result};
 
 /// Why a webhook stopped receiving deliveries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,14 +43,18 @@ impl fmt::Display for DisabledReason {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown reason for a disabled webhook `{0}`")]
+pub struct UnknownReason(pub String);
+
 impl FromStr for DisabledReason {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
+    type Err = UnknownReason;
+    fn from_str(s: &str) -> Result<Self, UnknownReason> {
         match s {
             "manual" => Ok(DisabledReason::Manual),
             "gone" => Ok(DisabledReason::Gone),
             "failing" => Ok(DisabledReason::Failing),
-            _ => Err(()),
+            _ => Err(UnknownReason(s.to_owned())),
         }
     }
 }
@@ -67,6 +78,15 @@ impl WebhookStatus {
         match self {
             WebhookStatus::Enabled => None,
             WebhookStatus::Disabled(reason) => Some(reason),
+        }
+    }
+
+    /// The two columns as stored; every other combination is refused by a CHECK constraint and by this parser.
+    pub(crate) fn from_columns(status: &str, reason: Option<&str>) -> Result<Self, UnknownReason> {
+        match (status, reason) {
+            ("enabled", None) => Ok(WebhookStatus::Enabled),
+            ("disabled", Some(reason)) => Ok(WebhookStatus::Disabled(reason.parse()?)),
+            (status, reason) => Err(UnknownReason(format!("{status}/{}", reason.unwrap_or("none")))),
         }
     }
 }
@@ -144,27 +164,26 @@ fn event_type_names(selector: &EventSelector) -> Option<Vec<&'static str>> {
 }
 
 fn from_row(row: Row) -> Result<Webhook> {
-    let corrupt = |what: &str| Error::Corrupt(format!("webhook {}: {what}", row.id));
+    let row_name = format!("webhook {}", row.id);
     let events = match &row.event_types {
         None => EventSelector::All,
-        Some(names) => EventSelector::parse(names.iter().map(String::as_str)).map_err(|_| corrupt("event_types"))?,
+        Some(names) => {
+            EventSelector::parse(names.iter().map(String::as_str)).map_err(Error::corrupt(&row_name, "event_types"))?
+        }
     };
-    let status = match (row.status.as_str(), row.disabled_reason.as_deref()) {
-        ("enabled", None) => WebhookStatus::Enabled,
-        ("disabled", Some(reason)) => WebhookStatus::Disabled(reason.parse().map_err(|_| corrupt("disabled_reason"))?),
-        _ => return Err(corrupt("status")),
-    };
+    let status = WebhookStatus::from_columns(&row.status, row.disabled_reason.as_deref())
+        .map_err(Error::corrupt(&row_name, "status"))?;
     Ok(Webhook {
-        id: WebhookId::parse(&row.id).map_err(|_| corrupt("id"))?,
+        id: WebhookId::parse(&row.id).map_err(Error::corrupt(&row_name, "id"))?,
         owner: Owner {
             tenant: TenantId::from_uuid(row.tenant_id),
-            environment: row.environment.parse().map_err(|_| corrupt("environment"))?,
+            environment: row.environment.parse().map_err(Error::corrupt(&row_name, "environment"))?,
         },
         url: row.url,
         description: row.description,
         events,
         payload: PayloadFilter { include_transcript: row.include_transcript, include_metrics: row.include_metrics },
-        max_attempts: u32::try_from(row.max_attempts).map_err(|_| corrupt("max_attempts"))?,
+        max_attempts: u32::try_from(row.max_attempts).map_err(Error::corrupt(&row_name, "max_attempts"))?,
         status,
         previous_secret_expires_at: row.previous_secret_expires_at,
         created_at: row.created_at,
@@ -195,7 +214,7 @@ pub async fn create(
     .bind(new.payload.include_transcript)
     .bind(new.payload.include_metrics)
     .bind(new.max_attempts as i32)
-    .bind(key.encrypt(id.as_str().as_bytes(), secret.expose().as_bytes()))
+    .bind(key.seal(&id, &secret))
     .fetch_one(db)
     .await?;
     Ok((from_row(row)?, secret))
@@ -265,13 +284,15 @@ pub async fn list(
     rows.into_iter().map(from_row).collect()
 }
 
+/// Applies `patch`; `None` when the webhook does not exist (for this owner). Turning it on or off goes through
+/// [`state`], the one place that changes a webhook's status; cancelling its queue is the caller's (the scheduler's).
 pub async fn update(
-    db: impl PgExecutor<'_>,
+    conn: &mut PgConnection,
     owner: Owner,
     id: &WebhookId,
     patch: WebhookPatch,
 ) -> Result<Option<Webhook>> {
-    let row: Option<Row> = sqlx::query_as(concat!(
+    let found: Option<String> = sqlx::query_scalar(
         "UPDATE webhooks SET
             url = COALESCE($4, url),
             description = CASE WHEN $5 THEN $6 ELSE description END,
@@ -279,15 +300,9 @@ pub async fn update(
             include_transcript = COALESCE($9, include_transcript),
             include_metrics = COALESCE($10, include_metrics),
             max_attempts = COALESCE($11, max_attempts),
-            status = CASE WHEN $12::boolean IS NULL THEN status WHEN $12 THEN 'enabled' ELSE 'disabled' END,
-            disabled_reason = CASE WHEN $12::boolean IS NULL THEN disabled_reason WHEN $12 THEN NULL
-                                   ELSE COALESCE(disabled_reason, 'manual') END,
-            failing_since = CASE WHEN $12 THEN NULL ELSE failing_since END,
-            exhausted_since_failing = CASE WHEN $12 THEN 0 ELSE exhausted_since_failing END,
             updated_at = now()
-         WHERE tenant_id = $1 AND environment = $2 AND id = $3 AND deleted_at IS NULL RETURNING ",
-        columns!()
-    ))
+         WHERE tenant_id = $1 AND environment = $2 AND id = $3 AND deleted_at IS NULL RETURNING id",
+    )
     .bind(owner.tenant.as_uuid())
     .bind(owner.environment.as_str())
     .bind(id.as_str())
@@ -299,10 +314,21 @@ pub async fn update(
     .bind(patch.include_transcript)
     .bind(patch.include_metrics)
     .bind(patch.max_attempts.map(|n| n as i32))
-    .bind(patch.enabled)
-    .fetch_optional(db)
+    .fetch_optional(&mut *conn)
     .await?;
-    row.map(from_row).transpose()
+    if found.is_none() {
+        return Ok(None);
+    }
+    match patch.enabled {
+        Some(true) => {
+            state::enable(&mut *conn, std::slice::from_ref(id)).await?;
+        }
+        Some(false) => {
+            state::disable(&mut *conn, std::slice::from_ref(id), DisabledReason::Manual).await?;
+        }
+        None => {}
+    }
+    get(&mut *conn, owner, id).await
 }
 
 /// Soft-deletes a webhook (its delivery log stays readable); true when it existed.
@@ -337,33 +363,9 @@ pub async fn rotate_secret(
     .bind(owner.tenant.as_uuid())
     .bind(owner.environment.as_str())
     .bind(id.as_str())
-    .bind(key.encrypt(id.as_str().as_bytes(), secret.expose().as_bytes()))
+    .bind(key.seal(id, &secret))
     .bind(grace)
     .fetch_optional(db)
     .await?;
     Ok(row.map(from_row).transpose()?.map(|webhook| (webhook, secret)))
-}
-
-/// The secrets that sign a request now: the previous one while its grace lasts, then the current one.
-/// The newest comes last because the integration guide's verifier reads only the last `v1`.
-pub fn signing_secrets(
-    key: &MasterKey,
-    id: &WebhookId,
-    current: &[u8],
-    previous: Option<(&[u8], DateTime<Utc>)>,
-    now: DateTime<Utc>,
-) -> Result<Vec<WebhookSecret>> {
-    let open = |sealed: &[u8]| -> Result<WebhookSecret> {
-        let text = key.decrypt(id.as_str().as_bytes(), sealed)?;
-        let text = String::from_utf8(text).map_err(|_| Error::Decrypt)?;
-        WebhookSecret::parse(&text).map_err(|_| Error::Decrypt)
-    };
-    let mut secrets = Vec::with_capacity(2);
-    if let Some((sealed, expires_at)) = previous
-        && expires_at > now
-    {
-        secrets.push(open(sealed)?);
-    }
-    secrets.push(open(current)?);
-    Ok(secrets)
 }

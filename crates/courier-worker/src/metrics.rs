@@ -56,3 +56,13 @@ impl Drop for InFlightGuard {
         metrics::gauge!("courier_deliveries_in_flight").decrement(1.0);
     }
 }
+
+/// Counts a delivery cancelled at claim time (its webhook turned inactive).
+pub(crate) fn cancelled() {
+    metrics::counter!("courier_deliveries_finished_total", "outcome" => "cancelled").increment(1);
+}
+
+/// Counts an attempt that could not reach the recorder in time (its lease brings the delivery back).
+pub(crate) fn record_dropped() {
+    metrics::counter!("courier_attempt_records_dropped_total", "reason" => "queue_full").increment(1);
+}

@@ -9,60 +9,90 @@
 //!
 //! If a shared transaction fails, each request in it is retried in a transaction of its own, so one request can
 //! never fail another.
+//!
+//! This is the "accept these events for this owner" use case; it answers in domain terms ([`Answer`]) and the API
+//! maps them to its response bodies.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use courier_core::TraceParent;
-use courier_scheduler::enqueue_fanout_many;
-use courier_scheduler::fanout::FanoutEvent;
-use courier_scheduler::logs;
-use courier_scheduler::wake::Notifier;
+use courier_core::{EventId, TraceParent};
 use courier_store::Owner;
 use courier_store::events::{self, Inserted, NewEvent, StoredEvent};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
-use crate::error::{ApiError, ApiResult};
-use crate::routes::events::Accepted;
-use crate::supervise::{Components, supervise};
+use crate::fanout::{self, FanoutEvent};
+use crate::wake::Notifier;
+use crate::{Error, Result};
 
 /// Transactions in progress at once.
 pub const IN_FLIGHT: usize = 4;
 /// A shared transaction takes no more requests once it holds this many events (one batch request may exceed it).
 pub const MAX_EVENTS: usize = 500;
 
-/// One event's answer: accepted (and whether now, `true`, or before, `false`) or refused.
-pub type Answer = Result<(Accepted, bool), ApiError>;
+/// An event stored with its deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub id: EventId,
+    /// How many deliveries it fanned out to when it was first accepted.
+    pub deliveries: u64,
+    /// True when this request stored it; false for an idempotent repeat of the same event.
+    pub first_time: bool,
+}
 
-struct Job {
+/// Why one event of a request was not accepted (the others may have been).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("this event id was already used for a different event")]
+    Conflict,
+}
+
+/// One event's answer.
+pub type Answer = std::result::Result<Accepted, Refused>;
+
+/// Why a whole request got no answers.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The dispatcher stopped (it is restarted by its supervisor): nothing was committed, retry with the same ids.
+    #[error("the ingest dispatcher is restarting")]
+    Stopped,
+    #[error(transparent)]
+    Failed(#[from] Error),
+}
+
+/// One request's events, and the trace context of the request that brought them.
+struct Request {
     owner: Owner,
     events: Vec<NewEvent>,
     trace: Option<TraceParent>,
-    reply: oneshot::Sender<ApiResult<Vec<Answer>>>,
 }
 
-/// The handle handlers submit to; the dispatcher stops when the last handle is dropped.
+struct Job {
+    request: Request,
+    reply: oneshot::Sender<Result<Vec<Answer>>>,
+}
+
+/// The handle requests submit to. Cheap to clone.
 #[derive(Clone)]
 pub struct Ingest {
     jobs: mpsc::Sender<Job>,
 }
 
+/// The loop that commits what was submitted; run it under a supervisor ([`Dispatcher::run`]).
+#[derive(Clone)]
+pub struct Dispatcher {
+    pool: PgPool,
+    workers: Notifier,
+    jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+}
+
 impl Ingest {
-    /// Starts the dispatcher under supervision: should it ever panic, it is restarted on the same queue (waiting
-    /// requests are kept; those it was committing answer 503, and their clients retry with the same event id).
-    pub fn spawn(pool: PgPool, workers: Notifier, components: Components) -> Self {
+    /// A handle and the dispatcher serving it. Should the dispatcher panic, running it again continues on the same
+    /// queue (waiting requests are kept; those it was committing get [`IngestError::Stopped`]).
+    pub fn new(pool: PgPool, workers: Notifier) -> (Self, Dispatcher) {
         let (jobs, rx) = mpsc::channel(4 * MAX_EVENTS);
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        tokio::spawn(supervise("ingest", components, CancellationToken::new(), move || {
-            let (pool, workers, rx) = (pool.clone(), workers.clone(), rx.clone());
-            async move {
-                dispatch(pool, workers, &mut *rx.lock().await).await;
-                Ok::<(), std::convert::Infallible>(())
-            }
-        }));
-        Self { jobs }
+        (Self { jobs }, Dispatcher { pool, workers, jobs: Arc::new(tokio::sync::Mutex::new(rx)) })
     }
 
     /// Stores `events` for `owner` and fans them out; answers per event, in order, once committed.
@@ -71,28 +101,48 @@ impl Ingest {
         owner: Owner,
         events: Vec<NewEvent>,
         trace: Option<TraceParent>,
-    ) -> ApiResult<Vec<Answer>> {
+    ) -> std::result::Result<Vec<Answer>, IngestError> {
         let (reply, answer) = oneshot::channel();
         // Not committed, so not accepted: the client retries with the same id (the guide's advice for a 503).
-        let stopped =
-            || ApiError::retry_later("ingest is restarting; retry with the same event id", "the dispatcher stopped");
-        self.jobs.send(Job { owner, events, trace, reply }).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        self.jobs
+            .send(Job { request: Request { owner, events, trace }, reply })
+            .await
+            .map_err(|_| IngestError::Stopped)?;
+        Ok(answer.await.map_err(|_| IngestError::Stopped)??)
     }
 }
 
+impl Dispatcher {
+    /// Ends when every [`Ingest`] handle is gone.
+    pub async fn run(&self) {
+        dispatch(&self.pool, &self.workers, &mut *self.jobs.lock().await).await;
+    }
+}
+
+/// Stores one request's events for `owner` and fans them out in a transaction of its own, then wakes the workers:
+/// what the dispatcher does for a request that could not share a transaction.
+pub async fn accept(
+    pool: &PgPool,
+    workers: &Notifier,
+    owner: Owner,
+    events: Vec<NewEvent>,
+    trace: Option<TraceParent>,
+) -> Result<Vec<Answer>> {
+    Ok(commit(pool, workers, &[Request { owner, events, trace }]).await?.remove(0))
+}
+
 /// Ends when every handle is gone.
-async fn dispatch(pool: PgPool, workers: Notifier, rx: &mut mpsc::Receiver<Job>) {
+async fn dispatch(pool: &PgPool, workers: &Notifier, rx: &mut mpsc::Receiver<Job>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let Some(first) = rx.recv().await else { return };
-        let mut size = first.events.len();
+        let mut size = first.request.events.len();
         let mut jobs = vec![first];
         while size < MAX_EVENTS {
             match rx.try_recv() {
                 Ok(job) => {
-                    size += job.events.len();
+                    size += job.request.events.len();
                     jobs.push(job);
                 }
                 Err(_) => break,
@@ -109,35 +159,32 @@ async fn dispatch(pool: PgPool, workers: Notifier, rx: &mut mpsc::Receiver<Job>)
 /// Runs `jobs` in one transaction; if that fails and there were several, each in its own.
 async fn run(pool: &PgPool, workers: &Notifier, jobs: Vec<Job>) {
     let shared = jobs.len() > 1;
-    match commit(pool, workers, &jobs).await {
+    let (requests, replies): (Vec<Request>, Vec<_>) = jobs.into_iter().map(|job| (job.request, job.reply)).unzip();
+    match commit(pool, workers, &requests).await {
         Ok(answers) => {
-            for (job, answer) in jobs.into_iter().zip(answers) {
-                let _ = job.reply.send(Ok(answer));
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(Ok(answer));
             }
         }
         Err(err) if !shared => {
-            let _ = jobs.into_iter().next().map(|job| job.reply.send(Err(err)));
+            let _ = replies.into_iter().next().map(|reply| reply.send(Err(err)));
         }
         Err(err) => {
-            tracing::warn!(
-                status = err.status().as_u16(),
-                requests = jobs.len(),
-                "a shared ingest transaction failed; retrying each request alone"
-            );
-            for job in jobs {
-                let answer = commit(pool, workers, std::slice::from_ref(&job)).await.map(|mut a| a.remove(0));
-                let _ = job.reply.send(answer);
+            tracing::warn!(error = %err, requests = requests.len(),
+                "a shared ingest transaction failed; retrying each request alone");
+            for (request, reply) in requests.iter().zip(replies) {
+                let answer = commit(pool, workers, std::slice::from_ref(request)).await.map(|mut a| a.remove(0));
+                let _ = reply.send(answer);
             }
         }
     }
 }
 
-/// One transaction for all of `jobs`: the answers per job, in order.
-async fn commit(pool: &PgPool, workers: &Notifier, jobs: &[Job]) -> ApiResult<Vec<Vec<Answer>>> {
+/// One transaction for all of `jobs`: the answers per request, in order.
+async fn commit(pool: &PgPool, workers: &Notifier, jobs: &[Request]) -> Result<Vec<Vec<Answer>>> {
     let mut tx = pool.begin().await?;
     let mut answers: Vec<Vec<Answer>> = jobs.iter().map(|_| Vec::new()).collect();
     let mut fanned_out = 0u64;
-    let mut ingested = Vec::new();
     // One set of statements per owner, however many requests it made.
     let mut owners: Vec<Owner> = Vec::new();
     for job in jobs {
@@ -152,7 +199,6 @@ async fn commit(pool: &PgPool, workers: &Notifier, jobs: &[Job]) -> ApiResult<Ve
             mine.iter().flat_map(|&i| std::iter::repeat_n(jobs[i].trace, jobs[i].events.len())).collect();
         let outcome = store(&mut tx, owner, &events, &traces).await?;
         fanned_out += outcome.deliveries;
-        ingested.extend(outcome.fresh_types);
         let mut answers_of_owner = outcome.answers.into_iter();
         for i in mine {
             answers[i] = answers_of_owner.by_ref().take(jobs[i].events.len()).collect();
@@ -162,16 +208,12 @@ async fn commit(pool: &PgPool, workers: &Notifier, jobs: &[Job]) -> ApiResult<Ve
     if fanned_out > 0 {
         workers.wake();
     }
-    for event_type in ingested {
-        metrics::counter!("courier_events_ingested_total", "type" => event_type).increment(1);
-    }
     Ok(answers)
 }
 
 struct Stored {
     answers: Vec<Answer>,
     deliveries: u64,
-    fresh_types: Vec<&'static str>,
 }
 
 /// Inserts one owner's events and fans out the new ones, inside the caller's transaction.
@@ -180,7 +222,7 @@ async fn store(
     owner: Owner,
     new: &[NewEvent],
     traces: &[Option<TraceParent>],
-) -> ApiResult<Stored> {
+) -> Result<Stored> {
     let inserted = events::insert_many(conn, owner, new).await?;
     let fresh: Vec<FanoutEvent<'_>> = inserted
         .iter()
@@ -195,13 +237,13 @@ async fn store(
             _ => None,
         })
         .collect();
-    let counts = enqueue_fanout_many(conn, owner, &fresh).await?;
+    let counts = fanout::enqueue(conn, owner, &fresh).await?;
     let fanned: HashMap<&str, u64> = fresh.iter().zip(&counts).map(|(e, n)| (e.id.as_str(), *n)).collect();
-    let repeats: Vec<&courier_core::EventId> =
+    let repeats: Vec<&EventId> =
         inserted.iter().filter_map(|i| if let Inserted::Repeat(s) = i { Some(&s.event.id) } else { None }).collect();
     let mut earlier = HashMap::new();
     if !repeats.is_empty() {
-        earlier = logs::fanout_counts(&mut *conn, owner, &repeats).await?.into_iter().collect::<HashMap<_, _>>();
+        earlier = fanout::counts(&mut *conn, owner, &repeats).await?;
     }
     let deliveries_of = |s: &StoredEvent| {
         let id = s.event.id.as_str();
@@ -210,14 +252,18 @@ async fn store(
     let answers = inserted
         .iter()
         .map(|outcome| {
-            let accepted = |s: &StoredEvent| Accepted { id: s.event.id.to_string(), deliveries: deliveries_of(s) };
+            let accepted = |s: &StoredEvent, first_time| Accepted {
+                id: s.event.id.clone(),
+                deliveries: deliveries_of(s),
+                first_time,
+            };
             match outcome {
-                Inserted::New(s) => Ok((accepted(s), true)),
-                Inserted::Repeat(s) => Ok((accepted(s), false)),
-                Inserted::Conflict => Err(ApiError::conflict("this event id was already used for a different event")),
+                Inserted::New(s) => Ok(accepted(s, true)),
+                Inserted::Repeat(s) => Ok(accepted(s, false)),
+                Inserted::Conflict => Err(Refused::Conflict),
             }
         })
         .collect();
     let deliveries = counts.iter().sum();
-    Ok(Stored { answers, deliveries, fresh_types: fresh.iter().map(|e| e.event_type.as_str()).collect() })
+    Ok(Stored { answers, deliveries })
 }

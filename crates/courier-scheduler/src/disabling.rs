@@ -1,0 +1,58 @@
+//! A webhook that stops receiving: its state changes (through the store, which owns `webhooks`) and its queue is
+//! cancelled in the same transaction, so nothing pending is left for an inactive webhook.
+
+use std::time::Duration;
+
+use courier_core::WebhookId;
+use courier_store::webhooks::{DisabledReason, state};
+use sqlx::{PgConnection, PgPool};
+
+use crate::{Clock, DeliveryStatus, Result};
+
+/// What [`disable`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disabled {
+    /// The ids that exist (see [`state::disable`]), now disabled.
+    pub webhooks: Vec<WebhookId>,
+    /// Pending deliveries cancelled.
+    pub cancelled: u64,
+}
+
+/// Disables these webhooks for `reason` and cancels their pending deliveries; in-flight ones finish their attempt
+/// and are cancelled when next claimed.
+pub async fn disable(conn: &mut PgConnection, ids: &[WebhookId], reason: DisabledReason) -> Result<Disabled> {
+    let webhooks = state::disable(&mut *conn, ids, reason).await?;
+    let cancelled = cancel_queue(conn, &webhooks).await?;
+    Ok(Disabled { webhooks, cancelled })
+}
+
+/// Cancels every pending delivery of these webhooks (they were deleted or disabled in this transaction).
+pub async fn cancel_queue(conn: &mut PgConnection, webhooks: &[WebhookId]) -> Result<u64> {
+    if webhooks.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<&str> = webhooks.iter().map(WebhookId::as_str).collect();
+    let done = sqlx::query(
+        "UPDATE deliveries SET status = $2, next_attempt_at = NULL, updated_at = now()
+         WHERE webhook_id = ANY ($1) AND status = $3",
+    )
+    .bind(&ids)
+    .bind(DeliveryStatus::Cancelled.as_str())
+    .bind(DeliveryStatus::Pending.as_str())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Disables webhooks whose deliveries have all failed for good for longer than `after`, with at least
+/// `min_exhausted` exhausted deliveries, and cancels their queues; returns how many were disabled.
+pub async fn disable_failing(pool: &PgPool, clock: &Clock, after: Duration, min_exhausted: u32) -> Result<u64> {
+    let mut tx = pool.begin().await?;
+    let disabled = state::disable_failing(&mut tx, after, min_exhausted, clock.skew()).await?;
+    if !disabled.is_empty() {
+        cancel_queue(&mut tx, &disabled).await?;
+        tracing::warn!(webhooks = ?disabled, "disabled webhooks that kept failing");
+    }
+    tx.commit().await?;
+    Ok(disabled.len() as u64)
+}

@@ -1,0 +1,77 @@
+//! A claim's lease: giving deliveries back unattempted, cancelling ones whose webhook turned inactive, and failing
+//! those whose worker died after its last allowed attempt. Every update is fenced on the attempt number.
+
+use std::time::Duration;
+
+use courier_core::{DeliveryId, ErrorKind};
+use sqlx::PgPool;
+
+use crate::{Clock, DeliveryStatus, Result};
+
+/// Claimed deliveries as the two arrays a fenced `UPDATE … FROM unnest($1, $2)` takes: ids and attempt numbers.
+fn fencing_arrays(claimed: &[(DeliveryId, u32)]) -> (Vec<&str>, Vec<i32>) {
+    claimed.iter().map(|(id, attempt)| (id.as_str(), *attempt as i32)).unzip()
+}
+
+/// Gives claimed deliveries back unattempted (shutdown, or a saturated webhook): pending again after `after`,
+/// with the attempt this claim counted taken back.
+pub async fn release(pool: &PgPool, clock: &Clock, claimed: &[(DeliveryId, u32)], after: Duration) -> Result<u64> {
+    if claimed.is_empty() {
+        return Ok(0);
+    }
+    let (ids, attempts) = fencing_arrays(claimed);
+    let done = sqlx::query(
+        "UPDATE deliveries d
+            SET status = $4, attempt_count = d.attempt_count - 1, lease_expires_at = NULL,
+                next_attempt_at = now() + $5 + $3, updated_at = now()
+           FROM unnest($1::text[], $2::int[]) AS c(id, attempt)
+          WHERE d.id = c.id AND d.status = $6 AND d.attempt_count = c.attempt",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(after)
+    .bind(DeliveryStatus::Pending.as_str())
+    .bind(clock.skew())
+    .bind(DeliveryStatus::Delivering.as_str())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Cancels claimed deliveries whose webhook turned out to be inactive, without an attempt.
+pub async fn cancel_claimed(pool: &PgPool, claimed: &[(DeliveryId, u32)]) -> Result<u64> {
+    if claimed.is_empty() {
+        return Ok(0);
+    }
+    let (ids, attempts) = fencing_arrays(claimed);
+    let done = sqlx::query(
+        "UPDATE deliveries d
+            SET status = $3, attempt_count = d.attempt_count - 1, lease_expires_at = NULL, updated_at = now()
+           FROM unnest($1::text[], $2::int[]) AS c(id, attempt)
+          WHERE d.id = c.id AND d.status = $4 AND d.attempt_count = c.attempt",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(DeliveryStatus::Cancelled.as_str())
+    .bind(DeliveryStatus::Delivering.as_str())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Fails deliveries whose lease ran out after their last allowed attempt: the worker that held them died after
+/// sending, so the attempt budget is spent ([`ErrorKind::LeaseExpired`]). Returns how many.
+pub async fn fail_exhausted_leases(pool: &PgPool, clock: &Clock) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE deliveries SET status = $1, lease_expires_at = NULL, updated_at = now(),
+                last_error = COALESCE(last_error, $2)
+         WHERE due_at <= now() + $4 AND status = $3 AND attempt_count >= max_attempts",
+    )
+    .bind(DeliveryStatus::Failed.as_str())
+    .bind(ErrorKind::LeaseExpired.as_str())
+    .bind(DeliveryStatus::Delivering.as_str())
+    .bind(clock.skew())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}

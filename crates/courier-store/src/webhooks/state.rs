@@ -1,0 +1,108 @@
+//! A webhook's state machine, driven by id: `enabled` ⇄ `disabled(reason)`, and the failure streak that
+//! auto-disable reads.
+//!
+//! These are the only statements that change `status`, `disabled_reason`, `failing_since` and
+//! `exhausted_since_failing`. They address webhooks by id alone because their callers already proved ownership
+//! (a tenant's PATCH goes through [`super::update`]) or act for the system (a receiver's 410, the sweep, the
+//! operator's CLI); no API route reaches them directly. Each takes a connection so the caller cancels the
+//! webhook's queue in the same transaction (`courier_scheduler::disabling`).
+
+use std::time::Duration;
+
+use courier_core::WebhookId;
+use sqlx::PgConnection;
+
+use super::DisabledReason;
+use crate::{Error, Result};
+
+fn id_strs(ids: &[WebhookId]) -> Vec<&str> {
+    ids.iter().map(WebhookId::as_str).collect()
+}
+
+fn parse_ids(ids: Vec<String>) -> Result<Vec<WebhookId>> {
+    ids.into_iter().map(|id| WebhookId::parse(&id).map_err(Error::corrupt(format!("webhook {id}"), "id"))).collect()
+}
+
+/// Disables these webhooks for `reason`; one already disabled keeps the reason it was first disabled for.
+/// Returns the ids that exist (deleted ones excluded), whichever state they were in.
+pub async fn disable(conn: &mut PgConnection, ids: &[WebhookId], reason: DisabledReason) -> Result<Vec<WebhookId>> {
+    let done: Vec<String> = sqlx::query_scalar(
+        "UPDATE webhooks SET status = 'disabled', disabled_reason = COALESCE(disabled_reason, $2), updated_at = now()
+         WHERE id = ANY ($1) AND deleted_at IS NULL RETURNING id",
+    )
+    .bind(id_strs(ids))
+    .bind(reason.as_str())
+    .fetch_all(conn)
+    .await?;
+    parse_ids(done)
+}
+
+/// Enables these webhooks with a fresh failure streak; returns the ids that exist (deleted ones excluded).
+pub async fn enable(conn: &mut PgConnection, ids: &[WebhookId]) -> Result<Vec<WebhookId>> {
+    let done: Vec<String> = sqlx::query_scalar(
+        "UPDATE webhooks SET status = 'enabled', disabled_reason = NULL, failing_since = NULL,
+                exhausted_since_failing = 0, updated_at = now()
+         WHERE id = ANY ($1) AND deleted_at IS NULL RETURNING id",
+    )
+    .bind(id_strs(ids))
+    .fetch_all(conn)
+    .await?;
+    parse_ids(done)
+}
+
+/// Disables (reason `failing`) every active webhook whose deliveries have all failed for good for longer than
+/// `after`, with at least `min_exhausted` of them; returns which. `skew` shifts the database's clock (zero in
+/// production; tests step it instead of sleeping).
+pub async fn disable_failing(
+    conn: &mut PgConnection,
+    after: Duration,
+    min_exhausted: u32,
+    skew: Duration,
+) -> Result<Vec<WebhookId>> {
+    let done: Vec<String> = sqlx::query_scalar(
+        "UPDATE webhooks SET status = 'disabled', disabled_reason = 'failing', updated_at = now()
+         WHERE active AND failing_since <= now() + $3 - $1 AND exhausted_since_failing >= $2
+         RETURNING id",
+    )
+    .bind(after)
+    .bind(min_exhausted as i32)
+    .bind(skew)
+    .fetch_all(conn)
+    .await?;
+    parse_ids(done)
+}
+
+/// Moves failure streaks on: each id in `exhausted` (once per delivery that failed for good) starts or lengthens
+/// its webhook's streak; any id in `succeeded` ends it. Healthy webhooks have no streak, so a success writes
+/// nothing for them.
+pub async fn track_failures(
+    conn: &mut PgConnection,
+    exhausted: &[&WebhookId],
+    succeeded: &[&WebhookId],
+    skew: Duration,
+) -> Result<()> {
+    if !exhausted.is_empty() {
+        let ids: Vec<&str> = exhausted.iter().map(|id| id.as_str()).collect();
+        sqlx::query(
+            "UPDATE webhooks w SET failing_since = COALESCE(w.failing_since, now() + $2),
+                    exhausted_since_failing = w.exhausted_since_failing + f.n
+               FROM (SELECT id, count(*)::int AS n FROM unnest($1::text[]) AS id GROUP BY id) AS f
+              WHERE w.id = f.id",
+        )
+        .bind(&ids)
+        .bind(skew)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !succeeded.is_empty() {
+        let ids: Vec<&str> = succeeded.iter().map(|id| id.as_str()).collect();
+        sqlx::query(
+            "UPDATE webhooks SET failing_since = NULL, exhausted_since_failing = 0
+             WHERE id = ANY ($1) AND failing_since IS NOT NULL",
+        )
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use courier_api::{ApiConfig, AppState, RateLimit};
+use courier_api::AppState;
 use courier_worker::Worker;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -30,18 +30,6 @@ pub struct Application {
     retention_days: u32,
 }
 
-pub fn api_config(settings: &Settings) -> ApiConfig {
-    ApiConfig {
-        allow_http: settings.api.allow_http,
-        allowed_targets: settings.delivery.allowed_targets.clone(),
-        rotation_grace: settings.api.rotation_grace,
-        default_max_attempts: settings.delivery.max_attempts,
-        rate_limit: settings.api.rate_limit.map(|(per_second, burst)| RateLimit { per_second, burst }),
-        max_webhooks: settings.api.max_webhooks,
-        statement_timeout: settings.api.statement_timeout,
-    }
-}
-
 impl Application {
     /// Binds the listener (port 0 picks a free one, for tests) and prepares the parts; serves nothing yet.
     pub async fn build(settings: &Settings, pool: PgPool, role: Role) -> anyhow::Result<Self> {
@@ -58,10 +46,13 @@ impl Application {
             None => None,
         };
         let worker = match role {
-            Role::All => Some(crate::commands::worker::build(settings, pool.clone())?),
+            Role::All => Some(
+                Worker::new(pool.clone(), key.clone(), settings.worker_config())
+                    .context("cannot start the delivery worker")?,
+            ),
             Role::Api => None,
         };
-        let state = AppState::new(pool, key, api_config(settings));
+        let state = AppState::new(pool, key, settings.api_config());
         Ok(Self { listener, metrics, state, worker, retention_days: settings.retention.days })
     }
 

@@ -50,7 +50,11 @@ impl Drop for Telemetry {
 }
 
 pub fn init(settings: &LogSettings) -> anyhow::Result<Telemetry> {
-    let traces = settings.otlp_traces_endpoint.as_deref().map(tracer_provider).transpose()?;
+    let traces = settings
+        .otlp_traces_endpoint
+        .as_deref()
+        .map(|endpoint| tracer_provider(endpoint, &settings.service_name))
+        .transpose()?;
     let export = traces.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("courier"))
@@ -68,7 +72,7 @@ pub fn init(settings: &LogSettings) -> anyhow::Result<Telemetry> {
     Ok(Telemetry { traces })
 }
 
-fn tracer_provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
+fn tracer_provider(endpoint: &str, service_name: &str) -> anyhow::Result<SdkTracerProvider> {
     // The exporter's HTTP client uses rustls; the process-wide provider may already be installed (harmless).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -77,10 +81,7 @@ fn tracer_provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
         .with_endpoint(endpoint)
         .build()
         .with_context(|| format!("cannot set up the OTLP trace exporter for {endpoint}"))?;
-    // `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` are read by the builder; the name defaults to ours.
-    let mut resource = Resource::builder();
-    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
-        resource = resource.with_service_name("courier");
-    }
-    Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build())
+    // `OTEL_RESOURCE_ATTRIBUTES` is read by the builder; the service name comes from the settings.
+    let resource = Resource::builder().with_service_name(service_name.to_owned()).build();
+    Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
 }

@@ -74,9 +74,12 @@ fn named<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
 async fn spans_reach_the_collector_with_attributes_and_links(pool: PgPool) {
     let (collector, spans) = start_collector().await;
-    let telemetry =
-        courier::telemetry::init(&LogSettings { format: LogFormat::Json, otlp_traces_endpoint: Some(collector) })
-            .expect("telemetry");
+    let telemetry = courier::telemetry::init(&LogSettings {
+        format: LogFormat::Json,
+        otlp_traces_endpoint: Some(collector),
+        service_name: "courier".to_owned(),
+    })
+    .expect("telemetry");
 
     let app = spawn_app(pool.clone(), "10ms").await;
     let base = app.base.clone();

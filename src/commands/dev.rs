@@ -62,11 +62,11 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let mut embedded = None;
     if settings.database.url.is_none() {
         let db = EmbeddedDb::locate(home)?;
-        settings.database.url = Some(db.start().await?);
+        settings.database.url = Some(crate::settings::DatabaseUrl(db.start().await?));
         embedded = Some(db);
     }
     if settings.api.secret_key.is_none() {
-        settings.api.secret_key = Some(master_key(home)?);
+        settings.api.secret_key = Some(courier_core::Redacted(master_key(home)?));
     }
     let pool = super::connect(&settings).await?;
     courier_store::MIGRATOR.run(&pool).await.context("migration failed")?;
@@ -84,7 +84,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     };
     let listen = settings.api.listen;
     println!("Courier development mode");
-    println!("  database:  {}", settings.database.url.as_deref().unwrap_or_default());
+    println!("  database:  {}", settings.database.url.as_ref().map(|u| u.expose()).unwrap_or_default());
     println!("  tenant:    {}", identity.tenant_id);
     println!("  API key:   {}", identity.api_key);
     println!();

@@ -60,7 +60,8 @@ async fn command(command: Command, settings: Settings) -> anyhow::Result<()> {
 
 /// A pool on `DATABASE_URL`, which every command but `dev` and `db` requires.
 pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
-    let url = settings.database.url.as_deref().context("DATABASE_URL is not set (or run `courier dev`)")?;
+    let url =
+        settings.database.url.as_ref().map(|u| u.expose()).context("DATABASE_URL is not set (or run `courier dev`)")?;
     PgPoolOptions::new()
         .max_connections(settings.database.max_connections)
         .acquire_timeout(std::time::Duration::from_secs(10))

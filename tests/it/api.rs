@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
-use courier_api::{ApiConfig, AppState, RateLimit};
+use courier_api::{ApiConfig, AppState, RateLimit, WebhookRules};
 use courier_core::MasterKey;
 use courier_core::{Environment, Scope, Scopes};
 use courier_store::{api_keys, tenants};
@@ -23,13 +23,15 @@ pub struct Api {
 
 pub fn api_config() -> ApiConfig {
     ApiConfig {
-        allow_http: false,
-        allowed_targets: vec!["127.0.0.0/8".parse().expect("cidr")],
-        rotation_grace: Duration::from_secs(3600),
-        default_max_attempts: 5,
         rate_limit: None,
-        max_webhooks: 100,
         statement_timeout: Duration::from_secs(5),
+        webhooks: WebhookRules {
+            allow_http: false,
+            allowed_targets: vec!["127.0.0.0/8".parse().expect("cidr")],
+            rotation_grace: Duration::from_secs(3600),
+            default_max_attempts: 5,
+            max_webhooks: 100,
+        },
     }
 }
 
@@ -706,7 +708,8 @@ fn field_of(error: &Value) -> Vec<String> {
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
 async fn a_tenant_cannot_pass_its_webhook_limit_even_all_at_once(pool: PgPool) {
-    let config = ApiConfig { max_webhooks: 3, ..api_config() };
+    let base = api_config();
+    let config = ApiConfig { webhooks: WebhookRules { max_webhooks: 3, ..base.webhooks.clone() }, ..base };
     let api = Api::with_config(pool, config).await;
     // Five creations at once against a limit of three: the tenant's lock lets exactly three through.
     let mut calls = tokio::task::JoinSet::new();

@@ -25,7 +25,7 @@ use tower_http::trace::TraceLayer;
 use tracing::field::Empty;
 
 pub use error::ApiError;
-pub use state::{ApiConfig, AppState, RateLimit};
+pub use state::{ApiConfig, AppState, RateLimit, WebhookRules};
 
 use crate::routes::{deliveries, events, health, webhooks};
 

@@ -10,23 +10,29 @@ use courier_scheduler::ingest::Ingest;
 use ipnet::IpNet;
 use sqlx::PgPool;
 
-/// The API's own settings.
+/// The API's own settings: how it serves requests, and the rules for the webhooks tenants create through it.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
+    /// Requests per second per key and the burst above it; `None` turns rate limiting off.
+    pub rate_limit: Option<RateLimit>,
+    /// The longest any one API statement may run before PostgreSQL cancels it (answered 503).
+    pub statement_timeout: Duration,
+    pub webhooks: WebhookRules,
+}
+
+/// What a webhook created or changed through the API may be.
+#[derive(Debug, Clone)]
+pub struct WebhookRules {
     /// Let live-mode webhooks use plain `http`.
     pub allow_http: bool,
-    /// CIDRs a webhook may target although they are private (development, tests).
+    /// CIDRs a webhook may target although they are private (development, tests); the worker gets the same list.
     pub allowed_targets: Vec<IpNet>,
     /// How long a rotated-out secret keeps signing.
     pub rotation_grace: Duration,
     /// The attempt budget of a webhook created without `max_attempts`.
     pub default_max_attempts: u32,
-    /// Requests per second per key and the burst above it; `None` turns rate limiting off.
-    pub rate_limit: Option<RateLimit>,
     /// Webhooks one tenant may have (deleted ones not counted).
     pub max_webhooks: u32,
-    /// The longest any one API statement may run before PostgreSQL cancels it (answered 503).
-    pub statement_timeout: Duration,
 }
 
 /// A pool like `pool` (same server, credentials and size) whose sessions cancel any statement running longer than

@@ -10,7 +10,7 @@ use courier_core::Environment;
 use courier_core::target::TargetPolicy;
 
 use crate::error::ApiError;
-use crate::state::ApiConfig;
+use crate::state::WebhookRules;
 
 pub const MAX_URL_LEN: usize = 2048;
 
@@ -23,7 +23,12 @@ fn local_name(host: &str) -> bool {
 }
 
 /// The normalised URL, or a 422 naming `field`.
-pub fn validate_url(field: &str, raw: &str, environment: Environment, config: &ApiConfig) -> Result<String, ApiError> {
+pub fn validate_url(
+    field: &str,
+    raw: &str,
+    environment: Environment,
+    rules: &WebhookRules,
+) -> Result<String, ApiError> {
     let invalid = |message: &str| ApiError::invalid(field, message);
     if raw.len() > MAX_URL_LEN {
         return Err(invalid("must be at most 2048 bytes"));
@@ -31,14 +36,14 @@ pub fn validate_url(field: &str, raw: &str, environment: Environment, config: &A
     let url = url::Url::parse(raw.trim()).map_err(|e| invalid(&format!("not an absolute URL ({e})")))?;
     match url.scheme() {
         "https" => {}
-        "http" if environment == Environment::Test || config.allow_http => {}
+        "http" if environment == Environment::Test || rules.allow_http => {}
         "http" => return Err(invalid("live-mode webhooks must use https")),
         _ => return Err(invalid("the scheme must be http or https")),
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(invalid("must not contain credentials"));
     }
-    let policy = TargetPolicy::new(config.allowed_targets.clone());
+    let policy = TargetPolicy::new(rules.allowed_targets.clone());
     match url.host() {
         None => return Err(invalid("must have a host")),
         Some(url::Host::Ipv4(ip)) if !policy.permits(IpAddr::V4(ip)) => {
@@ -70,15 +75,13 @@ mod tests {
 
     use super::*;
 
-    fn config(allow_http: bool, allowed: &[&str]) -> ApiConfig {
-        ApiConfig {
+    fn config(allow_http: bool, allowed: &[&str]) -> WebhookRules {
+        WebhookRules {
             allow_http,
             allowed_targets: allowed.iter().map(|c| c.parse().expect("cidr")).collect(),
             rotation_grace: Duration::from_secs(1),
             default_max_attempts: 5,
-            rate_limit: None,
             max_webhooks: 100,
-            statement_timeout: Duration::from_secs(5),
         }
     }
 

@@ -175,7 +175,7 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<WebhookOutput>)> {
     let owner = principal.require(Scope::WebhooksWrite)?;
-    let url = validate_url("url", &body.url, owner.environment, &state.config)?;
+    let url = validate_url("url", &body.url, owner.environment, &state.config.webhooks)?;
     let filter = body.filter.unwrap_or_default();
     let events = match &filter.events {
         None => EventSelector::All,
@@ -190,10 +190,10 @@ pub async fn create(
             include_transcript: filter.include_transcript.unwrap_or(false),
             include_metrics: filter.include_metrics.unwrap_or(false),
         },
-        max_attempts: check_max_attempts(body.max_attempts.unwrap_or(state.config.default_max_attempts))?,
+        max_attempts: check_max_attempts(body.max_attempts.unwrap_or(state.config.webhooks.default_max_attempts))?,
     };
     let (webhook, secret) =
-        webhooks::create_within_limit(&state.pool, &state.key, owner, new, state.config.max_webhooks).await?;
+        webhooks::create_within_limit(&state.pool, &state.key, owner, new, state.config.webhooks.max_webhooks).await?;
     Ok((StatusCode::CREATED, Json(WebhookOutput::new(webhook, Some(secret.expose().to_owned())))))
 }
 
@@ -255,7 +255,7 @@ pub async fn update(
             details.extend(e.into_body().details);
         }
     };
-    let url = match body.url.as_deref().map(|u| validate_url("url", u, owner.environment, &state.config)) {
+    let url = match body.url.as_deref().map(|u| validate_url("url", u, owner.environment, &state.config.webhooks)) {
         Some(Ok(url)) => Some(url),
         Some(Err(e)) => {
             collect(Err(e));
@@ -338,7 +338,7 @@ pub async fn rotate_secret(
 ) -> ApiResult<Json<WebhookOutput>> {
     let owner = principal.require(Scope::WebhooksWrite)?;
     let id = parse_webhook_id(&id)?;
-    let grace = chrono::Duration::from_std(state.config.rotation_grace).unwrap_or(chrono::Duration::hours(24));
+    let grace = chrono::Duration::from_std(state.config.webhooks.rotation_grace).unwrap_or(chrono::Duration::hours(24));
     let (webhook, secret) = webhooks::rotate_secret(&state.pool, &state.key, owner, &id, grace)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook"))?;

@@ -1,0 +1,135 @@
+//! The settings tree against its sources: defaults, file, environment, and the documented defaults file.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use courier_core::RetryPolicy;
+
+use super::*;
+
+mod parsing {
+    use super::*;
+
+    fn with_env(pairs: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Settings::from_sources(None, |name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_design() {
+        let s = with_env(&[]).expect("defaults are valid");
+        assert_eq!(s.api.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.delivery.retry, RetryPolicy::default());
+        assert_eq!(s.delivery.timeout, Duration::from_secs(15));
+        assert_eq!(s.delivery.connect_timeout, Duration::from_secs(5));
+        assert_eq!(s.delivery.max_attempts, 5);
+        assert!(s.database.url.is_none());
+        assert!(!s.api.allow_http);
+        assert_eq!(s.lifecycle.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(s.delivery.per_tenant_concurrency, 256 - 64);
+    }
+
+    #[test]
+    fn environment_overrides_and_durations_parse() {
+        let s = with_env(&[
+            ("COURIER_RETRY_INITIAL", "50ms"),
+            ("COURIER_DELIVERY_TIMEOUT", "2s"),
+            ("COURIER_ALLOWED_TARGETS", "127.0.0.0/8, ::1/128"),
+            ("COURIER_ALLOW_HTTP", "true"),
+            ("DATABASE_URL", "postgres://x@127.0.0.1/db"),
+        ])
+        .expect("valid");
+        assert_eq!(s.delivery.retry.initial, Duration::from_millis(50));
+        assert_eq!(s.delivery.timeout, Duration::from_secs(2));
+        assert_eq!(s.delivery.allowed_targets.len(), 2);
+        assert!(s.api.allow_http);
+        assert_eq!(s.database.url.as_ref().map(|u| u.expose()), Some("postgres://x@127.0.0.1/db"));
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        for (var, value) in [
+            ("COURIER_RETRY_INITIAL", "soon"),
+            ("COURIER_LISTEN", "nowhere"),
+            ("COURIER_ALLOWED_TARGETS", "10.0.0.0/33"),
+            ("COURIER_MAX_ATTEMPTS", "26"),
+            ("COURIER_SECRET_KEY", "dG9vIHNob3J0"),
+            ("COURIER_DELIVERY_TIMEOUT", "0s"),
+            ("COURIER_LOG_FORMAT", "xml"),
+            ("COURIER_SHUTDOWN_TIMEOUT", "10ms"),
+            ("COURIER_TENANT_CONCURRENCY", "0"),
+        ] {
+            let err = with_env(&[(var, value)]).expect_err(var);
+            assert!(format!("{err:#}").contains(var), "{var}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let s = with_env(&[
+            ("DATABASE_URL", "postgres://courier:hunter2@127.0.0.1:5432/courier"),
+            ("COURIER_SECRET_KEY", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+        ])
+        .expect("valid");
+        let text = format!("{s:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("AAAAAAAAAAAA"), "{text}");
+        assert!(text.contains("[redacted]") && text.contains("127.0.0.1:5432"), "{text}");
+    }
+
+    #[test]
+    fn otlp_endpoints_follow_the_opentelemetry_variables() {
+        assert_eq!(with_env(&[]).expect("valid").log.otlp_traces_endpoint, None);
+        let base = with_env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/")]).expect("valid");
+        assert_eq!(base.log.otlp_traces_endpoint.as_deref(), Some("http://127.0.0.1:4318/v1/traces"));
+        let signal = with_env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://collector:9999/traces"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ])
+        .expect("valid");
+        assert_eq!(signal.log.otlp_traces_endpoint.as_deref(), Some("http://collector:9999/traces"));
+        for (var, value) in [("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4317"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]
+        {
+            let mut env = vec![(var, value)];
+            if var == "OTEL_EXPORTER_OTLP_PROTOCOL" {
+                env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"));
+            }
+            let err = with_env(&env).expect_err(var);
+            assert!(format!("{err:#}").contains(var), "{var}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn file_sits_between_defaults_and_environment() {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(file, "retry_initial = \"2s\"\nmax_attempts = 7\nallowed_targets = [\"10.0.0.0/8\"]")
+            .expect("written");
+        let s = Settings::from_sources(Some(file.path()), |_| None).expect("valid");
+        assert_eq!(s.delivery.retry.initial, Duration::from_secs(2));
+        assert_eq!(s.delivery.max_attempts, 7);
+        assert_eq!(s.delivery.allowed_targets.len(), 1);
+        let s = Settings::from_sources(Some(file.path()), |n| (n == "COURIER_MAX_ATTEMPTS").then(|| "3".to_owned()))
+            .expect("valid");
+        assert_eq!(s.delivery.max_attempts, 3);
+
+        let mut bad = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(bad, "retry_intial = \"2s\"").expect("written");
+        let err = Settings::from_sources(Some(bad.path()), |_| None).expect_err("typo refused");
+        assert!(err.to_string().contains("retry_intial"), "{err}");
+    }
+}
+
+mod defaults_file {
+    use super::*;
+
+    #[test]
+    fn the_documented_defaults_file_is_valid_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/courier.toml");
+        let from_file = Settings::from_sources(Some(&path), |_| None).expect("config/courier.toml is valid");
+        let defaults = Settings::from_sources(None, |_| None).expect("defaults are valid");
+        assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+    }
+}

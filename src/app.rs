@@ -80,24 +80,7 @@ impl Application {
                 move || replay_loop(pool.clone(), stop.clone()),
             ))
         };
-        let flusher = {
-            let state = state.clone();
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                loop {
-                    let stopping = tokio::select! {
-                        () = shutdown.cancelled() => true,
-                        () = tokio::time::sleep(Duration::from_secs(5)) => false,
-                    };
-                    if let Err(err) = state.flush_key_usage().await {
-                        tracing::warn!(error = %err, "recording API key usage failed; will retry");
-                    }
-                    if stopping {
-                        break;
-                    }
-                }
-            })
-        };
+        let flusher = tokio::spawn(key_usage_loop(state.clone(), shutdown.clone()));
         // Under supervision: a worker loop that fails or panics is restarted with backoff and reported by /readyz,
         // never left dead behind a live API.
         let worker = worker.map(|w| {
@@ -110,16 +93,7 @@ impl Application {
             ))
         });
         crate::metrics::install();
-        // Metrics stay off the public port: queue depths and tenants' traffic are the operator's business.
-        let metrics_server = metrics.map(|listener| {
-            let app = axum::Router::new()
-                .route("/metrics", axum::routing::get(crate::metrics::scrape))
-                .with_state(state.pool.clone());
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
-            })
-        });
+        let metrics_server = metrics.map(|listener| tokio::spawn(serve_metrics(listener, &state, shutdown.clone())));
         let app = courier_api::router(state);
         let stop = shutdown.clone();
         tracing::info!(addr = %listener.local_addr()?, "listening");
@@ -188,4 +162,33 @@ async fn retention_loop(pool: PgPool, days: u32, shutdown: CancellationToken) {
             () = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
     }
+}
+
+/// Writes which API keys were used every 5 s (and once more at shutdown), so authentication costs no write.
+async fn key_usage_loop(state: AppState, shutdown: CancellationToken) {
+    loop {
+        let stopping = tokio::select! {
+            () = shutdown.cancelled() => true,
+            () = tokio::time::sleep(Duration::from_secs(5)) => false,
+        };
+        if let Err(err) = state.flush_key_usage().await {
+            tracing::warn!(error = %err, "recording API key usage failed; will retry");
+        }
+        if stopping {
+            break;
+        }
+    }
+}
+
+/// `/metrics` on its own listener: queue depths and tenants' traffic are the operator's business, not the public
+/// port's.
+fn serve_metrics(
+    listener: TcpListener,
+    state: &AppState,
+    stop: CancellationToken,
+) -> impl std::future::Future<Output = std::io::Result<()>> + use<> {
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(crate::metrics::scrape))
+        .with_state(state.pool.clone());
+    async move { axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await }
 }

@@ -71,6 +71,7 @@ fn named<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
     spans.iter().filter(|s| s.name == name).collect()
 }
 
+// Long because one request is followed from its span through the queue to the attempt span that links to it.
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
 async fn spans_reach_the_collector_with_attributes_and_links(pool: PgPool) {
     let (collector, spans) = start_collector().await;

@@ -49,88 +49,88 @@ fn filter(select: &SelectArgs) -> anyhow::Result<(Visibility, DeliveryFilter)> {
 
 pub async fn deliveries(pool: &PgPool, cmd: DeliveriesCommand) -> anyhow::Result<()> {
     match cmd {
-        DeliveriesCommand::List { select, limit, json } => {
-            let (visibility, filter) = filter(&select)?;
-            if !(1..=10_000).contains(&limit) {
-                bail!("--limit must be between 1 and 10000");
-            }
-            let rows = logs::list(pool, visibility, &filter, None, limit).await?;
-            if !json {
-                println!(
-                    "{:<30} {:<10} {:<8} {:<18} {:<30} {:<25} LAST",
-                    "DELIVERY", "STATUS", "ATTEMPTS", "EVENT", "WEBHOOK", "CREATED"
-                );
-            }
-            for d in rows {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({
-                            "id": d.id, "tenant_id": d.tenant_id, "event_id": d.event_id, "event_type": d.event_type.as_str(),
-                            "call_id": d.call_id, "webhook_id": d.webhook_id, "status": d.status.as_str(),
-                            "attempt_count": d.attempt_count, "max_attempts": d.max_attempts,
-                            "next_attempt_at": d.next_attempt_at, "last_status_code": d.last_status_code,
-                            "last_error": d.last_error, "replay_of": d.replay_of, "created_at": d.created_at,
-                        })
-                    );
-                } else {
-                    let last = d.last_status_code.map(|c| c.to_string()).or(d.last_error.clone()).unwrap_or_default();
-                    println!(
-                        "{:<30} {:<10} {:<8} {:<18} {:<30} {:<25} {}",
-                        d.id,
-                        d.status.as_str(),
-                        format!("{}/{}", d.attempt_count, d.max_attempts),
-                        d.event_type.as_str(),
-                        d.webhook_id,
-                        d.created_at.format("%Y-%m-%d %H:%M:%S"),
-                        last
-                    );
-                }
-            }
-        }
-        DeliveriesCommand::Show { id } => {
-            let id = DeliveryId::parse(&id).map_err(|e| anyhow::anyhow!("`{id}`: {e}"))?;
-            let (d, attempts) = logs::get(pool, Visibility::Operator { tenant: None }, &id)
-                .await?
-                .with_context(|| format!("no delivery {id}"))?;
-            let url = operator::webhook_url(pool, &d.webhook_id).await?;
-            println!("delivery     {}", d.id);
-            println!("tenant       {}", d.tenant_id);
-            println!("event        {} ({}, call {})", d.event_id, d.event_type.as_str(), d.call_id);
-            println!("webhook      {} {}", d.webhook_id, url.unwrap_or_default());
-            println!("status       {} after {}/{} attempts", d.status.as_str(), d.attempt_count, d.max_attempts);
-            if let Some(next) = d.next_attempt_at {
-                println!("next attempt {next}");
-            }
-            if let Some(of) = &d.replay_of {
-                println!("replay of    {of}");
-            }
-            for a in attempts {
-                let outcome = a
-                    .status_code
-                    .map(|c| format!("HTTP {c}"))
-                    .or(a.error_kind.map(|k| k.to_string()))
-                    .unwrap_or_default();
-                println!(
-                    "  #{} {} {:>6} ms  {}",
-                    a.attempt,
-                    a.started_at.format("%Y-%m-%d %H:%M:%S%.3f"),
-                    a.duration_ms,
-                    outcome
-                );
-                if let Some(message) = a.error_message {
-                    println!("     {message}");
-                }
-                if let Some(body) = a.response_body {
-                    let one_line: String =
-                        body.display().chars().take(200).map(|c| if c.is_control() { ' ' } else { c }).collect();
-                    let binary = if body.is_binary() { " (binary)" } else { "" };
-                    println!("     {one_line}{binary}");
-                }
-            }
+        DeliveriesCommand::List { select, limit, json } => list_deliveries(pool, &select, limit, json).await,
+        DeliveriesCommand::Show { id } => show_delivery(pool, &id).await,
+    }
+}
+
+async fn list_deliveries(pool: &PgPool, select: &SelectArgs, limit: u32, json: bool) -> anyhow::Result<()> {
+    let (visibility, filter) = filter(select)?;
+    if !(1..=10_000).contains(&limit) {
+        bail!("--limit must be between 1 and 10000");
+    }
+    let rows = logs::list(pool, visibility, &filter, None, limit).await?;
+    if !json {
+        println!(
+            "{:<30} {:<10} {:<8} {:<18} {:<30} {:<25} LAST",
+            "DELIVERY", "STATUS", "ATTEMPTS", "EVENT", "WEBHOOK", "CREATED"
+        );
+    }
+    for d in rows {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": d.id, "tenant_id": d.tenant_id, "event_id": d.event_id, "event_type": d.event_type.as_str(),
+                    "call_id": d.call_id, "webhook_id": d.webhook_id, "status": d.status.as_str(),
+                    "attempt_count": d.attempt_count, "max_attempts": d.max_attempts,
+                    "next_attempt_at": d.next_attempt_at, "last_status_code": d.last_status_code,
+                    "last_error": d.last_error, "replay_of": d.replay_of, "created_at": d.created_at,
+                })
+            );
+        } else {
+            let last = d.last_status_code.map(|c| c.to_string()).or(d.last_error.clone()).unwrap_or_default();
+            println!(
+                "{:<30} {:<10} {:<8} {:<18} {:<30} {:<25} {}",
+                d.id,
+                d.status.as_str(),
+                format!("{}/{}", d.attempt_count, d.max_attempts),
+                d.event_type.as_str(),
+                d.webhook_id,
+                d.created_at.format("%Y-%m-%d %H:%M:%S"),
+                last
+            );
         }
     }
     Ok(())
+}
+
+async fn show_delivery(pool: &PgPool, id: &str) -> anyhow::Result<()> {
+    let id = DeliveryId::parse(id).map_err(|e| anyhow::anyhow!("`{id}`: {e}"))?;
+    let (d, attempts) = logs::get(pool, Visibility::Operator { tenant: None }, &id)
+        .await?
+        .with_context(|| format!("no delivery {id}"))?;
+    let url = operator::webhook_url(pool, &d.webhook_id).await?;
+    println!("delivery     {}", d.id);
+    println!("tenant       {}", d.tenant_id);
+    println!("event        {} ({}, call {})", d.event_id, d.event_type.as_str(), d.call_id);
+    println!("webhook      {} {}", d.webhook_id, url.unwrap_or_default());
+    println!("status       {} after {}/{} attempts", d.status.as_str(), d.attempt_count, d.max_attempts);
+    if let Some(next) = d.next_attempt_at {
+        println!("next attempt {next}");
+    }
+    if let Some(of) = &d.replay_of {
+        println!("replay of    {of}");
+    }
+    for a in attempts {
+        print_attempt(a);
+    }
+    Ok(())
+}
+
+fn print_attempt(a: logs::Attempt) {
+    let outcome =
+        a.status_code.map(|c| format!("HTTP {c}")).or(a.error_kind.map(|k| k.to_string())).unwrap_or_default();
+    println!("  #{} {} {:>6} ms  {}", a.attempt, a.started_at.format("%Y-%m-%d %H:%M:%S%.3f"), a.duration_ms, outcome);
+    if let Some(message) = a.error_message {
+        println!("     {message}");
+    }
+    if let Some(body) = a.response_body {
+        // What a receiver said is shown on one line, without control characters that could drive the terminal.
+        let one_line: String = body.display().chars().take(200).map(|c| if c.is_control() { ' ' } else { c }).collect();
+        let binary = if body.is_binary() { " (binary)" } else { "" };
+        println!("     {one_line}{binary}");
+    }
 }
 
 pub async fn replay(pool: &PgPool, args: ReplayArgs) -> anyhow::Result<()> {

@@ -109,6 +109,7 @@ async fn bad_configuration_names_the_variable() {
     assert!(stderr(&out).contains("DATABASE_URL"), "{}", stderr(&out));
 }
 
+// Long because it is one operator session: each command reads the state the one before left.
 #[tokio::test]
 async fn operators_list_show_replay_and_toggle_webhooks() {
     use courier_core::MasterKey;

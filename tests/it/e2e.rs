@@ -39,6 +39,7 @@ async fn wait_for(receiver: &Receiver, n: usize) {
     panic!("expected {n} requests, got {}", receiver.received().len());
 }
 
+// Long because it is the README walkthrough as one story: each step uses what the step before returned.
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
 async fn create_post_deliver_read_replay(pool: PgPool) {
     let app = spawn_app(pool.clone(), "50ms").await;

@@ -8,7 +8,7 @@ use courier_worker::WorkerConfig;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::{Fixture, config};
+use crate::fixture::{Fixture, config};
 use crate::receiver::{Receiver, Reply};
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]

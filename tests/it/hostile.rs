@@ -9,8 +9,8 @@ use courier_worker::WorkerConfig;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::fixture::{Fixture, config};
 pub(crate) use crate::hostile_receiver::{Hostile, Mode};
-use crate::pipeline::{Fixture, config};
 use crate::receiver::{Receiver, Reply};
 
 /// The delivery timeout of this suite: every hostile mode must end within about this.
@@ -29,6 +29,8 @@ fn hostile_config() -> WorkerConfig {
     }
 }
 
+// Long because it checks one run from every side (attempt rows, end states, the healthy webhook's latency, shutdown);
+// split, each part would have to run the same slow scenario again.
 /// One hostile webhook and one healthy one of the same tenant; three events; the worker loop as production runs it.
 /// Every delivery must end, with exactly one recorded attempt per try; the healthy webhook's deliveries must succeed
 /// promptly; and the worker must stop within its grace period.

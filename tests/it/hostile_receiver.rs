@@ -126,6 +126,7 @@ async fn read_request(socket: &mut TcpStream) -> bool {
     }
 }
 
+// Long because it is one match arm per hostile mode, each a few lines of raw socket writes.
 async fn answer(mut socket: TcpStream, mode: Mode) {
     let simple = |status: &str, headers: &str, body: &[u8]| {
         let mut out =

@@ -7,7 +7,7 @@ use courier_scheduler::logs::{self, Visibility};
 use courier_scheduler::{AttemptRecord, ClaimedDelivery, DeliveryStatus, Skip, claim, record};
 use sqlx::PgPool;
 
-use crate::pipeline::Fixture;
+use crate::fixture::Fixture;
 
 fn attempt_of(d: &ClaimedDelivery, result: AttemptResult, next: Next) -> AttemptRecord {
     AttemptRecord {

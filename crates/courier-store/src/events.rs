@@ -1,7 +1,9 @@
 //! Events as the emitter posted them, idempotent on `(tenant, id)`.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
-use courier_core::{Event, EventData, EventId, EventType};
+use courier_core::{Event, EventData, EventId, EventType, TenantId};
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgExecutor};
 
@@ -153,39 +155,61 @@ pub async fn insert_many(conn: &mut PgConnection, owner: Owner, new: &[NewEvent]
     .bind(&hashes)
     .fetch_all(&mut *conn)
     .await?;
-    let mut fresh: std::collections::HashMap<String, StoredEvent> = std::collections::HashMap::new();
+    let mut fresh: HashMap<String, StoredEvent> = HashMap::new();
     for row in inserted {
         let stored = from_row(row)?;
         fresh.insert(stored.event.id.as_str().to_owned(), stored);
     }
     // Everything not inserted now existed before (or earlier in this batch): fetch those once.
     let missing: Vec<&str> = ids.iter().copied().filter(|id| !fresh.contains_key(*id)).collect();
+    let existing = existing_with_hashes(conn, owner, &missing).await?;
+    answer_each(new, &hashes, &fresh, &existing)
+}
+
+/// These ids' stored events with the hash of the request that stored them.
+async fn existing_with_hashes(
+    conn: &mut PgConnection,
+    owner: Owner,
+    ids: &[&str],
+) -> Result<HashMap<String, (Vec<u8>, StoredEvent)>> {
     #[derive(sqlx::FromRow)]
     struct Existing {
         request_hash: Vec<u8>,
         #[sqlx(flatten)]
         row: Row,
     }
-    let mut existing: std::collections::HashMap<String, (Vec<u8>, StoredEvent)> = std::collections::HashMap::new();
-    if !missing.is_empty() {
-        let rows: Vec<Existing> = sqlx::query_as(concat!(
-            "SELECT request_hash, ",
-            columns!(),
-            " FROM events WHERE tenant_id = $1 AND environment = $2 AND id = ANY ($3)"
-        ))
-        .bind(owner.tenant.as_uuid())
-        .bind(owner.environment.as_str())
-        .bind(&missing)
-        .fetch_all(&mut *conn)
-        .await?;
-        for e in rows {
-            let stored = from_row(e.row)?;
-            existing.insert(stored.event.id.as_str().to_owned(), (e.request_hash, stored));
-        }
+    let mut existing = HashMap::new();
+    if ids.is_empty() {
+        return Ok(existing);
     }
-    let mut hashes_of_new: std::collections::HashMap<&str, &[u8]> = std::collections::HashMap::new();
+    let rows: Vec<Existing> = sqlx::query_as(concat!(
+        "SELECT request_hash, ",
+        columns!(),
+        " FROM events WHERE tenant_id = $1 AND environment = $2 AND id = ANY ($3)"
+    ))
+    .bind(owner.tenant.as_uuid())
+    .bind(owner.environment.as_str())
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    for e in rows {
+        let stored = from_row(e.row)?;
+        existing.insert(stored.event.id.as_str().to_owned(), (e.request_hash, stored));
+    }
+    Ok(existing)
+}
+
+/// What happened to each event of a batch, in order: new (the first of its id in the batch), a repeat (same
+/// request as the stored one) or a conflict (same id, different request).
+fn answer_each(
+    new: &[NewEvent],
+    hashes: &[Vec<u8>],
+    fresh: &HashMap<String, StoredEvent>,
+    existing: &HashMap<String, (Vec<u8>, StoredEvent)>,
+) -> Result<Vec<Inserted>> {
+    let mut hashes_of_new: HashMap<&str, &[u8]> = HashMap::new();
     let mut out = Vec::with_capacity(new.len());
-    for (event, hash) in new.iter().zip(&hashes) {
+    for (event, hash) in new.iter().zip(hashes) {
         let id = event.id.as_str();
         if let Some(stored) = fresh.get(id) {
             match hashes_of_new.get(id) {
@@ -207,4 +231,46 @@ pub async fn insert_many(conn: &mut PgConnection, owner: Owner, new: &[NewEvent]
         }
     }
     Ok(out)
+}
+
+/// Deletes these events (by tenant, environment and id); their deliveries and attempts go by cascade. The caller
+/// decided they may go (retention) and holds their rows locked.
+pub async fn delete(conn: &mut PgConnection, keys: &[(Owner, EventId)]) -> Result<u64> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let tenants: Vec<uuid::Uuid> = keys.iter().map(|(owner, _)| owner.tenant.as_uuid()).collect();
+    let environments: Vec<&str> = keys.iter().map(|(owner, _)| owner.environment.as_str()).collect();
+    let ids: Vec<&str> = keys.iter().map(|(_, id)| id.as_str()).collect();
+    let done = sqlx::query(
+        "DELETE FROM events e USING unnest($1::uuid[], $2::text[], $3::text[]) AS k(tenant_id, environment, id)
+          WHERE e.tenant_id = k.tenant_id AND e.environment = k.environment AND e.id = k.id",
+    )
+    .bind(&tenants)
+    .bind(&environments)
+    .bind(&ids)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Erases up to `limit` of a tenant's events received before `before`, with their deliveries and attempts (by
+/// cascade), whatever state those are in: for erasure requests. Returns how many.
+pub async fn purge_tenant_batch(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64> {
+    let done = sqlx::query(
+        "WITH doomed AS (SELECT environment, id FROM events WHERE tenant_id = $1 AND received_at < $2 LIMIT $3)
+         DELETE FROM events e USING doomed
+          WHERE e.tenant_id = $1 AND e.environment = doomed.environment AND e.id = doomed.id",
+    )
+    .bind(tenant.as_uuid())
+    .bind(before)
+    .bind(limit)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }

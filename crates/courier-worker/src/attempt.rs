@@ -2,65 +2,48 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use courier_core::{AttemptResult, ErrorKind, outcome};
 use courier_scheduler::{AttemptRecord, ClaimedDelivery, lease};
-use tracing::{Instrument, field::Empty};
+use tracing::{Instrument, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::Worker;
-use crate::stages;
+use crate::stages::{self, Sent};
+
+/// The span of one attempt, linked to the request that created its delivery.
+fn attempt_span(delivery: &ClaimedDelivery) -> Span {
+    let span = tracing::info_span!(
+        "delivery_attempt",
+        otel.kind = "client",
+        delivery.id = %delivery.id,
+        event.id = %delivery.event.id,
+        webhook.id = %delivery.webhook.id,
+        attempt = delivery.attempt,
+        http.status = Empty,
+        error = Empty,
+        outcome = Empty,
+    );
+    // Linked, not parented: the ingest request finished long ago, and one request fans out to many attempts.
+    if let Some(ingest) = &delivery.trace_parent {
+        span.add_link(ingest.to_span_context());
+    }
+    span
+}
 
 impl Worker {
     /// One attempt: prepare → send → classify. `None` when the webhook turned inactive (the delivery is cancelled).
     pub(crate) async fn attempt(&self, delivery: ClaimedDelivery) -> Option<AttemptRecord> {
-        let span = tracing::info_span!(
-            "delivery_attempt",
-            otel.kind = "client",
-            delivery.id = %delivery.id,
-            event.id = %delivery.event.id,
-            webhook.id = %delivery.webhook.id,
-            attempt = delivery.attempt,
-            http.status = Empty,
-            error = Empty,
-            outcome = Empty,
-        );
-        // Linked, not parented: the ingest request finished long ago, and one request fans out to many attempts.
-        if let Some(ingest) = &delivery.trace_parent {
-            span.add_link(ingest.to_span_context());
-        }
+        let span = attempt_span(&delivery);
         async move {
             if !delivery.webhook.active {
-                let claimed = [(delivery.id.clone(), delivery.attempt)];
-                if let Err(err) = lease::cancel_claimed(&self.pool, &claimed).await {
-                    tracing::error!(error = %err, "cancelling a delivery of an inactive webhook failed");
-                }
-                tracing::Span::current().record("outcome", "cancelled");
-                crate::metrics::cancelled();
+                self.cancel_inactive(&delivery).await;
                 return None;
             }
             let started_at = Utc::now();
-            let sent = match delivery.webhook.secrets.open(&self.key, started_at) {
-                Ok(secrets) => {
-                    let prepared = stages::prepare(&delivery, &secrets, started_at);
-                    let timestamp = prepared.timestamp;
-                    (stages::send(&self.http, &self.policy, &delivery, prepared).await, timestamp)
-                }
-                Err(err) => {
-                    // Our own failure (a wrong master key): recorded as an attempt so it is visible, then retried.
-                    tracing::error!(error = %err, "cannot decrypt the webhook secret");
-                    let sent = stages::Sent {
-                        result: AttemptResult::Error(ErrorKind::Other),
-                        error_message: Some("the webhook secret could not be decrypted".to_owned()),
-                        response_body: None,
-                        duration: Duration::ZERO,
-                    };
-                    (sent, started_at.timestamp())
-                }
-            };
-            let (sent, signature_timestamp) = sent;
+            let (sent, signature_timestamp) = self.sign_and_send(&delivery, started_at).await;
             let next = outcome::decide(&self.config.retry, delivery.attempt, delivery.max_attempts, sent.result);
-            let span = tracing::Span::current();
+            let span = Span::current();
             match sent.result {
                 AttemptResult::Response { status, .. } => span.record("http.status", status),
                 AttemptResult::Error(kind) => span.record("error", kind.as_str()),
@@ -82,5 +65,38 @@ impl Worker {
         }
         .instrument(span)
         .await
+    }
+
+    /// The webhook was disabled or deleted after this delivery was queued: cancel it without an attempt.
+    async fn cancel_inactive(&self, delivery: &ClaimedDelivery) {
+        let claimed = [(delivery.id.clone(), delivery.attempt)];
+        if let Err(err) = lease::cancel_claimed(&self.pool, &claimed).await {
+            tracing::error!(error = %err, "cancelling a delivery of an inactive webhook failed");
+        }
+        Span::current().record("outcome", "cancelled");
+        crate::metrics::cancelled();
+    }
+
+    /// Opens the webhook's secrets, signs the envelope and sends it; returns what came back and the signature's
+    /// timestamp.
+    async fn sign_and_send(&self, delivery: &ClaimedDelivery, now: DateTime<Utc>) -> (Sent, i64) {
+        match delivery.webhook.secrets.open(&self.key, now) {
+            Ok(secrets) => {
+                let prepared = stages::prepare(delivery, &secrets, now);
+                let timestamp = prepared.timestamp;
+                (stages::send(&self.http, &self.policy, delivery, prepared).await, timestamp)
+            }
+            Err(err) => {
+                // Our own failure (a wrong master key): recorded as an attempt so it is visible, then retried.
+                tracing::error!(error = %err, "cannot decrypt the webhook secret");
+                let sent = Sent {
+                    result: AttemptResult::Error(ErrorKind::Other),
+                    error_message: Some("the webhook secret could not be decrypted".to_owned()),
+                    response_body: None,
+                    duration: Duration::ZERO,
+                };
+                (sent, now.timestamp())
+            }
+        }
     }
 }

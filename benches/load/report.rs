@@ -1,0 +1,80 @@
+//! The table on stderr: one row per scenario, and a line of its own for the scenarios that measure something else.
+
+use serde_json::Value;
+
+pub fn row(name: &str, r: &Value) -> String {
+    let f = |v: &Value| v.as_f64().map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".to_owned());
+    format!(
+        "{name:<10} {:>10} {:>12} {:>8} {:>8} {:>8} {:>8} {:>5} {:>5} {:>8} {:>8}",
+        f(&r["ingest_events_per_s"]),
+        f(&r["deliveries_per_s"]),
+        f(&r["latency_ms"]["p50"]),
+        f(&r["latency_ms"]["p90"]),
+        f(&r["latency_ms"]["p99"]),
+        f(&r["latency_ms"]["max"]),
+        r["duplicates"],
+        r["missing"],
+        f(&r["courier_peak_rss_mib"]),
+        f(&r["courier_cpu_s"]),
+    )
+}
+
+/// Prints every scenario's figures.
+pub fn print_table(results: &serde_json::Map<String, Value>) {
+    eprintln!(
+        "{:<10} {:>10} {:>12} {:>8} {:>8} {:>8} {:>8} {:>5} {:>5} {:>8} {:>8}",
+        "scenario",
+        "ingest/s",
+        "deliveries/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "dup",
+        "miss",
+        "RSS MiB",
+        "CPU s"
+    );
+    for (name, r) in results {
+        if name == "backlog" {
+            eprintln!(
+                "backlog: drained {} of {} at {:.0} deliveries/s; claim {:.3} ms with no finished rows, {:.3} ms with {}",
+                r["drained"],
+                r["pending"],
+                r["drain_deliveries_per_s"].as_f64().unwrap_or(0.0),
+                r["claim_ms_no_finished_rows"].as_f64().unwrap_or(f64::NAN),
+                r["claim_ms_with_finished_rows"].as_f64().unwrap_or(f64::NAN),
+                r["finished_rows"]
+            );
+        } else if name == "logs" {
+            eprintln!("logs: {} deliveries of one tenant over 30 days; page latency through the API (ms):", r["rows"]);
+            if let Some(filters) = r["pages"].as_object() {
+                for (filter, t) in filters {
+                    eprintln!(
+                        "  {filter:<28} p50 {:>7.1}  p99 {:>7.1}  rows/page {:>5.1}",
+                        t["p50_ms"].as_f64().unwrap_or(f64::NAN),
+                        t["p99_ms"].as_f64().unwrap_or(f64::NAN),
+                        t["rows_per_page"].as_f64().unwrap_or(0.0)
+                    );
+                }
+            }
+        } else if name == "tenants" {
+            eprintln!("{}", row("ten-solo", &r["solo"]));
+            eprintln!("{}", row("ten-hang", &r["beside_hanging_tenant"]));
+            eprintln!(
+                "tenants: tenant B's healthy webhook keeps {:.0} % of its solo throughput beside tenant A's {} hanging deliveries",
+                r["healthy_throughput_ratio"].as_f64().unwrap_or(0.0) * 100.0,
+                r["hanging_deliveries"]
+            );
+        } else if name == "fairness" {
+            eprintln!("{}", row("fair-solo", &r["solo"]));
+            eprintln!("{}", row("fair-dead", &r["beside_dead_webhook"]));
+            eprintln!(
+                "fairness: healthy webhook keeps {:.0} % of its solo throughput",
+                r["healthy_throughput_ratio"].as_f64().unwrap_or(0.0) * 100.0
+            );
+        } else {
+            eprintln!("{}", row(name, r));
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The HTTP API through `oneshot`: every route, every error path, isolation, idempotency, rate limits, OpenAPI.
+
+mod deliveries;
+mod events;
+mod service;
+mod webhooks;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use courier_api::{ApiConfig, AppState, RateLimit, WebhookRules};
+use courier_core::MasterKey;
+use courier_core::{Environment, Scope, Scopes};
+use courier_store::{api_keys, tenants};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tower::ServiceExt;
+
+#[derive(Clone)]
+pub struct Api {
+    pub router: Router,
+    pub pool: PgPool,
+    /// Every scope, test environment.
+    pub key: String,
+}
+
+pub fn api_config() -> ApiConfig {
+    ApiConfig {
+        rate_limit: None,
+        statement_timeout: Duration::from_secs(5),
+        webhooks: WebhookRules {
+            allow_http: false,
+            allowed_targets: vec!["127.0.0.0/8".parse().expect("cidr")],
+            rotation_grace: Duration::from_secs(3600),
+            default_max_attempts: 5,
+            max_webhooks: 100,
+        },
+    }
+}
+
+pub async fn key(pool: &PgPool, tenant: courier_core::TenantId, env: Environment, scopes: &[Scope]) -> String {
+    api_keys::create(pool, tenant, env, &Scopes::new(scopes.iter().copied())).await.expect("key").plaintext
+}
+
+impl Api {
+    pub async fn new(pool: PgPool) -> Self {
+        Self::with_config(pool, api_config()).await
+    }
+
+    pub async fn with_config(pool: PgPool, config: ApiConfig) -> Self {
+        let tenant = tenants::create(&pool, "Acme").await.expect("tenant");
+        let key = key(&pool, tenant.id, Environment::Test, &Scope::ALL).await;
+        let state = AppState::new(pool.clone(), MasterKey::from_bytes(&[9u8; 32]), config);
+        Self { router: courier_api::router(state), pool, key }
+    }
+
+    /// A key for a brand-new tenant.
+    pub async fn other_tenant_key(&self) -> String {
+        let tenant = tenants::create(&self.pool, "Globex").await.expect("tenant");
+        key(&self.pool, tenant.id, Environment::Test, &Scope::ALL).await
+    }
+
+    pub async fn raw(
+        &self,
+        method: Method,
+        uri: &str,
+        key: Option<&str>,
+        body: Body,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let mut req = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+        if let Some(key) = key {
+            req = req.header("authorization", format!("Bearer {key}"));
+        }
+        let res = self.router.clone().oneshot(req.body(body).expect("request")).await.expect("response");
+        let (parts, body) = res.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.expect("body");
+        let value =
+            if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("every body is JSON") };
+        assert!(parts.headers.contains_key("x-request-id"), "{uri}: every response carries X-Request-Id");
+        if !parts.status.is_success() {
+            check_error_shape(parts.status, &value);
+        }
+        (parts.status, parts.headers, value)
+    }
+
+    pub async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_as(&self.key, method, uri, body).await
+    }
+
+    pub async fn call_as(&self, key: &str, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let body = body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty);
+        let (status, _, value) = self.raw(method, uri, Some(key), body).await;
+        (status, value)
+    }
+
+    pub async fn webhook(&self, url: &str) -> Value {
+        let (status, body) =
+            self.call(Method::POST, "/api/v1/webhooks", Some(json!({"url": url, "filter": {"events": ["*"]}}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    pub async fn event(&self, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, "/api/v1/events", Some(body)).await
+    }
+}
+
+/// Every error is `{"error": {"code", "message", "details"}}`.
+pub(crate) fn check_error_shape(status: StatusCode, body: &Value) {
+    let error = &body["error"];
+    assert!(error["code"].is_string(), "{status}: {body}");
+    assert!(error["message"].is_string(), "{status}: {body}");
+    assert!(error["details"].is_array(), "{status}: {body}");
+}
+
+pub(crate) fn call_completed(id: &str) -> Value {
+    json!({"id": id, "type": "call.completed", "created": 1705680000,
+           "data": {"call_id": "call-uuid", "transcript": [{"role": "user", "content": "Hi"}], "metrics": {"agent_count": 2}}})
+}
+
+pub(crate) fn field_of(error: &Value) -> Vec<String> {
+    error["error"]["details"]
+        .as_array()
+        .map(|d| d.iter().filter_map(|x| x["field"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// One request from `addr` with `key`, through the router as a connected client.
+pub(crate) async fn from_address(
+    api: &Api,
+    addr: &str,
+    method: Method,
+    uri: &str,
+    key: &str,
+    body: Body,
+) -> StatusCode {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {key}"))
+        .body(body)
+        .expect("request");
+    let addr: std::net::SocketAddr = addr.parse().expect("address");
+    req.extensions_mut().insert(axum::extract::ConnectInfo(addr));
+    api.router.clone().oneshot(req).await.expect("response").status()
+}

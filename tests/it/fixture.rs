@@ -1,0 +1,205 @@
+//! The fixture of the delivery tests: a tenant, webhooks, ingest through the ingest use case, and workers running
+//! the production loop (`Worker::run`) on a queue clock the fixture steps over retry delays instead of sleeping.
+
+use std::time::Duration;
+
+use courier_core::{
+    Environment, EventData, EventId, EventSelector, EventType, MasterKey, PayloadFilter, WebhookSecret,
+};
+use courier_scheduler::logs::{self, DeliveryFilter, Visibility};
+use courier_scheduler::wake::Notifier;
+use courier_scheduler::{Clock, ingest};
+use courier_store::events::NewEvent;
+use courier_store::webhooks::{self, NewWebhook, Webhook};
+use courier_store::{Owner, tenants};
+use courier_worker::{Worker, WorkerConfig};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) struct Fixture {
+    pub(crate) pool: PgPool,
+    pub(crate) key: MasterKey,
+    pub(crate) owner: Owner,
+    /// The queue's clock for every worker this fixture makes; [`Fixture::settle`] steps it over retry delays.
+    pub(crate) clock: Clock,
+    workers: Notifier,
+}
+
+/// A worker loop running in the background until [`Running::stop`].
+pub(crate) struct Running {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<courier_worker::Result<()>>,
+}
+
+impl Running {
+    pub(crate) async fn stop(self) {
+        self.stop.cancel();
+        self.handle.await.expect("joins").expect("the worker stops cleanly");
+    }
+}
+
+pub(crate) fn config() -> WorkerConfig {
+    WorkerConfig {
+        retry: courier_core::RetryPolicy {
+            initial: Duration::from_millis(20),
+            multiplier: 2.0,
+            cap: Duration::from_millis(200),
+            jitter: 0.0,
+        },
+        timeout: Duration::from_millis(400),
+        connect_timeout: Duration::from_millis(400),
+        allowed_targets: vec!["127.0.0.0/8".parse().expect("cidr")],
+        concurrency: 16,
+        per_webhook: 16,
+        per_tenant: 16,
+        poll_interval: Duration::from_millis(50),
+        shutdown_grace: Duration::from_secs(5),
+        lease: Duration::from_millis(800),
+        auto_disable: None,
+    }
+}
+
+impl Fixture {
+    pub(crate) async fn new(pool: PgPool) -> Self {
+        let tenant = tenants::create(&pool, "Acme").await.expect("tenant");
+        Self {
+            workers: Notifier::spawn(pool.clone()),
+            pool,
+            key: MasterKey::from_bytes(&[3u8; 32]),
+            owner: Owner { tenant: tenant.id, environment: Environment::Live },
+            clock: Clock::database(),
+        }
+    }
+
+    pub(crate) async fn webhook_for(
+        &self,
+        owner: Owner,
+        url: &str,
+        events: &[&str],
+        payload: PayloadFilter,
+        max_attempts: u32,
+    ) -> (Webhook, WebhookSecret) {
+        let new = NewWebhook {
+            url: url.to_owned(),
+            description: None,
+            events: EventSelector::parse(events.iter().copied()).expect("valid selector"),
+            payload,
+            max_attempts,
+        };
+        webhooks::create(&self.pool, &self.key, owner, new).await.expect("webhook")
+    }
+
+    pub(crate) async fn webhook(&self, url: &str, max_attempts: u32) -> (Webhook, WebhookSecret) {
+        self.webhook_for(self.owner, url, &["*"], PayloadFilter::default(), max_attempts).await
+    }
+
+    /// Stores an event and fans it out in one transaction, through the ingest use case the API calls.
+    pub(crate) async fn ingest_for(&self, owner: Owner, event_type: EventType) -> (EventId, u64) {
+        let new = NewEvent {
+            id: EventId::generate(),
+            event_type,
+            created: None,
+            data: EventData::parse(serde_json::json!({
+                "call_id": "call-1",
+                "status": "completed",
+                "transcript": [{"role": "assistant", "content": "Hello!"}],
+                "metrics": {"duration_seconds": 180}
+            }))
+            .expect("valid"),
+        };
+        let answers = ingest::accept(&self.pool, &self.workers, owner, vec![new], None).await.expect("ingest");
+        let accepted = answers.into_iter().next().expect("one answer").expect("accepted");
+        assert!(accepted.first_time);
+        (accepted.id, accepted.deliveries)
+    }
+
+    pub(crate) async fn ingest(&self) -> EventId {
+        self.ingest_for(self.owner, EventType::CallCompleted).await.0
+    }
+
+    pub(crate) fn worker(&self, config: WorkerConfig) -> Worker {
+        Worker::new(self.pool.clone(), self.key.clone(), config).expect("worker").with_clock(self.clock.clone())
+    }
+
+    /// Runs `worker`'s production loop in the background.
+    pub(crate) fn start(&self, worker: &Worker) -> Running {
+        let stop = CancellationToken::new();
+        Running { handle: tokio::spawn(worker.clone().run(stop.clone())), stop }
+    }
+
+    pub(crate) async fn live_deliveries(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status IN ('pending', 'delivering')")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
+    }
+
+    /// Runs `worker` until no delivery is pending or in flight ([`Fixture::settle`]), then stops it. Returns the
+    /// retry delays it stepped over.
+    pub(crate) async fn drain(&self, worker: &Worker) -> Vec<Duration> {
+        let running = self.start(worker);
+        let stepped = self.settle().await;
+        running.stop().await;
+        stepped
+    }
+
+    /// Waits until no delivery is pending or in flight. Whenever everything left is waiting for a retry, the
+    /// queue's clock is stepped to the earliest one instead of sleeping; returns each delay stepped over, exactly as
+    /// the recorder scheduled it (`next_attempt_at` minus the moment it was written, on the queue's clock).
+    pub(crate) async fn settle(&self) -> Vec<Duration> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut stepped = Vec::new();
+        loop {
+            assert!(tokio::time::Instant::now() < deadline, "the queue did not drain");
+            let (live, delivering, wait_ms, scheduled_ms): (i64, i64, Option<f64>, Option<f64>) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE status IN ('pending', 'delivering')),
+                        count(*) FILTER (WHERE status = 'delivering'),
+                        (extract(epoch FROM min(next_attempt_at) FILTER (WHERE status = 'pending') - (now() + $1))
+                            * 1000)::float8,
+                        (SELECT (extract(epoch FROM next_attempt_at - updated_at - $1) * 1000)::float8
+                           FROM deliveries WHERE status = 'pending' ORDER BY next_attempt_at LIMIT 1)
+                 FROM deliveries",
+            )
+            .bind(self.clock.skew())
+            .fetch_one(&self.pool)
+            .await
+            .expect("queue state");
+            if live == 0 {
+                return stepped;
+            }
+            match wait_ms {
+                Some(wait) if delivering == 0 && wait > 0.0 => {
+                    stepped.push(Duration::from_millis(scheduled_ms.unwrap_or(0.0).round() as u64));
+                    self.clock.advance(Duration::from_millis(wait.ceil() as u64 + 1));
+                }
+                // Something is in flight or due now: the worker is on it. Look again shortly.
+                _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+
+    /// Polls until `done` holds (at most 10 s), for states the worker reaches by itself.
+    pub(crate) async fn until<F: std::future::Future<Output = bool>>(&self, mut done: impl FnMut() -> F) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done().await {
+            assert!(tokio::time::Instant::now() < deadline, "the expected state never came");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub(crate) async fn deliveries(&self) -> Vec<logs::Delivery> {
+        logs::list(&self.pool, Visibility::Operator { tenant: None }, &DeliveryFilter::default(), None, 1000)
+            .await
+            .expect("list")
+    }
+
+    pub(crate) async fn only_delivery(&self) -> (logs::Delivery, Vec<logs::Attempt>) {
+        let all = self.deliveries().await;
+        assert_eq!(all.len(), 1, "{all:?}");
+        logs::get(&self.pool, Visibility::Operator { tenant: None }, &all[0].id).await.expect("get").expect("exists")
+    }
+}
+
+pub(crate) fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}

@@ -6,7 +6,7 @@ use courier_store::Owner;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 
 use crate::logs::{COLUMNS, Delivery, DeliveryFilter, Visibility, push_conditions};
-use crate::{Result, corrupt, wake};
+use crate::{DeliveryStatus, Result, corrupt, wake};
 
 /// How many deliveries one bulk-replay transaction creates.
 pub const CHUNK: u32 = 500;
@@ -43,8 +43,9 @@ pub async fn replay_one(pool: &PgPool, owner: Owner, id: &DeliveryId, trace: Opt
             INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
                                     max_attempts, next_attempt_at, replay_of, trace_parent)
             SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id,
-                   'pending', w.max_attempts, now(), d.id, ",
+                   ",
     );
+    q.push_bind(DeliveryStatus::Pending.as_str()).push(", w.max_attempts, now(), d.id, ");
     q.push_bind(trace.map(|t| t.to_string()));
     q.push(" FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ");
     q.push_bind(id.as_str().to_owned());
@@ -67,7 +68,11 @@ fn push_candidates(
     q.push(
         " FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
          WHERE w.active
-           AND NOT (d.replay_of IS NOT NULL AND d.status IN ('pending', 'delivering'))
+           AND NOT (d.replay_of IS NOT NULL AND d.status = ANY (",
+    );
+    q.push_bind([DeliveryStatus::Pending.as_str(), DeliveryStatus::Delivering.as_str()]);
+    q.push(
+        "))
            AND NOT EXISTS (SELECT 1 FROM deliveries r WHERE r.replay_of = d.id)
            AND d.created_at < ",
     );
@@ -89,8 +94,9 @@ async fn replay_chunk(
         "INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
                                  max_attempts, next_attempt_at, replay_of, trace_parent)
          SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id,
-                'pending', w.max_attempts, now(), d.id, ",
+                ",
     );
+    q.push_bind(DeliveryStatus::Pending.as_str()).push(", w.max_attempts, now(), d.id, ");
     q.push_bind(trace.map(str::to_owned));
     push_candidates(&mut q, visibility, filter, created_before);
     if let Some(after) = after {
@@ -296,8 +302,9 @@ pub async fn advance(pool: &PgPool) -> Result<bool> {
     let mut tx = pool.begin().await?;
     let open: Option<Open> = sqlx::query_as(
         "SELECT id, tenant_id, environment, filter, created_before, after_id, trace_parent FROM replays
-         WHERE status <> 'finished' ORDER BY updated_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+         WHERE status <> $1 ORDER BY updated_at LIMIT 1 FOR UPDATE SKIP LOCKED",
     )
+    .bind(ReplayStatus::Finished.as_str())
     .fetch_optional(&mut *tx)
     .await?;
     let Some(open) = open else {
@@ -320,7 +327,7 @@ pub async fn advance(pool: &PgPool) -> Result<bool> {
     let done = replayed.len() < CHUNK as usize;
     sqlx::query(
         "UPDATE replays SET replayed = replayed + $2, after_id = COALESCE($3, after_id), updated_at = now(),
-                status = CASE WHEN $4 THEN 'finished' ELSE 'running' END,
+                status = CASE WHEN $4 THEN $5 ELSE $6 END,
                 finished_at = CASE WHEN $4 THEN now() END
          WHERE id = $1",
     )
@@ -328,6 +335,8 @@ pub async fn advance(pool: &PgPool) -> Result<bool> {
     .bind(replayed.len() as i64)
     .bind(replayed.iter().max())
     .bind(done)
+    .bind(ReplayStatus::Finished.as_str())
+    .bind(ReplayStatus::Running.as_str())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -85,8 +85,17 @@ impl Fixture {
             events: EventSelector::parse(events.iter().copied()).expect("valid selector"),
             payload,
             max_attempts,
+            ordering: webhooks::Ordering::None,
         };
         webhooks::create(&self.pool, &self.key, owner, new).await.expect("webhook")
+    }
+
+    /// A webhook of the fixture's owner with per-call ordering as given.
+    pub(crate) async fn webhook_ordered(&self, url: &str, max_attempts: u32, ordering: webhooks::Ordering) -> Webhook {
+        let (webhook, _) = self.webhook(url, max_attempts).await;
+        let patch = webhooks::WebhookPatch { ordering: Some(ordering), ..Default::default() };
+        let mut conn = self.pool.acquire().await.expect("conn");
+        webhooks::update(&mut conn, self.owner, &webhook.id, patch).await.expect("update").expect("exists")
     }
 
     pub(crate) async fn webhook(&self, url: &str, max_attempts: u32) -> (Webhook, WebhookSecret) {
@@ -128,7 +137,7 @@ impl Fixture {
     }
 
     pub(crate) async fn live_deliveries(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status IN ('pending', 'delivering')")
+        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status IN ('waiting', 'pending', 'delivering')")
             .fetch_one(&self.pool)
             .await
             .expect("count")
@@ -152,7 +161,7 @@ impl Fixture {
         loop {
             assert!(tokio::time::Instant::now() < deadline, "the queue did not drain");
             let (live, delivering, wait_ms, scheduled_ms): (i64, i64, Option<f64>, Option<f64>) = sqlx::query_as(
-                "SELECT count(*) FILTER (WHERE status IN ('pending', 'delivering')),
+                "SELECT count(*) FILTER (WHERE status IN ('waiting', 'pending', 'delivering')),
                         count(*) FILTER (WHERE status = 'delivering'),
                         (extract(epoch FROM min(next_attempt_at) FILTER (WHERE status = 'pending') - (now() + $1))
                             * 1000)::float8,

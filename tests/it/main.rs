@@ -10,6 +10,7 @@ pub(crate) mod fixture;
 pub(crate) mod hostile;
 pub(crate) mod hostile_receiver;
 pub(crate) mod lifecycle;
+mod ordering;
 pub(crate) mod pipeline;
 mod receiver;
 mod recorder;

@@ -34,6 +34,8 @@ pub struct ClaimedDelivery {
     pub webhook: ClaimedWebhook,
     /// The trace context of the request that created this delivery, for the attempt's span to link to.
     pub trace_parent: Option<TraceParent>,
+    /// Part of a per-call chain: when it ends, the call's next delivery to this webhook may go.
+    pub ordered: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -56,6 +58,7 @@ struct Row {
     previous_secret_ciphertext: Option<Vec<u8>>,
     previous_secret_expires_at: Option<DateTime<Utc>>,
     trace_parent: Option<String>,
+    ordered: bool,
 }
 
 fn from_row(row: Row) -> Result<ClaimedDelivery> {
@@ -86,6 +89,7 @@ fn from_row(row: Row) -> Result<ClaimedDelivery> {
         },
         // Only ever written from a parsed TraceParent; a stored value that does not parse only loses the link.
         trace_parent: row.trace_parent.and_then(|t| t.parse().ok()),
+        ordered: row.ordered,
     })
 }
 
@@ -116,11 +120,16 @@ pub async fn claim(
          -- the rows are simply due again (at least once). Ingest and attempt records keep synchronous commits.
          relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
          due AS (
-            SELECT id FROM deliveries
+            SELECT c.id FROM deliveries c
             -- A lease that ran out after the last allowed attempt leaves nothing to claim: see lease::fail_exhausted_leases.
-            WHERE due_at <= now() + $6 AND attempt_count < max_attempts
-              AND webhook_id <> ALL ($3) AND tenant_id <> ALL ($4) AND (attempt_count = 0 OR NOT $5)
-            ORDER BY due_at
+            WHERE c.due_at <= now() + $6 AND c.attempt_count < c.max_attempts
+              AND c.webhook_id <> ALL ($3) AND c.tenant_id <> ALL ($4) AND (c.attempt_count = 0 OR NOT $5)
+              -- Per-call ordering: never while an earlier delivery of the same call to this webhook is live.
+              AND (c.call_seq IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM deliveries p
+                     WHERE p.webhook_id = c.webhook_id AND p.call_id = c.call_id AND p.call_seq IS NOT NULL
+                       AND p.call_seq < c.call_seq AND p.status = ANY ($8)))
+            ORDER BY c.due_at
             LIMIT $1
             FOR UPDATE SKIP LOCKED
          )
@@ -133,7 +142,8 @@ pub async fn claim(
          RETURNING d.id, d.attempt_count, d.max_attempts, d.tenant_id, d.environment, d.event_id, d.event_type,
                    e.created, e.data, w.id AS webhook_id, w.url, w.include_transcript, w.include_metrics,
                    w.active, w.secret_ciphertext,
-                   w.previous_secret_ciphertext, w.previous_secret_expires_at, d.trace_parent",
+                   w.previous_secret_ciphertext, w.previous_secret_expires_at, d.trace_parent,
+                   d.call_seq IS NOT NULL AS ordered",
     )
     .bind(i64::from(limit))
     .bind(lease)
@@ -142,6 +152,7 @@ pub async fn claim(
     .bind(skip.retries)
     .bind(clock.skew())
     .bind(DeliveryStatus::Delivering.as_str())
+    .bind(crate::ordering::LIVE)
     .fetch_all(pool)
     .await?;
     rows.into_iter().map(from_row).collect()

@@ -26,7 +26,8 @@ pub async fn disable(conn: &mut PgConnection, ids: &[WebhookId], reason: Disable
     Ok(Disabled { webhooks, cancelled })
 }
 
-/// Cancels every pending delivery of these webhooks (they were deleted or disabled in this transaction).
+/// Cancels every pending (or waiting) delivery of these webhooks (they were deleted or disabled in this
+/// transaction).
 pub async fn cancel_queue(conn: &mut PgConnection, webhooks: &[WebhookId]) -> Result<u64> {
     if webhooks.is_empty() {
         return Ok(0);
@@ -34,11 +35,11 @@ pub async fn cancel_queue(conn: &mut PgConnection, webhooks: &[WebhookId]) -> Re
     let ids: Vec<&str> = webhooks.iter().map(WebhookId::as_str).collect();
     let done = sqlx::query(
         "UPDATE deliveries SET status = $2, next_attempt_at = NULL, updated_at = now()
-         WHERE webhook_id = ANY ($1) AND status = $3",
+         WHERE webhook_id = ANY ($1) AND status = ANY ($3)",
     )
     .bind(&ids)
     .bind(DeliveryStatus::Cancelled.as_str())
-    .bind(DeliveryStatus::Pending.as_str())
+    .bind([DeliveryStatus::Pending.as_str(), DeliveryStatus::Waiting.as_str()])
     .execute(conn)
     .await?;
     Ok(done.rows_affected())

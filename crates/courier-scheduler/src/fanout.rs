@@ -30,16 +30,35 @@ pub async fn enqueue(conn: &mut PgConnection, owner: Owner, events: &[FanoutEven
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let calls: Vec<&str> = events.iter().map(|e| e.call_id).collect();
     let traces: Vec<Option<String>> = events.iter().map(|e| e.trace.map(|t| t.to_string())).collect();
+    // Per-call ordering (see `crate::ordering`): a delivery to an ordered webhook waits when its call already has a
+    // live delivery there, or an earlier event of this statement does. `call_seq` is this statement's sequence
+    // number (statement order) then the event's position (array order; group commit appends requests in order).
     let counts: Vec<(String, i64)> = sqlx::query_as(
-        "WITH e AS (SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS e(id, event_type, call_id, trace_parent)),
+        "WITH e AS (SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[])
+                             WITH ORDINALITY AS e(id, event_type, call_id, trace_parent, n)),
+         base AS (SELECT nextval('delivery_call_seq') AS b),
+         targets AS (
+            SELECT e.id AS event_id, e.event_type, e.call_id, e.trace_parent, e.n, w.id AS webhook_id, w.tenant_id,
+                   w.environment, w.max_attempts, (w.ordering = 'call' AND e.call_id <> '') AS ordered,
+                   row_number() OVER (PARTITION BY w.id, e.call_id ORDER BY e.n) AS nth
+              FROM e JOIN webhooks w
+                ON w.tenant_id = $1 AND w.environment = $2 AND w.active
+               AND (w.event_types IS NULL OR e.event_type = ANY (w.event_types))
+         ),
+         decided AS (
+            SELECT t.*, t.ordered AND (t.nth > 1 OR EXISTS (
+                       SELECT 1 FROM deliveries p WHERE p.webhook_id = t.webhook_id AND p.call_id = t.call_id
+                                                    AND p.call_seq IS NOT NULL AND p.status = ANY ($9))) AS waits
+              FROM targets t
+         ),
          inserted AS (
-            INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status, max_attempts,
-                                    next_attempt_at, trace_parent)
-            SELECT courier_id('dlv_'), w.tenant_id, w.environment, e.id, w.id, e.event_type, e.call_id, $7, w.max_attempts, now(), e.trace_parent
-            FROM e JOIN webhooks w
-              ON w.tenant_id = $1 AND w.environment = $2 AND w.active
-             AND (w.event_types IS NULL OR e.event_type = ANY (w.event_types))
-            ORDER BY e.id, w.id
+            INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
+                                    max_attempts, next_attempt_at, trace_parent, call_seq)
+            SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id,
+                   CASE WHEN d.waits THEN $8 ELSE $7 END, d.max_attempts, CASE WHEN NOT d.waits THEN now() END,
+                   d.trace_parent, CASE WHEN d.ordered THEN base.b * 65536 + d.n END
+              FROM decided d, base
+             ORDER BY d.event_id, d.webhook_id
             RETURNING event_id
          )
          SELECT event_id, count(*) FROM inserted GROUP BY event_id",
@@ -51,6 +70,8 @@ pub async fn enqueue(conn: &mut PgConnection, owner: Owner, events: &[FanoutEven
     .bind(&calls)
     .bind(&traces)
     .bind(DeliveryStatus::Pending.as_str())
+    .bind(DeliveryStatus::Waiting.as_str())
+    .bind(crate::ordering::LIVE)
     .fetch_all(&mut *conn)
     .await?;
     Ok(events

@@ -35,6 +35,8 @@ pub struct AttemptRecord {
     pub response_body: Option<ResponseBody>,
     pub signature_timestamp: i64,
     pub next: Next,
+    /// Part of a per-call chain (from the claim): ending it lets the call's next delivery go.
+    pub ordered: bool,
 }
 
 /// How much of an attempt a write keeps.
@@ -59,6 +61,22 @@ pub struct Recorded {
     pub minimal: u64,
     /// Attempts with no row at all (their deliveries moved on, or were left to their leases).
     pub dropped: u64,
+    /// Waiting deliveries made pending because the delivery before them in their call ended: wake the workers.
+    pub promoted: u64,
+}
+
+impl Recorded {
+    fn add(&mut self, written: Written) {
+        self.updated += written.updated;
+        self.promoted += written.promoted;
+    }
+}
+
+/// What one write transaction changed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Written {
+    updated: u64,
+    promoted: u64,
 }
 
 /// True for failures of the database rather than of the rows: the same write may succeed later.
@@ -84,7 +102,11 @@ fn sqlstate(err: &Error) -> String {
 /// happened. `Err` only when the database is unreachable or shutting down ([`is_transient`]): retry the batch.
 pub async fn record(pool: &PgPool, clock: &Clock, records: &[AttemptRecord]) -> Result<Recorded> {
     let err = match write(pool, clock, records, Detail::Full).await {
-        Ok(updated) => return Ok(Recorded { updated, ..Recorded::default() }),
+        Ok(written) => {
+            let mut recorded = Recorded::default();
+            recorded.add(written);
+            return Ok(recorded);
+        }
         Err(err) if is_transient(&err) => return Err(err),
         Err(err) => err,
     };
@@ -96,7 +118,7 @@ pub async fn record(pool: &PgPool, clock: &Clock, records: &[AttemptRecord]) -> 
     tracing::warn!(error = %err, count = records.len(), "a batch of attempts was refused; recording them one by one");
     for r in records {
         match write(pool, clock, std::slice::from_ref(r), Detail::Full).await {
-            Ok(n) => recorded.updated += n,
+            Ok(written) => recorded.add(written),
             Err(err) if is_transient(&err) => return Err(err),
             Err(err) => record_refused(pool, clock, r, &err, &mut recorded).await?,
         }
@@ -117,8 +139,8 @@ async fn record_refused(
     tracing::warn!(error = %err, delivery.id = %r.delivery_id, attempt = r.attempt,
         "an attempt's details were refused; recording its outcome only");
     let last = match write(pool, clock, one, Detail::Minimal { sqlstate: &code }).await {
-        Ok(n) => {
-            recorded.updated += n;
+        Ok(written) => {
+            recorded.add(written);
             recorded.minimal += 1;
             return Ok(());
         }
@@ -128,8 +150,8 @@ async fn record_refused(
     // The attempt row itself cannot exist (its delivery was purged, say): the delivery's state still moves on.
     recorded.dropped += 1;
     match write(pool, clock, one, Detail::None).await {
-        Ok(n) => {
-            recorded.updated += n;
+        Ok(written) => {
+            recorded.add(written);
             tracing::error!(error = %last, delivery.id = %r.delivery_id, webhook.id = %r.webhook_id,
                 attempt = r.attempt, outcome = r.next.as_str(),
                 "an attempt could not be stored at all; its delivery moved on without it");
@@ -148,9 +170,9 @@ async fn record_refused(
 /// One transaction: the attempt rows (as `detail` says) and every delivery's next state.
 // Long because it turns one batch into the column arrays of two set-based statements in one pass; split, the
 // arrays would have to travel between functions.
-async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: Detail<'_>) -> Result<u64> {
+async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: Detail<'_>) -> Result<Written> {
     if records.is_empty() {
-        return Ok(0);
+        return Ok(Written::default());
     }
     let n = records.len();
     let mut ids = Vec::with_capacity(n);
@@ -168,7 +190,12 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
     let mut gone: Vec<WebhookId> = Vec::new();
     let mut exhausted: Vec<&WebhookId> = Vec::new();
     let mut succeeded: Vec<&WebhookId> = Vec::new();
+    // Ordered deliveries this batch ends, whose call's next delivery may then go.
+    let mut ended: Vec<&str> = Vec::new();
     for r in records {
+        if r.ordered && !matches!(r.next, Next::Retry { .. }) {
+            ended.push(r.delivery_id.as_str());
+        }
         ids.push(r.delivery_id.as_str());
         attempts.push(r.attempt as i32);
         started.push(r.started_at);
@@ -265,6 +292,7 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
     if !gone.is_empty() {
         crate::disabling::disable(&mut tx, &gone, DisabledReason::Gone).await?;
     }
+    let promoted = crate::ordering::promote_next(&mut tx, clock, &ended).await?;
     tx.commit().await?;
-    Ok(updated)
+    Ok(Written { updated, promoted })
 }

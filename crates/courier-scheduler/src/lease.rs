@@ -39,39 +39,49 @@ pub async fn release(pool: &PgPool, clock: &Clock, claimed: &[(DeliveryId, u32)]
 }
 
 /// Cancels claimed deliveries whose webhook turned out to be inactive, without an attempt.
-pub async fn cancel_claimed(pool: &PgPool, claimed: &[(DeliveryId, u32)]) -> Result<u64> {
+pub async fn cancel_claimed(pool: &PgPool, clock: &Clock, claimed: &[(DeliveryId, u32)]) -> Result<u64> {
     if claimed.is_empty() {
         return Ok(0);
     }
     let (ids, attempts) = fencing_arrays(claimed);
-    let done = sqlx::query(
+    let mut tx = pool.begin().await?;
+    let cancelled: Vec<String> = sqlx::query_scalar(
         "UPDATE deliveries d
             SET status = $3, attempt_count = d.attempt_count - 1, lease_expires_at = NULL, updated_at = now()
            FROM unnest($1::text[], $2::int[]) AS c(id, attempt)
-          WHERE d.id = c.id AND d.status = $4 AND d.attempt_count = c.attempt",
+          WHERE d.id = c.id AND d.status = $4 AND d.attempt_count = c.attempt
+         RETURNING d.id",
     )
     .bind(&ids)
     .bind(&attempts)
     .bind(DeliveryStatus::Cancelled.as_str())
     .bind(DeliveryStatus::Delivering.as_str())
-    .execute(pool)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(done.rows_affected())
+    let ended: Vec<&str> = cancelled.iter().map(String::as_str).collect();
+    crate::ordering::promote_next(&mut tx, clock, &ended).await?;
+    tx.commit().await?;
+    Ok(cancelled.len() as u64)
 }
 
 /// Fails deliveries whose lease ran out after their last allowed attempt: the worker that held them died after
 /// sending, so the attempt budget is spent ([`ErrorKind::LeaseExpired`]). Returns how many.
 pub async fn fail_exhausted_leases(pool: &PgPool, clock: &Clock) -> Result<u64> {
-    let done = sqlx::query(
+    let mut tx = pool.begin().await?;
+    let failed: Vec<String> = sqlx::query_scalar(
         "UPDATE deliveries SET status = $1, lease_expires_at = NULL, updated_at = now(),
                 last_error = COALESCE(last_error, $2)
-         WHERE due_at <= now() + $4 AND status = $3 AND attempt_count >= max_attempts",
+         WHERE due_at <= now() + $4 AND status = $3 AND attempt_count >= max_attempts
+         RETURNING id",
     )
     .bind(DeliveryStatus::Failed.as_str())
     .bind(ErrorKind::LeaseExpired.as_str())
     .bind(DeliveryStatus::Delivering.as_str())
     .bind(clock.skew())
-    .execute(pool)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(done.rows_affected())
+    let ended: Vec<&str> = failed.iter().map(String::as_str).collect();
+    crate::ordering::promote_next(&mut tx, clock, &ended).await?;
+    tx.commit().await?;
+    Ok(failed.len() as u64)
 }

@@ -1,6 +1,7 @@
 //! Courier's durable delivery queue on PostgreSQL.
 //!
-//! A delivery moves `pending` → `delivering` → `succeeded` | `failed` | `cancelled`, and a `delivering` row whose
+//! A delivery moves `pending` → `delivering` → `succeeded` | `failed` | `cancelled` (an ordered one may start
+//! `waiting` for its call's earlier delivery), and a `delivering` row whose
 //! lease ran out is `pending` again in all but name: the generated `due_at` column says when any row may next be
 //! claimed, and the claim reads only that column through a partial index that holds live work alone.
 //! Transactions here are short and never span an HTTP call: claim, commit, deliver outside, record in a batch.
@@ -13,6 +14,7 @@ pub mod finish;
 pub mod ingest;
 pub mod lease;
 pub mod logs;
+pub mod ordering;
 pub mod replay;
 pub mod retention;
 pub mod stats;
@@ -29,6 +31,8 @@ pub use lease::release;
 /// Where a delivery is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeliveryStatus {
+    /// Waiting for an earlier delivery of the same call to the same webhook to end (per-call ordering).
+    Waiting,
     Pending,
     Delivering,
     Succeeded,
@@ -37,7 +41,8 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
-    pub const ALL: [DeliveryStatus; 5] = [
+    pub const ALL: [DeliveryStatus; 6] = [
+        DeliveryStatus::Waiting,
         DeliveryStatus::Pending,
         DeliveryStatus::Delivering,
         DeliveryStatus::Succeeded,
@@ -47,6 +52,7 @@ impl DeliveryStatus {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            DeliveryStatus::Waiting => "waiting",
             DeliveryStatus::Pending => "pending",
             DeliveryStatus::Delivering => "delivering",
             DeliveryStatus::Succeeded => "succeeded",

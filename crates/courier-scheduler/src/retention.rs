@@ -25,12 +25,13 @@ pub async fn purge_expired_batch(pool: &PgPool, default_days: u32) -> Result<u64
          WHERE e.received_at < now() - make_interval(days => COALESCE(t.retention_days, $1))
            AND NOT EXISTS (SELECT 1 FROM deliveries d
                            WHERE d.tenant_id = e.tenant_id AND d.environment = e.environment
-                             AND d.event_id = e.id AND d.due_at IS NOT NULL)
+                             AND d.event_id = e.id AND d.status = ANY ($3))
          LIMIT $2
          FOR UPDATE OF e SKIP LOCKED",
     )
     .bind(default_days as i32)
     .bind(BATCH)
+    .bind(crate::ordering::LIVE)
     .fetch_all(&mut *tx)
     .await?;
     let keys = doomed

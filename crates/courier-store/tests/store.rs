@@ -26,6 +26,7 @@ fn new_webhook(url: &str) -> NewWebhook {
         events: EventSelector::parse(["call.completed", "call.failed"]).expect("valid"),
         payload: PayloadFilter { include_transcript: true, include_metrics: false },
         max_attempts: 5,
+        ordering: Default::default(),
     }
 }
 

@@ -61,6 +61,7 @@ impl Worker {
                 response_body: sent.response_body,
                 signature_timestamp,
                 next,
+                ordered: delivery.ordered,
             })
         }
         .instrument(span)
@@ -70,7 +71,7 @@ impl Worker {
     /// The webhook was disabled or deleted after this delivery was queued: cancel it without an attempt.
     async fn cancel_inactive(&self, delivery: &ClaimedDelivery) {
         let claimed = [(delivery.id.clone(), delivery.attempt)];
-        if let Err(err) = lease::cancel_claimed(&self.pool, &claimed).await {
+        if let Err(err) = lease::cancel_claimed(&self.pool, &self.clock, &claimed).await {
             tracing::error!(error = %err, "cancelling a delivery of an inactive webhook failed");
         }
         Span::current().record("outcome", "cancelled");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use courier_core::{DeliveryId, MasterKey};
 use courier_scheduler::wake::Wakeup;
-use courier_scheduler::{AttemptRecord, ClaimedDelivery, Clock, Skip, claim, disabling, lease};
+use courier_scheduler::{AttemptRecord, ClaimedDelivery, Clock, Skip, claim, disabling, lease, ordering};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinSet};
@@ -82,7 +82,9 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let mut wakeup = Wakeup::connect(&self.pool).await?;
         let (records, queue) = mpsc::channel::<AttemptRecord>(self.config.concurrency * 2);
-        let recorder = tokio::spawn(crate::recorder::record_batches(self.pool.clone(), self.clock.clone(), queue));
+        let workers = courier_scheduler::wake::Notifier::spawn(self.pool.clone());
+        let recorder =
+            tokio::spawn(crate::recorder::record_batches(self.pool.clone(), self.clock.clone(), workers, queue));
         let mut flight = InFlight {
             tasks: JoinSet::new(),
             claimed: HashMap::new(),
@@ -216,11 +218,13 @@ impl Worker {
         Ok(())
     }
 
-    /// Housekeeping that needs no hurry: fail deliveries a crashed worker left on their last attempt, and disable
-    /// webhooks that kept failing.
+    /// Housekeeping that needs no hurry: fail deliveries a crashed worker left on their last attempt, let go
+    /// ordered deliveries whose chain head ended unseen (see `courier_scheduler::ordering`), and disable webhooks
+    /// that kept failing.
     #[tracing::instrument(level = "debug", skip_all)]
     async fn sweep(&self) -> Result<()> {
         lease::fail_exhausted_leases(&self.pool, &self.clock).await?;
+        ordering::promote_stranded(&self.pool, &self.clock).await?;
         if let Some(rule) = self.config.auto_disable {
             disabling::disable_failing(&self.pool, &self.clock, rule.after, rule.min_failures).await?;
         }

@@ -42,6 +42,26 @@ pub struct CreateWebhook {
     /// 1 to 25; the server default (5) when omitted.
     #[schema(minimum = 1, maximum = 25)]
     pub max_attempts: Option<u32>,
+    /// `call`: deliveries that share a `call_id` go one at a time, in the order their events were accepted;
+    /// `none` (the default): as soon as they are due.
+    pub ordering: Option<OrderingInput>,
+}
+
+/// A webhook's delivery order.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderingInput {
+    None,
+    Call,
+}
+
+impl From<OrderingInput> for webhooks::Ordering {
+    fn from(o: OrderingInput) -> Self {
+        match o {
+            OrderingInput::None => webhooks::Ordering::None,
+            OrderingInput::Call => webhooks::Ordering::Call,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -56,6 +76,8 @@ pub struct UpdateWebhook {
     pub filter: Option<FilterInput>,
     #[schema(minimum = 1, maximum = 25)]
     pub max_attempts: Option<u32>,
+    /// Applies to deliveries created from now on.
+    pub ordering: Option<OrderingInput>,
     /// `enabled` or `disabled`; disabling cancels the webhook's pending deliveries.
     pub status: Option<StatusInput>,
 }
@@ -88,6 +110,8 @@ pub struct WebhookOutput {
     pub disabled_reason: Option<&'static str>,
     pub livemode: bool,
     pub max_attempts: u32,
+    /// `none` or `call` (per-call ordering).
+    pub ordering: &'static str,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Until when the previous secret still signs, during a rotation.
@@ -114,6 +138,7 @@ impl WebhookOutput {
             disabled_reason: w.status.disabled_reason().map(|r| r.as_str()),
             livemode: w.owner.environment.is_live(),
             max_attempts: w.max_attempts,
+            ordering: w.ordering.as_str(),
             created_at: w.created_at,
             updated_at: w.updated_at,
             previous_secret_expires_at: w.previous_secret_expires_at,
@@ -191,6 +216,7 @@ pub async fn create(
             include_metrics: filter.include_metrics.unwrap_or(false),
         },
         max_attempts: check_max_attempts(body.max_attempts.unwrap_or(state.config.webhooks.default_max_attempts))?,
+        ordering: body.ordering.map(Into::into).unwrap_or_default(),
     };
     let (webhook, secret) =
         webhooks::create_within_limit(&state.pool, &state.key, owner, new, state.config.webhooks.max_webhooks).await?;
@@ -289,6 +315,7 @@ pub async fn update(
         include_transcript: filter.include_transcript,
         include_metrics: filter.include_metrics,
         max_attempts: body.max_attempts,
+        ordering: body.ordering.map(Into::into),
         enabled: body.status.map(|s| matches!(s, StatusInput::Enabled)),
     };
     let mut tx = state.pool.begin().await?;

@@ -5,131 +5,18 @@
 //! Whether a webhook receives deliveries is the generated column `active` (migration 0009), so that predicate is
 //! written once, in the schema.
 
+mod model;
 pub mod state;
 
-use std::fmt;
-use std::str::FromStr;
+pub use model::{
+    DisabledReason, NewWebhook, Ordering, UnknownOrdering, UnknownReason, Webhook, WebhookPatch, WebhookStatus,
+};
 
 use chrono::{DateTime, Duration, Utc};
 use courier_core::{EventSelector, MasterKey, PayloadFilter, TenantId, WebhookId, WebhookSecret};
 use sqlx::{PgConnection, PgExecutor};
 
 use crate::{Error, Owner, Result};
-
-/// Why a webhook stopped receiving deliveries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DisabledReason {
-    /// A tenant or operator turned it off.
-    Manual,
-    /// The receiver answered 410 Gone.
-    Gone,
-    /// Every delivery failed for longer than the auto-disable window.
-    Failing,
-}
-
-impl DisabledReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DisabledReason::Manual => "manual",
-            DisabledReason::Gone => "gone",
-            DisabledReason::Failing => "failing",
-        }
-    }
-}
-
-impl fmt::Display for DisabledReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown reason for a disabled webhook `{0}`")]
-pub struct UnknownReason(pub String);
-
-impl FromStr for DisabledReason {
-    type Err = UnknownReason;
-    fn from_str(s: &str) -> Result<Self, UnknownReason> {
-        match s {
-            "manual" => Ok(DisabledReason::Manual),
-            "gone" => Ok(DisabledReason::Gone),
-            "failing" => Ok(DisabledReason::Failing),
-            _ => Err(UnknownReason(s.to_owned())),
-        }
-    }
-}
-
-/// Enabled, or disabled for a reason: a disabled webhook without a reason cannot be built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WebhookStatus {
-    Enabled,
-    Disabled(DisabledReason),
-}
-
-impl WebhookStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WebhookStatus::Enabled => "enabled",
-            WebhookStatus::Disabled(_) => "disabled",
-        }
-    }
-
-    pub fn disabled_reason(self) -> Option<DisabledReason> {
-        match self {
-            WebhookStatus::Enabled => None,
-            WebhookStatus::Disabled(reason) => Some(reason),
-        }
-    }
-
-    /// The two columns as stored; every other combination is refused by a CHECK constraint and by this parser.
-    pub(crate) fn from_columns(status: &str, reason: Option<&str>) -> Result<Self, UnknownReason> {
-        match (status, reason) {
-            ("enabled", None) => Ok(WebhookStatus::Enabled),
-            ("disabled", Some(reason)) => Ok(WebhookStatus::Disabled(reason.parse()?)),
-            (status, reason) => Err(UnknownReason(format!("{status}/{}", reason.unwrap_or("none")))),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Webhook {
-    pub id: WebhookId,
-    pub owner: Owner,
-    pub url: String,
-    pub description: Option<String>,
-    pub events: EventSelector,
-    pub payload: PayloadFilter,
-    pub max_attempts: u32,
-    pub status: WebhookStatus,
-    /// When a rotation's previous secret stops signing, while it still does.
-    pub previous_secret_expires_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// A webhook to create. The URL is validated by the caller (the API knows the policy).
-#[derive(Debug, Clone)]
-pub struct NewWebhook {
-    pub url: String,
-    pub description: Option<String>,
-    pub events: EventSelector,
-    pub payload: PayloadFilter,
-    pub max_attempts: u32,
-}
-
-/// A partial update: `None` leaves a field as it is.
-#[derive(Debug, Clone, Default)]
-pub struct WebhookPatch {
-    pub url: Option<String>,
-    /// `Some(None)` clears the description.
-    pub description: Option<Option<String>>,
-    pub events: Option<EventSelector>,
-    pub include_transcript: Option<bool>,
-    pub include_metrics: Option<bool>,
-    pub max_attempts: Option<u32>,
-    /// `Some(false)` disables with reason `manual`; `Some(true)` re-enables.
-    pub enabled: Option<bool>,
-}
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -142,6 +29,7 @@ struct Row {
     include_transcript: bool,
     include_metrics: bool,
     max_attempts: i32,
+    ordering: String,
     status: String,
     disabled_reason: Option<String>,
     previous_secret_expires_at: Option<DateTime<Utc>>,
@@ -152,7 +40,7 @@ struct Row {
 macro_rules! columns {
     () => {
         "id, tenant_id, environment, url, description, event_types, include_transcript, include_metrics, max_attempts, \
-         status, disabled_reason, previous_secret_expires_at, created_at, updated_at"
+         ordering, status, disabled_reason, previous_secret_expires_at, created_at, updated_at"
     };
 }
 
@@ -184,6 +72,7 @@ fn from_row(row: Row) -> Result<Webhook> {
         events,
         payload: PayloadFilter { include_transcript: row.include_transcript, include_metrics: row.include_metrics },
         max_attempts: u32::try_from(row.max_attempts).map_err(Error::corrupt(&row_name, "max_attempts"))?,
+        ordering: row.ordering.parse().map_err(Error::corrupt(&row_name, "ordering"))?,
         status,
         previous_secret_expires_at: row.previous_secret_expires_at,
         created_at: row.created_at,
@@ -202,7 +91,8 @@ pub async fn create(
     let secret = WebhookSecret::generate();
     let row: Row = sqlx::query_as(concat!(
         "INSERT INTO webhooks (id, tenant_id, environment, url, description, event_types, include_transcript, \
-         include_metrics, max_attempts, secret_ciphertext) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ",
+         include_metrics, max_attempts, secret_ciphertext, ordering) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ",
         columns!()
     ))
     .bind(id.as_str())
@@ -215,6 +105,7 @@ pub async fn create(
     .bind(new.payload.include_metrics)
     .bind(new.max_attempts as i32)
     .bind(key.seal(&id, &secret))
+    .bind(new.ordering.as_str())
     .fetch_one(db)
     .await?;
     Ok((from_row(row)?, secret))
@@ -300,6 +191,7 @@ pub async fn update(
             include_transcript = COALESCE($9, include_transcript),
             include_metrics = COALESCE($10, include_metrics),
             max_attempts = COALESCE($11, max_attempts),
+            ordering = COALESCE($12, ordering),
             updated_at = now()
          WHERE tenant_id = $1 AND environment = $2 AND id = $3 AND deleted_at IS NULL RETURNING id",
     )
@@ -314,6 +206,7 @@ pub async fn update(
     .bind(patch.include_transcript)
     .bind(patch.include_metrics)
     .bind(patch.max_attempts.map(|n| n as i32))
+    .bind(patch.ordering.map(Ordering::as_str))
     .fetch_optional(&mut *conn)
     .await?;
     if found.is_none() {

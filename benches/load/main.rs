@@ -5,6 +5,7 @@
 
 mod logs;
 mod measure;
+mod ordered;
 mod process;
 mod receiver;
 mod report;
@@ -25,7 +26,7 @@ use send::{Starts, send_at_rate, send_batches, send_singles, wait_for};
 #[derive(Debug, Clone, Parser)]
 #[command(about = "Courier's end-to-end load benchmark")]
 struct Args {
-    /// burst, batch, rate, fairness, tenants, backlog (comma-separated), or all; `logs` (slow: it generates
+    /// burst, batch, rate, fairness, tenants, backlog, ordered (comma-separated), or all; `logs` (slow: it generates
     /// millions of rows) runs only when named.
     #[arg(long, default_value = "all")]
     scenario: String,
@@ -65,6 +66,12 @@ struct Args {
     /// backlog: finished deliveries added to measure the claim's cost against.
     #[arg(long, default_value_t = 1_000_000)]
     finished_rows: usize,
+    /// ordered: calls of four events each, posted in order per call.
+    #[arg(long, default_value_t = 2_000)]
+    ordered_calls: usize,
+    /// ordered: share of requests (percent) the receiver fails with 500.
+    #[arg(long, default_value_t = 20)]
+    ordered_fail_percent: u64,
     /// logs: finished deliveries of one tenant in the history the log pages are timed against.
     #[arg(long, default_value_t = 10_000_000)]
     log_rows: usize,
@@ -87,6 +94,7 @@ struct Setup {
     url: String,
     secret_key: String,
     emitter: String,
+    admin_key: String,
     receivers: Vec<Receiver>,
     database: String,
     admin_url: String,
@@ -127,10 +135,23 @@ async fn setup_as(cluster_url: &str, name: &str, receivers: Vec<Receiver>, concu
             .expect("create webhook");
         assert_eq!(res.status().as_u16(), 201);
     }
-    Setup { courier, url, secret_key, emitter, receivers, database, admin_url: cluster_url.to_owned() }
+    Setup { courier, url, secret_key, emitter, admin_key, receivers, database, admin_url: cluster_url.to_owned() }
 }
 
 impl Setup {
+    /// Creates a webhook as the tenant's admin key would.
+    async fn create_webhook(&self, body: Value) {
+        let http = reqwest::Client::builder().no_proxy().build().expect("client");
+        let res = http
+            .post(format!("{}/api/v1/webhooks", self.courier.base))
+            .bearer_auth(&self.admin_key)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("create webhook");
+        assert_eq!(res.status().as_u16(), 201, "{}", res.text().await.unwrap_or_default());
+    }
+
     async fn teardown(self) {
         drop(self.courier);
         if let Ok(mut admin) = <sqlx::PgConnection as sqlx::Connection>::connect(&self.admin_url).await {
@@ -331,6 +352,7 @@ async fn scenario(name: &str, cluster: &str, args: &Args) -> Value {
         "fairness" => fairness(cluster, args).await,
         "tenants" => tenants(cluster, args).await,
         "backlog" => backlog(cluster, args).await,
+        "ordered" => ordered::ordered(cluster, args).await,
         other => panic!("no scenario {other}"),
     }
 }
@@ -347,6 +369,7 @@ fn main() {
             fairness_events: 50,
             hanging_events: 20,
             log_rows: 20_000,
+            ordered_calls: 50,
             backlog: 200,
             finished_rows: 1000,
             stall_secs: 10,
@@ -359,7 +382,7 @@ fn main() {
         let cluster = cluster().await;
         let wanted = |name: &str| args.scenario == "all" || args.scenario.split(',').any(|s| s == name);
         let mut results = serde_json::Map::new();
-        for name in ["burst", "batch", "rate", "fairness", "tenants", "backlog"] {
+        for name in ["burst", "batch", "rate", "fairness", "tenants", "backlog", "ordered"] {
             if wanted(name) {
                 results.insert(name.into(), scenario(name, &cluster, &args).await);
             }

@@ -59,23 +59,7 @@ pub fn print_table(results: &serde_json::Map<String, Value>) {
                 }
             }
         } else if name == "ordered" {
-            for side in ["ordered", "unordered"] {
-                let o = &r[side];
-                eprintln!(
-                    "ordered: {side:<9} {} of {} delivered in {} requests, {:.0} deliveries/s, {} inversions",
-                    o["delivered"],
-                    o["events"],
-                    o["requests"],
-                    o["deliveries_per_s"].as_f64().unwrap_or(0.0),
-                    o["inversions"]
-                );
-            }
-            eprintln!(
-                "ordered: throughput ratio {:.2}; claim {:.3} ms with 5,000 due heads, {:.3} ms with 200,000 waiting behind them",
-                r["ordered_throughput_ratio"].as_f64().unwrap_or(0.0),
-                r["ordered"]["claim_ms_due_heads"].as_f64().unwrap_or(f64::NAN),
-                r["ordered"]["claim_ms_due_heads_and_waiting"].as_f64().unwrap_or(f64::NAN)
-            );
+            print_ordered(r);
         } else if name == "tenants" {
             eprintln!("{}", row("ten-solo", &r["solo"]));
             eprintln!("{}", row("ten-hang", &r["beside_hanging_tenant"]));
@@ -95,4 +79,24 @@ pub fn print_table(results: &serde_json::Map<String, Value>) {
             eprintln!("{}", row(name, r));
         }
     }
+}
+
+fn print_ordered(r: &Value) {
+    for side in ["ordered", "unordered"] {
+        let o = &r[side];
+        eprintln!(
+            "ordered: {side:<9} {} of {} delivered in {} requests, {:.0} deliveries/s, {} inversions",
+            o["delivered"],
+            o["events"],
+            o["requests"],
+            o["deliveries_per_s"].as_f64().unwrap_or(0.0),
+            o["inversions"]
+        );
+    }
+    eprintln!(
+        "ordered: throughput ratio {:.2}; claim {:.3} ms with 5,000 due heads, {:.3} ms with 200,000 waiting behind them",
+        r["ordered_throughput_ratio"].as_f64().unwrap_or(0.0),
+        r["ordered"]["claim_ms_due_heads"].as_f64().unwrap_or(f64::NAN),
+        r["ordered"]["claim_ms_due_heads_and_waiting"].as_f64().unwrap_or(f64::NAN)
+    );
 }

@@ -131,6 +131,7 @@ async fn operators_list_show_replay_and_toggle_webhooks() {
         payload: PayloadFilter::default(),
         max_attempts: 5,
         ordering: Default::default(),
+        headers: Default::default(),
     };
     let (webhook, _) = webhooks::create(&pool, &MasterKey::from_bytes(&[1; 32]), owner, new).await.expect("webhook");
     let events = (0..2)

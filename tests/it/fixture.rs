@@ -86,6 +86,7 @@ impl Fixture {
             payload,
             max_attempts,
             ordering: webhooks::Ordering::None,
+            headers: Default::default(),
         };
         webhooks::create(&self.pool, &self.key, owner, new).await.expect("webhook")
     }
@@ -95,7 +96,7 @@ impl Fixture {
         let (webhook, _) = self.webhook(url, max_attempts).await;
         let patch = webhooks::WebhookPatch { ordering: Some(ordering), ..Default::default() };
         let mut conn = self.pool.acquire().await.expect("conn");
-        webhooks::update(&mut conn, self.owner, &webhook.id, patch).await.expect("update").expect("exists")
+        webhooks::update(&mut conn, &self.key, self.owner, &webhook.id, patch).await.expect("update").expect("exists")
     }
 
     pub(crate) async fn webhook(&self, url: &str, max_attempts: u32) -> (Webhook, WebhookSecret) {

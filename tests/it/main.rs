@@ -1,12 +1,13 @@
 //! All of the `courier` package's integration tests, in one binary so they link once.
 
 mod abuse;
-mod api;
+pub(crate) mod api;
 mod app;
 mod cli;
 mod e2e;
 mod fairness;
 pub(crate) mod fixture;
+mod headers;
 pub(crate) mod hostile;
 pub(crate) mod hostile_receiver;
 pub(crate) mod lifecycle;

@@ -29,7 +29,7 @@ async fn fans_out_to_matching_enabled_webhooks_of_the_tenant_and_environment_onl
     f.webhook_for(f.owner, &url("started"), &["call.started"], all, 5).await;
     let (disabled, _) = f.webhook_for(f.owner, &url("disabled"), &["*"], all, 5).await;
     let disable = WebhookPatch { enabled: Some(false), ..Default::default() };
-    webhooks::update(&mut f.pool.acquire().await.expect("conn"), f.owner, &disabled.id, disable)
+    webhooks::update(&mut f.pool.acquire().await.expect("conn"), &f.key, f.owner, &disabled.id, disable)
         .await
         .expect("disable");
     let test_env = Owner { environment: Environment::Test, ..f.owner };

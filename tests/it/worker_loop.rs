@@ -208,7 +208,7 @@ async fn a_webhook_that_keeps_failing_is_disabled_and_a_success_resets_the_clock
     // failures (in the test environment, so the two events reach it alone), swept by the same statement, is.
     let mut conn = f.pool.acquire().await.expect("conn");
     let enable = WebhookPatch { enabled: Some(true), ..Default::default() };
-    webhooks::update(&mut conn, f.owner, &dead.id, enable).await.expect("enable");
+    webhooks::update(&mut conn, &f.key, f.owner, &dead.id, enable).await.expect("enable");
     let test_env = Owner { environment: Environment::Test, ..f.owner };
     let (witness, _) = f.webhook_for(test_env, &failing.url, &["*"], PayloadFilter::default(), 1).await;
     f.ingest().await;

@@ -8,6 +8,7 @@
 pub mod envelope;
 pub mod environment;
 pub mod event;
+pub mod headers;
 pub mod id;
 pub mod outcome;
 pub mod response;
@@ -22,6 +23,7 @@ pub mod trace_parent;
 pub use envelope::{Envelope, PayloadFilter};
 pub use environment::Environment;
 pub use event::{Event, EventData, EventSelector, EventType};
+pub use headers::CustomHeaders;
 pub use id::{ApiKeyId, DeliveryId, EventId, IdError, ReplayId, TenantId, WebhookId};
 pub use outcome::{AttemptResult, ErrorKind, Next};
 pub use response::ResponseBody;

@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
 
-use crate::{WebhookId, WebhookSecret};
+use crate::{CustomHeaders, WebhookId, WebhookSecret};
 
 const NONCE_LEN: usize = 12;
 
@@ -34,6 +34,8 @@ pub enum DecryptError {
     NotText(#[source] std::string::FromUtf8Error),
     #[error("the opened secret is not a webhook secret")]
     NotASecret(#[source] crate::secret::SecretError),
+    #[error("the opened headers are not the list they were sealed as")]
+    NotHeaders(#[source] serde_json::Error),
 }
 
 impl MasterKey {
@@ -79,6 +81,19 @@ impl MasterKey {
     /// Seals a webhook's secret, bound to the webhook's id.
     pub fn seal(&self, webhook: &WebhookId, secret: &WebhookSecret) -> Vec<u8> {
         self.encrypt(webhook.as_str().as_bytes(), secret.expose().as_bytes())
+    }
+
+    /// Seals a webhook's custom headers (names and values), bound to the webhook and to being its headers, so
+    /// neither another webhook's headers nor its secret's ciphertext can be moved here.
+    pub fn seal_headers(&self, webhook: &WebhookId, headers: &CustomHeaders) -> Vec<u8> {
+        let json = serde_json::to_vec(headers.expose()).expect("pairs of strings serialise");
+        self.encrypt(format!("{webhook}/headers").as_bytes(), &json)
+    }
+
+    /// Opens what [`MasterKey::seal_headers`] sealed for the same webhook.
+    pub fn open_headers(&self, webhook: &WebhookId, sealed: &[u8]) -> Result<Vec<(String, String)>, DecryptError> {
+        let json = self.decrypt(format!("{webhook}/headers").as_bytes(), sealed)?;
+        serde_json::from_slice(&json).map_err(DecryptError::NotHeaders)
     }
 
     /// Opens what [`MasterKey::seal`] sealed for the same webhook.
@@ -139,6 +154,18 @@ mod tests {
         assert!(other.decrypt(b"wh_1", &sealed).is_err());
         assert!(matches!(key.decrypt(b"wh_1", b"short"), Err(DecryptError::Truncated)));
         assert!(MasterKey::from_base64("c2hvcnQ=").is_err());
+    }
+
+    #[test]
+    fn headers_round_trip_and_do_not_open_as_anything_else() {
+        let key = MasterKey::from_bytes(&[9; 32]);
+        let webhook = WebhookId::generate();
+        let headers = CustomHeaders::new(vec![("X-Api-Key".to_owned(), "k-1".to_owned())]).expect("valid");
+        let sealed = key.seal_headers(&webhook, &headers);
+        assert_eq!(key.open_headers(&webhook, &sealed).expect("opens"), headers.expose());
+        assert!(key.open_headers(&WebhookId::generate(), &sealed).is_err(), "bound to its webhook");
+        let secret = key.seal(&webhook, &WebhookSecret::generate());
+        assert!(key.open_headers(&webhook, &secret).is_err(), "a secret's ciphertext is not headers");
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct ClaimedWebhook {
     pub active: bool,
     /// Its signing secrets as stored; the worker opens them with the master key (`courier_core::sealed`).
     pub secrets: SealedSecrets,
+    /// Its custom headers as stored (sealed), when it has any.
+    pub sealed_headers: Option<Vec<u8>>,
 }
 
 /// A delivery this worker holds the lease of.
@@ -57,6 +59,7 @@ struct Row {
     secret_ciphertext: Vec<u8>,
     previous_secret_ciphertext: Option<Vec<u8>>,
     previous_secret_expires_at: Option<DateTime<Utc>>,
+    headers_ciphertext: Option<Vec<u8>>,
     trace_parent: Option<String>,
     ordered: bool,
 }
@@ -86,6 +89,7 @@ fn from_row(row: Row) -> Result<ClaimedDelivery> {
                 current: row.secret_ciphertext,
                 previous: row.previous_secret_ciphertext.zip(row.previous_secret_expires_at),
             },
+            sealed_headers: row.headers_ciphertext,
         },
         // Only ever written from a parsed TraceParent; a stored value that does not parse only loses the link.
         trace_parent: row.trace_parent.and_then(|t| t.parse().ok()),
@@ -142,7 +146,7 @@ pub async fn claim(
          RETURNING d.id, d.attempt_count, d.max_attempts, d.tenant_id, d.environment, d.event_id, d.event_type,
                    e.created, e.data, w.id AS webhook_id, w.url, w.include_transcript, w.include_metrics,
                    w.active, w.secret_ciphertext,
-                   w.previous_secret_ciphertext, w.previous_secret_expires_at, d.trace_parent,
+                   w.previous_secret_ciphertext, w.previous_secret_expires_at, w.headers_ciphertext, d.trace_parent,
                    d.call_seq IS NOT NULL AS ordered",
     )
     .bind(i64::from(limit))

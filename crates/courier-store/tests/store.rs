@@ -27,6 +27,7 @@ fn new_webhook(url: &str) -> NewWebhook {
         payload: PayloadFilter { include_transcript: true, include_metrics: false },
         max_attempts: 5,
         ordering: Default::default(),
+        headers: Default::default(),
     }
 }
 
@@ -156,6 +157,7 @@ async fn tenants_and_environments_are_isolated(pool: PgPool) {
     assert!(
         webhooks::update(
             &mut pool.acquire().await.expect("conn"),
+            &key,
             globex,
             &webhook.id,
             WebhookPatch { enabled: Some(false), ..Default::default() }
@@ -205,7 +207,7 @@ async fn webhooks_update_disable_and_delete(pool: PgPool) {
         enabled: Some(false),
         ..Default::default()
     };
-    let updated = webhooks::update(&mut pool.acquire().await.expect("conn"), owner, &webhook.id, patch)
+    let updated = webhooks::update(&mut pool.acquire().await.expect("conn"), &key, owner, &webhook.id, patch)
         .await
         .expect("update")
         .expect("exists");
@@ -216,6 +218,7 @@ async fn webhooks_update_disable_and_delete(pool: PgPool) {
     assert_eq!(updated.status, WebhookStatus::Disabled(webhooks::DisabledReason::Manual));
     let enabled = webhooks::update(
         &mut pool.acquire().await.expect("conn"),
+        &key,
         owner,
         &webhook.id,
         WebhookPatch { enabled: Some(true), ..Default::default() },

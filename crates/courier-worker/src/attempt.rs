@@ -78,21 +78,29 @@ impl Worker {
         crate::metrics::cancelled();
     }
 
-    /// Opens the webhook's secrets, signs the envelope and sends it; returns what came back and the signature's
-    /// timestamp.
+    /// Opens the webhook's secrets and custom headers, signs the envelope and sends it; returns what came back and
+    /// the signature's timestamp.
     async fn sign_and_send(&self, delivery: &ClaimedDelivery, now: DateTime<Utc>) -> (Sent, i64) {
-        match delivery.webhook.secrets.open(&self.key, now) {
-            Ok(secrets) => {
-                let prepared = stages::prepare(delivery, &secrets, now);
+        let opened = delivery.webhook.secrets.open(&self.key, now).and_then(|secrets| {
+            let headers = match &delivery.webhook.sealed_headers {
+                Some(sealed) => self.key.open_headers(&delivery.webhook.id, sealed)?,
+                None => Vec::new(),
+            };
+            Ok((secrets, headers))
+        });
+        match opened {
+            Ok((secrets, headers)) => {
+                let mut prepared = stages::prepare(delivery, &secrets, now);
+                prepared.headers = courier_core::Redacted(headers);
                 let timestamp = prepared.timestamp;
                 (stages::send(&self.http, &self.policy, delivery, prepared).await, timestamp)
             }
             Err(err) => {
                 // Our own failure (a wrong master key): recorded as an attempt so it is visible, then retried.
-                tracing::error!(error = %err, "cannot decrypt the webhook secret");
+                tracing::error!(error = %err, "cannot decrypt the webhook secret or headers");
                 let sent = Sent {
                     result: AttemptResult::Error(ErrorKind::Other),
-                    error_message: Some("the webhook secret could not be decrypted".to_owned()),
+                    error_message: Some("the webhook secret or headers could not be decrypted".to_owned()),
                     response_body: None,
                     duration: Duration::ZERO,
                 };

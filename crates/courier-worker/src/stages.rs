@@ -18,6 +18,8 @@ use crate::ssrf::{BlockedTarget, LookupFailed, TargetPolicy};
 #[derive(Debug)]
 pub struct Prepared {
     pub body: Vec<u8>,
+    /// The webhook's custom headers (values are credentials, so `Debug` hides them).
+    pub headers: courier_core::Redacted<Vec<(String, String)>>,
     pub timestamp: i64,
     pub signature: String,
     pub standard_signature: String,
@@ -37,6 +39,7 @@ pub fn prepare(delivery: &ClaimedDelivery, secrets: &[WebhookSecret], now: DateT
     let timestamp = now.timestamp();
     let refs: Vec<&WebhookSecret> = secrets.iter().collect();
     Prepared {
+        headers: courier_core::Redacted(Vec::new()),
         signature: sign_header(&refs, timestamp, &body),
         standard_signature: sign_standard(&refs, delivery.event.id.as_str(), timestamp, &body),
         body,
@@ -79,16 +82,7 @@ pub async fn send(
     if literal_target_blocked(&url, policy) {
         return failed(ErrorKind::BlockedTarget, format!("{url} is not an allowed webhook target"), started);
     }
-    let request = client
-        .post(url)
-        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-        .header("X-Webhook-Signature", prepared.signature)
-        .header("X-Webhook-Event", delivery.event.event_type.as_str())
-        .header("X-Webhook-Delivery", delivery.id.as_str())
-        .header("webhook-id", delivery.event.id.as_str())
-        .header("webhook-timestamp", prepared.timestamp.to_string())
-        .header("webhook-signature", prepared.standard_signature)
-        .body(prepared.body);
+    let request = build_request(client, url, delivery, prepared);
     let mut response = match request.send().await {
         Ok(response) => response,
         Err(err) => return failed(classify_error(&err), describe(&err), started),
@@ -121,6 +115,29 @@ pub async fn send(
         response_body: (!body.is_empty()).then(|| ResponseBody::capture(body, more)),
         duration: started.elapsed(),
     }
+}
+
+/// The POST of one attempt: the webhook's own headers, then ours and the signed body.
+fn build_request(
+    client: &reqwest::Client,
+    url: reqwest::Url,
+    delivery: &ClaimedDelivery,
+    prepared: Prepared,
+) -> reqwest::RequestBuilder {
+    let mut request = client.post(url);
+    // Ours cannot be among the webhook's own (courier_core::headers refuses those names).
+    for (name, value) in prepared.headers.0 {
+        request = request.header(name, value);
+    }
+    request
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .header("X-Webhook-Signature", prepared.signature)
+        .header("X-Webhook-Event", delivery.event.event_type.as_str())
+        .header("X-Webhook-Delivery", delivery.id.as_str())
+        .header("webhook-id", delivery.event.id.as_str())
+        .header("webhook-timestamp", prepared.timestamp.to_string())
+        .header("webhook-signature", prepared.standard_signature)
+        .body(prepared.body)
 }
 
 fn failed(kind: ErrorKind, message: String, started: Instant) -> Sent {

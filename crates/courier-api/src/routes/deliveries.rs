@@ -73,7 +73,7 @@ pub struct DeliveryOutput {
     pub event_type: &'static str,
     pub call_id: String,
     pub webhook_id: String,
-    /// `pending`, `delivering`, `succeeded`, `failed` or `cancelled`.
+    /// `waiting`, `pending`, `delivering`, `succeeded`, `failed` or `cancelled`.
     pub status: &'static str,
     pub attempt_count: u32,
     pub max_attempts: u32,
@@ -114,7 +114,7 @@ impl DeliveryOutput {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
-    /// `pending`, `delivering`, `succeeded`, `failed` or `cancelled`.
+    /// `waiting`, `pending`, `delivering`, `succeeded`, `failed` or `cancelled`.
     #[param(value_type = Option<super::DeliveryStatusName>)]
     pub status: Option<String>,
     #[param(pattern = "^wh_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")]

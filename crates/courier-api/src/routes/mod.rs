@@ -54,6 +54,8 @@ pub enum EventSelectorName {
 #[serde(rename_all = "lowercase")]
 #[allow(dead_code)] // Only read by the OpenAPI generator.
 pub enum DeliveryStatusName {
+    /// Waiting for an earlier delivery of the same call to this webhook (per-call ordering).
+    Waiting,
     Pending,
     Delivering,
     Succeeded,

@@ -30,6 +30,7 @@ struct Row {
     include_metrics: bool,
     max_attempts: i32,
     ordering: String,
+    header_names: Vec<String>,
     status: String,
     disabled_reason: Option<String>,
     previous_secret_expires_at: Option<DateTime<Utc>>,
@@ -40,7 +41,7 @@ struct Row {
 macro_rules! columns {
     () => {
         "id, tenant_id, environment, url, description, event_types, include_transcript, include_metrics, max_attempts, \
-         ordering, status, disabled_reason, previous_secret_expires_at, created_at, updated_at"
+         ordering, header_names, status, disabled_reason, previous_secret_expires_at, created_at, updated_at"
     };
 }
 
@@ -73,6 +74,7 @@ fn from_row(row: Row) -> Result<Webhook> {
         payload: PayloadFilter { include_transcript: row.include_transcript, include_metrics: row.include_metrics },
         max_attempts: u32::try_from(row.max_attempts).map_err(Error::corrupt(&row_name, "max_attempts"))?,
         ordering: row.ordering.parse().map_err(Error::corrupt(&row_name, "ordering"))?,
+        header_names: row.header_names,
         status,
         previous_secret_expires_at: row.previous_secret_expires_at,
         created_at: row.created_at,
@@ -91,8 +93,8 @@ pub async fn create(
     let secret = WebhookSecret::generate();
     let row: Row = sqlx::query_as(concat!(
         "INSERT INTO webhooks (id, tenant_id, environment, url, description, event_types, include_transcript, \
-         include_metrics, max_attempts, secret_ciphertext, ordering) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ",
+         include_metrics, max_attempts, secret_ciphertext, ordering, header_names, headers_ciphertext) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING ",
         columns!()
     ))
     .bind(id.as_str())
@@ -106,6 +108,8 @@ pub async fn create(
     .bind(new.max_attempts as i32)
     .bind(key.seal(&id, &secret))
     .bind(new.ordering.as_str())
+    .bind(new.headers.names())
+    .bind((!new.headers.is_empty()).then(|| key.seal_headers(&id, &new.headers)))
     .fetch_one(db)
     .await?;
     Ok((from_row(row)?, secret))
@@ -179,6 +183,7 @@ pub async fn list(
 /// [`state`], the one place that changes a webhook's status; cancelling its queue is the caller's (the scheduler's).
 pub async fn update(
     conn: &mut PgConnection,
+    key: &MasterKey,
     owner: Owner,
     id: &WebhookId,
     patch: WebhookPatch,
@@ -192,6 +197,8 @@ pub async fn update(
             include_metrics = COALESCE($10, include_metrics),
             max_attempts = COALESCE($11, max_attempts),
             ordering = COALESCE($12, ordering),
+            header_names = CASE WHEN $13 THEN $14 ELSE header_names END,
+            headers_ciphertext = CASE WHEN $13 THEN $15 ELSE headers_ciphertext END,
             updated_at = now()
          WHERE tenant_id = $1 AND environment = $2 AND id = $3 AND deleted_at IS NULL RETURNING id",
     )
@@ -207,6 +214,9 @@ pub async fn update(
     .bind(patch.include_metrics)
     .bind(patch.max_attempts.map(|n| n as i32))
     .bind(patch.ordering.map(Ordering::as_str))
+    .bind(patch.headers.is_some())
+    .bind(patch.headers.as_ref().map(|h| h.names()).unwrap_or_default())
+    .bind(patch.headers.as_ref().filter(|h| !h.is_empty()).map(|h| key.seal_headers(id, h)))
     .fetch_optional(&mut *conn)
     .await?;
     if found.is_none() {

@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use courier_core::{EventSelector, PayloadFilter, WebhookId};
+use courier_core::{CustomHeaders, EventSelector, PayloadFilter, WebhookId};
 
 use crate::Owner;
 
@@ -128,6 +128,8 @@ pub struct Webhook {
     pub payload: PayloadFilter,
     pub max_attempts: u32,
     pub ordering: Ordering,
+    /// The names of its custom headers; their values are sealed and never read back through the store.
+    pub header_names: Vec<String>,
     pub status: WebhookStatus,
     /// When a rotation's previous secret stops signing, while it still does.
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
@@ -144,6 +146,7 @@ pub struct NewWebhook {
     pub payload: PayloadFilter,
     pub max_attempts: u32,
     pub ordering: Ordering,
+    pub headers: CustomHeaders,
 }
 
 /// A partial update: `None` leaves a field as it is.
@@ -158,6 +161,8 @@ pub struct WebhookPatch {
     pub max_attempts: Option<u32>,
     /// Applies to deliveries created from now on.
     pub ordering: Option<Ordering>,
+    /// Replaces every custom header (empty removes them all).
+    pub headers: Option<CustomHeaders>,
     /// `Some(false)` disables with reason `manual`; `Some(true)` re-enables.
     pub enabled: Option<bool>,
 }

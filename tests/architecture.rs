@@ -34,6 +34,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("deliveries", "crates/courier-scheduler/src/"),
     ("delivery_attempts", "crates/courier-scheduler/src/finish.rs"),
     ("replays", "crates/courier-scheduler/src/replay.rs"),
+    ("webhook_rate_windows", "crates/courier-scheduler/src/rate.rs"),
 ];
 
 const MAX_FILE_LINES: usize = 400;

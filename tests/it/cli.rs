@@ -132,6 +132,7 @@ async fn operators_list_show_replay_and_toggle_webhooks() {
         max_attempts: 5,
         ordering: Default::default(),
         headers: Default::default(),
+        rate_limit: None,
     };
     let (webhook, _) = webhooks::create(&pool, &MasterKey::from_bytes(&[1; 32]), owner, new).await.expect("webhook");
     let events = (0..2)

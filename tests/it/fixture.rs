@@ -87,6 +87,7 @@ impl Fixture {
             max_attempts,
             ordering: webhooks::Ordering::None,
             headers: Default::default(),
+            rate_limit: None,
         };
         webhooks::create(&self.pool, &self.key, owner, new).await.expect("webhook")
     }
@@ -189,8 +190,17 @@ impl Fixture {
     }
 
     /// Polls until `done` holds (at most 10 s), for states the worker reaches by itself.
-    pub(crate) async fn until<F: std::future::Future<Output = bool>>(&self, mut done: impl FnMut() -> F) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    pub(crate) async fn until<F: std::future::Future<Output = bool>>(&self, done: impl FnMut() -> F) {
+        self.until_within(Duration::from_secs(10), done).await;
+    }
+
+    /// [`Fixture::until`] with a deadline of its own.
+    pub(crate) async fn until_within<F: std::future::Future<Output = bool>>(
+        &self,
+        within: Duration,
+        mut done: impl FnMut() -> F,
+    ) {
+        let deadline = tokio::time::Instant::now() + within;
         while !done().await {
             assert!(tokio::time::Instant::now() < deadline, "the expected state never came");
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -13,6 +13,7 @@ pub(crate) mod hostile_receiver;
 pub(crate) mod lifecycle;
 mod ordering;
 pub(crate) mod pipeline;
+mod rate_limit;
 mod receiver;
 mod recorder;
 mod retention;

@@ -23,6 +23,8 @@ pub struct ClaimedWebhook {
     pub secrets: SealedSecrets,
     /// Its custom headers as stored (sealed), when it has any.
     pub sealed_headers: Option<Vec<u8>>,
+    /// Deliveries per second it accepts (`crate::rate`), when limited.
+    pub rate_limit: Option<u32>,
 }
 
 /// A delivery this worker holds the lease of.
@@ -60,6 +62,7 @@ struct Row {
     previous_secret_ciphertext: Option<Vec<u8>>,
     previous_secret_expires_at: Option<DateTime<Utc>>,
     headers_ciphertext: Option<Vec<u8>>,
+    rate_limit_per_second: Option<i32>,
     trace_parent: Option<String>,
     ordered: bool,
 }
@@ -90,6 +93,7 @@ fn from_row(row: Row) -> Result<ClaimedDelivery> {
                 previous: row.previous_secret_ciphertext.zip(row.previous_secret_expires_at),
             },
             sealed_headers: row.headers_ciphertext,
+            rate_limit: row.rate_limit_per_second.and_then(|n| u32::try_from(n).ok()),
         },
         // Only ever written from a parsed TraceParent; a stored value that does not parse only loses the link.
         trace_parent: row.trace_parent.and_then(|t| t.parse().ok()),
@@ -146,7 +150,8 @@ pub async fn claim(
          RETURNING d.id, d.attempt_count, d.max_attempts, d.tenant_id, d.environment, d.event_id, d.event_type,
                    e.created, e.data, w.id AS webhook_id, w.url, w.include_transcript, w.include_metrics,
                    w.active, w.secret_ciphertext,
-                   w.previous_secret_ciphertext, w.previous_secret_expires_at, w.headers_ciphertext, d.trace_parent,
+                   w.previous_secret_ciphertext, w.previous_secret_expires_at, w.headers_ciphertext,
+                   w.rate_limit_per_second, d.trace_parent,
                    d.call_seq IS NOT NULL AS ordered",
     )
     .bind(i64::from(limit))

@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod lease;
 pub mod logs;
 pub mod ordering;
+pub mod rate;
 pub mod replay;
 pub mod retention;
 pub mod stats;

@@ -28,6 +28,7 @@ fn new_webhook(url: &str) -> NewWebhook {
         max_attempts: 5,
         ordering: Default::default(),
         headers: Default::default(),
+        rate_limit: None,
     }
 }
 

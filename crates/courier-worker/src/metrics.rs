@@ -66,3 +66,8 @@ pub(crate) fn cancelled() {
 pub(crate) fn record_dropped() {
     metrics::counter!("courier_attempt_records_dropped_total", "reason" => "queue_full").increment(1);
 }
+
+/// Counts a delivery deferred to its webhook's next rate-limit window.
+pub(crate) fn rate_limited() {
+    metrics::counter!("courier_deliveries_rate_limited_total").increment(1);
+}

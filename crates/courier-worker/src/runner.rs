@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courier_core::{DeliveryId, MasterKey};
+use courier_scheduler::wake::Notifier;
 use courier_scheduler::wake::Wakeup;
-use courier_scheduler::{AttemptRecord, ClaimedDelivery, Clock, Skip, claim, disabling, lease, ordering};
+use courier_scheduler::{AttemptRecord, ClaimedDelivery, Clock, Skip, claim, disabling, lease, ordering, rate};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinSet};
@@ -48,6 +49,8 @@ struct InFlight {
     claimed: HashMap<tokio::task::Id, (DeliveryId, u32)>,
     holdings: Holdings,
     records: mpsc::Sender<AttemptRecord>,
+    /// Wakes every worker (this one included) through the database.
+    workers: Notifier,
 }
 
 /// Why the loop woke up.
@@ -82,14 +85,19 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let mut wakeup = Wakeup::connect(&self.pool).await?;
         let (records, queue) = mpsc::channel::<AttemptRecord>(self.config.concurrency * 2);
-        let workers = courier_scheduler::wake::Notifier::spawn(self.pool.clone());
-        let recorder =
-            tokio::spawn(crate::recorder::record_batches(self.pool.clone(), self.clock.clone(), workers, queue));
+        let workers = Notifier::spawn(self.pool.clone());
+        let recorder = tokio::spawn(crate::recorder::record_batches(
+            self.pool.clone(),
+            self.clock.clone(),
+            workers.clone(),
+            queue,
+        ));
         let mut flight = InFlight {
             tasks: JoinSet::new(),
             claimed: HashMap::new(),
             holdings: Holdings::new(self.config.shares()),
             records,
+            workers,
         };
         self.deliver(&shutdown, &mut wakeup, &mut flight).await;
         self.stop(flight, recorder).await
@@ -225,6 +233,7 @@ impl Worker {
     async fn sweep(&self) -> Result<()> {
         lease::fail_exhausted_leases(&self.pool, &self.clock).await?;
         ordering::promote_stranded(&self.pool, &self.clock).await?;
+        rate::forget_old_windows(&self.pool).await?;
         if let Some(rule) = self.config.auto_disable {
             disabling::disable_failing(&self.pool, &self.clock, rule.after, rule.min_failures).await?;
         }
@@ -243,7 +252,8 @@ impl Worker {
                 continue;
             };
             let key = (delivery.id.clone(), delivery.attempt);
-            let handle = flight.tasks.spawn(self.clone().run_one(delivery, held, flight.records.clone()));
+            let task = self.clone().run_one(delivery, held, flight.records.clone(), flight.workers.clone());
+            let handle = flight.tasks.spawn(task);
             flight.claimed.insert(handle.id(), key);
         }
         // Claimed past a share in the same batch: hand back, untouched, for a moment.
@@ -258,6 +268,7 @@ impl Worker {
         delivery: ClaimedDelivery,
         held: crate::holdings::Held,
         records: mpsc::Sender<AttemptRecord>,
+        workers: Notifier,
     ) {
         let claimed_at = tokio::time::Instant::now();
         // Waiting here holds the lease but no connection, normally for less than one request timeout. Should it ever
@@ -268,6 +279,13 @@ impl Worker {
             if let Err(err) = lease::release(&self.pool, &self.clock, &back, Duration::ZERO).await {
                 tracing::warn!(error = %err, "releasing a delivery that waited too long failed; its lease will expire");
             }
+            return;
+        }
+        // A rate-limited webhook's slot is taken right before sending, so slots and requests keep the same pace.
+        if let Some(per_second) = delivery.webhook.rate_limit
+            && let Some(wait) = self.over_rate(&delivery, per_second).await
+        {
+            self.defer(&delivery, wait, workers).await;
             return;
         }
         let _in_flight = crate::metrics::InFlightGuard::new();
@@ -283,6 +301,33 @@ impl Worker {
             }
         }
         drop(held);
+    }
+}
+
+impl Worker {
+    /// `None` when the delivery may go now; otherwise how long until its webhook's next window.
+    async fn over_rate(&self, delivery: &ClaimedDelivery, per_second: u32) -> Option<Duration> {
+        match rate::take_slot(&self.pool, &self.clock, &delivery.webhook.id, per_second).await {
+            Ok(wait) => wait,
+            Err(err) => {
+                // Unknown, so not sent: the limit is a promise to the receiver.
+                tracing::warn!(error = %err, "taking a rate-limit slot failed; the delivery waits");
+                Some(Duration::from_millis(100))
+            }
+        }
+    }
+
+    /// Gives a delivery back unattempted until `wait` has passed, and wakes the workers then.
+    async fn defer(&self, delivery: &ClaimedDelivery, wait: Duration, workers: Notifier) {
+        crate::metrics::rate_limited();
+        let back = [(delivery.id.clone(), delivery.attempt)];
+        if let Err(err) = lease::release(&self.pool, &self.clock, &back, wait).await {
+            tracing::warn!(error = %err, "deferring a rate-limited delivery failed; its lease will expire");
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            workers.wake();
+        });
     }
 }
 

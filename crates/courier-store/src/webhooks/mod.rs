@@ -31,6 +31,7 @@ struct Row {
     max_attempts: i32,
     ordering: String,
     header_names: Vec<String>,
+    rate_limit_per_second: Option<i32>,
     status: String,
     disabled_reason: Option<String>,
     previous_secret_expires_at: Option<DateTime<Utc>>,
@@ -41,7 +42,8 @@ struct Row {
 macro_rules! columns {
     () => {
         "id, tenant_id, environment, url, description, event_types, include_transcript, include_metrics, max_attempts, \
-         ordering, header_names, status, disabled_reason, previous_secret_expires_at, created_at, updated_at"
+         ordering, header_names, rate_limit_per_second, status, disabled_reason, previous_secret_expires_at, \
+         created_at, updated_at"
     };
 }
 
@@ -75,6 +77,11 @@ fn from_row(row: Row) -> Result<Webhook> {
         max_attempts: u32::try_from(row.max_attempts).map_err(Error::corrupt(&row_name, "max_attempts"))?,
         ordering: row.ordering.parse().map_err(Error::corrupt(&row_name, "ordering"))?,
         header_names: row.header_names,
+        rate_limit: row
+            .rate_limit_per_second
+            .map(u32::try_from)
+            .transpose()
+            .map_err(Error::corrupt(&row_name, "rate_limit_per_second"))?,
         status,
         previous_secret_expires_at: row.previous_secret_expires_at,
         created_at: row.created_at,
@@ -93,8 +100,8 @@ pub async fn create(
     let secret = WebhookSecret::generate();
     let row: Row = sqlx::query_as(concat!(
         "INSERT INTO webhooks (id, tenant_id, environment, url, description, event_types, include_transcript, \
-         include_metrics, max_attempts, secret_ciphertext, ordering, header_names, headers_ciphertext) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING ",
+         include_metrics, max_attempts, secret_ciphertext, ordering, header_names, headers_ciphertext, \
+         rate_limit_per_second) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING ",
         columns!()
     ))
     .bind(id.as_str())
@@ -110,6 +117,7 @@ pub async fn create(
     .bind(new.ordering.as_str())
     .bind(new.headers.names())
     .bind((!new.headers.is_empty()).then(|| key.seal_headers(&id, &new.headers)))
+    .bind(new.rate_limit.map(|n| n as i32))
     .fetch_one(db)
     .await?;
     Ok((from_row(row)?, secret))
@@ -199,6 +207,7 @@ pub async fn update(
             ordering = COALESCE($12, ordering),
             header_names = CASE WHEN $13 THEN $14 ELSE header_names END,
             headers_ciphertext = CASE WHEN $13 THEN $15 ELSE headers_ciphertext END,
+            rate_limit_per_second = CASE WHEN $16 THEN $17 ELSE rate_limit_per_second END,
             updated_at = now()
          WHERE tenant_id = $1 AND environment = $2 AND id = $3 AND deleted_at IS NULL RETURNING id",
     )
@@ -217,6 +226,8 @@ pub async fn update(
     .bind(patch.headers.is_some())
     .bind(patch.headers.as_ref().map(|h| h.names()).unwrap_or_default())
     .bind(patch.headers.as_ref().filter(|h| !h.is_empty()).map(|h| key.seal_headers(id, h)))
+    .bind(patch.rate_limit.is_some())
+    .bind(patch.rate_limit.flatten().map(|n| n as i32))
     .fetch_optional(&mut *conn)
     .await?;
     if found.is_none() {

@@ -130,6 +130,8 @@ pub struct Webhook {
     pub ordering: Ordering,
     /// The names of its custom headers; their values are sealed and never read back through the store.
     pub header_names: Vec<String>,
+    /// At most this many deliveries per second, summed over every worker process.
+    pub rate_limit: Option<u32>,
     pub status: WebhookStatus,
     /// When a rotation's previous secret stops signing, while it still does.
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
@@ -147,6 +149,7 @@ pub struct NewWebhook {
     pub max_attempts: u32,
     pub ordering: Ordering,
     pub headers: CustomHeaders,
+    pub rate_limit: Option<u32>,
 }
 
 /// A partial update: `None` leaves a field as it is.
@@ -163,6 +166,8 @@ pub struct WebhookPatch {
     pub ordering: Option<Ordering>,
     /// Replaces every custom header (empty removes them all).
     pub headers: Option<CustomHeaders>,
+    /// `Some(None)` removes the limit.
+    pub rate_limit: Option<Option<u32>>,
     /// `Some(false)` disables with reason `manual`; `Some(true)` re-enables.
     pub enabled: Option<bool>,
 }

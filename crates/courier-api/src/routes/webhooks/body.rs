@@ -45,6 +45,26 @@ pub struct CreateWebhook {
     /// shown masked. `Host`, framing, hop-by-hop, `User-Agent` and the signature headers are refused.
     #[schema(example = json!({"X-Api-Key": "gateway-key"}))]
     pub headers: Option<BTreeMap<String, String>>,
+    /// At most this many deliveries per second, summed over every worker; the excess waits as pending.
+    pub rate_limit: Option<WebhookRateLimit>,
+}
+
+/// A webhook's rate limit.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRateLimit {
+    #[schema(minimum = 1, maximum = 10000, example = 20)]
+    pub per_second: u32,
+}
+
+/// The most deliveries per second a limit may name (above it, leave the webhook unlimited).
+const MAX_RATE: u32 = 10_000;
+
+pub(super) fn check_rate(limit: &WebhookRateLimit) -> Result<u32, ApiError> {
+    if !(1..=MAX_RATE).contains(&limit.per_second) {
+        return Err(ApiError::invalid("rate_limit.per_second", format!("must be between 1 and {MAX_RATE}")));
+    }
+    Ok(limit.per_second)
 }
 
 /// A webhook's delivery order.
@@ -80,6 +100,10 @@ pub struct UpdateWebhook {
     pub ordering: Option<OrderingInput>,
     /// Replaces every custom header; `{}` removes them.
     pub headers: Option<BTreeMap<String, String>>,
+    /// `null` removes the limit.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<WebhookRateLimit>)]
+    pub rate_limit: Option<Option<WebhookRateLimit>>,
     /// `enabled` or `disabled`; disabling cancels the webhook's pending deliveries.
     pub status: Option<StatusInput>,
 }
@@ -114,6 +138,7 @@ pub struct WebhookOutput {
     pub max_attempts: u32,
     /// `none` or `call` (per-call ordering).
     pub ordering: &'static str,
+    pub rate_limit: Option<WebhookRateLimit>,
     /// Custom header names, values masked.
     #[schema(example = json!({"X-Api-Key": "********"}))]
     pub headers: BTreeMap<String, &'static str>,
@@ -145,6 +170,7 @@ impl WebhookOutput {
             max_attempts: w.max_attempts,
             ordering: w.ordering.as_str(),
             headers: w.header_names.into_iter().map(|name| (name, "********")).collect(),
+            rate_limit: w.rate_limit.map(|per_second| WebhookRateLimit { per_second }),
             created_at: w.created_at,
             updated_at: w.updated_at,
             previous_secret_expires_at: w.previous_secret_expires_at,
@@ -230,6 +256,14 @@ pub(super) fn patch_of(
     if let Some(description) = &body.description {
         collect(check_description(description));
     }
+    let rate_limit = match body.rate_limit.map(|limit| limit.as_ref().map(check_rate).transpose()) {
+        Some(Ok(limit)) => Some(limit),
+        Some(Err(e)) => {
+            collect(Err(e));
+            None
+        }
+        None => None,
+    };
     let headers = match body.headers.map(parse_headers) {
         Some(Ok(headers)) => Some(headers),
         Some(Err(e)) => {
@@ -250,6 +284,7 @@ pub(super) fn patch_of(
         max_attempts: body.max_attempts,
         ordering: body.ordering.map(Into::into),
         headers,
+        rate_limit,
         enabled: body.status.map(|s| matches!(s, StatusInput::Enabled)),
     })
 }

@@ -55,6 +55,7 @@ pub async fn create(
         max_attempts: check_max_attempts(body.max_attempts.unwrap_or(state.config.webhooks.default_max_attempts))?,
         ordering: body.ordering.map(Into::into).unwrap_or_default(),
         headers: body.headers.map(parse_headers).transpose()?.unwrap_or_default(),
+        rate_limit: body.rate_limit.as_ref().map(check_rate).transpose()?,
     };
     let (webhook, secret) =
         webhooks::create_within_limit(&state.pool, &state.key, owner, new, state.config.webhooks.max_webhooks).await?;

@@ -1,0 +1,127 @@
+//! Per-webhook rate limits (`"rate_limit": {"per_second": N}`): summed over every worker, the excess waits as
+//! pending without spending attempts, and everything is delivered.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use courier_core::{EventData, EventId, EventType};
+use courier_scheduler::ingest;
+use courier_scheduler::wake::Notifier;
+use courier_store::events::NewEvent;
+use courier_store::webhooks::{self, WebhookPatch};
+use sqlx::PgPool;
+
+use crate::fixture::{Fixture, config};
+
+const LIMIT: u32 = 20;
+const DELIVERIES: usize = 400;
+
+/// A receiver that notes when each request arrived.
+async fn timed_receiver() -> (Arc<Mutex<Vec<Instant>>>, String) {
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let seen = arrivals.clone();
+    let app = axum::Router::new().fallback(move || {
+        let seen = seen.clone();
+        async move {
+            seen.lock().expect("lock").push(Instant::now());
+            StatusCode::OK
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (arrivals, url)
+}
+
+/// The most arrivals within any one second.
+fn busiest_second(arrivals: &[Instant]) -> usize {
+    let mut sorted = arrivals.to_vec();
+    sorted.sort();
+    (0..sorted.len())
+        .map(|i| sorted[i..].iter().take_while(|t| **t - sorted[i] < Duration::from_secs(1)).count())
+        .max()
+        .unwrap_or(0)
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn two_workers_together_stay_under_the_limit_and_deliver_everything(pool: PgPool) {
+    let f = Fixture::new(pool).await;
+    let (arrivals, url) = timed_receiver().await;
+    let (webhook, _) = f.webhook(&url, 5).await;
+    let limit = WebhookPatch { rate_limit: Some(Some(LIMIT)), ..Default::default() };
+    let mut conn = f.pool.acquire().await.expect("conn");
+    webhooks::update(&mut conn, &f.key, f.owner, &webhook.id, limit).await.expect("update").expect("exists");
+    let events: Vec<NewEvent> = (0..DELIVERIES)
+        .map(|i| NewEvent {
+            id: EventId::parse(&format!("evt_rate{i}")).expect("id"),
+            event_type: EventType::CallCompleted,
+            created: None,
+            data: EventData::parse(serde_json::json!({"call_id": format!("call-{i}")})).expect("data"),
+        })
+        .collect();
+    ingest::accept(&f.pool, &Notifier::spawn(f.pool.clone()), f.owner, events, None).await.expect("ingest");
+
+    let second_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with((*f.pool.connect_options()).clone())
+        .await
+        .expect("second pool");
+    let first = f.start(&f.worker(config()));
+    let other = courier_worker::Worker::new(second_pool, f.key.clone(), config()).expect("worker");
+    let second = f.start(&other.with_clock(f.clock.clone()));
+    let begun = Instant::now();
+    f.until_within(Duration::from_secs(60), || async { arrivals.lock().expect("lock").len() >= DELIVERIES }).await;
+    let took = begun.elapsed();
+    first.stop().await;
+    second.stop().await;
+
+    let arrivals = arrivals.lock().expect("lock").clone();
+    assert_eq!(arrivals.len(), DELIVERIES, "each delivered once");
+    let busiest = busiest_second(&arrivals);
+    eprintln!("rate limit {LIMIT}/s: busiest second {busiest}, {DELIVERIES} delivered in {took:?}");
+    assert!(busiest <= 22, "at most {LIMIT} a second (22 with the window's slack), saw {busiest}");
+    assert!(took >= Duration::from_secs(17), "{DELIVERIES} at {LIMIT}/s take about 20 s, took {took:?}");
+    let spent: Vec<i64> = sqlx::query_scalar("SELECT DISTINCT attempt_count::int8 FROM deliveries")
+        .fetch_all(&f.pool)
+        .await
+        .expect("attempts");
+    assert_eq!(spent, vec![1], "waiting for a slot spends no attempt");
+}
+
+#[test]
+fn the_busiest_second_is_counted_over_sliding_windows() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    assert_eq!(busiest_second(&[at(0), at(900), at(1000), at(1100), at(1950)]), 3);
+    assert_eq!(busiest_second(&[at(0), at(100), at(200), at(999), at(1000)]), 4);
+    assert_eq!(busiest_second(&[]), 0);
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn the_api_takes_shows_and_removes_a_limit_and_refuses_a_bad_one(pool: PgPool) {
+    use axum::http::Method;
+    use serde_json::json;
+    let api = crate::api::Api::new(pool).await;
+    for bad in [json!({"per_second": 0}), json!({"per_second": 10_001})] {
+        let (status, body) = api
+            .call(Method::POST, "/api/v1/webhooks", Some(json!({"url": "https://e.com/h", "rate_limit": bad})))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(crate::api::field_of(&body), vec!["rate_limit.per_second".to_owned()]);
+    }
+    let (status, created) = api
+        .call(
+            Method::POST,
+            "/api/v1/webhooks",
+            Some(json!({"url": "https://e.com/h", "rate_limit": {"per_second": 20}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["rate_limit"], json!({"per_second": 20}));
+    let uri = format!("/api/v1/webhooks/{}", created["id"].as_str().expect("id"));
+    let (_, removed) = api.call(Method::PATCH, &uri, Some(json!({"rate_limit": null}))).await;
+    assert_eq!(removed["rate_limit"], serde_json::Value::Null);
+    let (_, kept) = api.call(Method::PATCH, &uri, Some(json!({"description": "x"}))).await;
+    assert_eq!(kept["rate_limit"], serde_json::Value::Null, "a PATCH without it leaves it as it is");
+}

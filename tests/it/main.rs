@@ -11,6 +11,7 @@ mod headers;
 pub(crate) mod hostile;
 pub(crate) mod hostile_receiver;
 pub(crate) mod lifecycle;
+mod operational;
 mod ordering;
 pub(crate) mod pipeline;
 mod rate_limit;

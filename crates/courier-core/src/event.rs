@@ -23,10 +23,17 @@ pub enum EventType {
     CallDisconnected,
     #[serde(rename = "call.agent.changed")]
     CallAgentChanged,
+    /// Emitted by Courier: one of the tenant's webhooks was disabled (`gone`, `failing` or `manual`).
+    #[serde(rename = "webhook.disabled")]
+    WebhookDisabled,
+    /// Emitted by Courier: a delivery failed for good after its last allowed attempt.
+    #[serde(rename = "delivery.exhausted")]
+    DeliveryExhausted,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 6] = [
+    /// What emitters post, and what `"*"` selects.
+    pub const CALLS: [EventType; 6] = [
         EventType::CallStarted,
         EventType::CallConnected,
         EventType::CallCompleted,
@@ -34,6 +41,24 @@ impl EventType {
         EventType::CallDisconnected,
         EventType::CallAgentChanged,
     ];
+
+    /// What Courier itself emits into a tenant's stream; a webhook receives these only when its filter names them.
+    pub const OPERATIONAL: [EventType; 2] = [EventType::WebhookDisabled, EventType::DeliveryExhausted];
+
+    pub const ALL: [EventType; 8] = [
+        EventType::CallStarted,
+        EventType::CallConnected,
+        EventType::CallCompleted,
+        EventType::CallFailed,
+        EventType::CallDisconnected,
+        EventType::CallAgentChanged,
+        EventType::WebhookDisabled,
+        EventType::DeliveryExhausted,
+    ];
+
+    pub fn is_operational(self) -> bool {
+        Self::OPERATIONAL.contains(&self)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -43,6 +68,8 @@ impl EventType {
             EventType::CallFailed => "call.failed",
             EventType::CallDisconnected => "call.disconnected",
             EventType::CallAgentChanged => "call.agent.changed",
+            EventType::WebhookDisabled => "webhook.disabled",
+            EventType::DeliveryExhausted => "delivery.exhausted",
         }
     }
 }
@@ -91,7 +118,7 @@ impl EventSelector {
 
     pub fn matches(&self, t: EventType) -> bool {
         match self {
-            EventSelector::All => true,
+            EventSelector::All => !t.is_operational(),
             EventSelector::Only(types) => types.contains(&t),
         }
     }
@@ -163,8 +190,25 @@ impl EventData {
         Ok(data)
     }
 
+    /// The data of an event as stored: a call event's as [`EventData::parse`] checks it, an operational event's
+    /// (which Courier wrote, about no call) as any object.
+    pub fn parse_as(event_type: EventType, value: Value) -> Result<Self, DataError> {
+        if !event_type.is_operational() {
+            return Self::parse(value);
+        }
+        match value {
+            Value::Object(map) => Ok(Self(map)),
+            _ => Err(DataError::NotAnObject),
+        }
+    }
+
+    /// The data of an event Courier emits itself (no `call_id`, unless it is about one).
+    pub fn operational(map: Map<String, Value>) -> Self {
+        Self(map)
+    }
+
     pub fn call_id(&self) -> &str {
-        // `parse` is the only constructor and guarantees a string `call_id`.
+        // A call event's data always has one (`parse`); an operational event's may not, and then it has none.
         self.0.get("call_id").and_then(Value::as_str).unwrap_or_default()
     }
 
@@ -233,7 +277,10 @@ mod tests {
     #[test]
     fn selectors_match_what_they_name() {
         let all = EventSelector::parse(["*"]).expect("valid");
-        assert!(EventType::ALL.iter().all(|t| all.matches(*t)));
+        assert!(EventType::CALLS.iter().all(|t| all.matches(*t)));
+        assert!(EventType::OPERATIONAL.iter().all(|t| !all.matches(*t)), "`*` never includes operational events");
+        let ops = EventSelector::parse(["delivery.exhausted"]).expect("valid");
+        assert!(ops.matches(EventType::DeliveryExhausted) && !ops.matches(EventType::WebhookDisabled));
         let some = EventSelector::parse(["call.failed", "call.completed", "call.failed"]).expect("valid");
         assert_eq!(some.names(), vec!["call.completed", "call.failed"]);
         assert!(some.matches(EventType::CallFailed));

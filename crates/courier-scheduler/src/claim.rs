@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use courier_core::{
-    DeliveryId, Environment, Event, EventData, EventId, PayloadFilter, SealedSecrets, TenantId, TraceParent, WebhookId,
+    DeliveryId, Environment, Event, EventData, EventId, EventType, PayloadFilter, SealedSecrets, TenantId, TraceParent,
+    WebhookId,
 };
 use sqlx::PgPool;
 
@@ -70,17 +71,18 @@ struct Row {
 fn from_row(row: Row) -> Result<ClaimedDelivery> {
     let row_name = format!("delivery {}", row.id);
     let webhook = WebhookId::parse(&row.webhook_id).map_err(corrupt(&row_name, "webhook id"))?;
+    let event_type: EventType = row.event_type.parse().map_err(corrupt(&row_name, "event type"))?;
     Ok(ClaimedDelivery {
         id: DeliveryId::parse(&row.id).map_err(corrupt(&row_name, "id"))?,
         attempt: u32::try_from(row.attempt_count).map_err(corrupt(&row_name, "attempt_count"))?,
         max_attempts: u32::try_from(row.max_attempts).map_err(corrupt(&row_name, "max_attempts"))?,
         event: Event {
             id: EventId::parse(&row.event_id).map_err(corrupt(&row_name, "event id"))?,
-            event_type: row.event_type.parse().map_err(corrupt(&row_name, "event type"))?,
+            event_type,
             created: row.created,
             tenant_id: TenantId::from_uuid(row.tenant_id),
             livemode: row.environment.parse::<Environment>().map_err(corrupt(&row_name, "environment"))?.is_live(),
-            data: EventData::parse(row.data).map_err(corrupt(&row_name, "event data"))?,
+            data: EventData::parse_as(event_type, row.data).map_err(corrupt(&row_name, "event data"))?,
         },
         webhook: ClaimedWebhook {
             id: webhook.clone(),

@@ -16,14 +16,17 @@ pub struct Disabled {
     pub webhooks: Vec<WebhookId>,
     /// Pending deliveries cancelled.
     pub cancelled: u64,
+    /// Deliveries of `webhook.disabled` queued for the webhooks that were enabled until now.
+    pub announced: u64,
 }
 
-/// Disables these webhooks for `reason` and cancels their pending deliveries; in-flight ones finish their attempt
-/// and are cancelled when next claimed.
+/// Disables these webhooks for `reason`, cancels their pending deliveries (in-flight ones finish their attempt and
+/// are cancelled when next claimed) and announces `webhook.disabled` for those that were enabled.
 pub async fn disable(conn: &mut PgConnection, ids: &[WebhookId], reason: DisabledReason) -> Result<Disabled> {
-    let webhooks = state::disable(&mut *conn, ids, reason).await?;
-    let cancelled = cancel_queue(conn, &webhooks).await?;
-    Ok(Disabled { webhooks, cancelled })
+    let found = state::disable(&mut *conn, ids, reason).await?;
+    let cancelled = cancel_queue(&mut *conn, &found.existing).await?;
+    let announced = crate::operational::webhooks_disabled(conn, &found.newly, reason).await?;
+    Ok(Disabled { webhooks: found.existing, cancelled, announced })
 }
 
 /// Cancels every pending (or waiting) delivery of these webhooks (they were deleted or disabled in this
@@ -52,6 +55,7 @@ pub async fn disable_failing(pool: &PgPool, clock: &Clock, after: Duration, min_
     let disabled = state::disable_failing(&mut tx, after, min_exhausted, clock.skew()).await?;
     if !disabled.is_empty() {
         cancel_queue(&mut tx, &disabled).await?;
+        crate::operational::webhooks_disabled(&mut tx, &disabled, DisabledReason::Failing).await?;
         tracing::warn!(webhooks = ?disabled, "disabled webhooks that kept failing");
     }
     tx.commit().await?;

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use courier_core::{EventId, EventType, TraceParent};
+use courier_core::{EventId, EventType, TraceParent, WebhookId};
 use courier_store::Owner;
 use sqlx::{PgConnection, PgExecutor};
 
@@ -16,8 +16,11 @@ pub struct FanoutEvent<'a> {
     pub call_id: &'a str,
     /// The trace context of the request that brought the event, for its deliveries' attempts to link to.
     pub trace: Option<TraceParent>,
+    /// For an operational event, the webhook it is about: never delivered to that webhook itself.
+    pub about: Option<&'a WebhookId>,
 }
 
+// Long because it is one set-based statement (which webhooks, which wait, in what order) and its binds.
 /// Enqueues the deliveries of many events in one statement; returns the count per event, in order. Runs in the
 /// caller's transaction so that an event is never stored without its deliveries, nor the other way round. It does
 /// not wake the workers: after committing, the caller does ([`crate::wake::Notifier`]); a `NOTIFY` in this
@@ -30,12 +33,14 @@ pub async fn enqueue(conn: &mut PgConnection, owner: Owner, events: &[FanoutEven
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let calls: Vec<&str> = events.iter().map(|e| e.call_id).collect();
     let traces: Vec<Option<String>> = events.iter().map(|e| e.trace.map(|t| t.to_string())).collect();
+    let abouts: Vec<Option<&str>> = events.iter().map(|e| e.about.map(WebhookId::as_str)).collect();
+    let operational: Vec<&str> = EventType::OPERATIONAL.iter().map(|t| t.as_str()).collect();
     // Per-call ordering (see `crate::ordering`): a delivery to an ordered webhook waits when its call already has a
     // live delivery there, or an earlier event of this statement does. `call_seq` is this statement's sequence
     // number (statement order) then the event's position (array order; group commit appends requests in order).
     let counts: Vec<(String, i64)> = sqlx::query_as(
-        "WITH e AS (SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[])
-                             WITH ORDINALITY AS e(id, event_type, call_id, trace_parent, n)),
+        "WITH e AS (SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $10::text[])
+                             WITH ORDINALITY AS e(id, event_type, call_id, trace_parent, about, n)),
          base AS (SELECT nextval('delivery_call_seq') AS b),
          targets AS (
             SELECT e.id AS event_id, e.event_type, e.call_id, e.trace_parent, e.n, w.id AS webhook_id, w.tenant_id,
@@ -43,7 +48,10 @@ pub async fn enqueue(conn: &mut PgConnection, owner: Owner, events: &[FanoutEven
                    row_number() OVER (PARTITION BY w.id, e.call_id ORDER BY e.n) AS nth
               FROM e JOIN webhooks w
                 ON w.tenant_id = $1 AND w.environment = $2 AND w.active
-               AND (w.event_types IS NULL OR e.event_type = ANY (w.event_types))
+               -- `*` (NULL) is every call event; operational events go only where they are named, and never to
+               -- the webhook they are about.
+               AND ((w.event_types IS NULL AND NOT e.event_type = ANY ($11)) OR e.event_type = ANY (w.event_types))
+               AND (e.about IS NULL OR w.id <> e.about)
          ),
          decided AS (
             SELECT t.*, t.ordered AND (t.nth > 1 OR EXISTS (
@@ -72,6 +80,8 @@ pub async fn enqueue(conn: &mut PgConnection, owner: Owner, events: &[FanoutEven
     .bind(DeliveryStatus::Pending.as_str())
     .bind(DeliveryStatus::Waiting.as_str())
     .bind(crate::ordering::LIVE)
+    .bind(&abouts)
+    .bind(&operational)
     .fetch_all(&mut *conn)
     .await?;
     Ok(events

@@ -61,7 +61,8 @@ pub struct Recorded {
     pub minimal: u64,
     /// Attempts with no row at all (their deliveries moved on, or were left to their leases).
     pub dropped: u64,
-    /// Waiting deliveries made pending because the delivery before them in their call ended: wake the workers.
+    /// Deliveries made due by this batch: waiting ones whose call's earlier delivery ended, and the deliveries of
+    /// operational events it announced. Wake the workers.
     pub promoted: u64,
 }
 
@@ -192,6 +193,8 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
     let mut succeeded: Vec<&WebhookId> = Vec::new();
     // Ordered deliveries this batch ends, whose call's next delivery may then go.
     let mut ended: Vec<&str> = Vec::new();
+    // Deliveries that failed after their last attempt, to announce (`delivery.exhausted`).
+    let mut exhausted_ids: Vec<&str> = Vec::new();
     for r in records {
         if r.ordered && !matches!(r.next, Next::Retry { .. }) {
             ended.push(r.delivery_id.as_str());
@@ -234,6 +237,7 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
             ),
             Next::Failed => {
                 exhausted.push(&r.webhook_id);
+                exhausted_ids.push(r.delivery_id.as_str());
                 (DeliveryStatus::Failed, None)
             }
             Next::Gone => {
@@ -289,10 +293,12 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
     .rows_affected();
     // The failure streak auto-disable reads, and a 410's disabling, belong to the webhook's owner.
     state::track_failures(&mut tx, &exhausted, &succeeded, clock.skew()).await?;
+    let mut promoted = 0;
     if !gone.is_empty() {
-        crate::disabling::disable(&mut tx, &gone, DisabledReason::Gone).await?;
+        promoted += crate::disabling::disable(&mut tx, &gone, DisabledReason::Gone).await?.announced;
     }
-    let promoted = crate::ordering::promote_next(&mut tx, clock, &ended).await?;
+    promoted += crate::operational::deliveries_exhausted(&mut tx, &exhausted_ids).await?;
+    promoted += crate::ordering::promote_next(&mut tx, clock, &ended).await?;
     tx.commit().await?;
     Ok(Written { updated, promoted })
 }

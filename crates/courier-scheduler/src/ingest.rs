@@ -233,6 +233,7 @@ async fn store(
                 event_type: s.event.event_type,
                 call_id: s.event.data.call_id(),
                 trace: *trace,
+                about: None,
             }),
             _ => None,
         })

@@ -82,6 +82,7 @@ pub async fn fail_exhausted_leases(pool: &PgPool, clock: &Clock) -> Result<u64> 
     .await?;
     let ended: Vec<&str> = failed.iter().map(String::as_str).collect();
     crate::ordering::promote_next(&mut tx, clock, &ended).await?;
+    crate::operational::deliveries_exhausted(&mut tx, &ended).await?;
     tx.commit().await?;
     Ok(failed.len() as u64)
 }

@@ -14,6 +14,7 @@ pub mod finish;
 pub mod ingest;
 pub mod lease;
 pub mod logs;
+mod operational;
 pub mod ordering;
 pub mod rate;
 pub mod replay;

@@ -68,10 +68,11 @@ macro_rules! columns {
 
 fn from_row(row: Row) -> Result<StoredEvent> {
     let row_name = format!("event {}", row.id);
+    let event_type: EventType = row.event_type.parse().map_err(Error::corrupt(&row_name, "type"))?;
     Ok(StoredEvent {
         event: Event {
             id: EventId::parse(&row.id).map_err(Error::corrupt(&row_name, "id"))?,
-            event_type: row.event_type.parse().map_err(Error::corrupt(&row_name, "type"))?,
+            event_type,
             created: row.created,
             tenant_id: courier_core::TenantId::from_uuid(row.tenant_id),
             livemode: row
@@ -79,7 +80,7 @@ fn from_row(row: Row) -> Result<StoredEvent> {
                 .parse::<courier_core::Environment>()
                 .map_err(Error::corrupt(&row_name, "environment"))?
                 .is_live(),
-            data: EventData::parse(row.data).map_err(Error::corrupt(&row_name, "data"))?,
+            data: EventData::parse_as(event_type, row.data).map_err(Error::corrupt(&row_name, "data"))?,
         },
         received_at: row.received_at,
     })

@@ -199,11 +199,18 @@ fn validate(input: EventInput, prefix: &str) -> Result<NewEvent, ApiError> {
             .map_err(|_| bad("id", "must be `evt_` followed by 1 to 100 letters, digits, `_` or `-`".to_owned()))
             .ok(),
     };
-    let event_type = input
-        .event_type
-        .parse::<EventType>()
-        .map_err(|e| bad("type", format!("{e}; expected one of {}", EventType::ALL.map(|t| t.as_str()).join(", "))))
-        .ok();
+    let calls = || EventType::CALLS.map(|t| t.as_str()).join(", ");
+    let event_type = match input.event_type.parse::<EventType>() {
+        Ok(t) if t.is_operational() => {
+            bad("type", format!("`{t}` is emitted by Courier itself; post one of {}", calls()));
+            None
+        }
+        Ok(t) => Some(t),
+        Err(e) => {
+            bad("type", format!("{e}; expected one of {}", calls()));
+            None
+        }
+    };
     // A time before 2000 or after 2100 is a mistake (milliseconds sent as seconds, say), not an event.
     if input.created.is_some_and(|c| !(EARLIEST_CREATED..=LATEST_CREATED).contains(&c)) {
         bad("created", "must be unix seconds between 2000-01-01 and 2100-01-01".to_owned());

@@ -47,6 +47,12 @@ pub enum EventSelectorName {
     CallDisconnected,
     #[serde(rename = "call.agent.changed")]
     CallAgentChanged,
+    /// Emitted by Courier; only when named (`*` does not include it).
+    #[serde(rename = "webhook.disabled")]
+    WebhookDisabled,
+    /// Emitted by Courier; only when named (`*` does not include it).
+    #[serde(rename = "delivery.exhausted")]
+    DeliveryExhausted,
 }
 
 /// A delivery status name, for the OpenAPI document.

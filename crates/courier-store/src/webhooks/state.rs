@@ -23,18 +23,33 @@ fn parse_ids(ids: Vec<String>) -> Result<Vec<WebhookId>> {
     ids.into_iter().map(|id| WebhookId::parse(&id).map_err(Error::corrupt(format!("webhook {id}"), "id"))).collect()
 }
 
+/// What [`disable`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Disabled {
+    /// Every id that exists (deleted ones excluded), whichever state it was in.
+    pub existing: Vec<WebhookId>,
+    /// Those that were enabled until now.
+    pub newly: Vec<WebhookId>,
+}
+
 /// Disables these webhooks for `reason`; one already disabled keeps the reason it was first disabled for.
-/// Returns the ids that exist (deleted ones excluded), whichever state they were in.
-pub async fn disable(conn: &mut PgConnection, ids: &[WebhookId], reason: DisabledReason) -> Result<Vec<WebhookId>> {
-    let done: Vec<String> = sqlx::query_scalar(
-        "UPDATE webhooks SET status = 'disabled', disabled_reason = COALESCE(disabled_reason, $2), updated_at = now()
-         WHERE id = ANY ($1) AND deleted_at IS NULL RETURNING id",
+pub async fn disable(conn: &mut PgConnection, ids: &[WebhookId], reason: DisabledReason) -> Result<Disabled> {
+    let done: Vec<(String, bool)> = sqlx::query_as(
+        "WITH before AS (
+            SELECT id, status = 'enabled' AS was_enabled FROM webhooks
+             WHERE id = ANY ($1) AND deleted_at IS NULL FOR UPDATE
+         )
+         UPDATE webhooks w SET status = 'disabled', disabled_reason = COALESCE(w.disabled_reason, $2),
+                updated_at = now()
+           FROM before WHERE w.id = before.id
+         RETURNING w.id, before.was_enabled",
     )
     .bind(id_strs(ids))
     .bind(reason.as_str())
     .fetch_all(conn)
     .await?;
-    parse_ids(done)
+    let newly = done.iter().filter(|(_, was)| *was).map(|(id, _)| id.clone()).collect();
+    Ok(Disabled { existing: parse_ids(done.into_iter().map(|(id, _)| id).collect())?, newly: parse_ids(newly)? })
 }
 
 /// Enables these webhooks with a fresh failure streak; returns the ids that exist (deleted ones excluded).

@@ -115,13 +115,18 @@ pub async fn update(
     let owner = principal.require(Scope::WebhooksWrite)?;
     let id = parse_webhook_id(&id)?;
     let turning_off = matches!(body.status, Some(StatusInput::Disabled));
-    let patch = patch_of(body, owner.environment, &state.config.webhooks)?;
+    let mut patch = patch_of(body, owner.environment, &state.config.webhooks)?;
+    if turning_off {
+        // Disabling is the scheduler's: the state, the queue cancelled and `webhook.disabled` announced at once.
+        patch.enabled = None;
+    }
     let mut tx = state.pool.begin().await?;
-    let webhook = webhooks::update(&mut tx, &state.key, owner, &id, patch)
+    let mut webhook = webhooks::update(&mut tx, &state.key, owner, &id, patch)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook"))?;
     if turning_off {
-        disabling::cancel_queue(&mut tx, std::slice::from_ref(&id)).await?;
+        disabling::disable(&mut tx, std::slice::from_ref(&id), webhooks::DisabledReason::Manual).await?;
+        webhook = webhooks::get(&mut *tx, owner, &id).await?.ok_or_else(|| ApiError::not_found("webhook"))?;
     }
     tx.commit().await?;
     Ok(Json(WebhookOutput::new(webhook, None)))

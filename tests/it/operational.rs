@@ -1,0 +1,92 @@
+//! Operational events (`webhook.disabled`, `delivery.exhausted`): Courier's own events in the tenant's stream,
+//! delivered only where a filter names them, never about the webhook itself, signed and recorded like any other.
+
+use courier_core::{EventType, PayloadFilter};
+use courier_scheduler::DeliveryStatus;
+use sqlx::PgPool;
+
+use crate::fixture::{Fixture, config};
+use crate::receiver::{Receiver, Reply};
+use crate::support::guide_accepts;
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn an_exhausted_delivery_is_announced_to_the_webhooks_that_asked_and_never_to_itself(pool: PgPool) {
+    let f = Fixture::new(pool).await;
+    let failing = Receiver::start(Reply::Status(500)).await;
+    let ops = Receiver::start(Reply::Status(200)).await;
+    let everything = Receiver::start(Reply::Status(200)).await;
+    let none = PayloadFilter::default();
+    // Fails for good on its only attempt, and itself asks for exhausted deliveries.
+    let (dead, _) = f.webhook_for(f.owner, &failing.url, &["call.completed", "delivery.exhausted"], none, 1).await;
+    let (_, ops_secret) = f.webhook_for(f.owner, &ops.url, &["delivery.exhausted", "webhook.disabled"], none, 3).await;
+    f.webhook_for(f.owner, &everything.url, &["*"], none, 3).await;
+
+    let (event_id, fanned_out) = f.ingest_for(f.owner, EventType::CallCompleted).await;
+    assert_eq!(fanned_out, 2, "the call event goes to the two webhooks that select it");
+    f.drain(&f.worker(config())).await;
+
+    let announced = ops.received();
+    assert_eq!(announced.len(), 1, "one delivery was exhausted");
+    let body = announced[0].json();
+    assert_eq!(body["event"]["type"], "delivery.exhausted");
+    let data = &body["event"]["data"];
+    assert_eq!(data["event_id"], event_id.as_str());
+    assert_eq!(data["webhook_id"], dead.id.as_str());
+    assert_eq!(data["last_status_code"], 500);
+    assert_eq!(data["attempts"], 1);
+    assert_eq!(data["call_id"], "call-1");
+    assert!(data["delivery_id"].as_str().is_some_and(|d| d.starts_with("dlv_")));
+    assert!(guide_accepts(ops_secret.expose(), announced[0].header("x-webhook-signature"), &announced[0].body));
+    assert_eq!(failing.received().len(), 1, "the exhausted webhook never hears about itself");
+    let types: Vec<String> = everything.received().iter().map(|r| r.json()["event"]["type"].to_string()).collect();
+    assert_eq!(types, vec!["\"call.completed\""], "`*` does not include operational events");
+    // Recorded like any other delivery.
+    let all = f.deliveries().await;
+    assert_eq!(all.len(), 3);
+    let recorded: Vec<_> = all.iter().filter(|d| d.event_type == EventType::DeliveryExhausted).collect();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!((recorded[0].status, recorded[0].attempt_count), (DeliveryStatus::Succeeded, 1));
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_410_announces_webhook_disabled_with_its_reason(pool: PgPool) {
+    let f = Fixture::new(pool).await;
+    let gone = Receiver::start(Reply::Status(410)).await;
+    let ops = Receiver::start(Reply::Status(200)).await;
+    let none = PayloadFilter::default();
+    let (webhook, _) = f.webhook(&gone.url, 5).await;
+    f.webhook_for(f.owner, &ops.url, &["webhook.disabled"], none, 3).await;
+    f.ingest().await;
+    f.drain(&f.worker(config())).await;
+
+    let announced = ops.received();
+    assert_eq!(announced.len(), 1);
+    let body = announced[0].json();
+    assert_eq!(body["event"]["type"], "webhook.disabled");
+    assert_eq!(body["event"]["data"]["webhook_id"], webhook.id.as_str());
+    assert_eq!(body["event"]["data"]["reason"], "gone");
+    assert_eq!(gone.received().len(), 1, "no delivery.exhausted for a 410, and nothing more to the gone webhook");
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn emitters_cannot_post_operational_events_but_filters_and_logs_can_name_them(pool: PgPool) {
+    use axum::http::{Method, StatusCode};
+    use serde_json::json;
+    let api = crate::api::Api::new(pool).await;
+    let (status, body) = api
+        .event(json!({"id": "evt_fake", "type": "webhook.disabled", "data": {"call_id": "c", "webhook_id": "wh_x"}}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(crate::api::field_of(&body), vec!["type".to_owned()]);
+    let (status, created) = api
+        .call(
+            Method::POST,
+            "/api/v1/webhooks",
+            Some(json!({"url": "https://e.com/ops", "filter": {"events": ["delivery.exhausted", "webhook.disabled"]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["filter"]["events"], json!(["webhook.disabled", "delivery.exhausted"]));
+    let (status, _) = api.call(Method::GET, "/api/v1/deliveries?event_type=delivery.exhausted", None).await;
+    assert_eq!(status, StatusCode::OK);
+}

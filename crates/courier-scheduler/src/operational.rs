@@ -36,10 +36,29 @@ fn owner_of(tenant: uuid::Uuid, environment: &str, row: &str) -> Result<Owner> {
     })
 }
 
-/// Stores and fans out each announcement in the caller's transaction; returns how many deliveries were queued.
+/// Whether another active webhook of `owner` names `event_type` in its filter: an announcement nobody would
+/// receive is not stored (a tenant without operational webhooks should not collect an event per failure).
+async fn anyone_listens(conn: &mut PgConnection, a: &Announcement) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM webhooks WHERE tenant_id = $1 AND environment = $2 AND active AND id <> $3
+                                                 AND $4 = ANY (event_types))",
+    )
+    .bind(a.owner.tenant.as_uuid())
+    .bind(a.owner.environment.as_str())
+    .bind(a.about.as_str())
+    .bind(a.event.event_type.as_str())
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// Stores and fans out each announcement someone listens to, in the caller's transaction; returns how many
+/// deliveries were queued.
 async fn announce(conn: &mut PgConnection, announcements: Vec<Announcement>) -> Result<u64> {
     let mut queued = 0;
     for a in announcements {
+        if !anyone_listens(&mut *conn, &a).await? {
+            continue;
+        }
         let stored = events::insert_many(&mut *conn, a.owner, std::slice::from_ref(&a.event)).await?;
         let Some(Inserted::New(stored)) = stored.into_iter().next() else { continue };
         let fan = FanoutEvent {

@@ -90,3 +90,49 @@ async fn emitters_cannot_post_operational_events_but_filters_and_logs_can_name_t
     let (status, _) = api.call(Method::GET, "/api/v1/deliveries?event_type=delivery.exhausted", None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn disabling_through_the_api_announces_webhook_disabled_manual(pool: PgPool) {
+    use std::time::Duration;
+
+    use axum::http::{Method, StatusCode};
+    use serde_json::json;
+    let api = crate::api::Api::new(pool.clone()).await;
+    let ops = Receiver::start(Reply::Status(200)).await;
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/api/v1/webhooks",
+            Some(json!({"url": ops.url, "filter": {"events": ["webhook.disabled"]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, target) = api.call(Method::POST, "/api/v1/webhooks", Some(json!({"url": "http://127.0.0.1:9/t"}))).await;
+    let uri = format!("/api/v1/webhooks/{}", target["id"].as_str().expect("id"));
+    let (status, disabled) = api.call(Method::PATCH, &uri, Some(json!({"status": "disabled"}))).await;
+    assert_eq!(status, StatusCode::OK, "{disabled}");
+    assert_eq!((disabled["status"].as_str(), disabled["disabled_reason"].as_str()), (Some("disabled"), Some("manual")));
+    // Disabling it again announces nothing more.
+    api.call(Method::PATCH, &uri, Some(json!({"status": "disabled"}))).await;
+    let announced: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'webhook.disabled'")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(announced, 1);
+
+    let key = courier_core::MasterKey::from_bytes(&[9u8; 32]);
+    let worker = courier_worker::Worker::new(pool, key, config()).expect("worker");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run(stop.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ops.received().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the announcement never came");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    running.await.expect("joins").expect("stops");
+    let received = ops.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].json()["event"]["data"]["reason"], "manual");
+    assert_eq!(received[0].json()["event"]["data"]["webhook_id"], target["id"]);
+}

@@ -206,3 +206,22 @@ async fn a_batch_keeps_its_array_order_and_waiting_deliveries_show_as_waiting(po
     // The batch listed positions 3, 2, 1, 0: that is the order they were accepted in.
     assert_eq!(deduped, vec![3, 2, 1, 0], "{arrivals:?}");
 }
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn the_sweep_lets_go_a_waiting_delivery_whose_predecessor_ended_unseen(pool: PgPool) {
+    let f = Fixture::new(pool).await;
+    let (receiver, url) = OrderReceiver::start().await;
+    f.webhook_ordered(&url, 12, Ordering::Call).await;
+    let workers = Notifier::spawn(f.pool.clone());
+    ingest::accept(&f.pool, &workers, f.owner, vec![event(5, 0), event(5, 1)], None).await.expect("ingest");
+    // The head ends in a transaction that did not promote its successor (as when a fan-out raced its end).
+    let ended =
+        sqlx::query("UPDATE deliveries SET status = 'succeeded', next_attempt_at = NULL WHERE event_id = 'evt_c5_0'")
+            .execute(&f.pool)
+            .await
+            .expect("end the head");
+    assert_eq!(ended.rows_affected(), 1);
+    f.drain(&f.worker(ordering_config())).await;
+    let arrivals: Vec<usize> = receiver.arrivals.lock().expect("lock").iter().map(|(_, p)| *p).collect();
+    assert!(!arrivals.is_empty() && arrivals.iter().all(|p| *p == 1), "only the stranded successor goes: {arrivals:?}");
+}

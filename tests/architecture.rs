@@ -28,6 +28,7 @@ const IMPURE: &[&str] = &["tokio", "sqlx", "reqwest", "hyper", "axum", "metrics"
 const OWNERS: &[(&str, &str)] = &[
     ("tenants", "crates/courier-store/src/tenants.rs"),
     ("api_keys", "crates/courier-store/src/api_keys.rs"),
+    ("portal_sessions", "crates/courier-store/src/portal_sessions.rs"),
     ("webhooks", "crates/courier-store/src/webhooks/"),
     ("events", "crates/courier-store/src/events.rs"),
     // The queue: fan-out, claim, lease, record, cancel and replay are all the scheduler's.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use courier_api::{ApiConfig, RateLimit, WebhookRules};
+use courier_api::{ApiConfig, PortalConfig, RateLimit, WebhookRules};
 use courier_worker::{AutoDisable, WorkerConfig};
 
 use super::Settings;
@@ -14,6 +14,11 @@ impl Settings {
         ApiConfig {
             rate_limit: api.rate_limit.map(|(per_second, burst)| RateLimit { per_second, burst }),
             statement_timeout: api.statement_timeout,
+            portal: PortalConfig {
+                public_url: api.public_url.as_str().trim_end_matches('/').to_owned(),
+                secure_cookie: api.public_url.scheme() == "https",
+                frame_ancestors: api.portal_frame_ancestors.clone(),
+            },
             webhooks: WebhookRules {
                 allow_http: api.allow_http,
                 // The API refuses at creation what the worker would refuse at delivery: one list for both.

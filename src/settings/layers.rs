@@ -23,6 +23,8 @@ pub(super) const SETTINGS: &[(&str, Option<&str>)] = &[
     ("rate_limit_burst", Some("2000")),
     ("max_webhooks", Some("100")),
     ("api_statement_timeout", Some("5s")),
+    ("public_url", Some("")),
+    ("portal_frame_ancestors", Some("'none'")),
     ("allowed_targets", Some("")),
     ("retry_initial", Some("30s")),
     ("retry_multiplier", Some("4")),

@@ -63,6 +63,12 @@ pub struct ApiSettings {
     pub max_webhooks: u32,
     /// `COURIER_API_STATEMENT_TIMEOUT`: the longest one API statement may run (then 503).
     pub statement_timeout: Duration,
+    /// `COURIER_PUBLIC_URL`: the base of the links Courier hands out (portal magic links); empty means
+    /// `http://` + `COURIER_LISTEN`. An `https` base also marks the portal's cookie `Secure`.
+    pub public_url: url::Url,
+    /// `COURIER_PORTAL_FRAME_ANCESTORS`: the CSP `frame-ancestors` sources that may embed the portal in a frame
+    /// (e.g. `https://studio.example.com`); `'none'` by default.
+    pub portal_frame_ancestors: String,
 }
 
 #[derive(Debug, Clone)]

@@ -36,8 +36,11 @@ impl ApiSettings {
             Ok(r)
         })?;
         let burst: f64 = l.parse("rate_limit_burst", positive)?;
+        let listen: std::net::SocketAddr = l.parse("listen", |s| Ok(s.trim().parse()?))?;
         Ok(Self {
-            listen: l.parse("listen", |s| Ok(s.trim().parse()?))?,
+            listen,
+            public_url: l.parse("public_url", |s| public_url(s, listen))?,
+            portal_frame_ancestors: l.parse("portal_frame_ancestors", frame_ancestors)?,
             metrics_listen: l.parse("metrics_listen", |s| match s.trim() {
                 "" => Ok(None),
                 addr => Ok(Some(addr.parse()?)),
@@ -50,6 +53,28 @@ impl ApiSettings {
             statement_timeout: l.parse("api_statement_timeout", at_least(Duration::from_millis(10)))?,
         })
     }
+}
+
+/// An `http(s)` base without query or fragment; empty means the listen address.
+fn public_url(s: &str, listen: std::net::SocketAddr) -> anyhow::Result<url::Url> {
+    let text = s.trim();
+    let url = if text.is_empty() { url::Url::parse(&format!("http://{listen}/"))? } else { url::Url::parse(text)? };
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        bail!("must be an http or https URL, e.g. https://courier.example.com");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        bail!("must not have a query or a fragment");
+    }
+    Ok(url)
+}
+
+/// CSP source expressions, space-separated: nothing that could end the directive or the header.
+fn frame_ancestors(s: &str) -> anyhow::Result<String> {
+    let text = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.is_empty() || text.chars().any(|c| c == ';' || c == ',' || !c.is_ascii_graphic() && c != ' ') {
+        bail!("must be CSP frame-ancestors sources separated by spaces, e.g. 'none' or https://studio.example.com");
+    }
+    Ok(text)
 }
 
 fn retry_policy(l: &Layers) -> anyhow::Result<RetryPolicy> {

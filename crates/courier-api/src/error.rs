@@ -160,7 +160,7 @@ impl ApiError {
         self.body
     }
 
-    fn log(&self) {
+    pub(crate) fn log(&self) {
         if let Some(cause) = &self.cause
             && self.status.is_server_error()
         {

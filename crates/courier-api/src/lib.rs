@@ -6,6 +6,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod portal;
 pub mod routes;
 pub mod state;
 pub mod supervise;
@@ -25,9 +26,9 @@ use tower_http::trace::TraceLayer;
 use tracing::field::Empty;
 
 pub use error::ApiError;
-pub use state::{ApiConfig, AppState, RateLimit, WebhookRules};
+pub use state::{ApiConfig, AppState, PortalConfig, RateLimit, WebhookRules};
 
-use crate::routes::{deliveries, events, health, webhooks};
+use crate::routes::{deliveries, events, health, portal_sessions, webhooks};
 
 /// One event's body: 256 KiB of `data` plus room for the rest of the envelope.
 pub const EVENT_BODY_LIMIT: usize = 256 * 1024 + 4 * 1024;
@@ -75,9 +76,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/deliveries/{id}", get(deliveries::get))
         .route("/api/v1/deliveries/{id}/replay", post(deliveries::replay_one))
         .route("/api/v1/replays/{id}", get(deliveries::get_replay))
+        .route("/api/v1/portal/sessions", post(portal_sessions::create))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }))
+        .merge(portal::router(state.clone()))
         .fallback(|| async { ApiError::route_not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{deliveries, events, health, webhooks};
+use crate::routes::{deliveries, events, health, portal_sessions, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,13 +12,14 @@ use crate::routes::{deliveries, events, health, webhooks};
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete, webhooks::rotate_secret,
         events::ingest, events::ingest_batch, events::list, events::get,
         deliveries::list, deliveries::get, deliveries::replay_one, deliveries::replay_bulk, deliveries::get_replay,
-        health::healthz, health::readyz,
+        portal_sessions::create, health::healthz, health::readyz,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "webhooks", description = "A tenant's endpoints"),
         (name = "events", description = "Call lifecycle events from the emitter"),
         (name = "deliveries", description = "The delivery log and replay"),
+        (name = "portal", description = "Magic links into the tenant portal"),
         (name = "operations", description = "Health"),
     )
 )]

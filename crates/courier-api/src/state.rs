@@ -18,6 +18,18 @@ pub struct ApiConfig {
     /// The longest any one API statement may run before PostgreSQL cancels it (answered 503).
     pub statement_timeout: Duration,
     pub webhooks: WebhookRules,
+    pub portal: PortalConfig,
+}
+
+/// How the tenant portal is reached and framed.
+#[derive(Debug, Clone)]
+pub struct PortalConfig {
+    /// The base of magic links, without a trailing slash (`https://courier.example.com`).
+    pub public_url: String,
+    /// Mark the session cookie `Secure` (the public URL is https).
+    pub secure_cookie: bool,
+    /// The CSP `frame-ancestors` sources, e.g. `'none'`.
+    pub frame_ancestors: String,
 }
 
 /// What a webhook created or changed through the API may be.

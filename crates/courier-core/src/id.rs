@@ -135,6 +135,12 @@ generated_id!(
     "rpl_"
 );
 
+generated_id!(
+    /// A tenant portal session (its public identifier, never its tokens): `ps_…`.
+    PortalSessionId,
+    "ps_"
+);
+
 /// An event id: `evt_…`.
 ///
 /// Courier generates ULID-bodied ids, but the emitter may bring its own (`evt_abc123` in the guide),

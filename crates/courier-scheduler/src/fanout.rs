@@ -18,6 +18,8 @@ pub struct FanoutEvent<'a> {
     pub trace: Option<TraceParent>,
     /// For an operational event, the webhook it is about: never delivered to that webhook itself.
     pub about: Option<&'a WebhookId>,
+    /// A test event sent from the portal goes to this one webhook only (still subject to its filter).
+    pub only: Option<&'a WebhookId>,
 }
 
 // Long because it is one set-based statement (which webhooks, which wait, in what order) and its binds.
@@ -34,13 +36,15 @@ pub async fn enqueue(conn: &mut PgConnection, owner: Owner, events: &[FanoutEven
     let calls: Vec<&str> = events.iter().map(|e| e.call_id).collect();
     let traces: Vec<Option<String>> = events.iter().map(|e| e.trace.map(|t| t.to_string())).collect();
     let abouts: Vec<Option<&str>> = events.iter().map(|e| e.about.map(WebhookId::as_str)).collect();
+    let onlys: Vec<Option<&str>> = events.iter().map(|e| e.only.map(WebhookId::as_str)).collect();
     let operational: Vec<&str> = EventType::OPERATIONAL.iter().map(|t| t.as_str()).collect();
     // Per-call ordering (see `crate::ordering`): a delivery to an ordered webhook waits when its call already has a
     // live delivery there, or an earlier event of this statement does. `call_seq` is this statement's sequence
     // number (statement order) then the event's position (array order; group commit appends requests in order).
     let counts: Vec<(String, i64)> = sqlx::query_as(
-        "WITH e AS (SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $10::text[])
-                             WITH ORDINALITY AS e(id, event_type, call_id, trace_parent, about, n)),
+        "WITH e AS (SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $10::text[],
+                                    $12::text[])
+                             WITH ORDINALITY AS e(id, event_type, call_id, trace_parent, about, only_to, n)),
          base AS (SELECT nextval('delivery_call_seq') AS b),
          targets AS (
             SELECT e.id AS event_id, e.event_type, e.call_id, e.trace_parent, e.n, w.id AS webhook_id, w.tenant_id,
@@ -52,6 +56,7 @@ pub async fn enqueue(conn: &mut PgConnection, owner: Owner, events: &[FanoutEven
                -- the webhook they are about.
                AND ((w.event_types IS NULL AND NOT e.event_type = ANY ($11)) OR e.event_type = ANY (w.event_types))
                AND (e.about IS NULL OR w.id <> e.about)
+               AND (e.only_to IS NULL OR w.id = e.only_to)
          ),
          decided AS (
             SELECT t.*, t.ordered AND (t.nth > 1 OR EXISTS (
@@ -82,6 +87,7 @@ pub async fn enqueue(conn: &mut PgConnection, owner: Owner, events: &[FanoutEven
     .bind(crate::ordering::LIVE)
     .bind(&abouts)
     .bind(&operational)
+    .bind(&onlys)
     .fetch_all(&mut *conn)
     .await?;
     Ok(events

@@ -234,6 +234,7 @@ async fn store(
                 call_id: s.event.data.call_id(),
                 trace: *trace,
                 about: None,
+                only: None,
             }),
             _ => None,
         })

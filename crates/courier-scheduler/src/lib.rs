@@ -6,6 +6,7 @@
 //! claimed, and the claim reads only that column through a partial index that holds live work alone.
 //! Transactions here are short and never span an HTTP call: claim, commit, deliver outside, record in a batch.
 
+pub mod activity;
 pub mod claim;
 pub mod clock;
 pub mod disabling;
@@ -20,6 +21,7 @@ pub mod rate;
 pub mod replay;
 pub mod retention;
 pub mod stats;
+pub mod test_event;
 pub mod wake;
 
 use std::fmt;

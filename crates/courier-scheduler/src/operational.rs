@@ -67,6 +67,7 @@ async fn announce(conn: &mut PgConnection, announcements: Vec<Announcement>) -> 
             call_id: stored.event.data.call_id(),
             trace: None,
             about: Some(&a.about),
+            only: None,
         };
         queued += fanout::enqueue(&mut *conn, a.owner, &[fan]).await?.iter().sum::<u64>();
     }

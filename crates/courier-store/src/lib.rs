@@ -8,6 +8,7 @@
 pub mod api_keys;
 pub mod events;
 pub mod operator;
+pub mod portal_sessions;
 pub mod schema;
 pub mod tenants;
 pub mod webhooks;

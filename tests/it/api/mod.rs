@@ -2,6 +2,7 @@
 
 mod deliveries;
 mod events;
+mod portal;
 mod service;
 mod webhooks;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
-use courier_api::{ApiConfig, AppState, RateLimit, WebhookRules};
+use courier_api::{ApiConfig, AppState, PortalConfig, RateLimit, WebhookRules};
 use courier_core::MasterKey;
 use courier_core::{Environment, Scope, Scopes};
 use courier_store::{api_keys, tenants};
@@ -36,6 +37,11 @@ pub fn api_config() -> ApiConfig {
             rotation_grace: Duration::from_secs(3600),
             default_max_attempts: 5,
             max_webhooks: 100,
+        },
+        portal: PortalConfig {
+            public_url: "http://courier.test".into(),
+            secure_cookie: false,
+            frame_ancestors: "'none'".into(),
         },
     }
 }

@@ -1,0 +1,161 @@
+//! The frame every portal page shares, the small formatting helpers, and the pages for what went wrong.
+
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use courier_core::Scope;
+use courier_scheduler::DeliveryStatus;
+use maud::{DOCTYPE, Markup, html};
+
+use super::session::Viewer;
+
+/// Which section of the navigation a page belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Overview,
+    Deliveries,
+    Recover,
+    Events,
+}
+
+/// A whole page: the header with navigation (for a signed-in viewer) and `main`.
+pub fn layout(title: &str, viewer: Option<(&Viewer, Section)>, main: Markup) -> Markup {
+    page(title, viewer, None, main)
+}
+
+/// A page that loads `url` after `seconds` by itself (no script): a redirect that stays same-site, a progress page.
+pub fn refreshing(title: &str, viewer: Option<(&Viewer, Section)>, seconds: u32, url: &str, main: Markup) -> Markup {
+    page(title, viewer, Some(format!("{seconds}; url={url}")), main)
+}
+
+fn page(title: &str, viewer: Option<(&Viewer, Section)>, refresh: Option<String>, main: Markup) -> Markup {
+    let link = |href: &str, label: &str, here: bool| {
+        html! { a href=(href) aria-current=[here.then_some("page")] { (label) } }
+    };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(refresh) = refresh {
+                    meta http-equiv="refresh" content=(refresh);
+                }
+                title { (title) " · Courier" }
+                link rel="stylesheet" href="/portal/style.css";
+            }
+            body {
+                header {
+                    span.brand { "Courier" }
+                    @if let Some((viewer, section)) = viewer {
+                        nav aria-label="Portal" {
+                            (link("/portal", "Webhooks", section == Section::Overview))
+                            (link("/portal/deliveries", "Delivery log", section == Section::Deliveries))
+                            @if viewer.can(Scope::DeliveriesReplay) {
+                                (link("/portal/recover", "Recover", section == Section::Recover))
+                            }
+                            (link("/portal/events", "Event catalog", section == Section::Events))
+                        }
+                        span.env { (viewer.owner().environment.as_str()) " mode" }
+                        form method="post" action="/portal/logout" {
+                            (viewer.csrf_field())
+                            button.link type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main { (main) }
+            }
+        }
+    }
+}
+
+pub fn render(markup: Markup) -> Response {
+    Html(markup.into_string()).into_response()
+}
+
+/// `2026-01-19 12:00:05 UTC`.
+pub fn time(t: DateTime<Utc>) -> Markup {
+    html! { time datetime=(t.to_rfc3339()) { (t.format("%Y-%m-%d %H:%M:%S UTC")) } }
+}
+
+pub fn status_badge(status: DeliveryStatus) -> Markup {
+    html! { span class=(format!("badge {}", status.as_str())) { (status.as_str()) } }
+}
+
+/// What can go wrong on a portal request, each answered with a page of its own.
+#[derive(Debug)]
+pub enum PortalError {
+    /// No session, or it expired, was signed out or its key revoked; also a login link that cannot be used.
+    SignedOut,
+    /// Not found, or another tenant's: the same answer either way.
+    NotFound(&'static str),
+    /// The session lacks the scope this needs.
+    Forbidden(Scope),
+    /// A form without this session's CSRF token.
+    Csrf,
+    /// Input the page cannot use, with what to fix.
+    BadInput(String),
+    /// Something on our side; the cause is logged, not shown.
+    Internal(crate::ApiError),
+}
+
+impl From<courier_store::Error> for PortalError {
+    fn from(err: courier_store::Error) -> Self {
+        PortalError::Internal(err.into())
+    }
+}
+
+impl From<courier_scheduler::Error> for PortalError {
+    fn from(err: courier_scheduler::Error) -> Self {
+        PortalError::Internal(err.into())
+    }
+}
+
+impl From<sqlx::Error> for PortalError {
+    fn from(err: sqlx::Error) -> Self {
+        PortalError::Internal(err.into())
+    }
+}
+
+impl IntoResponse for PortalError {
+    fn into_response(self) -> Response {
+        let (status, title, message) = match self {
+            PortalError::SignedOut => (
+                StatusCode::UNAUTHORIZED,
+                "This link has expired",
+                "This portal link has expired or was already used, or the session ended. \
+                 Open the portal again from your dashboard to get a new link."
+                    .to_owned(),
+            ),
+            PortalError::NotFound(what) => {
+                (StatusCode::NOT_FOUND, "Not found", format!("There is no such {what} here."))
+            }
+            PortalError::Forbidden(scope) => (
+                StatusCode::FORBIDDEN,
+                "Not allowed",
+                format!("This portal session cannot do that: it needs the {scope} permission."),
+            ),
+            PortalError::Csrf => (
+                StatusCode::FORBIDDEN,
+                "Form expired",
+                "This form was not sent from your current portal session. Go back, reload the page and try again."
+                    .to_owned(),
+            ),
+            PortalError::BadInput(message) => (StatusCode::BAD_REQUEST, "Check your input", message),
+            PortalError::Internal(err) => {
+                let status = err.status();
+                err.log();
+                (status, "Something went wrong", "Courier could not answer just now. Try again shortly.".to_owned())
+            }
+        };
+        let page = layout(
+            title,
+            None,
+            html! {
+                h1 { (title) }
+                p { (message) }
+            },
+        );
+        (status, Html(page.into_string())).into_response()
+    }
+}

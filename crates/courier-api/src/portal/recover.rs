@@ -1,0 +1,148 @@
+//! `/portal/recover`: replay every failed delivery since a time (of one webhook or all), after showing how many
+//! that is; then the replay's progress.
+
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use courier_core::{ReplayId, Scope, WebhookId};
+use courier_scheduler::DeliveryStatus;
+use courier_scheduler::logs::{DeliveryFilter, Visibility};
+use courier_scheduler::replay::{self, ReplayStatus};
+use courier_store::webhooks;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::log::parse_time;
+use super::page::{PortalError, Section, layout, refreshing, render, time};
+use super::session::Viewer;
+use crate::state::AppState;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RecoverParams {
+    csrf: Option<String>,
+    webhook_id: Option<String>,
+    since: Option<String>,
+}
+
+impl RecoverParams {
+    fn filter(&self) -> Result<Option<DeliveryFilter>, PortalError> {
+        let Some(since) = parse_time("since", self.since.as_deref().filter(|s| !s.trim().is_empty()))? else {
+            return Ok(None);
+        };
+        let webhook_id = self
+            .webhook_id
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(WebhookId::parse)
+            .transpose()
+            .map_err(|_| PortalError::BadInput("unknown webhook".into()))?;
+        Ok(Some(DeliveryFilter {
+            status: Some(DeliveryStatus::Failed),
+            webhook_id,
+            since: Some(since),
+            ..DeliveryFilter::default()
+        }))
+    }
+}
+
+fn form(viewer: &Viewer, params: &RecoverParams, hooks: &[(String, String)]) -> Markup {
+    let chosen = params.webhook_id.as_deref().unwrap_or("");
+    html! {
+        form.filters method="get" action="/portal/recover" {
+            label {
+                "Webhook"
+                select name="webhook_id" {
+                    option value="" { "All webhooks" }
+                    @for (id, url) in hooks { option value=(id) selected[chosen == id] { (url) } }
+                }
+            }
+            label { "Failed since (UTC)" input type="datetime-local" name="since" required value=[params.since.as_deref()]; }
+            button type="submit" { "Count failed deliveries" }
+        }
+        @let _ = viewer;
+    }
+}
+
+/// The form, and once it has a time, the dry run: how many deliveries a replay would queue.
+pub async fn show(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(params): Query<RecoverParams>,
+) -> Result<Response, PortalError> {
+    let owner = viewer.require(Scope::DeliveriesReplay)?;
+    let hooks: Vec<(String, String)> = if viewer.can(Scope::WebhooksRead) {
+        webhooks::list(&state.pool, owner, None, 200).await?.into_iter().map(|w| (w.id.to_string(), w.url)).collect()
+    } else {
+        Vec::new()
+    };
+    let count = match params.filter()? {
+        Some(filter) => Some(replay::count_bulk(&state.pool, Visibility::Owner(owner), &filter).await?),
+        None => None,
+    };
+    Ok(render(layout(
+        "Recover",
+        Some((&viewer, Section::Recover)),
+        html! {
+            h1 { "Recover failed deliveries" }
+            p { "Replays every delivery that failed since a time: each gets a new delivery with fresh attempts." }
+            (form(&viewer, &params, &hooks))
+            @if let Some(count) = count {
+                section aria-labelledby="dry-run" {
+                    h2 id="dry-run" { "Dry run" }
+                    p role="status" { strong { (count) } " failed " (if count == 1 { "delivery" } else { "deliveries" }) " would be replayed." }
+                    @if count > 0 {
+                        form method="post" action="/portal/recover" {
+                            (viewer.csrf_field())
+                            input type="hidden" name="webhook_id" value=(params.webhook_id.as_deref().unwrap_or(""));
+                            input type="hidden" name="since" value=(params.since.as_deref().unwrap_or(""));
+                            button type="submit" { "Replay " (count) " deliveries" }
+                        }
+                    }
+                }
+            }
+        },
+    )))
+}
+
+/// Starts the replay job and goes to its progress.
+pub async fn start(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Form(params): Form<RecoverParams>,
+) -> Result<Response, PortalError> {
+    viewer.check_csrf(params.csrf.as_deref())?;
+    let owner = viewer.require(Scope::DeliveriesReplay)?;
+    let filter = params.filter()?.ok_or_else(|| PortalError::BadInput("since: choose a time".into()))?;
+    let job = replay::start_bulk(&state.pool, owner, &filter, None).await?;
+    Ok(Redirect::to(&format!("/portal/replays/{}", job.id)).into_response())
+}
+
+/// A replay job's progress; the page reloads itself every two seconds until it has finished.
+pub async fn progress(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, PortalError> {
+    let owner = viewer.require(Scope::DeliveriesReplay)?;
+    let id = ReplayId::parse(&id).map_err(|_| PortalError::NotFound("replay"))?;
+    let job = replay::job(&state.pool, owner, &id).await?.ok_or(PortalError::NotFound("replay"))?;
+    let here = format!("/portal/replays/{}", job.id);
+    let main = html! {
+        p.crumbs { a href="/portal/recover" { "Recover" } " / " (job.id) }
+        h1 { "Replay " code { (job.id) } }
+        dl.facts {
+            dt { "Status" } dd role="status" { span class=(format!("badge {}", job.status.as_str())) { (job.status.as_str()) } }
+            dt { "Replayed so far" } dd { (job.replayed) }
+            dt { "Started" } dd { (time(job.created_at)) }
+            @if let Some(done) = job.finished_at { dt { "Finished" } dd { (time(done)) } }
+        }
+        p { a href="/portal/deliveries" { "Open the delivery log" } }
+    };
+    let section = Some((&viewer, Section::Recover));
+    let page = if job.status == ReplayStatus::Finished {
+        layout("Replay", section, main)
+    } else {
+        refreshing("Replay", section, 2, &here, main)
+    };
+    Ok(render(page))
+}

@@ -1,0 +1,149 @@
+//! Entering the portal and staying in: the magic link, the session cookie, the CSRF token, signing out.
+
+use axum::Form;
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use courier_core::Scope;
+use courier_store::Owner;
+use courier_store::portal_sessions::{self, Session};
+use maud::{Markup, html};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::page::{PortalError, layout, refreshing, render};
+use crate::state::AppState;
+
+/// The session cookie; scoped to `/portal`, so the JSON API never sees it.
+pub const COOKIE: &str = "courier_portal";
+/// The hidden form field every state-changing form carries.
+pub const CSRF_FIELD: &str = "csrf";
+
+/// A signed-in portal user: the session, and the CSRF token of its forms.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    session: Session,
+    csrf: String,
+}
+
+/// The CSRF token of a session: derived from the cookie's secret token, so only a page served to the cookie's
+/// holder can carry it, and nothing more is stored.
+fn csrf_of(cookie_token: &str) -> String {
+    let digest = Sha256::new().chain_update(b"courier portal csrf\0").chain_update(cookie_token.as_bytes()).finalize();
+    URL_SAFE_NO_PAD.encode(digest)
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value)
+}
+
+impl Viewer {
+    pub fn owner(&self) -> Owner {
+        self.session.owner
+    }
+
+    pub fn can(&self, scope: Scope) -> bool {
+        self.session.scopes.contains(scope)
+    }
+
+    /// The owner to act for, when the session has `scope`.
+    pub fn require(&self, scope: Scope) -> Result<Owner, PortalError> {
+        if self.can(scope) { Ok(self.session.owner) } else { Err(PortalError::Forbidden(scope)) }
+    }
+
+    /// The hidden field for a form of this session.
+    pub fn csrf_field(&self) -> Markup {
+        html! { input type="hidden" name=(CSRF_FIELD) value=(self.csrf); }
+    }
+
+    /// Refuses a form that does not carry this session's token.
+    pub fn check_csrf(&self, presented: Option<&str>) -> Result<(), PortalError> {
+        match presented {
+            Some(token) if bool::from(token.as_bytes().ct_eq(self.csrf.as_bytes())) => Ok(()),
+            _ => Err(PortalError::Csrf),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = PortalError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, PortalError> {
+        let token = cookie_token(&parts.headers).ok_or(PortalError::SignedOut)?;
+        let session = portal_sessions::find(&state.pool, token).await?.ok_or(PortalError::SignedOut)?;
+        Ok(Viewer { session, csrf: csrf_of(token) })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginParams {
+    token: Option<String>,
+}
+
+/// The magic link: spends the token, sets the cookie, and sends the browser on to `/portal`.
+///
+/// The answer is a page that moves on by itself (`meta refresh`) rather than a 303: the link usually arrives from
+/// another site (the tenant's dashboard), and browsers withhold a `SameSite=Strict` cookie from a redirect chain
+/// that started elsewhere, whereas a refresh from our own page is a same-site navigation. It also drops the token
+/// from the address bar and history.
+pub async fn login(State(state): State<AppState>, Query(params): Query<LoginParams>) -> Result<Response, PortalError> {
+    let token = params.token.ok_or(PortalError::SignedOut)?;
+    let entered = portal_sessions::redeem(&state.pool, &token).await?.ok_or(PortalError::SignedOut)?;
+    let max_age = (entered.session.expires_at - chrono::Utc::now()).num_seconds().max(0);
+    let secure = if state.config.portal.secure_cookie { "; Secure" } else { "" };
+    let cookie = format!(
+        "{COOKIE}={}; Path=/portal; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
+        entered.cookie_token
+    );
+    let page = refreshing(
+        "Signing in",
+        None,
+        0,
+        "/portal",
+        html! {
+            h1 { "Signing in…" }
+            p { a href="/portal" { "Continue to the portal" } }
+        },
+    );
+    let mut res = render(page);
+    let cookie = HeaderValue::from_str(&cookie).map_err(|e| PortalError::Internal(crate::ApiError::internal(e)))?;
+    res.headers_mut().insert(header::SET_COOKIE, cookie);
+    Ok(res)
+}
+
+/// A form with nothing but the CSRF token.
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    pub csrf: Option<String>,
+}
+
+/// Ends the session and clears the cookie.
+pub async fn logout(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, PortalError> {
+    viewer.check_csrf(form.csrf.as_deref())?;
+    portal_sessions::revoke(&state.pool, viewer.owner(), &viewer.session.id).await?;
+    let page = layout(
+        "Signed out",
+        None,
+        html! {
+            h1 { "Signed out" }
+            p { "You left the portal. Open it again from your dashboard to get a new link." }
+        },
+    );
+    let clear = format!("{COOKIE}=; Path=/portal; HttpOnly; SameSite=Strict; Max-Age=0");
+    Ok(([(header::SET_COOKIE, clear)], render(page)).into_response())
+}

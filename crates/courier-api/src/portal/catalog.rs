@@ -2,7 +2,7 @@
 //! delivery's signature.
 
 use axum::response::Response;
-use courier_core::{EventType, samples};
+use courier_core::{DeliveryId, Envelope, Event, EventData, EventId, EventType, PayloadFilter, TenantId, samples};
 use maud::{Markup, html};
 
 use super::page::{PortalError, Section, layout, render};
@@ -24,21 +24,22 @@ def verify_signature(payload: bytes, signature_header: str) -> bool:
     expected = hmac.new(WEBHOOK_SECRET.encode(), signed_payload.encode(), hashlib.sha256).hexdigest()
     return hmac.compare_digest(signature, expected)"#;
 
+/// The envelope a webhook taking transcripts and metrics receives for an example `t`, built by the same code that
+/// builds real ones.
 fn example(t: EventType) -> String {
-    let envelope = serde_json::json!({
-        "event": {
-            "id": "evt_01JD3Z6V8Q2N7K4M5P6R7S8T9V",
-            "type": t.as_str(),
-            "created": 1_705_680_000,
-            "tenant_id": "00000000-0000-0000-0000-000000000000",
-            "livemode": true,
-            "data": samples::data(t, "call-uuid"),
-        },
-        "delivery_id": "dlv_01JD3Z6V8Q2N7K4M5P6R7S8T9W",
-        "attempt": 1,
-        "max_attempts": 5,
-    });
-    serde_json::to_string_pretty(&envelope).unwrap_or_default()
+    let data = EventData::parse_as(t, serde_json::Value::Object(samples::data(t, "call-uuid")))
+        .unwrap_or_else(|_| EventData::operational(samples::data(t, "call-uuid")));
+    let event = Event {
+        id: EventId::generate(),
+        event_type: t,
+        created: 1_705_680_000,
+        tenant_id: TenantId::from_uuid(uuid::Uuid::nil()),
+        livemode: true,
+        data,
+    };
+    let filter = PayloadFilter { include_transcript: true, include_metrics: true };
+    let envelope = Envelope { event: &event, filter, delivery_id: &DeliveryId::generate(), attempt: 1, max_attempts: 5 };
+    super::pretty::indent(&String::from_utf8_lossy(&envelope.to_bytes()))
 }
 
 fn event_section(t: EventType) -> Markup {

@@ -64,10 +64,7 @@ async fn envelope(state: &AppState, viewer: &Viewer, d: &Delivery) -> Result<Opt
     let attempt = d.attempt_count.max(1);
     let bytes =
         Envelope { event: &stored.event, filter, delivery_id: &d.id, attempt, max_attempts: d.max_attempts }.to_bytes();
-    let pretty = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .and_then(|v| serde_json::to_string_pretty(&v))
-        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-    Ok(Some(pretty))
+    Ok(Some(super::pretty::indent(&String::from_utf8_lossy(&bytes))))
 }
 
 fn facts(d: &Delivery) -> Markup {

@@ -123,9 +123,9 @@ impl LogParams {
 
 fn select(name: &str, label: &str, chosen: Option<&str>, options: &[(String, String)]) -> Markup {
     html! {
-        label {
-            (label)
-            select name=(name) {
+        div.field {
+            label for=(name) { (label) }
+            select id=(name) name=(name) {
                 option value="" { "Any" }
                 @for (value, text) in options {
                     option value=(value) selected[chosen == Some(value.as_str())] { (text) }
@@ -154,9 +154,18 @@ fn filter_form(params: &LogParams, webhooks: &[(String, String)]) -> Markup {
             (select("status", "Status", given(&params.status), &statuses))
             (select("event_type", "Event type", given(&params.event_type), &types))
             (select("webhook_id", "Webhook", given(&params.webhook_id), webhooks))
-            label { "Call ID" input type="text" name="call_id" value=[given(&params.call_id)] maxlength="256"; }
-            label { "From (UTC)" input type="datetime-local" name="since" value=[given(&params.since)]; }
-            label { "Until (UTC)" input type="datetime-local" name="until" value=[given(&params.until)]; }
+            div.field {
+                label for="call_id" { "Call ID" }
+                input #call_id type="text" name="call_id" value=[given(&params.call_id)] maxlength="256";
+            }
+            div.field {
+                label for="since" { "From (UTC)" }
+                input #since type="datetime-local" name="since" value=[given(&params.since)];
+            }
+            div.field {
+                label for="until" { "Until (UTC)" }
+                input #until type="datetime-local" name="until" value=[given(&params.until)];
+            }
             button type="submit" { "Filter" }
             a href="/portal/deliveries" { "Clear" }
         }

@@ -15,6 +15,7 @@ mod delivery;
 mod log;
 mod overview;
 mod page;
+mod pretty;
 mod recover;
 mod session;
 mod webhook;
@@ -40,6 +41,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/portal/login", get(session::login))
         .route("/portal/logout", post(session::logout))
         .route("/portal/style.css", get(stylesheet))
+        .route("/portal/icon.svg", get(icon))
         .route("/portal/webhooks/{id}", get(webhook::show))
         .route("/portal/webhooks/{id}/status", post(webhook::set_status))
         .route("/portal/webhooks/{id}/rotate-secret", post(webhook::rotate_secret))
@@ -52,6 +54,13 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/portal/events", get(catalog::show))
         .route("/portal/{*rest}", get(|| async { PortalError::NotFound("page") }))
         .layer(axum::middleware::from_fn_with_state(state, protect))
+}
+
+/// A plain square icon, so browsers do not ask the API for `/favicon.ico` (a 404 on every page).
+const ICON: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#2954c7"/><path d="M4 5l4 3 4-3v6H4z" fill="#fff"/></svg>"##;
+
+async fn icon() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "public, max-age=86400")], ICON)
 }
 
 async fn stylesheet() -> impl IntoResponse {

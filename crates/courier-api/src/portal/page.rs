@@ -43,6 +43,7 @@ fn page(title: &str, viewer: Option<(&Viewer, Section)>, refresh: Option<String>
                 }
                 title { (title) " · Courier" }
                 link rel="stylesheet" href="/portal/style.css";
+                link rel="icon" href="/portal/icon.svg" type="image/svg+xml";
             }
             body {
                 header {

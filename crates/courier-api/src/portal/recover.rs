@@ -45,21 +45,23 @@ impl RecoverParams {
     }
 }
 
-fn form(viewer: &Viewer, params: &RecoverParams, hooks: &[(String, String)]) -> Markup {
+fn form(params: &RecoverParams, hooks: &[(String, String)]) -> Markup {
     let chosen = params.webhook_id.as_deref().unwrap_or("");
     html! {
         form.filters method="get" action="/portal/recover" {
-            label {
-                "Webhook"
-                select name="webhook_id" {
+            div.field {
+                label for="webhook_id" { "Webhook" }
+                select #webhook_id name="webhook_id" {
                     option value="" { "All webhooks" }
                     @for (id, url) in hooks { option value=(id) selected[chosen == id] { (url) } }
                 }
             }
-            label { "Failed since (UTC)" input type="datetime-local" name="since" required value=[params.since.as_deref()]; }
+            div.field {
+                label for="since" { "Failed since (UTC)" }
+                input #since type="datetime-local" name="since" required value=[params.since.as_deref()];
+            }
             button type="submit" { "Count failed deliveries" }
         }
-        @let _ = viewer;
     }
 }
 
@@ -85,7 +87,7 @@ pub async fn show(
         html! {
             h1 { "Recover failed deliveries" }
             p { "Replays every delivery that failed since a time: each gets a new delivery with fresh attempts." }
-            (form(&viewer, &params, &hooks))
+            (form(&params, &hooks))
             @if let Some(count) = count {
                 section aria-labelledby="dry-run" {
                     h2 id="dry-run" { "Dry run" }

@@ -1,7 +1,7 @@
 # Courier: `make run` to try it, `make test` for everything CI checks.
 COURIER := target/debug/courier
 
-.PHONY: run test bench chaos contract deny db-start db-stop
+.PHONY: run test bench chaos contract portal portal-screenshots deny db-start db-stop
 
 ## Start the embedded PostgreSQL under .courier/ and run Courier in development mode.
 run:
@@ -19,11 +19,23 @@ test: deny
 	cargo bench --profile dev --bench chaos -- --short > /dev/null
 	# The server against its OpenAPI document (schemathesis, every check and phase).
 	scripts/contract.sh
+	# The tenant portal in Chromium (Playwright for Python), against courier serve and a hostile receiver.
+	scripts/portal-tests.sh
 
 ## schemathesis against a real `courier serve` (installs it under .courier/tools on first use).
 contract:
 	cargo build --quiet --bin courier
 	scripts/contract.sh
+
+## The portal's browser tests alone (installs Debian's chromium and Playwright on first use).
+portal:
+	cargo build --quiet --bin courier
+	scripts/portal-tests.sh
+
+## The browser tests, writing their screenshots into docs/portal/ (the README shows them).
+portal-screenshots:
+	cargo build --quiet --bin courier
+	SCREENSHOTS=docs/portal scripts/portal-tests.sh
 
 ## What may enter the dependency tree (deny.toml); installs cargo-deny when missing.
 deny:

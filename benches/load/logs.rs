@@ -29,7 +29,7 @@ pub async fn logs(cluster: &str, a: &Args) -> Value {
 }
 
 /// `rows` finished deliveries of the one tenant spread over 30 days, written set-based; returns the table's size.
-async fn generate_history(url: &str, rows: i64) -> String {
+pub async fn generate_history(url: &str, rows: i64) -> String {
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.expect("connect");
     // The id of unix millisecond `ms` with random bits `r`, in the shape of courier_id (and DeliveryId).
     sqlx::query(

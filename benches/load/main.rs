@@ -6,6 +6,7 @@
 mod logs;
 mod measure;
 mod ordered;
+mod portal;
 mod process;
 mod receiver;
 mod report;
@@ -28,8 +29,8 @@ use setup::{Setup, setup, setup_as};
 #[derive(Debug, Clone, Parser)]
 #[command(about = "Courier's end-to-end load benchmark")]
 struct Args {
-    /// burst, batch, rate, fairness, tenants, backlog, ordered (comma-separated), or all; `logs` (slow: it generates
-    /// millions of rows) runs only when named.
+    /// burst, batch, rate, fairness, tenants, backlog, ordered (comma-separated), or all; `logs` and `portal` (slow:
+    /// they generate millions of rows) run only when named.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Tiny counts, to prove the harness works (make test runs this).
@@ -74,6 +75,9 @@ struct Args {
     /// ordered: share of requests (percent) the receiver fails with 500.
     #[arg(long, default_value_t = 20)]
     ordered_fail_percent: u64,
+    /// portal: finished deliveries of one tenant in the history the portal's pages are timed against.
+    #[arg(long, default_value_t = 1_000_000)]
+    portal_rows: usize,
     /// logs: finished deliveries of one tenant in the history the log pages are timed against.
     #[arg(long, default_value_t = 10_000_000)]
     log_rows: usize,
@@ -298,6 +302,7 @@ fn main() {
             fairness_events: 50,
             hanging_events: 20,
             log_rows: 20_000,
+            portal_rows: 20_000,
             ordered_calls: 50,
             backlog: 200,
             finished_rows: 1000,
@@ -319,6 +324,9 @@ fn main() {
         // Ten million rows take minutes: only when asked for (the smoke run takes a small history).
         if args.scenario.split(',').any(|s| s == "logs") || (args.smoke && args.scenario == "all") {
             results.insert("logs".into(), logs::logs(&cluster, &args).await);
+        }
+        if args.scenario.split(',').any(|s| s == "portal") || (args.smoke && args.scenario == "all") {
+            results.insert("portal".into(), portal::portal(&cluster, &args).await);
         }
         report::print_table(&results);
         let machine = json!({"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "os": std::env::consts::OS});

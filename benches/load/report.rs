@@ -58,6 +58,20 @@ pub fn print_table(results: &serde_json::Map<String, Value>) {
                     );
                 }
             }
+        } else if name == "portal" {
+            eprintln!(
+                "portal: {} deliveries of one tenant over 30 days; page latency (ms), target p99 < {}:",
+                r["rows"], r["target_ms"]
+            );
+            if let Some(pages) = r["pages"].as_object() {
+                for (page, t) in pages {
+                    eprintln!(
+                        "  {page:<28} p50 {:>7.1}  p99 {:>7.1}",
+                        t["p50_ms"].as_f64().unwrap_or(f64::NAN),
+                        t["p99_ms"].as_f64().unwrap_or(f64::NAN)
+                    );
+                }
+            }
         } else if name == "ordered" {
             print_ordered(r);
         } else if name == "tenants" {

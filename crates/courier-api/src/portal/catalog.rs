@@ -38,7 +38,8 @@ fn example(t: EventType) -> String {
         data,
     };
     let filter = PayloadFilter { include_transcript: true, include_metrics: true };
-    let envelope = Envelope { event: &event, filter, delivery_id: &DeliveryId::generate(), attempt: 1, max_attempts: 5 };
+    let envelope =
+        Envelope { event: &event, filter, delivery_id: &DeliveryId::generate(), attempt: 1, max_attempts: 5 };
     super::pretty::indent(&String::from_utf8_lossy(&envelope.to_bytes()))
 }
 

@@ -132,7 +132,7 @@ async fn replay_loop(pool: PgPool, shutdown: CancellationToken) -> anyhow::Resul
     }
 }
 
-/// Deletes expired events (with their deliveries and attempts) every minute, one bounded batch at a time with a
+/// Deletes expired events (with their deliveries and attempts) and old hourly counts every minute, one bounded batch at a time with a
 /// pause between batches, so it never holds locks delivery needs for long.
 async fn retention_loop(pool: PgPool, days: u32, shutdown: CancellationToken) {
     loop {
@@ -156,6 +156,9 @@ async fn retention_loop(pool: PgPool, days: u32, shutdown: CancellationToken) {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
+        }
+        if let Err(err) = courier_scheduler::hourly::prune(&pool).await {
+            tracing::warn!(error = %err, "pruning the hourly delivery counts failed; will retry");
         }
         tokio::select! {
             () = shutdown.cancelled() => return,

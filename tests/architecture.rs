@@ -36,6 +36,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("delivery_attempts", "crates/courier-scheduler/src/finish.rs"),
     ("replays", "crates/courier-scheduler/src/replay.rs"),
     ("webhook_rate_windows", "crates/courier-scheduler/src/rate.rs"),
+    ("delivery_hourly", "crates/courier-scheduler/src/hourly.rs"),
 ];
 
 const MAX_FILE_LINES: usize = 400;

@@ -60,10 +60,31 @@ mod parsing {
             ("COURIER_LOG_FORMAT", "xml"),
             ("COURIER_SHUTDOWN_TIMEOUT", "10ms"),
             ("COURIER_TENANT_CONCURRENCY", "0"),
+            ("COURIER_PUBLIC_URL", "ftp://courier.example.com"),
+            ("COURIER_PUBLIC_URL", "https://courier.example.com/?next=evil"),
+            ("COURIER_PORTAL_FRAME_ANCESTORS", "https://a.example; script-src *"),
+            ("COURIER_PORTAL_FRAME_ANCESTORS", "https://a.example\r\nSet-Cookie: x=1"),
         ] {
             let err = with_env(&[(var, value)]).expect_err(var);
             assert!(format!("{err:#}").contains(var), "{var}: {err:#}");
         }
+    }
+
+    #[test]
+    fn portal_links_follow_the_public_url() {
+        let local = with_env(&[("COURIER_LISTEN", "127.0.0.1:9999")]).expect("valid").api_config();
+        assert_eq!(local.portal.public_url, "http://127.0.0.1:9999");
+        assert!(!local.portal.secure_cookie);
+        assert_eq!(local.portal.frame_ancestors, "'none'");
+        let public = with_env(&[
+            ("COURIER_PUBLIC_URL", "https://courier.example.com/"),
+            ("COURIER_PORTAL_FRAME_ANCESTORS", "  https://studio.example.com   'self' "),
+        ])
+        .expect("valid")
+        .api_config();
+        assert_eq!(public.portal.public_url, "https://courier.example.com");
+        assert!(public.portal.secure_cookie, "an https base marks the cookie Secure");
+        assert_eq!(public.portal.frame_ancestors, "https://studio.example.com 'self'");
     }
 
     #[test]

@@ -272,13 +272,14 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
         .await?;
     }
     // Retry times come from the database's clock, like the claim's `now()`: workers' clocks may disagree.
-    let updated = sqlx::query(
+    let finished: Vec<(String, String)> = sqlx::query_as(
         "UPDATE deliveries d
             SET status = u.status, next_attempt_at = now() + $7 + u.delay_ms * interval '1 millisecond',
                 lease_expires_at = NULL, last_status_code = u.code, last_error = u.kind, updated_at = now()
            FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::int[], $6::text[])
                 AS u(id, attempt, status, delay_ms, code, kind)
-          WHERE d.id = u.id AND d.status = $8 AND d.attempt_count = u.attempt",
+          WHERE d.id = u.id AND d.status = $8 AND d.attempt_count = u.attempt
+          RETURNING d.webhook_id, d.status",
     )
     .bind(&ids)
     .bind(&attempts)
@@ -288,9 +289,10 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
     .bind(&kinds)
     .bind(clock.skew())
     .bind(DeliveryStatus::Delivering.as_str())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    .fetch_all(&mut *tx)
+    .await?;
+    let updated = finished.len() as u64;
+    crate::hourly::add(&mut tx, &finished).await?;
     // The failure streak auto-disable reads, and a 410's disabling, belong to the webhook's owner.
     state::track_failures(&mut tx, &exhausted, &succeeded, clock.skew()).await?;
     let mut promoted = 0;

@@ -68,11 +68,11 @@ pub async fn cancel_claimed(pool: &PgPool, clock: &Clock, claimed: &[(DeliveryId
 /// sending, so the attempt budget is spent ([`ErrorKind::LeaseExpired`]). Returns how many.
 pub async fn fail_exhausted_leases(pool: &PgPool, clock: &Clock) -> Result<u64> {
     let mut tx = pool.begin().await?;
-    let failed: Vec<String> = sqlx::query_scalar(
+    let failed: Vec<(String, String)> = sqlx::query_as(
         "UPDATE deliveries SET status = $1, lease_expires_at = NULL, updated_at = now(),
                 last_error = COALESCE(last_error, $2)
          WHERE due_at <= now() + $4 AND status = $3 AND attempt_count >= max_attempts
-         RETURNING id",
+         RETURNING id, webhook_id",
     )
     .bind(DeliveryStatus::Failed.as_str())
     .bind(ErrorKind::LeaseExpired.as_str())
@@ -80,7 +80,10 @@ pub async fn fail_exhausted_leases(pool: &PgPool, clock: &Clock) -> Result<u64> 
     .bind(clock.skew())
     .fetch_all(&mut *tx)
     .await?;
-    let ended: Vec<&str> = failed.iter().map(String::as_str).collect();
+    let ended: Vec<&str> = failed.iter().map(|(id, _)| id.as_str()).collect();
+    let counted: Vec<(String, String)> =
+        failed.iter().map(|(_, webhook)| (webhook.clone(), DeliveryStatus::Failed.as_str().to_owned())).collect();
+    crate::hourly::add(&mut tx, &counted).await?;
     crate::ordering::promote_next(&mut tx, clock, &ended).await?;
     crate::operational::deliveries_exhausted(&mut tx, &ended).await?;
     tx.commit().await?;

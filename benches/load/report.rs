@@ -21,20 +21,9 @@ pub fn row(name: &str, r: &Value) -> String {
 
 /// Prints every scenario's figures.
 pub fn print_table(results: &serde_json::Map<String, Value>) {
-    eprintln!(
-        "{:<10} {:>10} {:>12} {:>8} {:>8} {:>8} {:>8} {:>5} {:>5} {:>8} {:>8}",
-        "scenario",
-        "ingest/s",
-        "deliveries/s",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "max ms",
-        "dup",
-        "miss",
-        "RSS MiB",
-        "CPU s"
-    );
+    let heads = ["ingest/s", "deliveries/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "dup", "miss", "RSS MiB", "CPU s"];
+    let [a, b, c, d, e, f, g, h, i, j] = heads;
+    eprintln!("{:<10} {a:>10} {b:>12} {c:>8} {d:>8} {e:>8} {f:>8} {g:>5} {h:>5} {i:>8} {j:>8}", "scenario");
     for (name, r) in results {
         if name == "backlog" {
             eprintln!(
@@ -59,19 +48,7 @@ pub fn print_table(results: &serde_json::Map<String, Value>) {
                 }
             }
         } else if name == "portal" {
-            eprintln!(
-                "portal: {} deliveries of one tenant over 30 days; page latency (ms), target p99 < {}:",
-                r["rows"], r["target_ms"]
-            );
-            if let Some(pages) = r["pages"].as_object() {
-                for (page, t) in pages {
-                    eprintln!(
-                        "  {page:<28} p50 {:>7.1}  p99 {:>7.1}",
-                        t["p50_ms"].as_f64().unwrap_or(f64::NAN),
-                        t["p99_ms"].as_f64().unwrap_or(f64::NAN)
-                    );
-                }
-            }
+            print_portal(r);
         } else if name == "ordered" {
             print_ordered(r);
         } else if name == "tenants" {
@@ -113,4 +90,20 @@ fn print_ordered(r: &Value) {
         r["ordered"]["claim_ms_due_heads"].as_f64().unwrap_or(f64::NAN),
         r["ordered"]["claim_ms_due_heads_and_waiting"].as_f64().unwrap_or(f64::NAN)
     );
+}
+
+fn print_portal(r: &Value) {
+    eprintln!(
+        "portal: {} deliveries of one tenant over 30 days; page latency (ms), target p99 < {}:",
+        r["rows"], r["target_ms"]
+    );
+    if let Some(pages) = r["pages"].as_object() {
+        for (page, t) in pages {
+            eprintln!(
+                "  {page:<28} p50 {:>7.1}  p99 {:>7.1}",
+                t["p50_ms"].as_f64().unwrap_or(f64::NAN),
+                t["p99_ms"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+    }
 }

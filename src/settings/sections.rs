@@ -69,12 +69,15 @@ fn public_url(s: &str, listen: std::net::SocketAddr) -> anyhow::Result<url::Url>
 }
 
 /// CSP source expressions, space-separated: nothing that could end the directive or the header.
+/// Checked before anything is trimmed, so a line break cannot slip into the header.
 fn frame_ancestors(s: &str) -> anyhow::Result<String> {
-    let text = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if text.is_empty() || text.chars().any(|c| c == ';' || c == ',' || !c.is_ascii_graphic() && c != ' ') {
+    let allowed = |c: char| c == ' ' || (c.is_ascii_graphic() && !matches!(c, ';' | ',' | '"' | '\\'));
+    let sources: Vec<&str> = s.split(' ').filter(|t| !t.is_empty()).collect();
+    let none_alone = !sources.contains(&"'none'") || sources.len() == 1;
+    if sources.is_empty() || !s.chars().all(allowed) || !none_alone {
         bail!("must be CSP frame-ancestors sources separated by spaces, e.g. 'none' or https://studio.example.com");
     }
-    Ok(text)
+    Ok(sources.join(" "))
 }
 
 fn retry_policy(l: &Layers) -> anyhow::Result<RetryPolicy> {

@@ -64,6 +64,7 @@ mod parsing {
             ("COURIER_PUBLIC_URL", "https://courier.example.com/?next=evil"),
             ("COURIER_PORTAL_FRAME_ANCESTORS", "https://a.example; script-src *"),
             ("COURIER_PORTAL_FRAME_ANCESTORS", "https://a.example\r\nSet-Cookie: x=1"),
+            ("COURIER_PORTAL_FRAME_ANCESTORS", "'none' https://a.example"),
         ] {
             let err = with_env(&[(var, value)]).expect_err(var);
             assert!(format!("{err:#}").contains(var), "{var}: {err:#}");

@@ -112,6 +112,7 @@ async fn the_openapi_document_parses_and_lists_every_route(pool: PgPool) {
         ("/api/v1/deliveries/{id}/replay", vec!["post"]),
         ("/api/v1/deliveries/replay", vec!["post"]),
         ("/api/v1/replays/{id}", vec!["get"]),
+        ("/api/v1/portal/sessions", vec!["post"]),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
     ];

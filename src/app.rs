@@ -45,14 +45,17 @@ impl Application {
             ),
             None => None,
         };
+        // Under `serve`, ingest wakes this process's worker directly: a claim can start the moment a commit returns.
+        let local = courier_scheduler::wake::LocalWake::default();
         let worker = match role {
             Role::All => Some(
                 Worker::new(pool.clone(), key.clone(), settings.worker_config())
-                    .context("cannot start the delivery worker")?,
+                    .context("cannot start the delivery worker")?
+                    .with_local_wake(local.clone()),
             ),
             Role::Api => None,
         };
-        let state = AppState::new(pool, key, settings.api_config());
+        let state = AppState::with_local_worker(pool, key, settings.api_config(), worker.as_ref().map(|_| local));
         Ok(Self { listener, metrics, state, worker, retention_days: settings.retention.days })
     }
 

@@ -108,9 +108,20 @@ impl LargeBodies {
 
 impl AppState {
     pub fn new(pool: PgPool, key: MasterKey, config: ApiConfig) -> Self {
+        Self::with_local_worker(pool, key, config, None)
+    }
+
+    /// The state of an API that shares its process with a worker (`courier serve`): ingest wakes that worker
+    /// directly after each commit, besides the `NOTIFY` every other worker gets.
+    pub fn with_local_worker(
+        pool: PgPool,
+        key: MasterKey,
+        config: ApiConfig,
+        local: Option<courier_scheduler::wake::LocalWake>,
+    ) -> Self {
         let pool = api_pool(&pool, config.statement_timeout);
         let limiter = Arc::new(RateLimiter::new(config.rate_limit));
-        let workers = courier_scheduler::wake::Notifier::spawn(pool.clone());
+        let workers = courier_scheduler::wake::Notifier::spawn_with(pool.clone(), local);
         let components = crate::supervise::Components::default();
         let (ingest, dispatcher) = Ingest::new(pool.clone(), workers);
         // Should the dispatcher ever panic, it is restarted on the same queue (waiting requests are kept).

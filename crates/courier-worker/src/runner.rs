@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use courier_core::{DeliveryId, MasterKey};
 use courier_scheduler::wake::Notifier;
-use courier_scheduler::wake::Wakeup;
+use courier_scheduler::wake::{LocalWake, Wakeup};
 use courier_scheduler::{AttemptRecord, ClaimedDelivery, Clock, Skip, claim, disabling, lease, ordering, rate};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -40,6 +40,8 @@ pub struct Worker {
     pub(crate) http: reqwest::Client,
     pub(crate) policy: Arc<TargetPolicy>,
     pub(crate) config: WorkerConfig,
+    /// Wake-ups from ingest in this same process (`courier serve`), which come before their `NOTIFY` does.
+    pub(crate) local: LocalWake,
 }
 
 /// What this process has claimed and not yet finished, and the shares it holds.
@@ -72,7 +74,12 @@ impl Worker {
             connect_timeout: config.connect_timeout,
             policy: policy.clone(),
         })?;
-        Ok(Self { pool, key, clock: Clock::database(), http, policy, config })
+        Ok(Self { pool, key, clock: Clock::database(), http, policy, config, local: LocalWake::default() })
+    }
+
+    /// The same worker, also woken directly by `local` (hand the same one to the API of this process).
+    pub fn with_local_wake(self, local: LocalWake) -> Self {
+        Self { local, ..self }
     }
 
     /// The same worker on another clock (tests step theirs).
@@ -177,9 +184,10 @@ impl Worker {
             () = shutdown.cancelled() => Woke::Shutdown,
             // Expired leases on spent attempt budgets only come from crashed workers: sweep them now and then, not
             // on every wake-up.
-            () = wakeup.wait(self.config.poll_interval), if room => {
+            () = wakeup.wait(self.config.poll_interval, Some(&self.local)), if room => {
                 Woke::Look { sweep: last_sweep.elapsed() >= SWEEP_EVERY }
             }
+            () = self.local.woken(), if room => Woke::Look { sweep: last_sweep.elapsed() >= SWEEP_EVERY },
             () = self.clock.advanced() => Woke::Look { sweep: true },
             Some(done) = flight.tasks.join_next_with_id(), if !flight.tasks.is_empty() => {
                 flight.forget(done);

@@ -1,6 +1,5 @@
 //! `/portal/deliveries/{id}`: one delivery, the envelope it carries and every attempt; Replay.
 
-use axum::Form;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use courier_core::{DeliveryId, Envelope, PayloadFilter, ResponseBody, Scope};
@@ -10,7 +9,7 @@ use courier_store::{events, webhooks};
 use maud::{Markup, html};
 
 use super::page::{PortalError, Section, layout, render, status_badge, time};
-use super::session::{CsrfForm, Viewer};
+use super::session::{CsrfForm, Submitted, Viewer};
 use crate::state::AppState;
 
 /// How much of a response body the page shows; the API has the whole stored body.
@@ -133,11 +132,9 @@ pub async fn show(
 /// Queues a new delivery of the same event to the same webhook, then shows it.
 pub async fn replay(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    Submitted { viewer, .. }: Submitted<CsrfForm>,
 ) -> Result<Response, PortalError> {
-    viewer.check_csrf(form.csrf.as_deref())?;
     let owner = viewer.require(Scope::DeliveriesReplay)?;
     let id = parse_id(&id)?;
     match replay::replay_one(&state.pool, owner, &id, None).await? {

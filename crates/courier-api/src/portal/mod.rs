@@ -7,7 +7,8 @@
 //! - pages are HTML from `maud`, which escapes every interpolated value, so what a receiver answered is text;
 //! - no page needs JavaScript, and the Content-Security-Policy allows none: `default-src 'none'`, styles from
 //!   `/portal/style.css` only;
-//! - every form that changes something carries the session's CSRF token ([`session::Viewer::check_csrf`]).
+//! - every form that changes something carries the session's CSRF token, checked by the extractor such handlers
+//!   take ([`session::Submitted`]), so none can forget it.
 
 mod catalog;
 mod chart;

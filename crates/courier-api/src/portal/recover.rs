@@ -1,7 +1,6 @@
 //! `/portal/recover`: replay every failed delivery since a time (of one webhook or all), after showing how many
 //! that is; then the replay's progress.
 
-use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use courier_core::{ReplayId, Scope, WebhookId};
@@ -14,7 +13,7 @@ use serde::Deserialize;
 
 use super::log::parse_time;
 use super::page::{PortalError, Section, layout, refreshing, render, time};
-use super::session::Viewer;
+use super::session::{CarriesCsrf, Submitted, Viewer};
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize)]
@@ -22,6 +21,12 @@ pub struct RecoverParams {
     csrf: Option<String>,
     webhook_id: Option<String>,
     since: Option<String>,
+}
+
+impl CarriesCsrf for RecoverParams {
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
 }
 
 impl RecoverParams {
@@ -109,10 +114,8 @@ pub async fn show(
 /// Starts the replay job and goes to its progress.
 pub async fn start(
     State(state): State<AppState>,
-    viewer: Viewer,
-    Form(params): Form<RecoverParams>,
+    Submitted { viewer, form: params }: Submitted<RecoverParams>,
 ) -> Result<Response, PortalError> {
-    viewer.check_csrf(params.csrf.as_deref())?;
     let owner = viewer.require(Scope::DeliveriesReplay)?;
     let filter = params.filter()?.ok_or_else(|| PortalError::BadInput("since: choose a time".into()))?;
     let job = replay::start_bulk(&state.pool, owner, &filter, None).await?;

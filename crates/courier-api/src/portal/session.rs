@@ -1,7 +1,7 @@
 //! Entering the portal and staying in: the magic link, the session cookie, the CSRF token, signing out.
 
 use axum::Form;
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -12,6 +12,7 @@ use courier_store::Owner;
 use courier_store::portal_sessions::{self, Session};
 use maud::{Markup, html};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -68,7 +69,7 @@ impl Viewer {
     }
 
     /// Refuses a form that does not carry this session's token.
-    pub fn check_csrf(&self, presented: Option<&str>) -> Result<(), PortalError> {
+    fn check_csrf(&self, presented: Option<&str>) -> Result<(), PortalError> {
         match presented {
             Some(token) if bool::from(token.as_bytes().ct_eq(self.csrf.as_bytes())) => Ok(()),
             _ => Err(PortalError::Csrf),
@@ -128,13 +129,46 @@ pub struct CsrfForm {
     pub csrf: Option<String>,
 }
 
+/// A form that carries the session's CSRF token.
+pub trait CarriesCsrf {
+    fn csrf(&self) -> Option<&str>;
+}
+
+impl CarriesCsrf for CsrfForm {
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
+/// A state-changing form from a signed-in viewer, its CSRF token already checked: a handler that takes one cannot
+/// forget the check, and nothing runs for a form that fails it.
+pub struct Submitted<T> {
+    pub viewer: Viewer,
+    pub form: T,
+}
+
+impl<T> FromRequest<AppState> for Submitted<T>
+where
+    T: DeserializeOwned + CarriesCsrf + Send,
+{
+    type Rejection = PortalError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, PortalError> {
+        let (mut parts, body) = req.into_parts();
+        let viewer = Viewer::from_request_parts(&mut parts, state).await?;
+        let Form(form) = Form::<T>::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(|rejection| PortalError::BadInput(rejection.body_text()))?;
+        viewer.check_csrf(form.csrf())?;
+        Ok(Self { viewer, form })
+    }
+}
+
 /// Ends the session and clears the cookie.
 pub async fn logout(
     State(state): State<AppState>,
-    viewer: Viewer,
-    Form(form): Form<CsrfForm>,
+    Submitted { viewer, .. }: Submitted<CsrfForm>,
 ) -> Result<Response, PortalError> {
-    viewer.check_csrf(form.csrf.as_deref())?;
     portal_sessions::revoke(&state.pool, viewer.owner(), &viewer.session.id).await?;
     let page = layout(
         "Signed out",

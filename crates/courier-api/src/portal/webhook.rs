@@ -1,7 +1,6 @@
 //! `/portal/webhooks/{id}`: one webhook's settings and recent deliveries; enable or disable it, rotate its
 //! secret, send it a test event.
 
-use axum::Form;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use courier_core::{Scope, WebhookId};
@@ -15,7 +14,7 @@ use serde::Deserialize;
 use super::log::delivery_rows;
 use super::overview::status_text;
 use super::page::{PortalError, Section, layout, render};
-use super::session::{CsrfForm, Viewer};
+use super::session::{CarriesCsrf, CsrfForm, Submitted, Viewer};
 use crate::state::AppState;
 
 /// Recent deliveries shown on the page.
@@ -125,14 +124,18 @@ pub struct StatusForm {
     status: String,
 }
 
+impl CarriesCsrf for StatusForm {
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
 /// Enables or disables, as `PATCH {"status": …}` does: disabling cancels the queue and announces it.
 pub async fn set_status(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    Form(form): Form<StatusForm>,
+    Submitted { viewer, form }: Submitted<StatusForm>,
 ) -> Result<Response, PortalError> {
-    viewer.check_csrf(form.csrf.as_deref())?;
     let owner = viewer.require(Scope::WebhooksWrite)?;
     let id = parse_id(&id)?;
     let enable = match form.status.as_str() {
@@ -153,11 +156,9 @@ pub async fn set_status(
 /// A new secret, shown on this answer only; the old one keeps signing for the grace period.
 pub async fn rotate_secret(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    Submitted { viewer, .. }: Submitted<CsrfForm>,
 ) -> Result<Response, PortalError> {
-    viewer.check_csrf(form.csrf.as_deref())?;
     let owner = viewer.require(Scope::WebhooksWrite)?;
     let id = parse_id(&id)?;
     let grace = chrono::Duration::from_std(state.config.webhooks.rotation_grace).unwrap_or(chrono::Duration::hours(24));
@@ -175,11 +176,9 @@ pub async fn rotate_secret(
 /// A sample event delivered to this webhook only, then its delivery page.
 pub async fn send_test(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    Submitted { viewer, .. }: Submitted<CsrfForm>,
 ) -> Result<Response, PortalError> {
-    viewer.check_csrf(form.csrf.as_deref())?;
     let owner = viewer.require(Scope::WebhooksWrite)?;
     let webhook = load(&state, &viewer, &parse_id(&id)?).await?;
     let Some(event_type) = test_event::type_for(|t| webhook.events.matches(t)) else {

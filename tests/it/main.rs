@@ -19,4 +19,5 @@ mod receiver;
 mod recorder;
 mod retention;
 mod support;
+mod wake;
 mod worker_loop;

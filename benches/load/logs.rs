@@ -31,17 +31,7 @@ pub async fn logs(cluster: &str, a: &Args) -> Value {
 /// `rows` finished deliveries of the one tenant spread over 30 days, written set-based; returns the table's size.
 pub async fn generate_history(url: &str, rows: i64) -> String {
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.expect("connect");
-    // The id of unix millisecond `ms` with random bits `r`, in the shape of courier_id (and DeliveryId).
-    sqlx::query(
-        r#"CREATE FUNCTION pg_temp.bench_id(ms bigint, r bigint) RETURNS text LANGUAGE sql IMMUTABLE AS $$
-            SELECT 'dlv_' || string_agg(substr('0123456789ABCDEFGHJKMNPQRSTVWXYZ',
-                       (CASE WHEN i < 10 THEN (ms >> (5 * (9 - i))) & 31 ELSE (r >> (5 * (25 - i))) & 31 END)::int + 1, 1),
-                   '' ORDER BY i)
-            FROM generate_series(0, 25) i $$"#,
-    )
-    .execute(&mut conn)
-    .await
-    .expect("function");
+    create_id_function(&mut conn).await;
     sqlx::query(
         "INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
                                  attempt_count, max_attempts, created_at, updated_at)
@@ -64,6 +54,21 @@ pub async fn generate_history(url: &str, rows: i64) -> String {
         .fetch_one(&mut conn)
         .await
         .expect("size")
+}
+
+/// `pg_temp.bench_id(ms, r)`: the id of unix millisecond `ms` with random bits `r`, in the shape of courier_id (and
+/// DeliveryId), for this connection.
+pub async fn create_id_function(conn: &mut sqlx::PgConnection) {
+    sqlx::query(
+        r#"CREATE FUNCTION pg_temp.bench_id(ms bigint, r bigint) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+            SELECT 'dlv_' || string_agg(substr('0123456789ABCDEFGHJKMNPQRSTVWXYZ',
+                       (CASE WHEN i < 10 THEN (ms >> (5 * (9 - i))) & 31 ELSE (r >> (5 * (25 - i))) & 31 END)::int + 1, 1),
+                   '' ORDER BY i)
+            FROM generate_series(0, 25) i $$"#,
+    )
+    .execute(&mut *conn)
+    .await
+    .expect("function");
 }
 
 /// p50 and p99 of 40 page requests per filter, following cursors, through the API.

@@ -3,6 +3,7 @@
 //!
 //! `make bench` runs every scenario with the defaults; `cargo bench --bench load -- --help` lists the knobs.
 
+mod history;
 mod logs;
 mod measure;
 mod ordered;
@@ -30,8 +31,8 @@ use setup::{Setup, setup, setup_as};
 #[derive(Debug, Clone, Parser)]
 #[command(about = "Courier's end-to-end load benchmark")]
 struct Args {
-    /// burst, batch, rate, fairness, tenants, backlog, ordered, scaleout (comma-separated), or all; `logs` and `portal` (slow:
-    /// they generate millions of rows) run only when named.
+    /// burst, batch, rate, fairness, tenants, backlog, ordered, scaleout (comma-separated), or all; `logs`, `portal` and `history`
+    /// (slow: they generate millions of rows) run only when named.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Tiny counts, to prove the harness works (make test runs this).
@@ -76,6 +77,9 @@ struct Args {
     /// ordered: share of requests (percent) the receiver fails with 500.
     #[arg(long, default_value_t = 20)]
     ordered_fail_percent: u64,
+    /// history: finished deliveries (with an attempt each) of 1,000 tenants over 30 days.
+    #[arg(long, default_value_t = 10_000_000)]
+    history_rows: usize,
     /// portal: finished deliveries of one tenant in the history the portal's pages are timed against.
     #[arg(long, default_value_t = 1_000_000)]
     portal_rows: usize,
@@ -305,6 +309,7 @@ fn main() {
             hanging_events: 20,
             log_rows: 20_000,
             portal_rows: 20_000,
+            history_rows: 20_000,
             ordered_calls: 50,
             backlog: 200,
             finished_rows: 1000,
@@ -326,6 +331,9 @@ fn main() {
         // Ten million rows take minutes: only when asked for (the smoke run takes a small history).
         if args.scenario.split(',').any(|s| s == "logs") || (args.smoke && args.scenario == "all") {
             results.insert("logs".into(), logs::logs(&cluster, &args).await);
+        }
+        if args.scenario.split(',').any(|s| s == "history") || (args.smoke && args.scenario == "all") {
+            results.insert("history".into(), history::history(&cluster, &args).await);
         }
         if args.scenario.split(',').any(|s| s == "portal") || (args.smoke && args.scenario == "all") {
             results.insert("portal".into(), portal::portal(&cluster, &args).await);

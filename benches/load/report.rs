@@ -47,6 +47,11 @@ pub fn print_table(results: &serde_json::Map<String, Value>) {
                     );
                 }
             }
+        } else if name == "history" {
+            eprintln!(
+                "history: {} deliveries of {} tenants; claim {} ms; one day deleted in {} s; database {}",
+                r["rows"], r["tenants"], r["claim_ms"], r["retention_one_day"]["seconds"], r["database_size"]
+            );
         } else if name == "portal" {
             print_portal(r);
         } else if name == "ordered" {

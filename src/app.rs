@@ -135,10 +135,12 @@ async fn replay_loop(pool: PgPool, shutdown: CancellationToken) -> anyhow::Resul
     }
 }
 
-/// Deletes expired events (with their deliveries and attempts) and old hourly counts every minute, one bounded batch at a time with a
-/// pause between batches, so it never holds locks delivery needs for long.
+/// Every minute: creates the coming week's history partitions, drops the days past retention, deletes the expired
+/// events that are not dropped by day (one bounded batch at a time with a pause between batches, so it never
+/// holds locks delivery needs for long), and prunes old hourly counts.
 async fn retention_loop(pool: PgPool, days: u32, shutdown: CancellationToken) {
     loop {
+        history_by_day(&pool, days).await;
         loop {
             match courier_scheduler::retention::purge_expired_batch(&pool, days).await {
                 Ok(n) if n == courier_scheduler::retention::BATCH as u64 => {
@@ -167,6 +169,28 @@ async fn retention_loop(pool: PgPool, days: u32, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
+    }
+}
+
+/// Creates the partitions ahead and drops expired days (courier_scheduler::history).
+async fn history_by_day(pool: &PgPool, days: u32) {
+    use courier_scheduler::history;
+    let now = chrono::Utc::now();
+    match history::create_ahead(pool, now).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(days = n, "history: created partitions ahead"),
+        Err(err) => tracing::warn!(error = %err, "creating history partitions failed; will retry"),
+    }
+    match history::drop_expired(pool, days, now).await {
+        Ok((dropped, kept)) => {
+            for day in dropped {
+                tracing::info!(day = day.suffix.as_str(), "history: dropped a day past retention");
+            }
+            for day in kept {
+                tracing::info!(day = day.suffix.as_str(), "history: kept a day past retention (still needed)");
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "dropping expired history failed; will retry"),
     }
 }
 

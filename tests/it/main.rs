@@ -8,6 +8,7 @@ mod e2e;
 mod fairness;
 pub(crate) mod fixture;
 mod headers;
+pub(crate) mod history;
 pub(crate) mod hostile;
 pub(crate) mod hostile_receiver;
 pub(crate) mod lifecycle;

@@ -7,8 +7,10 @@ use sqlx::PgPool;
 
 async fn event(pool: &PgPool, tenant: TenantId, id: &str, age_days: i32, delivery_status: Option<&str>) {
     sqlx::query(
-        "INSERT INTO events (tenant_id, id, environment, event_type, call_id, created, data, request_hash, received_at)
-         VALUES ($1, $2, 'live', 'call.completed', 'c', 0, '{\"call_id\": \"c\"}', '\\x00', now() - make_interval(days => $3))",
+        "WITH k AS (INSERT INTO event_keys (tenant_id, environment, id, received_at)
+                    VALUES ($1, 'live', $2, now() - make_interval(days => $3)) RETURNING received_at)
+         INSERT INTO events (tenant_id, id, environment, event_type, call_id, created, data, request_hash, received_at)
+         SELECT $1, $2, 'live', 'call.completed', 'c', 0, '{\"call_id\": \"c\"}', '\\x00', received_at FROM k",
     )
     .bind(tenant.as_uuid())
     .bind(id)

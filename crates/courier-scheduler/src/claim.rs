@@ -146,9 +146,11 @@ pub async fn claim(
          UPDATE deliveries d
             SET status = $7, attempt_count = d.attempt_count + 1, next_attempt_at = NULL,
                 lease_expires_at = now() + $6 + $2, updated_at = now()
-           FROM due, relaxed, events e, webhooks w
-          WHERE d.id = due.id AND e.tenant_id = d.tenant_id AND e.environment = d.environment AND e.id = d.event_id
-            AND w.id = d.webhook_id
+           FROM due, relaxed, event_keys k, events e, webhooks w
+          -- The key names the event's day, so each event is read from its one partition.
+          WHERE d.id = due.id AND k.tenant_id = d.tenant_id AND k.environment = d.environment AND k.id = d.event_id
+            AND e.tenant_id = k.tenant_id AND e.environment = k.environment AND e.id = k.id
+            AND e.received_at = k.received_at AND w.id = d.webhook_id
          RETURNING d.id, d.attempt_count, d.max_attempts, d.tenant_id, d.environment, d.event_id, d.event_type,
                    e.created, e.data, w.id AS webhook_id, w.url, w.include_transcript, w.include_metrics,
                    w.active, w.secret_ciphertext,

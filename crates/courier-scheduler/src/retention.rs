@@ -1,49 +1,48 @@
-//! Retention: events, their deliveries and attempts go once they are older than the retention period
-//! (per-tenant override in `tenants.retention_days`), in bounded batches that never block delivery.
+//! Retention by row: the events of tenants whose retention is shorter than the longest, the legacy partition's
+//! expired events, and erasure requests, each with its deliveries and attempts, in bounded batches that never
+//! block delivery. Everything else leaves whole days at a time ([`crate::history`]).
 
 use chrono::{DateTime, Utc};
 use courier_core::{EventId, TenantId};
 use courier_store::{Owner, events};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::{Result, corrupt};
 
 /// Rows one retention statement deletes at most.
 pub const BATCH: i64 = 1000;
 
-/// Deletes one batch of expired events (deliveries and attempts go with them by cascade); returns how many.
-/// An event with a delivery still pending or in flight is kept whatever its age: nothing accepted is lost
+/// Deletes one batch of expired events that no day drop will take soon, with their deliveries and attempts;
+/// returns how many. An event goes here when its tenant keeps history shorter than the longest retention (days
+/// are dropped only past the longest), or when it is in the partition the upgrade to partitions attached whole.
+/// An event with a delivery still waiting, pending or in flight is kept whatever its age: nothing accepted is lost
 /// before it is finished.
 ///
 /// Which events may go is the queue's knowledge (their deliveries), so it is chosen here; deleting them is the
-/// store's, which owns `events`. The chosen rows are locked until the delete commits, so a replay racing it fails
-/// its foreign key instead of queueing a delivery that would vanish with its event.
+/// store's, which owns `events`. The chosen keys are locked until the delete commits, and a replay locks its
+/// event's key, so a replay racing this either finishes first (and its live delivery keeps the event) or finds
+/// the event gone.
 pub async fn purge_expired_batch(pool: &PgPool, default_days: u32) -> Result<u64> {
     let mut tx = pool.begin().await?;
     let doomed: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(
-        "SELECT e.tenant_id, e.environment, e.id FROM events e JOIN tenants t ON t.id = e.tenant_id
-         WHERE e.received_at < now() - make_interval(days => COALESCE(t.retention_days, $1))
+        "WITH longest AS (SELECT greatest($1, max(retention_days)) AS days FROM tenants),
+              legacy AS (SELECT upper FROM courier_partitions WHERE partition = 'events_legacy')
+         SELECT k.tenant_id, k.environment, k.id FROM event_keys k JOIN tenants t ON t.id = k.tenant_id, longest
+         WHERE k.received_at < now() - make_interval(days => COALESCE(t.retention_days, $1))
+           AND (COALESCE(t.retention_days, $1) < longest.days OR k.received_at < (SELECT upper FROM legacy))
            AND NOT EXISTS (SELECT 1 FROM deliveries d
-                           WHERE d.tenant_id = e.tenant_id AND d.environment = e.environment
-                             AND d.event_id = e.id AND d.status = ANY ($3))
+                           WHERE d.tenant_id = k.tenant_id AND d.environment = k.environment
+                             AND d.event_id = k.id AND d.status = ANY ($3))
          LIMIT $2
-         FOR UPDATE OF e SKIP LOCKED",
+         FOR UPDATE OF k SKIP LOCKED",
     )
     .bind(default_days as i32)
     .bind(BATCH)
     .bind(crate::ordering::LIVE)
     .fetch_all(&mut *tx)
     .await?;
-    let keys = doomed
-        .into_iter()
-        .map(|(tenant, environment, id)| {
-            let row = format!("event {id}");
-            let environment = environment.parse().map_err(corrupt(&row, "environment"))?;
-            let id = EventId::parse(&id).map_err(corrupt(&row, "id"))?;
-            Ok((Owner { tenant: TenantId::from_uuid(tenant), environment }, id))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let deleted = events::delete(&mut tx, &keys).await?;
+    let keys = doomed.into_iter().map(key).collect::<Result<Vec<_>>>()?;
+    let deleted = delete_events(&mut tx, &keys).await?;
     tx.commit().await?;
     Ok(deleted)
 }
@@ -54,10 +53,44 @@ pub async fn purge_tenant(pool: &PgPool, tenant: TenantId, before: Option<DateTi
     let before = before.unwrap_or_else(Utc::now);
     let mut total = 0;
     loop {
-        let done = events::purge_tenant_batch(pool, tenant, before, BATCH).await?;
+        let mut tx = pool.begin().await?;
+        let keys = events::lock_of_tenant(&mut tx, tenant, before, BATCH).await?;
+        let done = delete_events(&mut tx, &keys).await?;
+        tx.commit().await?;
         total += done;
-        if done < BATCH as u64 {
+        if keys.len() < BATCH as usize {
             return Ok(total);
         }
     }
+}
+
+/// Deletes these events' attempts, deliveries (replays included), then the events themselves. There are no
+/// foreign keys among the partitioned tables to cascade (see migration 0015), so the order is spelled out here.
+async fn delete_events(conn: &mut PgConnection, keys: &[(Owner, EventId)]) -> Result<u64> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let tenants: Vec<uuid::Uuid> = keys.iter().map(|(owner, _)| owner.tenant.as_uuid()).collect();
+    let environments: Vec<&str> = keys.iter().map(|(owner, _)| owner.environment.as_str()).collect();
+    let ids: Vec<&str> = keys.iter().map(|(_, id)| id.as_str()).collect();
+    sqlx::query(
+        "WITH d AS (
+            DELETE FROM deliveries d USING unnest($1::uuid[], $2::text[], $3::text[]) AS x(tenant_id, environment, id)
+             WHERE d.tenant_id = x.tenant_id AND d.environment = x.environment AND d.event_id = x.id
+            RETURNING d.id)
+         DELETE FROM delivery_attempts a USING d WHERE a.delivery_id = d.id",
+    )
+    .bind(&tenants)
+    .bind(&environments)
+    .bind(&ids)
+    .execute(&mut *conn)
+    .await?;
+    Ok(events::delete(conn, keys).await?)
+}
+
+fn key((tenant, environment, id): (uuid::Uuid, String, String)) -> Result<(Owner, EventId)> {
+    let row = format!("event {id}");
+    let environment = environment.parse().map_err(corrupt(&row, "environment"))?;
+    let id = EventId::parse(&id).map_err(corrupt(&row, "id"))?;
+    Ok((Owner { tenant: TenantId::from_uuid(tenant), environment }, id))
 }

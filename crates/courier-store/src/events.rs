@@ -90,7 +90,9 @@ pub async fn get(db: impl PgExecutor<'_>, owner: Owner, id: &EventId) -> Result<
     let row: Option<Row> = sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
-        " FROM events WHERE tenant_id = $1 AND environment = $2 AND id = $3"
+        " FROM events WHERE (tenant_id, environment, id, received_at) =
+            (SELECT tenant_id, environment, id, received_at FROM event_keys
+              WHERE tenant_id = $1 AND environment = $2 AND id = $3)"
     ))
     .bind(owner.tenant.as_uuid())
     .bind(owner.environment.as_str())
@@ -138,12 +140,20 @@ pub async fn insert_many(conn: &mut PgConnection, owner: Owner, new: &[NewEvent]
     let data: Vec<sqlx::types::Json<&EventData>> = new.iter().map(|e| sqlx::types::Json(&e.data)).collect();
     let hashes: Vec<Vec<u8>> = new.iter().map(NewEvent::request_hash).collect();
     let inserted: Vec<Row> = sqlx::query_as(concat!(
-        "INSERT INTO events (tenant_id, id, environment, event_type, call_id, created, data, request_hash)
-         SELECT $1, id, $2, event_type, call_id, COALESCE(created, extract(epoch FROM now())::bigint), data, hash
-         FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::jsonb[], $8::bytea[])
-              WITH ORDINALITY AS e(id, event_type, call_id, created, data, hash, n)
-         ORDER BY n
-         ON CONFLICT (tenant_id, environment, id) DO NOTHING RETURNING ",
+        "WITH input AS (
+            SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::jsonb[], $8::bytea[])
+                     WITH ORDINALITY AS e(id, event_type, call_id, created, data, hash, n)),
+         -- The key decides which ids are new; an id repeated in the batch is new once, at its first position.
+         keys AS (
+            INSERT INTO event_keys (tenant_id, environment, id, received_at)
+            SELECT $1, $2, id, now() FROM input ORDER BY n
+            ON CONFLICT (tenant_id, environment, id) DO NOTHING RETURNING id)
+         INSERT INTO events (tenant_id, id, environment, event_type, call_id, created, data, request_hash, received_at)
+         SELECT DISTINCT ON (i.id) $1, i.id, $2, i.event_type, i.call_id,
+                COALESCE(i.created, extract(epoch FROM now())::bigint), i.data, i.hash, now()
+           FROM input i JOIN keys USING (id)
+          ORDER BY i.id, i.n
+         RETURNING ",
         columns!()
     ))
     .bind(owner.tenant.as_uuid())
@@ -186,7 +196,9 @@ async fn existing_with_hashes(
     let rows: Vec<Existing> = sqlx::query_as(concat!(
         "SELECT request_hash, ",
         columns!(),
-        " FROM events WHERE tenant_id = $1 AND environment = $2 AND id = ANY ($3)"
+        " FROM events WHERE (tenant_id, environment, id, received_at) IN
+            (SELECT tenant_id, environment, id, received_at FROM event_keys
+              WHERE tenant_id = $1 AND environment = $2 AND id = ANY ($3))"
     ))
     .bind(owner.tenant.as_uuid())
     .bind(owner.environment.as_str())
@@ -234,8 +246,9 @@ fn answer_each(
     Ok(out)
 }
 
-/// Deletes these events (by tenant, environment and id); their deliveries and attempts go by cascade. The caller
-/// decided they may go (retention) and holds their rows locked.
+/// Deletes these events (by tenant, environment and id) and their keys, so their ids may be used again. Their
+/// deliveries and attempts are the scheduler's to delete first. The caller decided they may go (retention,
+/// erasure) and holds their keys locked (`courier_scheduler::retention`, [`lock_of_tenant`]).
 pub async fn delete(conn: &mut PgConnection, keys: &[(Owner, EventId)]) -> Result<u64> {
     if keys.is_empty() {
         return Ok(0);
@@ -244,8 +257,13 @@ pub async fn delete(conn: &mut PgConnection, keys: &[(Owner, EventId)]) -> Resul
     let environments: Vec<&str> = keys.iter().map(|(owner, _)| owner.environment.as_str()).collect();
     let ids: Vec<&str> = keys.iter().map(|(_, id)| id.as_str()).collect();
     let done = sqlx::query(
-        "DELETE FROM events e USING unnest($1::uuid[], $2::text[], $3::text[]) AS k(tenant_id, environment, id)
-          WHERE e.tenant_id = k.tenant_id AND e.environment = k.environment AND e.id = k.id",
+        "WITH k AS (
+            DELETE FROM event_keys k USING unnest($1::uuid[], $2::text[], $3::text[]) AS x(tenant_id, environment, id)
+             WHERE k.tenant_id = x.tenant_id AND k.environment = x.environment AND k.id = x.id
+            RETURNING k.tenant_id, k.environment, k.id, k.received_at)
+         DELETE FROM events e USING k
+          WHERE e.tenant_id = k.tenant_id AND e.environment = k.environment AND e.id = k.id
+            AND e.received_at = k.received_at",
     )
     .bind(&tenants)
     .bind(&environments)
@@ -255,23 +273,72 @@ pub async fn delete(conn: &mut PgConnection, keys: &[(Owner, EventId)]) -> Resul
     Ok(done.rows_affected())
 }
 
-/// Erases up to `limit` of a tenant's events received before `before`, with their deliveries and attempts (by
-/// cascade), whatever state those are in: for erasure requests. Returns how many.
-pub async fn purge_tenant_batch(
-    db: impl PgExecutor<'_>,
+/// Locks and returns up to `limit` of a tenant's events received before `before`, whatever the state of their
+/// deliveries: for erasure requests.
+pub async fn lock_of_tenant(
+    conn: &mut PgConnection,
     tenant: TenantId,
     before: DateTime<Utc>,
     limit: i64,
-) -> Result<u64> {
-    let done = sqlx::query(
-        "WITH doomed AS (SELECT environment, id FROM events WHERE tenant_id = $1 AND received_at < $2 LIMIT $3)
-         DELETE FROM events e USING doomed
-          WHERE e.tenant_id = $1 AND e.environment = doomed.environment AND e.id = doomed.id",
+) -> Result<Vec<(Owner, EventId)>> {
+    let rows: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(
+        "SELECT tenant_id, environment, id FROM event_keys WHERE tenant_id = $1 AND received_at < $2
+         LIMIT $3 FOR UPDATE",
     )
     .bind(tenant.as_uuid())
     .bind(before)
     .bind(limit)
-    .execute(db)
+    .fetch_all(conn)
     .await?;
+    rows.into_iter().map(key_from_row).collect()
+}
+
+fn key_from_row((tenant, environment, id): (uuid::Uuid, String, String)) -> Result<(Owner, EventId)> {
+    let row = format!("event {id}");
+    let environment = environment.parse().map_err(Error::corrupt(&row, "environment"))?;
+    let id = EventId::parse(&id).map_err(Error::corrupt(&row, "id"))?;
+    Ok((Owner { tenant: TenantId::from_uuid(tenant), environment }, id))
+}
+
+/// Forgets the keys of the events received in `[lower, upper)` (from the beginning when `lower` is `None`), so
+/// their ids may be used again; the first step of dropping a day (`courier_scheduler::history`). Each deleted
+/// key stays locked until the caller's transaction ends, so a replay of one of these events waits and then finds
+/// it gone.
+pub async fn forget_keys(conn: &mut PgConnection, lower: Option<DateTime<Utc>>, upper: DateTime<Utc>) -> Result<u64> {
+    let done =
+        sqlx::query("DELETE FROM event_keys WHERE received_at < $2 AND ($1::timestamptz IS NULL OR received_at >= $1)")
+            .bind(lower)
+            .bind(upper)
+            .execute(conn)
+            .await?;
     Ok(done.rows_affected())
+}
+
+/// Drops one day's partition of `events` (`events_<suffix>`), whose keys [`forget_keys`] deleted in the same
+/// transaction.
+pub async fn drop_partition(conn: &mut PgConnection, suffix: &PartitionSuffix) -> Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {}", suffix.table("events")))).execute(conn).await?;
+    Ok(())
+}
+
+/// The day part of a history partition's name: `YYYYMMDD` or `legacy` (the tables as they were before
+/// partitioning). Only these are ever dropped; `default` is not one of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionSuffix(String);
+
+impl PartitionSuffix {
+    pub fn parse(s: &str) -> Option<Self> {
+        let is_day = s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit());
+        (is_day || s == "legacy").then(|| Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The partition of `table` for this day, quoted for SQL (the suffix is digits or `legacy`, so nothing needs
+    /// escaping).
+    pub fn table(&self, table: &str) -> String {
+        format!("\"{table}_{}\"", self.0)
+    }
 }

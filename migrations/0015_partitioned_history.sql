@@ -5,16 +5,17 @@
 -- * Daily, not weekly: retention is counted in days and a week's partition would hold up to six days past it; at
 --   30 days of retention a table has about 40 partitions (30 kept, 7 created ahead, the legacy one and the
 --   default), which keeps planning cheap. Queries that know the time (every one by delivery id) touch one.
--- * `deliveries` by `id`: a delivery id starts with the millisecond it was created (see `courier_id`), so `id` is
---   its own time key and the primary key, and every lookup by id, stays as it is. `delivery_attempts` by
---   `delivery_id` on the same bounds, so an attempt sits in its delivery's day.
+-- * Finished `deliveries` by `id`: a delivery id starts with the millisecond it was created (see `courier_id`), so
+--   `id` is its own time key, and every lookup by id prunes to one day. Live deliveries are a partition of their
+--   own, the queue (below). `delivery_attempts` by `delivery_id` on the same bounds, so an attempt sits in its
+--   delivery's day.
 -- * `events` by `received_at`: event ids are the emitter's and say nothing about time. A partitioned table's
 --   unique keys must include the partition key, so the idempotency key `(tenant, environment, id)` moves to the
 --   narrow, unpartitioned `event_keys`, which also records the day the event is in.
 -- * The foreign keys among the three tables go: a dropped partition cannot cascade, and a drop must not scan the
 --   other tables for references. What they guarded is now code: deletes name all four tables
---   (`courier_store::history`), a replay locks its event's key, and retention drops a day only when no live
---   delivery needs anything in it (`courier_scheduler::retention`).
+--   (`courier_scheduler::retention`), a replay locks its event's key, and retention drops a day only when no
+--   live delivery needs its events (`courier_scheduler::history`).
 -- * The existing tables are attached whole as each table's first partition (`*_legacy`, everything before this
 --   migration), so upgrading moves no delivery rows; only the narrow keys are copied.
 -- * A `DEFAULT` partition catches rows past the partitions created so far (a clock that ran ahead), so ingest
@@ -62,31 +63,55 @@ ALTER TABLE events ADD PRIMARY KEY (tenant_id, environment, id, received_at);
 CREATE INDEX events_received ON events (tenant_id, environment, received_at DESC, id DESC);
 ALTER TABLE events ATTACH PARTITION events_legacy FOR VALUES FROM (MINVALUE) TO (now());
 
--- deliveries
+-- deliveries: the live queue and the log are two partitions by status, and the log is partitioned by day.
+--
+--   deliveries              LIST (status)
+--   ├── deliveries_live     waiting, pending, delivering: the queue, one small table
+--   └── deliveries_done     succeeded, failed, cancelled, RANGE (id)
+--       ├── deliveries_legacy, deliveries_YYYYMMDD, …, deliveries_default
+--
+-- The claim, the recorder, the lease sweeps and ordering name a live status, so they plan and run against one
+-- small table however many days the log holds (a statement over forty day partitions spends tens of
+-- milliseconds planning). A delivery that finishes moves into its day of the log in the same update (PostgreSQL
+-- moves a row whose partition key changes), and a day of the log never holds live work, so dropping it never
+-- loses any. The claim's indexes (`deliveries_due`, `deliveries_chain`) exist on the queue only.
 ALTER TABLE deliveries RENAME TO deliveries_legacy;
-ALTER INDEX deliveries_pkey RENAME TO deliveries_legacy_pkey;
-ALTER INDEX deliveries_due RENAME TO deliveries_legacy_due;
+ALTER TABLE deliveries_legacy DROP CONSTRAINT deliveries_pkey;
 ALTER INDEX deliveries_tenant RENAME TO deliveries_legacy_tenant;
 ALTER INDEX deliveries_webhook RENAME TO deliveries_legacy_webhook;
 ALTER INDEX deliveries_event RENAME TO deliveries_legacy_event;
 ALTER INDEX deliveries_call RENAME TO deliveries_legacy_call;
 ALTER INDEX deliveries_replay_of RENAME TO deliveries_legacy_replay_of;
-ALTER INDEX deliveries_chain RENAME TO deliveries_legacy_chain;
--- Only the old row-by-row retention read it.
+-- Only the old row-by-row retention read it; the queue's indexes move to the queue.
 DROP INDEX deliveries_created;
+DROP INDEX deliveries_due;
+DROP INDEX deliveries_chain;
 CREATE TABLE deliveries (LIKE deliveries_legacy INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED)
-    PARTITION BY RANGE (id);
-ALTER TABLE deliveries ADD PRIMARY KEY (id);
-CREATE INDEX deliveries_due ON deliveries (due_at) WHERE due_at IS NOT NULL;
+    PARTITION BY LIST (status);
+-- A partitioned table's key must hold its partition keys; ids are unique by construction (80 random bits).
+ALTER TABLE deliveries ADD PRIMARY KEY (id, status);
 CREATE INDEX deliveries_tenant ON deliveries (tenant_id, environment, id DESC);
 CREATE INDEX deliveries_webhook ON deliveries (webhook_id, id DESC);
 CREATE INDEX deliveries_event ON deliveries (tenant_id, environment, event_id);
 CREATE INDEX deliveries_call ON deliveries (tenant_id, call_id, id DESC);
 CREATE INDEX deliveries_replay_of ON deliveries (replay_of) WHERE replay_of IS NOT NULL;
-CREATE INDEX deliveries_chain ON deliveries (webhook_id, call_id, call_seq) WHERE call_seq IS NOT NULL;
--- Retention asks "is anything here still live?" per day; `deliveries_due` answers for pending and delivering.
-CREATE INDEX deliveries_waiting ON deliveries (id) WHERE status = 'waiting';
-ALTER TABLE deliveries ATTACH PARTITION deliveries_legacy
+
+CREATE TABLE deliveries_live PARTITION OF deliveries FOR VALUES IN ('waiting', 'pending', 'delivering');
+CREATE INDEX deliveries_due ON deliveries_live (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX deliveries_chain ON deliveries_live (webhook_id, call_id, call_seq) WHERE call_seq IS NOT NULL;
+CREATE TABLE deliveries_done PARTITION OF deliveries FOR VALUES IN ('succeeded', 'failed', 'cancelled')
+    PARTITION BY RANGE (id);
+
+-- The old table's live rows (the queue: few) join the queue; the rest is attached whole as the log's first day.
+INSERT INTO deliveries_live (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status, attempt_count, max_attempts,
+    next_attempt_at, lease_expires_at, last_status_code, last_error, replay_of, created_at, updated_at, trace_parent,
+    call_seq)
+SELECT id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status, attempt_count, max_attempts,
+    next_attempt_at, lease_expires_at, last_status_code, last_error, replay_of, created_at, updated_at, trace_parent,
+    call_seq
+  FROM deliveries_legacy WHERE status IN ('waiting', 'pending', 'delivering');
+DELETE FROM deliveries_legacy WHERE status IN ('waiting', 'pending', 'delivering');
+ALTER TABLE deliveries_done ATTACH PARTITION deliveries_legacy
     FOR VALUES FROM (MINVALUE) TO (courier_id_floor('dlv_', now()));
 
 -- delivery_attempts
@@ -122,7 +147,7 @@ BEGIN
             BEGIN
                 EXECUTE format('CREATE TABLE %I PARTITION OF events FOR VALUES FROM (%L) TO (%L)',
                                'events_' || suffix, lo, hi);
-                EXECUTE format('CREATE TABLE %I PARTITION OF deliveries FOR VALUES FROM (%L) TO (%L)',
+                EXECUTE format('CREATE TABLE %I PARTITION OF deliveries_done FOR VALUES FROM (%L) TO (%L)',
                                'deliveries_' || suffix, courier_id_floor('dlv_', lo), courier_id_floor('dlv_', hi));
                 EXECUTE format('CREATE TABLE %I PARTITION OF delivery_attempts FOR VALUES FROM (%L) TO (%L)',
                                'delivery_attempts_' || suffix, courier_id_floor('dlv_', lo), courier_id_floor('dlv_', hi));
@@ -140,8 +165,8 @@ $$;
 -- The partitions of the three tables, each with its day (`suffix`: `YYYYMMDD`, `legacy` or `default`) and, for
 -- `events`, its bounds: the three tables' partitions of one day share the suffix and are dropped together.
 CREATE VIEW courier_partitions AS
-SELECT p.relname::text AS partition, parent.relname::text AS table_name,
-       substr(p.relname, length(parent.relname) + 2) AS suffix,
+SELECT p.relname::text AS partition, regexp_replace(p.relname, '_[^_]*$', '') AS table_name,
+       substring(p.relname FROM '_([^_]*)$') AS suffix,
        CASE WHEN parent.relname = 'events'
             THEN ((regexp_match(pg_get_expr(p.relpartbound, p.oid), 'FROM \(''([^'']*)''\)'))[1])::timestamptz
        END AS lower,
@@ -151,11 +176,11 @@ SELECT p.relname::text AS partition, parent.relname::text AS table_name,
   FROM pg_inherits i
   JOIN pg_class p ON p.oid = i.inhrelid
   JOIN pg_class parent ON parent.oid = i.inhparent
- WHERE parent.relname IN ('events', 'deliveries', 'delivery_attempts')
+ WHERE parent.relname IN ('events', 'deliveries_done', 'delivery_attempts')
    AND parent.relnamespace = to_regnamespace(current_schema());
 
 CREATE TABLE events_default PARTITION OF events DEFAULT;
-CREATE TABLE deliveries_default PARTITION OF deliveries DEFAULT;
+CREATE TABLE deliveries_default PARTITION OF deliveries_done DEFAULT;
 CREATE TABLE delivery_attempts_default PARTITION OF delivery_attempts DEFAULT;
 
 -- Today and tomorrow; Courier keeps a week ahead from its start on.

@@ -34,6 +34,8 @@ const OWNERS: &[(&str, &str)] = &[
     ("event_keys", "crates/courier-store/src/events.rs"),
     // The queue: fan-out, claim, lease, record, cancel and replay are all the scheduler's.
     ("deliveries", "crates/courier-scheduler/src/"),
+    // The live deliveries' partition, which the queue's statements name directly (migration 0015).
+    ("deliveries_live", "crates/courier-scheduler/src/"),
     ("delivery_attempts", "crates/courier-scheduler/src/finish.rs"),
     // Attempts go when their events do (no foreign key cascades across partitions).
     ("delivery_attempts", "crates/courier-scheduler/src/retention.rs"),

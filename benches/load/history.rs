@@ -1,8 +1,8 @@
-//! The `history` scenario: a database holding many tenants' finished deliveries and their attempts over 30 days,
-//! then what history costs: the claim, a large tenant's log pages with each filter, a bulk-replay dry run,
-//! deleting one day (today's retention, by `DELETE`) and the database's size.
-//!
-//! The baseline for partitioned history (SCALING.md): the same figures, measured again once a day is a partition.
+//! The `history` scenario: a database holding many tenants' events, finished deliveries and their attempts over 30
+//! days, one partition per day (migration 0015), then what history costs: the claim, a large tenant's log pages
+//! with each filter, a bulk-replay dry run, the retention of one day, by dropping its partitions (what Courier
+//! does) and by deleting its rows (what it did before, and still does for shorter per-tenant retention), and the
+//! database's size.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -80,49 +80,59 @@ pub async fn history(cluster: &str, a: &Args) -> Value {
         .fetch_one(&mut conn)
         .await
         .expect("size");
-    let (deleted, delete_s) = delete_oldest_day(&mut conn).await;
+    let retention = retention_of_one_day(&s.url).await;
     s.teardown().await;
     json!({"rows": rows, "tenants": TENANTS, "generate_s": generate_s, "database_size": size, "claim_ms": claim_ms,
            "large_tenant_pages": pages, "bulk_replay_dry_run": dry_run,
-           "retention_one_day": {"deliveries_deleted": deleted, "seconds": delete_s, "how": "DELETE (attempts by cascade)"}})
+           "retention_one_day": retention})
 }
 
-/// Tenants, one webhook and one event each (copies of the benchmark's own), then `rows` finished deliveries over
-/// 30 days with one attempt each, a tenth of them the benchmark tenant's; set-based SQL throughout.
+/// Day partitions for the 31 days before now (the fresh database's legacy partitions are empty and go), tenants
+/// and one webhook each (copies of the benchmark's own), then `rows` events over 30 days, each with one finished
+/// delivery with one attempt, a tenth of them the benchmark tenant's; set-based SQL throughout.
 async fn generate(conn: &mut sqlx::PgConnection, rows: i64) {
     crate::logs::create_id_function(conn).await;
     let webhook_columns = columns(conn, "webhooks").await;
-    let event_columns = columns(conn, "events").await;
     let statements = [
+        "DROP TABLE events_legacy, deliveries_legacy, delivery_attempts_legacy".to_owned(),
+        "SELECT courier_create_partitions(now() - interval '31 days', now())".to_owned(),
         format!("INSERT INTO tenants (id, name) SELECT md5('t' || g)::uuid, 'bench ' || g FROM generate_series(1, {}) g", TENANTS - 1),
         format!(
             "INSERT INTO webhooks ({webhook_columns}) SELECT {} FROM webhooks w, generate_series(1, {}) g",
             replace(&webhook_columns, &[("id", "'wh_0' || lpad(upper(to_hex(g)), 25, '0')"), ("tenant_id", "md5('t' || g)::uuid")]),
             TENANTS - 1
         ),
-        format!(
-            "INSERT INTO events ({event_columns}) SELECT {} FROM events e, generate_series(1, {}) g",
-            replace(&event_columns, &[("tenant_id", "md5('t' || g)::uuid")]),
-            TENANTS - 1
-        ),
-        "INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
-                                 attempt_count, max_attempts, created_at, updated_at)
-         SELECT pg_temp.bench_id(t.ms, (random() * 1e15)::bigint), w.tenant_id, w.environment, e.id, w.id,
+        // One row per generated event: its time, tenant, webhook and type.
+        "CREATE TEMP TABLE gen AS
+         SELECT g, to_timestamp(t.ms / 1000.0) AS at, t.ms, w.tenant_id, w.environment, w.id AS webhook_id, w.max_attempts,
                 (ARRAY['call.started','call.connected','call.completed','call.failed',
-                       'call.disconnected','call.agent.changed'])[1 + g % 6],
-                'call-' || (g / 10), CASE WHEN (g / 10) % 100 < 97 THEN 'succeeded' ELSE 'failed' END,
-                1, w.max_attempts, to_timestamp(t.ms / 1000.0), to_timestamp(t.ms / 1000.0)
+                       'call.disconnected','call.agent.changed'])[1 + g % 6] AS event_type
            FROM generate_series(1, $1) g
            CROSS JOIN LATERAL (SELECT (extract(epoch FROM now() - interval '30 days') * 1000)::bigint
                                       + g * (30 * 86400000::bigint / $1) AS ms) t
            JOIN LATERAL (SELECT CASE WHEN g % 10 = 0 THEN NULL ELSE md5('t' || (1 + g % 999))::uuid END AS tid) p ON true
-           JOIN webhooks w ON w.tenant_id = COALESCE(p.tid, (SELECT tenant_id FROM deliveries LIMIT 1))
-           JOIN events e ON e.tenant_id = w.tenant_id"
+           JOIN webhooks w ON w.tenant_id = COALESCE(p.tid, (SELECT tenant_id FROM deliveries LIMIT 1))"
+            .to_owned(),
+        "INSERT INTO event_keys (tenant_id, environment, id, received_at)
+         SELECT tenant_id, environment, 'evt_gen' || g, at FROM gen"
+            .to_owned(),
+        "INSERT INTO events (tenant_id, id, environment, event_type, call_id, created, data, request_hash, received_at)
+         SELECT tenant_id, 'evt_gen' || g, environment, event_type, 'call-' || (g / 10), extract(epoch FROM at)::bigint,
+                jsonb_build_object('call_id', 'call-' || (g / 10), 'agent_id', 'agent-7', 'status', 'completed'),
+                '\\x00', at
+           FROM gen"
+            .to_owned(),
+        "INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
+                                 attempt_count, max_attempts, created_at, updated_at)
+         SELECT pg_temp.bench_id(ms, (random() * 1e15)::bigint), tenant_id, environment, 'evt_gen' || g, webhook_id,
+                event_type, 'call-' || (g / 10), CASE WHEN (g / 10) % 100 < 97 THEN 'succeeded' ELSE 'failed' END,
+                1, max_attempts, at, at
+           FROM gen"
             .to_owned(),
         "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, signature_timestamp)
          SELECT id, 1, created_at, 12, CASE status WHEN 'succeeded' THEN 200 ELSE 500 END,
                 extract(epoch FROM created_at)::bigint
-           FROM deliveries WHERE NOT EXISTS (SELECT 1 FROM delivery_attempts a WHERE a.delivery_id = deliveries.id)"
+           FROM deliveries WHERE event_id LIKE 'evt_gen%'"
             .to_owned(),
         "VACUUM ANALYZE".to_owned(),
     ];
@@ -155,16 +165,50 @@ fn replace(columns: &str, with: &[(&str, &str)]) -> String {
         .join(", ")
 }
 
-/// Today's retention of the oldest day, as one `DELETE` of its deliveries (attempts go by cascade).
-async fn delete_oldest_day(conn: &mut sqlx::PgConnection) -> (u64, f64) {
+/// The retention of one day, two ways on the same history: one day by dropping it whole, as Courier does
+/// (`courier_scheduler::history::drop_day`: its checks, its keys and its three partitions), and the next by
+/// deleting its rows in one transaction, as Courier did before partitioning and still does for a tenant whose
+/// retention is shorter than the longest.
+async fn retention_of_one_day(url: &str) -> Value {
+    use courier_scheduler::history::{self, Dropped};
+    let pool = sqlx::PgPool::connect(url).await.expect("pool");
+    // The two full days before today (the oldest is partial, and Courier's own retention may be dropping it).
+    let days = history::days_before(&pool, chrono::Utc::now()).await.expect("days");
+    let (oldest, next) = (&days[days.len() - 2], &days[days.len() - 1]);
+    let rows = |day: &history::Day| {
+        let table = day.suffix.table("deliveries");
+        let pool = pool.clone();
+        async move {
+            let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+            n
+        }
+    };
+    let dropped_rows = rows(oldest).await;
     let begun = Instant::now();
-    let done = sqlx::query(
-        "DELETE FROM deliveries WHERE created_at < (SELECT min(created_at) FROM deliveries) + interval '1 day'",
-    )
-    .execute(&mut *conn)
-    .await
-    .expect("delete a day");
-    (done.rows_affected(), begun.elapsed().as_secs_f64())
+    let outcome = history::drop_day(&pool, oldest).await.expect("drop");
+    let drop_s = begun.elapsed().as_secs_f64();
+    assert!(matches!(outcome, Dropped::Dropped { .. }), "{outcome:?}");
+    let deleted_rows = rows(next).await;
+    let begun = Instant::now();
+    let mut tx = pool.begin().await.expect("begin");
+    for sql in [
+        "WITH d AS (DELETE FROM deliveries WHERE id >= courier_id_floor('dlv_', $1) AND id < courier_id_floor('dlv_', $2)
+                    RETURNING id)
+         DELETE FROM delivery_attempts a USING d WHERE a.delivery_id = d.id",
+        "WITH k AS (DELETE FROM event_keys WHERE received_at >= $1 AND received_at < $2
+                    RETURNING tenant_id, environment, id, received_at)
+         DELETE FROM events e USING k WHERE e.tenant_id = k.tenant_id AND e.environment = k.environment
+                                        AND e.id = k.id AND e.received_at = k.received_at",
+    ] {
+        sqlx::query(sql).bind(next.lower).bind(next.upper).execute(&mut *tx).await.expect("delete a day");
+    }
+    tx.commit().await.expect("commit");
+    let delete_s = begun.elapsed().as_secs_f64();
+    json!({"drop": {"day": oldest.suffix.as_str(), "deliveries": dropped_rows, "seconds": drop_s},
+           "delete": {"day": next.suffix.as_str(), "deliveries": deleted_rows, "seconds": delete_s}})
 }
 
 /// Sorted latencies (ms) of 40 requests for one URL, after one untimed.

@@ -130,27 +130,32 @@ pub async fn claim(
          -- the rows are simply due again (at least once). Ingest and attempt records keep synchronous commits.
          relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
          due AS (
-            SELECT c.id FROM deliveries c
+            SELECT c.id, c.tenant_id, c.environment, c.event_id FROM deliveries_live c
             -- A lease that ran out after the last allowed attempt leaves nothing to claim: see lease::fail_exhausted_leases.
             WHERE c.due_at <= now() + $6 AND c.attempt_count < c.max_attempts
               AND c.webhook_id <> ALL ($3) AND c.tenant_id <> ALL ($4) AND (c.attempt_count = 0 OR NOT $5)
               -- Per-call ordering: never while an earlier delivery of the same call to this webhook is live.
               AND (c.call_seq IS NULL OR NOT EXISTS (
-                    SELECT 1 FROM deliveries p
+                    SELECT 1 FROM deliveries_live p
                      WHERE p.webhook_id = c.webhook_id AND p.call_id = c.call_id AND p.call_seq IS NOT NULL
                        AND p.call_seq < c.call_seq AND p.status = ANY ($8)))
             ORDER BY c.due_at
             LIMIT $1
             FOR UPDATE SKIP LOCKED
          )
-         UPDATE deliveries d
+         -- The queue is one table (migration 0015): claiming keeps a delivery live, so it never leaves it.
+         UPDATE deliveries_live d
             SET status = $7, attempt_count = d.attempt_count + 1, next_attempt_at = NULL,
                 lease_expires_at = now() + $6 + $2, updated_at = now()
-           FROM due, relaxed, event_keys k, events e, webhooks w
-          -- The key names the event's day, so each event is read from its one partition.
-          WHERE d.id = due.id AND k.tenant_id = d.tenant_id AND k.environment = d.environment AND k.id = d.event_id
-            AND e.tenant_id = k.tenant_id AND e.environment = k.environment AND e.id = k.id
-            AND e.received_at = k.received_at AND w.id = d.webhook_id
+           FROM due, relaxed, webhooks w,
+                -- Each event from the one day its key names: lateral, so no plan can scan every day instead.
+                LATERAL (SELECT e.created, e.data FROM event_keys k JOIN events e
+                           ON e.tenant_id = k.tenant_id AND e.environment = k.environment AND e.id = k.id
+                          AND e.received_at = k.received_at
+                          WHERE k.tenant_id = due.tenant_id AND k.environment = due.environment
+                            AND k.id = due.event_id
+                          LIMIT 1) e
+          WHERE d.id = due.id AND w.id = d.webhook_id
          RETURNING d.id, d.attempt_count, d.max_attempts, d.tenant_id, d.environment, d.event_id, d.event_type,
                    e.created, e.data, w.id AS webhook_id, w.url, w.include_transcript, w.include_metrics,
                    w.active, w.secret_ciphertext,

@@ -60,7 +60,7 @@ pub async fn enqueue(conn: &mut PgConnection, owner: Owner, events: &[FanoutEven
          ),
          decided AS (
             SELECT t.*, t.ordered AND (t.nth > 1 OR EXISTS (
-                       SELECT 1 FROM deliveries p WHERE p.webhook_id = t.webhook_id AND p.call_id = t.call_id
+                       SELECT 1 FROM deliveries_live p WHERE p.webhook_id = t.webhook_id AND p.call_id = t.call_id
                                                     AND p.call_seq IS NOT NULL AND p.status = ANY ($9))) AS waits
               FROM targets t
          ),

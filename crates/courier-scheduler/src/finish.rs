@@ -255,10 +255,7 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
             "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error_kind,
                                             error_message, response_body, response_truncated, signature_timestamp)
              SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::text[],
-                                  $7::text[], $8::bytea[], $9::bool[], $10::bigint[]) AS a(delivery_id)
-             -- What the foreign key did before history was partitioned (migration 0015): no attempt of a delivery
-             -- that was erased while it was in flight, and none erased while this commits.
-             WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = a.delivery_id FOR KEY SHARE)
+                                  $7::text[], $8::bytea[], $9::bool[], $10::bigint[])
              ON CONFLICT DO NOTHING",
         )
         .bind(&ids)

@@ -84,17 +84,17 @@ pub async fn drop_day(pool: &PgPool, day: &Day) -> Result<Dropped> {
     if !mine {
         return Ok(Dropped::Busy);
     }
-    // Cheap checks first, so a day kept for a live delivery costs no delete.
-    if has_live(&mut tx, &day.suffix).await? || needed_elsewhere(&mut tx, &day.suffix).await? {
+    // A day's own deliveries are all finished: live ones are in `deliveries_live` (migration 0015). Check first
+    // whether a live one of any day needs the day's events, so a day kept for one costs no delete.
+    if needed_by_live(&mut tx, &day.suffix).await? {
         return Ok(Dropped::Live);
     }
     let outcome = async {
         // Deleting the keys waits for any replay holding one of them (a replay locks its event's key) and makes
         // later ones find the event gone. Whatever such a replay queued is committed and visible now, so the check
-        // is asked again before anything is dropped. A day's finished deliveries never become live again, so the
-        // day's own deliveries need no second look.
+        // is asked again before anything is dropped.
         let keys = events::forget_keys(&mut tx, day.lower, day.upper).await?;
-        if needed_elsewhere(&mut tx, &day.suffix).await? {
+        if needed_by_live(&mut tx, &day.suffix).await? {
             return Ok(Dropped::Live);
         }
         let attempts = day.suffix.table("delivery_attempts");
@@ -128,24 +128,11 @@ pub async fn drop_expired(pool: &PgPool, default_days: u32, now: DateTime<Utc>) 
     Ok((dropped, kept))
 }
 
-/// Whether the day's own deliveries include a live one (pending or delivering: `deliveries_due`; waiting:
-/// `deliveries_waiting`).
-async fn has_live(conn: &mut PgConnection, suffix: &PartitionSuffix) -> Result<bool> {
-    let live: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT EXISTS (SELECT 1 FROM {} WHERE due_at IS NOT NULL OR status = 'waiting')",
-        suffix.table("deliveries")
-    )))
-    .fetch_one(conn)
-    .await?;
-    Ok(live)
-}
-
-/// Whether a live delivery of any day (a replay, or a fan-out just past midnight) is for one of the day's events.
-async fn needed_elsewhere(conn: &mut PgConnection, suffix: &PartitionSuffix) -> Result<bool> {
+/// Whether a live delivery (a replay, or a fan-out just past midnight) is for one of the day's events.
+async fn needed_by_live(conn: &mut PgConnection, suffix: &PartitionSuffix) -> Result<bool> {
     let needed: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT EXISTS (SELECT 1 FROM deliveries d JOIN {} e
-                          ON e.tenant_id = d.tenant_id AND e.environment = d.environment AND e.id = d.event_id
-                         WHERE d.due_at IS NOT NULL OR d.status = 'waiting')",
+        "SELECT EXISTS (SELECT 1 FROM deliveries_live d JOIN {} e
+                          ON e.tenant_id = d.tenant_id AND e.environment = d.environment AND e.id = d.event_id)",
         suffix.table("events")
     )))
     .fetch_one(conn)

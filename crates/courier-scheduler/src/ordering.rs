@@ -31,11 +31,11 @@ pub(crate) async fn promote_next(conn: &mut PgConnection, clock: &Clock, ended: 
          ),
          head AS (
             SELECT DISTINCT ON (s.webhook_id, s.call_id) s.id, s.status
-              FROM chains c JOIN deliveries s ON s.webhook_id = c.webhook_id AND s.call_id = c.call_id
+              FROM chains c JOIN deliveries_live s ON s.webhook_id = c.webhook_id AND s.call_id = c.call_id
              WHERE s.call_seq IS NOT NULL AND s.status = ANY ($4)
              ORDER BY s.webhook_id, s.call_id, s.call_seq
          )
-         UPDATE deliveries d SET status = $3, next_attempt_at = now() + $2, updated_at = now()
+         UPDATE deliveries_live d SET status = $3, next_attempt_at = now() + $2, updated_at = now()
            FROM head WHERE d.id = head.id AND head.status = $5",
     )
     .bind(ended)
@@ -53,9 +53,9 @@ pub(crate) async fn promote_next(conn: &mut PgConnection, clock: &Clock, ended: 
 /// being fanned out in a concurrent transaction (neither saw the other). Returns how many.
 pub async fn promote_stranded(pool: &PgPool, clock: &Clock) -> Result<u64> {
     let done = sqlx::query(
-        "UPDATE deliveries s SET status = $1, next_attempt_at = now() + $2, updated_at = now()
+        "UPDATE deliveries_live s SET status = $1, next_attempt_at = now() + $2, updated_at = now()
           WHERE s.status = $3 AND s.call_seq IS NOT NULL
-            AND NOT EXISTS (SELECT 1 FROM deliveries p
+            AND NOT EXISTS (SELECT 1 FROM deliveries_live p
                              WHERE p.webhook_id = s.webhook_id AND p.call_id = s.call_id AND p.call_seq IS NOT NULL
                                AND p.call_seq < s.call_seq AND p.status = ANY ($4))",
     )

@@ -30,7 +30,7 @@ pub async fn purge_expired_batch(pool: &PgPool, default_days: u32) -> Result<u64
          SELECT k.tenant_id, k.environment, k.id FROM event_keys k JOIN tenants t ON t.id = k.tenant_id, longest
          WHERE k.received_at < now() - make_interval(days => COALESCE(t.retention_days, $1))
            AND (COALESCE(t.retention_days, $1) < longest.days OR k.received_at < (SELECT upper FROM legacy))
-           AND NOT EXISTS (SELECT 1 FROM deliveries d
+           AND NOT EXISTS (SELECT 1 FROM deliveries_live d
                            WHERE d.tenant_id = k.tenant_id AND d.environment = k.environment
                              AND d.event_id = k.id AND d.status = ANY ($3))
          LIMIT $2

@@ -21,7 +21,7 @@ pub async fn queue_stats(db: impl PgExecutor<'_>) -> Result<QueueStats> {
         "SELECT count(*) FILTER (WHERE due_at <= now()),
                 count(*) FILTER (WHERE due_at > now()),
                 COALESCE(extract(epoch FROM now() - min(due_at) FILTER (WHERE due_at <= now()))::float8, 0)
-         FROM deliveries WHERE due_at IS NOT NULL",
+         FROM deliveries_live WHERE due_at IS NOT NULL",
     )
     .fetch_one(db)
     .await?;

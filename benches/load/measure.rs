@@ -75,11 +75,11 @@ pub async fn claim_cost(url: &str) -> f64 {
     let mut runs = Vec::new();
     for _ in 0..5 {
         let plan: Vec<String> = sqlx::query_scalar(
-            "EXPLAIN (ANALYZE, FORMAT TEXT) SELECT c.id FROM deliveries c
+            "EXPLAIN (ANALYZE, FORMAT TEXT) SELECT c.id FROM deliveries_live c
              WHERE c.due_at <= now() AND c.attempt_count < c.max_attempts AND c.webhook_id <> ALL ('{}'::text[])
                AND c.tenant_id <> ALL ('{}'::uuid[]) AND (c.attempt_count = 0 OR NOT false)
                AND (c.call_seq IS NULL OR NOT EXISTS (
-                     SELECT 1 FROM deliveries p
+                     SELECT 1 FROM deliveries_live p
                       WHERE p.webhook_id = c.webhook_id AND p.call_id = c.call_id AND p.call_seq IS NOT NULL
                         AND p.call_seq < c.call_seq AND p.status = ANY ('{waiting,pending,delivering}')))
              ORDER BY c.due_at LIMIT 16 FOR UPDATE SKIP LOCKED",

@@ -231,3 +231,31 @@ async fn the_upgrade_converts_tables_that_already_hold_data(pool: PgPool) {
     let inserted = events::insert_many(&mut conn, owner, &[reuse]).await.expect("insert");
     assert_eq!(inserted, vec![events::Inserted::Conflict]);
 }
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_drop_that_would_wait_on_a_long_query_gives_up_and_changes_nothing(pool: PgPool) {
+    let f = Fixture::new(pool).await;
+    f.webhook("http://127.0.0.1:9/hook", 3).await;
+    f.ingest().await;
+    finish_all(&f.pool).await;
+    let today = history::days_before(&f.pool, Utc::now() + Duration::days(2))
+        .await
+        .expect("days")
+        .into_iter()
+        .find(|d| d.suffix.as_str() == Utc::now().format("%Y%m%d").to_string())
+        .expect("today");
+    // A long reader of today's events: the drop must not queue every other query behind it.
+    let mut reader = f.pool.begin().await.expect("begin");
+    sqlx::query(sqlx::AssertSqlSafe(format!("LOCK TABLE {} IN ACCESS SHARE MODE", today.suffix.table("events"))))
+        .execute(&mut *reader)
+        .await
+        .expect("lock");
+    let begun = std::time::Instant::now();
+    assert_eq!(history::drop_day(&f.pool, &today).await.expect("drop"), Dropped::Busy);
+    assert!(begun.elapsed() < std::time::Duration::from_secs(2), "gave up after {:?}", begun.elapsed());
+    for table in ["events", "event_keys", "deliveries", "delivery_attempts"] {
+        assert_eq!(count(&f.pool, table).await, 1, "{table} is untouched");
+    }
+    reader.rollback().await.expect("rollback");
+    assert!(matches!(history::drop_day(&f.pool, &today).await.expect("drop"), Dropped::Dropped { keys: 1 }));
+}

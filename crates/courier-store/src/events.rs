@@ -109,20 +109,26 @@ pub async fn list(
     before: Option<(DateTime<Utc>, &EventId)>,
     limit: u32,
 ) -> Result<Vec<StoredEvent>> {
-    let rows: Vec<Row> = sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM events WHERE tenant_id = $1 AND environment = $2
-          AND ($3::timestamptz IS NULL OR (received_at, id) < ($3, $4))
-          ORDER BY received_at DESC, id DESC LIMIT $5"
-    ))
-    .bind(owner.tenant.as_uuid())
-    .bind(owner.environment.as_str())
-    .bind(before.map(|(at, _)| at))
-    .bind(before.map(|(_, id)| id.as_str()))
-    .bind(i64::from(limit))
-    .fetch_all(db)
-    .await?;
+    // Two statements rather than `$3 IS NULL OR …`: a generic plan (the API's sessions use only those) could not
+    // seek to the cursor through the index, and every later page would walk the ones before it.
+    let query = match before {
+        None => sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM events WHERE tenant_id = $1 AND environment = $2 ORDER BY received_at DESC, id DESC LIMIT $3"
+        )),
+        Some(_) => sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM events WHERE tenant_id = $1 AND environment = $2 AND (received_at, id) < ($4, $5)
+              ORDER BY received_at DESC, id DESC LIMIT $3"
+        )),
+    };
+    let mut query = query.bind(owner.tenant.as_uuid()).bind(owner.environment.as_str()).bind(i64::from(limit));
+    if let Some((at, id)) = before {
+        query = query.bind(at).bind(id.as_str());
+    }
+    let rows: Vec<Row> = query.fetch_all(db).await?;
     rows.into_iter().map(from_row).collect()
 }
 

@@ -47,7 +47,9 @@ CREATE TABLE event_keys (
     received_at  timestamptz NOT NULL,
     PRIMARY KEY (tenant_id, environment, id)
 );
+-- Dropping a day forgets its keys by time; a tenant with a shorter retention loses its own by time.
 CREATE INDEX event_keys_received_at ON event_keys (received_at);
+CREATE INDEX event_keys_tenant_received_at ON event_keys (tenant_id, received_at);
 INSERT INTO event_keys (tenant_id, environment, id, received_at)
 SELECT tenant_id, environment, id, received_at FROM events;
 

@@ -113,6 +113,7 @@ pub struct Skip<'a> {
     pub retries: bool,
 }
 
+// Long because it is one statement, the claim, whose every clause carries the comment that says why it is there.
 /// Claims up to `limit` due deliveries (pending and due, or leased and expired), skipping rows other workers hold
 /// and what `skip` names. Each claimed row's attempt count goes up by one and its lease runs for `lease`.
 pub async fn claim(

@@ -24,23 +24,43 @@ pub const BATCH: i64 = 1000;
 /// the event gone.
 pub async fn purge_expired_batch(pool: &PgPool, default_days: u32) -> Result<u64> {
     let mut tx = pool.begin().await?;
-    let doomed: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(
-        "WITH longest AS (SELECT greatest($1, max(retention_days)) AS days FROM tenants),
-              legacy AS (SELECT upper FROM courier_partitions WHERE partition = 'events_legacy')
-         SELECT k.tenant_id, k.environment, k.id FROM event_keys k JOIN tenants t ON t.id = k.tenant_id, longest
-         WHERE k.received_at < now() - make_interval(days => COALESCE(t.retention_days, $1))
-           AND (COALESCE(t.retention_days, $1) < longest.days OR k.received_at < (SELECT upper FROM legacy))
-           AND NOT EXISTS (SELECT 1 FROM deliveries_live d
-                           WHERE d.tenant_id = k.tenant_id AND d.environment = k.environment
-                             AND d.event_id = k.id AND d.status = ANY ($3))
-         LIMIT $2
-         FOR UPDATE OF k SKIP LOCKED",
-    )
-    .bind(default_days as i32)
-    .bind(BATCH)
-    .bind(crate::ordering::LIVE)
-    .fetch_all(&mut *tx)
-    .await?;
+    let mut doomed = Vec::new();
+    // Each statement is bounded by an index range, never a scan of every key: the first walks each short-retention
+    // tenant's keys by (tenant, received_at), the second the legacy partition's keys older than the shortest
+    // retention.
+    for sql in [
+        "WITH longest AS (SELECT greatest($1, max(retention_days)) AS days FROM tenants)
+         SELECT k.tenant_id, k.environment, k.id
+           FROM tenants t, longest, event_keys k
+          WHERE COALESCE(t.retention_days, $1) < longest.days AND k.tenant_id = t.id
+            AND k.received_at < now() - make_interval(days => COALESCE(t.retention_days, $1))
+            AND NOT EXISTS (SELECT 1 FROM deliveries_live d
+                             WHERE d.tenant_id = k.tenant_id AND d.environment = k.environment
+                               AND d.event_id = k.id AND d.status = ANY ($3))
+          LIMIT $2
+          FOR UPDATE OF k SKIP LOCKED",
+        "WITH shortest AS (SELECT least($1, min(retention_days)) AS days FROM tenants)
+         SELECT k.tenant_id, k.environment, k.id
+           FROM shortest, event_keys k JOIN tenants t ON t.id = k.tenant_id
+          WHERE k.received_at < (SELECT upper FROM courier_partitions WHERE partition = 'events_legacy')
+            AND k.received_at < now() - make_interval(days => shortest.days)
+            AND k.received_at < now() - make_interval(days => COALESCE(t.retention_days, $1))
+            AND NOT EXISTS (SELECT 1 FROM deliveries_live d
+                             WHERE d.tenant_id = k.tenant_id AND d.environment = k.environment
+                               AND d.event_id = k.id AND d.status = ANY ($3))
+          LIMIT $2
+          FOR UPDATE OF k SKIP LOCKED",
+    ] {
+        let rows: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(sql)
+            .bind(default_days as i32)
+            .bind(BATCH - doomed.len() as i64)
+            .bind(crate::ordering::LIVE)
+            .fetch_all(&mut *tx)
+            .await?;
+        doomed.extend(rows);
+    }
+    doomed.sort();
+    doomed.dedup();
     let keys = doomed.into_iter().map(key).collect::<Result<Vec<_>>>()?;
     let deleted = delete_events(&mut tx, &keys).await?;
     tx.commit().await?;

@@ -166,7 +166,7 @@ fn replace(columns: &str, with: &[(&str, &str)]) -> String {
 }
 
 /// The retention of one day, two ways on the same history: one day by dropping it whole, as Courier does
-/// (`courier_scheduler::history::drop_day`: its checks, its keys and its three partitions), and the next by
+/// (`courier_scheduler::history`: its checks and its three partitions, then, apart, its keys), and the next by
 /// deleting its rows in one transaction, as Courier did before partitioning and still does for a tenant whose
 /// retention is shorter than the longest.
 async fn retention_of_one_day(url: &str) -> Value {
@@ -188,9 +188,12 @@ async fn retention_of_one_day(url: &str) -> Value {
     };
     let dropped_rows = rows(oldest).await;
     let begun = Instant::now();
-    let outcome = history::drop_day(&pool, oldest).await.expect("drop");
+    let outcome = history::drop_partitions(&pool, oldest).await.expect("drop");
     let drop_s = begun.elapsed().as_secs_f64();
-    assert!(matches!(outcome, Dropped::Dropped { .. }), "{outcome:?}");
+    assert_eq!(outcome, Dropped::Dropped);
+    let begun = Instant::now();
+    let keys = history::forget_keys(&pool, oldest.lower, oldest.upper).await.expect("keys");
+    let keys_s = begun.elapsed().as_secs_f64();
     let deleted_rows = rows(next).await;
     let begun = Instant::now();
     let mut tx = pool.begin().await.expect("begin");
@@ -207,7 +210,8 @@ async fn retention_of_one_day(url: &str) -> Value {
     }
     tx.commit().await.expect("commit");
     let delete_s = begun.elapsed().as_secs_f64();
-    json!({"drop": {"day": oldest.suffix.as_str(), "deliveries": dropped_rows, "seconds": drop_s},
+    json!({"drop": {"day": oldest.suffix.as_str(), "deliveries": dropped_rows, "seconds": drop_s,
+                    "keys_forgotten_after": keys, "keys_seconds": keys_s},
            "delete": {"day": next.suffix.as_str(), "deliveries": deleted_rows, "seconds": delete_s}})
 }
 

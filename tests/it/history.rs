@@ -149,8 +149,9 @@ async fn a_day_whose_event_a_live_delivery_of_another_day_needs_is_kept(pool: Pg
     assert_eq!(count(&f.pool, "events").await, 1, "the event a pending delivery needs is kept");
 
     finish_all(&f.pool).await;
-    assert!(matches!(history::drop_day(&f.pool, &legacy[0]).await.expect("drop"), Dropped::Dropped { keys: 1 }));
+    assert_eq!(history::drop_day(&f.pool, &legacy[0]).await.expect("drop"), Dropped::Dropped);
     assert_eq!(count(&f.pool, "events").await, 0);
+    assert_eq!(count(&f.pool, "event_keys").await, 0, "the dropped day's keys are forgotten");
     assert_eq!(count(&f.pool, "deliveries").await, 1, "today's finished delivery stays with its own day");
 }
 
@@ -162,7 +163,7 @@ async fn a_replay_of_a_dropped_days_event_finds_nothing(pool: PgPool) {
     let delivery: String = sqlx::query_scalar("SELECT id FROM deliveries").fetch_one(&f.pool).await.expect("id");
     let delivery = DeliveryId::parse(&delivery).expect("id");
     let legacy = history::days_before(&f.pool, Utc::now()).await.expect("days");
-    assert!(matches!(history::drop_day(&f.pool, &legacy[0]).await.expect("drop"), Dropped::Dropped { .. }));
+    assert!(matches!(history::drop_day(&f.pool, &legacy[0]).await.expect("drop"), Dropped::Dropped));
 
     let replayed = replay::replay_one(&f.pool, f.owner, &delivery, None).await.expect("replay");
     assert_eq!(replayed, Replayed::NotFound, "no live delivery is ever queued for an event that is gone");
@@ -257,5 +258,31 @@ async fn a_drop_that_would_wait_on_a_long_query_gives_up_and_changes_nothing(poo
         assert_eq!(count(&f.pool, table).await, 1, "{table} is untouched");
     }
     reader.rollback().await.expect("rollback");
-    assert!(matches!(history::drop_day(&f.pool, &today).await.expect("drop"), Dropped::Dropped { keys: 1 }));
+    assert_eq!(history::drop_day(&f.pool, &today).await.expect("drop"), Dropped::Dropped);
+    assert_eq!(count(&f.pool, "event_keys").await, 0);
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn an_id_of_a_dropped_day_is_taken_until_its_key_is_forgotten(pool: PgPool) {
+    let f = Fixture::new(pool).await;
+    f.webhook("http://127.0.0.1:9/hook", 3).await;
+    let id = f.ingest().await;
+    finish_all(&f.pool).await;
+    let today = Utc::now().format("%Y%m%d").to_string();
+    let days = history::days_before(&f.pool, Utc::now() + Duration::days(2)).await.expect("days");
+    let day = days.into_iter().find(|d| d.suffix.as_str() == today).expect("today");
+    assert_eq!(history::drop_partitions(&f.pool, &day).await.expect("drop"), Dropped::Dropped);
+    let again = || events::NewEvent {
+        id: id.clone(),
+        event_type: EventType::CallCompleted,
+        created: None,
+        data: courier_core::EventData::parse(serde_json::json!({"call_id": "c"})).expect("data"),
+    };
+    let mut conn = f.pool.acquire().await.expect("conn");
+    let inserted = events::insert_many(&mut conn, f.owner, &[again()]).await.expect("a 409, not an error");
+    assert_eq!(inserted, vec![events::Inserted::Conflict]);
+    assert_eq!(history::forget_stale_keys(&f.pool).await.expect("forget"), 0, "legacy still there: nothing stale");
+    assert_eq!(history::forget_keys(&f.pool, day.lower, day.upper).await.expect("forget"), 1);
+    let inserted = events::insert_many(&mut conn, f.owner, &[again()]).await.expect("insert");
+    assert!(matches!(inserted[0], events::Inserted::New(_)));
 }

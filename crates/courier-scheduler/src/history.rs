@@ -65,16 +65,26 @@ pub async fn cutoff(pool: &PgPool, default_days: u32, now: DateTime<Utc>) -> Res
 /// What [`drop_day`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dropped {
-    /// The day is gone; this many event keys went with it.
-    Dropped { keys: u64 },
+    /// The day is gone, and its events' keys after it.
+    Dropped,
     /// Something in the day is still live, or a live delivery elsewhere needs one of its events: kept.
     Live,
     /// Another transaction held a lock the drop needs for longer than it waits: try again later.
     Busy,
 }
 
-/// Drops one day whole, if nothing live needs it (see the module's doc).
+/// Drops one day whole, if nothing live needs it (see the module's doc), then forgets its events' keys.
 pub async fn drop_day(pool: &PgPool, day: &Day) -> Result<Dropped> {
+    let dropped = drop_partitions(pool, day).await?;
+    if dropped == Dropped::Dropped {
+        forget_keys(pool, day.lower, day.upper).await?;
+    }
+    Ok(dropped)
+}
+
+/// The drop itself, without forgetting the keys: one short transaction, which never waits longer than
+/// [`LOCK_TIMEOUT`] for a lock.
+pub async fn drop_partitions(pool: &PgPool, day: &Day) -> Result<Dropped> {
     let mut tx = pool.begin().await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))).execute(&mut *tx).await?;
     // Every Courier process runs retention; one drops at a time, the others find the day gone on their next pass.
@@ -85,15 +95,18 @@ pub async fn drop_day(pool: &PgPool, day: &Day) -> Result<Dropped> {
         return Ok(Dropped::Busy);
     }
     // A day's own deliveries are all finished: live ones are in `deliveries_live` (migration 0015). Check first
-    // whether a live one of any day needs the day's events, so a day kept for one costs no delete.
+    // whether a live one of any day needs the day's events, so a day kept for one costs no lock.
     if needed_by_live(&mut tx, &day.suffix).await? {
         return Ok(Dropped::Live);
     }
     let outcome = async {
-        // Deleting the keys waits for any replay holding one of them (a replay locks its event's key) and makes
-        // later ones find the event gone. Whatever such a replay queued is committed and visible now, so the check
-        // is asked again before anything is dropped.
-        let keys = events::forget_keys(&mut tx, day.lower, day.upper).await?;
+        // A replay reads its event (see `replay::EVENT_HELD`), so locking the day's events waits for any replay of
+        // one of them and makes later ones find the event gone. Whatever such a replay queued is committed and
+        // visible now, so the check is asked again before anything is dropped.
+        let events = day.suffix.table("events");
+        sqlx::query(sqlx::AssertSqlSafe(format!("LOCK TABLE {events} IN ACCESS EXCLUSIVE MODE")))
+            .execute(&mut *tx)
+            .await?;
         if needed_by_live(&mut tx, &day.suffix).await? {
             return Ok(Dropped::Live);
         }
@@ -101,13 +114,13 @@ pub async fn drop_day(pool: &PgPool, day: &Day) -> Result<Dropped> {
         let deliveries = day.suffix.table("deliveries");
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {attempts}, {deliveries}"))).execute(&mut *tx).await?;
         events::drop_partition(&mut tx, &day.suffix).await?;
-        Ok::<_, crate::Error>(Dropped::Dropped { keys })
+        Ok::<_, crate::Error>(Dropped::Dropped)
     }
     .await;
     match outcome {
-        Ok(Dropped::Dropped { keys }) => {
+        Ok(Dropped::Dropped) => {
             tx.commit().await?;
-            Ok(Dropped::Dropped { keys })
+            Ok(Dropped::Dropped)
         }
         Ok(other) => Ok(other),
         Err(err) if is_lock_timeout(&err) => Ok(Dropped::Busy),
@@ -115,16 +128,49 @@ pub async fn drop_day(pool: &PgPool, day: &Day) -> Result<Dropped> {
     }
 }
 
-/// Drops every day past the cutoff that nothing live needs; returns the days dropped and kept.
+/// Keys deleted per transaction when a dropped day's keys are forgotten.
+const KEYS_PER_BATCH: i64 = 50_000;
+
+/// Forgets the keys of events received in `[lower, upper)`, whose day is gone, in batches; returns how many.
+/// Until then an id of that day is still taken (a repeat of it answers 409).
+pub async fn forget_keys(pool: &PgPool, lower: Option<DateTime<Utc>>, upper: DateTime<Utc>) -> Result<u64> {
+    let mut total = 0;
+    loop {
+        let done = events::forget_keys(pool, lower, upper, KEYS_PER_BATCH).await?;
+        total += done;
+        if done < KEYS_PER_BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Forgets the keys older than every day partition left (none while the legacy partition exists): what a drop
+/// did not get to forget before its process stopped.
+pub async fn forget_stale_keys(pool: &PgPool) -> Result<u64> {
+    let oldest: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT CASE WHEN bool_or(lower IS NULL) THEN NULL ELSE min(lower) END
+           FROM courier_partitions WHERE table_name = 'events' AND suffix <> 'default'",
+    )
+    .fetch_one(pool)
+    .await?;
+    match oldest {
+        Some(oldest) => forget_keys(pool, None, oldest).await,
+        None => Ok(0),
+    }
+}
+
+/// Drops every day past the cutoff that nothing live needs, and forgets any keys left of days dropped before;
+/// returns the days dropped and kept.
 pub async fn drop_expired(pool: &PgPool, default_days: u32, now: DateTime<Utc>) -> Result<(Vec<Day>, Vec<Day>)> {
     let cutoff = cutoff(pool, default_days, now).await?;
     let (mut dropped, mut kept) = (Vec::new(), Vec::new());
     for day in days_before(pool, cutoff).await? {
         match drop_day(pool, &day).await? {
-            Dropped::Dropped { .. } => dropped.push(day),
+            Dropped::Dropped => dropped.push(day),
             Dropped::Live | Dropped::Busy => kept.push(day),
         }
     }
+    forget_stale_keys(pool).await?;
     Ok((dropped, kept))
 }
 

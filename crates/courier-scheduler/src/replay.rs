@@ -20,12 +20,14 @@ pub enum Replayed {
     WebhookInactive,
 }
 
-/// The condition that a replayed delivery's event still exists, locking its key (`FOR KEY SHARE`) until the
-/// replay commits. Retention deletes a key before it deletes or drops its event, so it waits for the replay and
-/// then sees the live delivery it queued, or the replay waits for retention and then finds no event to replay.
-/// (The foreign key to `events` did this before history was partitioned.)
-const KEY_LOCKED: &str = " AND EXISTS (SELECT 1 FROM event_keys k
-     WHERE k.tenant_id = d.tenant_id AND k.environment = d.environment AND k.id = d.event_id FOR KEY SHARE)";
+/// The condition that a replayed delivery's event still exists, holding it until the replay commits: its key is
+/// locked (`FOR KEY SHARE`), which retention by row waits for, and the event is read, so its day partition is held
+/// against a drop (`courier_scheduler::history` locks the day first). Either retention then sees the live delivery
+/// the replay queued and keeps the event, or the replay waits and finds no event to replay. (The foreign key to
+/// `events` did this before history was partitioned.)
+const EVENT_HELD: &str = " AND EXISTS (SELECT 1 FROM event_keys k JOIN events e
+       ON e.tenant_id = k.tenant_id AND e.environment = k.environment AND e.id = k.id AND e.received_at = k.received_at
+     WHERE k.tenant_id = d.tenant_id AND k.environment = d.environment AND k.id = d.event_id FOR KEY SHARE OF k)";
 
 /// Replays one delivery; `trace` is the replaying request's trace context, which its attempts will link to.
 pub async fn replay_one(pool: &PgPool, owner: Owner, id: &DeliveryId, trace: Option<TraceParent>) -> Result<Replayed> {
@@ -56,7 +58,7 @@ pub async fn replay_one(pool: &PgPool, owner: Owner, id: &DeliveryId, trace: Opt
     q.push_bind(trace.map(|t| t.to_string()));
     q.push(" FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ");
     q.push_bind(id.as_str().to_owned());
-    q.push(KEY_LOCKED);
+    q.push(EVENT_HELD);
     q.push(format!(" RETURNING *) SELECT {COLUMNS} FROM r AS d"));
     // No row: retention took the event (its key) since the lookup above.
     let Some(row) = q.build_query_as::<crate::logs::Row>().fetch_optional(&mut *tx).await? else {
@@ -113,7 +115,7 @@ async fn replay_chunk(
     if let Some(after) = after {
         q.push(" AND d.id > ").push_bind(after.to_owned());
     }
-    q.push(KEY_LOCKED);
+    q.push(EVENT_HELD);
     q.push(" ORDER BY d.id LIMIT ").push_bind(i64::from(CHUNK)).push(" RETURNING replay_of");
     let replayed: Vec<String> = q.build_query_scalar().fetch_all(&mut *conn).await?;
     if !replayed.is_empty() {

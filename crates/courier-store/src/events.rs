@@ -243,9 +243,9 @@ fn answer_each(
             match existing.get(id) {
                 Some((stored_hash, stored)) if stored_hash == hash => out.push(Inserted::Repeat(stored.clone())),
                 Some(_) => out.push(Inserted::Conflict),
-                // ON CONFLICT DO NOTHING skipped it, so a row with this id exists; reading none back means the
-                // database broke its promise.
-                None => return Err(Error::corrupt(format!("event {id}"), "id")("neither inserted nor found")),
+                // The key exists but not its event: its day was just dropped and the key is not forgotten yet
+                // (`courier_scheduler::history`). The id is still taken until then.
+                None => out.push(Inserted::Conflict),
             }
         }
     }
@@ -306,22 +306,28 @@ fn key_from_row((tenant, environment, id): (uuid::Uuid, String, String)) -> Resu
     Ok((Owner { tenant: TenantId::from_uuid(tenant), environment }, id))
 }
 
-/// Forgets the keys of the events received in `[lower, upper)` (from the beginning when `lower` is `None`), so
-/// their ids may be used again; the first step of dropping a day (`courier_scheduler::history`). Each deleted
-/// key stays locked until the caller's transaction ends, so a replay of one of these events waits and then finds
-/// it gone.
-pub async fn forget_keys(conn: &mut PgConnection, lower: Option<DateTime<Utc>>, upper: DateTime<Utc>) -> Result<u64> {
-    let done =
-        sqlx::query("DELETE FROM event_keys WHERE received_at < $2 AND ($1::timestamptz IS NULL OR received_at >= $1)")
-            .bind(lower)
-            .bind(upper)
-            .execute(conn)
-            .await?;
+/// Forgets up to `limit` keys of events received in `[lower, upper)` (from the beginning when `lower` is `None`),
+/// whose day was dropped (`courier_scheduler::history`), so their ids may be used again; returns how many.
+pub async fn forget_keys(
+    db: impl PgExecutor<'_>,
+    lower: Option<DateTime<Utc>>,
+    upper: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM event_keys WHERE ctid = ANY (ARRAY(
+            SELECT ctid FROM event_keys
+             WHERE received_at < $2 AND received_at >= COALESCE($1, '-infinity'::timestamptz) LIMIT $3))",
+    )
+    .bind(lower)
+    .bind(upper)
+    .bind(limit)
+    .execute(db)
+    .await?;
     Ok(done.rows_affected())
 }
 
-/// Drops one day's partition of `events` (`events_<suffix>`), whose keys [`forget_keys`] deleted in the same
-/// transaction.
+/// Drops one day's partition of `events` (`events_<suffix>`); [`forget_keys`] forgets their keys afterwards.
 pub async fn drop_partition(conn: &mut PgConnection, suffix: &PartitionSuffix) -> Result<()> {
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {}", suffix.table("events")))).execute(conn).await?;
     Ok(())

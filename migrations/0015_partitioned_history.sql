@@ -14,8 +14,8 @@
 --   narrow, unpartitioned `event_keys`, which also records the day the event is in.
 -- * The foreign keys among the three tables go: a dropped partition cannot cascade, and a drop must not scan the
 --   other tables for references. What they guarded is now code: deletes name all four tables
---   (`courier_scheduler::retention`), a replay locks its event's key, and retention drops a day only when no
---   live delivery needs its events (`courier_scheduler::history`).
+--   (`courier_scheduler::retention`), a replay reads its event and locks its key, and retention drops a day only
+--   when no live delivery needs its events (`courier_scheduler::history`).
 -- * The existing tables are attached whole as each table's first partition (`*_legacy`, everything before this
 --   migration), so upgrading moves no delivery rows; only the narrow keys are copied.
 -- * A `DEFAULT` partition catches rows past the partitions created so far (a clock that ran ahead), so ingest

@@ -24,6 +24,16 @@ async fn partitions(pool: &PgPool) -> Vec<String> {
         .expect("partitions")
 }
 
+/// A `call.completed` event with this id, as an emitter would post it again.
+fn event_with_id(id: &courier_core::EventId) -> events::NewEvent {
+    events::NewEvent {
+        id: id.clone(),
+        event_type: EventType::CallCompleted,
+        created: None,
+        data: courier_core::EventData::parse(serde_json::json!({"call_id": "c"})).expect("data"),
+    }
+}
+
 /// Finishes every delivery as succeeded, with one attempt each.
 async fn finish_all(pool: &PgPool) {
     sqlx::query(
@@ -106,14 +116,8 @@ async fn a_finished_day_past_retention_is_dropped_whole(pool: PgPool) {
         assert_eq!(count(&f.pool, table).await, 0, "{table} is empty");
     }
     // The key went with the day: the id is free again, and the tables still take rows (in DEFAULT for today now).
-    let again = events::NewEvent {
-        id,
-        event_type: EventType::CallCompleted,
-        created: None,
-        data: courier_core::EventData::parse(serde_json::json!({"call_id": "c"})).expect("data"),
-    };
     let mut conn = f.pool.acquire().await.expect("conn");
-    let inserted = events::insert_many(&mut conn, f.owner, &[again]).await.expect("insert");
+    let inserted = events::insert_many(&mut conn, f.owner, &[event_with_id(&id)]).await.expect("insert");
     assert!(matches!(inserted[0], events::Inserted::New(_)));
 }
 
@@ -272,12 +276,7 @@ async fn an_id_of_a_dropped_day_is_taken_until_its_key_is_forgotten(pool: PgPool
     let days = history::days_before(&f.pool, Utc::now() + Duration::days(2)).await.expect("days");
     let day = days.into_iter().find(|d| d.suffix.as_str() == today).expect("today");
     assert_eq!(history::drop_partitions(&f.pool, &day).await.expect("drop"), Dropped::Dropped);
-    let again = || events::NewEvent {
-        id: id.clone(),
-        event_type: EventType::CallCompleted,
-        created: None,
-        data: courier_core::EventData::parse(serde_json::json!({"call_id": "c"})).expect("data"),
-    };
+    let again = || event_with_id(&id);
     let mut conn = f.pool.acquire().await.expect("conn");
     let inserted = events::insert_many(&mut conn, f.owner, &[again()]).await.expect("a 409, not an error");
     assert_eq!(inserted, vec![events::Inserted::Conflict]);

@@ -12,6 +12,14 @@ use crate::{Result, corrupt};
 /// Rows one retention statement deletes at most.
 pub const BATCH: i64 = 1000;
 
+/// The end of both candidate queries: no live delivery needs the event (`$3`: the live statuses), at most `$2`
+/// of them, their keys locked until the delete commits (others' locks skipped).
+const UNFINISHED_NOT_NEEDED: &str = "AND NOT EXISTS (SELECT 1 FROM deliveries_live d
+                 WHERE d.tenant_id = k.tenant_id AND d.environment = k.environment
+                   AND d.event_id = k.id AND d.status = ANY ($3))
+     LIMIT $2
+     FOR UPDATE OF k SKIP LOCKED";
+
 /// Deletes one batch of expired events that no day drop will take soon, with their deliveries and attempts;
 /// returns how many. An event goes here when its tenant keeps history shorter than the longest retention (days
 /// are dropped only past the longest), or when it is in the partition the upgrade to partitions attached whole.
@@ -19,9 +27,9 @@ pub const BATCH: i64 = 1000;
 /// before it is finished.
 ///
 /// Which events may go is the queue's knowledge (their deliveries), so it is chosen here; deleting them is the
-/// store's, which owns `events`. The chosen keys are locked until the delete commits, and a replay locks its
-/// event's key, so a replay racing this either finishes first (and its live delivery keeps the event) or finds
-/// the event gone.
+/// store's, which owns `events`. The chosen keys are locked until the delete commits, and a replay reads its
+/// event and locks its key, so a replay racing this either finishes first (and its live delivery keeps the event)
+/// or finds the event gone.
 pub async fn purge_expired_batch(pool: &PgPool, default_days: u32) -> Result<u64> {
     let mut tx = pool.begin().await?;
     let mut doomed = Vec::new();
@@ -34,24 +42,17 @@ pub async fn purge_expired_batch(pool: &PgPool, default_days: u32) -> Result<u64
            FROM tenants t, longest, event_keys k
           WHERE COALESCE(t.retention_days, $1) < longest.days AND k.tenant_id = t.id
             AND k.received_at < now() - make_interval(days => COALESCE(t.retention_days, $1))
-            AND NOT EXISTS (SELECT 1 FROM deliveries_live d
-                             WHERE d.tenant_id = k.tenant_id AND d.environment = k.environment
-                               AND d.event_id = k.id AND d.status = ANY ($3))
-          LIMIT $2
-          FOR UPDATE OF k SKIP LOCKED",
+         ",
         "WITH shortest AS (SELECT least($1, min(retention_days)) AS days FROM tenants)
          SELECT k.tenant_id, k.environment, k.id
            FROM shortest, event_keys k JOIN tenants t ON t.id = k.tenant_id
           WHERE k.received_at < (SELECT upper FROM courier_partitions WHERE partition = 'events_legacy')
             AND k.received_at < now() - make_interval(days => shortest.days)
             AND k.received_at < now() - make_interval(days => COALESCE(t.retention_days, $1))
-            AND NOT EXISTS (SELECT 1 FROM deliveries_live d
-                             WHERE d.tenant_id = k.tenant_id AND d.environment = k.environment
-                               AND d.event_id = k.id AND d.status = ANY ($3))
-          LIMIT $2
-          FOR UPDATE OF k SKIP LOCKED",
+         ",
     ] {
-        let rows: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(sql)
+        let sql = format!("{sql} {UNFINISHED_NOT_NEEDED}");
+        let rows: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(default_days as i32)
             .bind(BATCH - doomed.len() as i64)
             .bind(crate::ordering::LIVE)

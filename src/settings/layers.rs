@@ -26,6 +26,7 @@ pub(super) const SETTINGS: &[(&str, Option<&str>)] = &[
     ("public_url", Some("")),
     ("portal_frame_ancestors", Some("'none'")),
     ("allowed_targets", Some("")),
+    ("trusted_proxies", Some("")),
     ("retry_initial", Some("30s")),
     ("retry_multiplier", Some("4")),
     ("retry_cap", Some("24h")),

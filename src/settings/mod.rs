@@ -59,6 +59,9 @@ pub struct ApiSettings {
     pub rotation_grace: Duration,
     /// `COURIER_RATE_LIMIT` (requests per second per key) and `COURIER_RATE_LIMIT_BURST`; a rate of 0 turns it off.
     pub rate_limit: Option<(f64, f64)>,
+    /// `COURIER_TRUSTED_PROXIES`: comma-separated CIDRs of the load balancers in front of Courier. From a peer in
+    /// them, the client's address is the right-most untrusted hop of `X-Forwarded-For` (for the failed-login limit).
+    pub trusted_proxies: Vec<IpNet>,
     /// `COURIER_MAX_WEBHOOKS`: webhooks one tenant may have.
     pub max_webhooks: u32,
     /// `COURIER_API_STATEMENT_TIMEOUT`: the longest one API statement may run (then 503).

@@ -49,10 +49,20 @@ impl ApiSettings {
             allow_http: l.parse("allow_http", boolean)?,
             rotation_grace: l.parse("rotation_grace", duration)?,
             rate_limit: (rate > 0.0).then_some((rate, burst.max(1.0))),
+            trusted_proxies: l.parse("trusted_proxies", cidrs)?,
             max_webhooks: l.parse("max_webhooks", positive)?,
             statement_timeout: l.parse("api_statement_timeout", at_least(Duration::from_millis(10)))?,
         })
     }
+}
+
+/// A comma-separated list of CIDRs (`10.0.0.0/8, 2001:db8::/32`); empty is none.
+fn cidrs(s: &str) -> anyhow::Result<Vec<IpNet>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<IpNet>().with_context(|| format!("`{p}` is not a CIDR")))
+        .collect()
 }
 
 /// An `http(s)` base without query or fragment; empty means the listen address.
@@ -110,13 +120,7 @@ impl DeliverySettings {
         let concurrency = l.parse("worker_concurrency", positive)?;
         let per_webhook = l.parse("webhook_concurrency", positive)?;
         Ok(Self {
-            allowed_targets: l.parse("allowed_targets", |s| {
-                s.split(',')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .map(|p| p.parse::<IpNet>().with_context(|| format!("`{p}` is not a CIDR")))
-                    .collect()
-            })?,
+            allowed_targets: l.parse("allowed_targets", cidrs)?,
             retry: retry_policy(l)?,
             max_attempts: l.parse("max_attempts", |s| {
                 let n: u32 = s.trim().parse()?;

@@ -1,8 +1,6 @@
 //! `Authorization: Bearer as_live_…|as_test_…` → the tenant, environment and scopes of the key.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use courier_core::{ApiKeyId, Scope, Scopes};
@@ -31,16 +29,18 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        // Guessing keys costs a lookup each: an address whose failures used up its bucket waits, unlooked-up.
-        let addr = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        state.limiter.may_try(addr).map_err(ApiError::rate_limited)?;
-        let failed = |err: ApiError| {
-            state.limiter.failed(addr);
-            err
-        };
+        // No credentials at all is a plain 401: nothing is being guessed, so nothing is charged.
         let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            failed(ApiError::unauthorized("missing Authorization header: send `Authorization: Bearer <API key>`"))
+            ApiError::unauthorized("missing Authorization header: send `Authorization: Bearer <API key>`")
         })?;
+        // A key that fails is charged to the client's address, and once that address used up its bucket the answer
+        // is 429 instead of 401. The charge comes after the lookup, so a valid key is never refused for anyone's
+        // failures, however many clients share the address (a NAT, a load balancer not in the trusted list).
+        let addr = crate::client_addr::client_addr(parts, &state.config.trusted_proxies);
+        let failed = |err: ApiError| match state.limiter.failed(addr) {
+            Ok(()) => err,
+            Err(retry_after) => ApiError::failed_logins(retry_after),
+        };
         let presented = header
             .to_str()
             .ok()

@@ -111,8 +111,22 @@ impl ApiError {
         Self::validation(vec![ErrorDetail { field: field.into(), message: message.into() }])
     }
 
-    pub fn rate_limited(retry_after_secs: u64) -> Self {
-        let mut err = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests for this API key");
+    /// 429 of the per-key limit: this key sent more than its rate.
+    pub(crate) fn rate_limited(retry_after: crate::limits::RetryAfter) -> Self {
+        Self::too_many("too many requests for this API key", retry_after.0)
+    }
+
+    /// 429 of the failed-login limit: too many requests from this client presented keys that do not authenticate.
+    /// Only requests whose key fails get it; a valid key is never refused for this.
+    pub(crate) fn failed_logins(retry_after: crate::limits::RetryAfter) -> Self {
+        Self::too_many(
+            "too many failed authentications from this address; requests with a valid API key are not affected",
+            retry_after.0,
+        )
+    }
+
+    fn too_many(message: &str, retry_after_secs: u64) -> Self {
+        let mut err = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
         err.retry_after = Some(retry_after_secs.max(1));
         err
     }

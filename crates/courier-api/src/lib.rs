@@ -3,8 +3,10 @@
 //! `router(state)` is the whole service as an axum `Router`: the binary serves it, tests drive it with `oneshot`.
 
 pub mod auth;
+mod client_addr;
 pub mod error;
 pub mod extract;
+mod limits;
 pub mod openapi;
 pub mod portal;
 pub mod routes;

@@ -1,9 +1,8 @@
 //! What every handler shares.
 
-use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use courier_core::{ApiKeyId, MasterKey};
 use courier_scheduler::ingest::Ingest;
@@ -15,6 +14,8 @@ use sqlx::PgPool;
 pub struct ApiConfig {
     /// Requests per second per key and the burst above it; `None` turns rate limiting off.
     pub rate_limit: Option<RateLimit>,
+    /// Proxies whose `X-Forwarded-For` names the client (`COURIER_TRUSTED_PROXIES`); see `client_addr`.
+    pub trusted_proxies: Vec<IpNet>,
     /// The longest any one API statement may run before PostgreSQL cancels it (answered 503).
     pub statement_timeout: Duration,
     pub webhooks: WebhookRules,
@@ -76,7 +77,7 @@ pub struct AppState {
     pub pool: PgPool,
     pub key: MasterKey,
     pub config: Arc<ApiConfig>,
-    pub(crate) limiter: Arc<RateLimiter>,
+    pub(crate) limiter: Arc<crate::limits::RateLimiter>,
     pub(crate) usage: Arc<KeyUsage>,
     /// Where ingest requests go to be stored, several to a transaction.
     pub(crate) ingest: Ingest,
@@ -127,7 +128,7 @@ impl AppState {
         local: Option<courier_scheduler::wake::LocalWake>,
     ) -> Self {
         let pool = api_pool(&pool, config.statement_timeout);
-        let limiter = Arc::new(RateLimiter::new(config.rate_limit));
+        let limiter = Arc::new(crate::limits::RateLimiter::new(config.rate_limit));
         let workers = courier_scheduler::wake::Notifier::spawn_with(pool.clone(), local);
         let components = crate::supervise::Components::default();
         let (ingest, dispatcher) = Ingest::new(pool.clone(), workers);
@@ -159,6 +160,7 @@ impl AppState {
     /// Writes the keys used since the last flush in one statement. `serve` calls it every few seconds, so a key's
     /// `last_used_at` costs no write per request.
     pub async fn flush_key_usage(&self) -> Result<(), courier_store::Error> {
+        self.limiter.housekeeping();
         let used: Vec<ApiKeyId> = {
             let mut set = self.usage.used.lock().unwrap_or_else(|e| e.into_inner());
             set.drain().collect()
@@ -182,83 +184,5 @@ impl KeyUsage {
         if !set.contains(key) {
             set.insert(key.clone());
         }
-    }
-}
-
-/// Token buckets: one per API key, and one per client address for failed authentication, so guessing keys is as
-/// slow as using one (and cheaper for us: a spent address is refused before its key is looked up).
-pub(crate) struct RateLimiter {
-    limit: Option<RateLimit>,
-    buckets: Mutex<HashMap<ApiKeyId, (f64, Instant)>>,
-    failures: Mutex<HashMap<IpAddr, (f64, Instant)>>,
-}
-
-/// Failed authentications an address may make: a burst of 20, then 2 a second.
-const FAILURES: RateLimit = RateLimit { per_second: 2.0, burst: 20.0 };
-/// Addresses remembered at most; past it the map is cleared (a flood of addresses only resets their buckets).
-const MAX_ADDRESSES: usize = 100_000;
-
-/// Takes `n` tokens from a bucket refilled at `limit`, or says how many whole seconds until there are enough.
-fn take(bucket: &mut (f64, Instant), limit: RateLimit, n: f64, now: Instant) -> Result<(), u64> {
-    let (tokens, last) = bucket;
-    *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * limit.per_second).min(limit.burst);
-    *last = now;
-    if *tokens >= n {
-        *tokens -= n;
-        Ok(())
-    } else {
-        Err(((n.min(limit.burst) - *tokens) / limit.per_second).ceil().max(1.0) as u64)
-    }
-}
-
-impl RateLimiter {
-    pub(crate) fn new(limit: Option<RateLimit>) -> Self {
-        Self { limit, buckets: Mutex::default(), failures: Mutex::default() }
-    }
-
-    /// Takes a token, or says how many whole seconds until one is available.
-    pub(crate) fn check(&self, key: &ApiKeyId) -> Result<(), u64> {
-        self.check_n(key, 1)
-    }
-
-    /// Takes `n` tokens (a batch counts each of its events), or says how many whole seconds until there are enough.
-    pub(crate) fn check_n(&self, key: &ApiKeyId, n: usize) -> Result<(), u64> {
-        let Some(limit) = self.limit else {
-            return Ok(());
-        };
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let bucket = buckets.entry(key.clone()).or_insert((limit.burst, now));
-        // More than the burst can never be had at once: such a batch empties the bucket instead.
-        take(bucket, limit, (n as f64).min(limit.burst), now)
-    }
-
-    /// Whether `addr` may try to authenticate now (its failures have not used up its bucket).
-    pub(crate) fn may_try(&self, addr: Option<IpAddr>) -> Result<(), u64> {
-        let (Some(_), Some(addr)) = (self.limit, addr) else {
-            return Ok(());
-        };
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match failures.get_mut(&addr) {
-            // Peek: refill without spending.
-            Some(bucket) => take(bucket, FAILURES, 0.0, Instant::now()).and_then(|()| {
-                if bucket.0 >= 1.0 { Ok(()) } else { Err(((1.0 - bucket.0) / FAILURES.per_second).ceil() as u64) }
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// Charges a failed authentication to `addr`.
-    pub(crate) fn failed(&self, addr: Option<IpAddr>) {
-        let (Some(_), Some(addr)) = (self.limit, addr) else {
-            return;
-        };
-        let now = Instant::now();
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if failures.len() >= MAX_ADDRESSES && !failures.contains_key(&addr) {
-            failures.clear();
-        }
-        let bucket = failures.entry(addr).or_insert((FAILURES.burst, now));
-        let _ = take(bucket, FAILURES, 1.0, now);
     }
 }

@@ -30,6 +30,7 @@ pub struct Api {
 pub fn api_config() -> ApiConfig {
     ApiConfig {
         rate_limit: None,
+        trusted_proxies: Vec::new(),
         statement_timeout: Duration::from_secs(5),
         webhooks: WebhookRules {
             allow_http: false,
@@ -152,4 +153,29 @@ pub(crate) async fn from_address(
     let addr: std::net::SocketAddr = addr.parse().expect("address");
     req.extensions_mut().insert(axum::extract::ConnectInfo(addr));
     api.router.clone().oneshot(req).await.expect("response").status()
+}
+
+/// `GET /api/v1/webhooks` from a peer address, with an optional `X-Forwarded-For` and an optional key: the status
+/// and the error message, if any.
+pub(crate) async fn list_from(
+    api: &Api,
+    peer: &str,
+    forwarded: Option<&str>,
+    key: Option<&str>,
+) -> (StatusCode, Option<String>) {
+    let mut req = Request::get("/api/v1/webhooks");
+    if let Some(key) = key {
+        req = req.header("authorization", format!("Bearer {key}"));
+    }
+    if let Some(forwarded) = forwarded {
+        req = req.header("x-forwarded-for", forwarded);
+    }
+    let mut req = req.body(Body::empty()).expect("request");
+    let peer: std::net::SocketAddr = peer.parse().expect("address");
+    req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+    let res = api.router.clone().oneshot(req).await.expect("response");
+    let status = res.status();
+    let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.expect("body");
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (status, body["error"]["message"].as_str().map(str::to_owned))
 }

@@ -204,6 +204,58 @@ async fn guessing_keys_is_rate_limited_by_address_and_a_batch_counts_its_events(
 }
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn failed_logins_never_lock_out_a_valid_key_from_the_same_address(pool: PgPool) {
+    let config = ApiConfig { rate_limit: Some(RateLimit { per_second: 100.0, burst: 100.0 }), ..api_config() };
+    let api = Api::with_config(pool, config).await;
+    let guess = "as_test_0000000000000000000000000000000000";
+    let balancer = "192.0.2.1:5000";
+    let mut refused = 0;
+    for _ in 0..40 {
+        let (status, message) = list_from(&api, balancer, None, Some(guess)).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            refused += 1;
+            let message = message.expect("message");
+            assert!(message.contains("failed authentications"), "the 429 says which limit: {message}");
+        } else {
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+    }
+    assert!(refused >= 15, "guessing from one address is slowed down ({refused} of 40 refused)");
+    // Every tenant's valid key still works from the address the guesses came from.
+    let other = api.other_tenant_key().await;
+    assert_eq!(list_from(&api, balancer, None, Some(&other)).await.0, StatusCode::OK);
+    assert_eq!(list_from(&api, balancer, None, Some(&api.key)).await.0, StatusCode::OK);
+    // No credentials at all guess nothing: 401, never 429, even from the spent address.
+    assert_eq!(list_from(&api, balancer, None, None).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn behind_a_trusted_proxy_forwarded_clients_are_limited_apart(pool: PgPool) {
+    let config = ApiConfig {
+        rate_limit: Some(RateLimit { per_second: 100.0, burst: 100.0 }),
+        trusted_proxies: vec!["10.0.0.0/8".parse().expect("cidr")],
+        ..api_config()
+    };
+    let api = Api::with_config(pool, config).await;
+    let guess = "as_test_0000000000000000000000000000000000";
+    let proxy = "10.1.2.3:40000";
+    // Client A guesses through the proxy, and also claims to be client B in a header it wrote itself.
+    for _ in 0..25 {
+        let _ = list_from(&api, proxy, Some("198.51.100.2, 198.51.100.1"), Some(guess)).await;
+    }
+    let (a, _) = list_from(&api, proxy, Some("198.51.100.1"), Some(guess)).await;
+    assert_eq!(a, StatusCode::TOO_MANY_REQUESTS, "client A used up its own bucket");
+    let (b, _) = list_from(&api, proxy, Some("198.51.100.2"), Some(guess)).await;
+    assert_eq!(b, StatusCode::UNAUTHORIZED, "client B is limited apart, whatever A wrote in its header");
+    // From a peer that is not a trusted proxy, the header is not believed: the peer is the client.
+    for _ in 0..25 {
+        let _ = list_from(&api, "203.0.113.5:1", Some("198.51.100.3"), Some(guess)).await;
+    }
+    let (c, _) = list_from(&api, proxy, Some("198.51.100.3"), Some(guess)).await;
+    assert_eq!(c, StatusCode::UNAUTHORIZED, "a spoofed header charged the spoofer, not the named client");
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
 async fn an_api_query_never_outlives_its_statement_timeout(pool: PgPool) {
     let config = ApiConfig { statement_timeout: Duration::from_millis(200), ..api_config() };
     let api = Api::with_config(pool.clone(), config).await;

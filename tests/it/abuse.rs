@@ -65,3 +65,65 @@ async fn sixteen_mib_batches_of_tiny_objects_stay_within_a_memory_bound() {
     eprintln!("courier serve peak RSS after eight 16 MiB batches: {peak:.0} MiB");
     assert!(peak < PEAK_RSS_BOUND_MIB, "peak RSS {peak:.0} MiB, bound {PEAK_RSS_BOUND_MIB} MiB");
 }
+
+/// Opens a batch upload that announces 1 MiB and sends a few bytes a second: a client on a bad link, or one
+/// trying to hold the server's turns. Returns the connection, kept open while the caller needs it.
+async fn trickle(base: &str, key: &str) -> tokio::task::JoinHandle<()> {
+    use tokio::io::AsyncWriteExt;
+    let addr = base.trim_start_matches("http://").to_owned();
+    let head = format!(
+        "POST /api/v1/events/batch HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{{\"events\":[",
+        1024 * 1024
+    );
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    conn.write_all(head.as_bytes()).await.expect("head");
+    tokio::spawn(async move {
+        for _ in 0..20 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            if conn.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn one_tenants_trickled_uploads_never_hold_another_tenants_batch() {
+    let url = fresh_database().await;
+    let slow = keys(&url, &[&[Scope::EventsWrite]]).await.remove(0);
+    let quick = keys(&url, &[&[Scope::EventsWrite]]).await.remove(0);
+    let serve = Serve::start(&url, "5s");
+    let client = http();
+    serve.wait_ready(&client).await;
+
+    let mut uploads = Vec::new();
+    for _ in 0..8 {
+        uploads.push(trickle(&serve.base, &slow).await);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let events: Vec<serde_json::Value> = (0..1000)
+        .map(|i| {
+            serde_json::json!({"id": format!("evt_quick{i}"), "type": "call.completed",
+                               "data": {"call_id": format!("call_{i}"), "duration_seconds": 1}})
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let res = client
+        .post(format!("{}/api/v1/events/batch", serve.base))
+        .bearer_auth(&quick)
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "events": events }).to_string())
+        .send()
+        .await
+        .expect("answer");
+    let took = started.elapsed();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap_or_default();
+    assert_eq!(status, 200, "{text}");
+    assert!(!text.contains("\"error\""), "every event accepted: {}", &text[..text.len().min(500)]);
+    assert!(took < std::time::Duration::from_secs(2), "tenant B's batch took {took:?} beside A's uploads");
+    for upload in uploads {
+        upload.abort();
+    }
+}

@@ -1,10 +1,10 @@
 //! What every handler shares.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use courier_core::{ApiKeyId, MasterKey};
+use courier_core::{ApiKeyId, MasterKey, TenantId};
 use courier_scheduler::ingest::Ingest;
 use ipnet::IpNet;
 use sqlx::PgPool;
@@ -87,30 +87,85 @@ pub struct AppState {
     pub(crate) large_bodies: LargeBodies,
 }
 
-/// How many large bodies may be in memory at once, and how long a request waits for its turn before a 503.
+/// How many large bodies may be parsed at once, by everyone and by one tenant, and how long a request waits for its
+/// turn before a 503. A turn is taken once the body has arrived, so it is held for the parse only (milliseconds),
+/// never for an upload.
 #[derive(Clone)]
 pub(crate) struct LargeBodies {
-    turns: Arc<tokio::sync::Semaphore>,
+    turns: Arc<Turns>,
+}
+
+#[derive(Default)]
+struct Turns {
+    /// Turns held, by tenant (a tenant holding none has no entry).
+    held: Mutex<HashMap<TenantId, usize>>,
+    /// Woken whenever a turn is given back.
+    returned: tokio::sync::Notify,
+}
+
+/// A turn to parse one large body; given back on drop.
+pub(crate) struct Turn {
+    turns: Arc<Turns>,
+    tenant: TenantId,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        {
+            let mut held = self.turns.held.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = held.get_mut(&self.tenant) {
+                *n -= 1;
+                if *n == 0 {
+                    held.remove(&self.tenant);
+                }
+            }
+        }
+        self.turns.returned.notify_waiters();
+    }
 }
 
 impl LargeBodies {
-    /// Large bodies read and parsed at once per process: four 16 MiB batches are about 150 MiB at the peak.
+    /// Large bodies parsed at once per process: four 16 MiB batches are about 150 MiB at the peak.
     pub(crate) const AT_ONCE: usize = 4;
+    /// Of which one tenant may hold at most this many, so others always find one.
+    pub(crate) const PER_TENANT: usize = 2;
     const WAIT: Duration = Duration::from_secs(10);
 
     fn new() -> Self {
-        Self { turns: Arc::new(tokio::sync::Semaphore::new(Self::AT_ONCE)) }
+        Self { turns: Arc::default() }
     }
 
-    /// Waits for a turn; a 503 with `Retry-After` when none came within 10 s.
-    pub(crate) async fn turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, crate::ApiError> {
-        match tokio::time::timeout(Self::WAIT, self.turns.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(crate::ApiError::retry_later(
-                "too many large requests are being read right now; retry shortly",
+    /// Waits for a turn for `tenant`; a 503 with `Retry-After` when none came within 10 s.
+    pub(crate) async fn turn(&self, tenant: TenantId) -> Result<Turn, crate::ApiError> {
+        let wait = async {
+            loop {
+                // Registered before looking, so a turn given back between the look and the wait still wakes us.
+                let returned = self.turns.returned.notified();
+                tokio::pin!(returned);
+                returned.as_mut().enable();
+                if let Some(turn) = self.try_turn(tenant) {
+                    return turn;
+                }
+                returned.await;
+            }
+        };
+        tokio::time::timeout(Self::WAIT, wait).await.map_err(|_| {
+            crate::ApiError::retry_later(
+                "too many large requests are being parsed right now; retry shortly",
                 "no turn for a large body within 10 s",
-            )),
+            )
+        })
+    }
+
+    fn try_turn(&self, tenant: TenantId) -> Option<Turn> {
+        let mut held = self.turns.held.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = held.values().sum();
+        let mine = held.get(&tenant).copied().unwrap_or(0);
+        if total >= Self::AT_ONCE || mine >= Self::PER_TENANT {
+            return None;
         }
+        *held.entry(tenant).or_default() += 1;
+        Some(Turn { turns: self.turns.clone(), tenant })
     }
 }
 

@@ -1,7 +1,6 @@
 //! `/api/v1/events`: ingest from the emitter (singly or in batches) and reading events back.
 
 use axum::Json;
-use axum::extract::FromRequest;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -277,9 +276,13 @@ pub async fn ingest_batch(
 ) -> ApiResult<Json<BatchOutput>> {
     // The key and its scope first: a key that may not post events never makes the server read a 16 MiB body.
     let owner = principal.require(Scope::EventsWrite)?;
-    // Large bodies take memory while they are read and parsed: only a few at a time, the rest wait their turn.
-    let turn = state.large_bodies.turn().await?;
-    let ApiJson(body) = ApiJson::<BatchInput>::from_request(request, &state).await?;
+    // The upload first, held to the route's limit and the request's deadline, holding nothing shared: a client
+    // trickling its body delays only itself. Parsing is what multiplies memory, so that takes a turn, of a few per
+    // process, and at most a tenant's share of them.
+    let bytes = crate::extract::read_body(request, &state).await?;
+    let turn = state.large_bodies.turn(owner.tenant).await?;
+    let body: BatchInput = crate::extract::parse_json(&bytes)?;
+    drop(bytes);
     let events = body.events.0;
     if events.is_empty() {
         return Err(ApiError::invalid("events", format!("must hold 1 to {MAX_BATCH} events")));

@@ -51,6 +51,33 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// Integers in request bodies. JSON Schema calls `60.0` an integer, so the API does too: an integral number in
+/// any notation is that integer; a fraction or a value out of the field's range is an error naming the number.
+pub mod whole {
+    use serde::Deserialize;
+    use serde::de::Error;
+
+    fn from_number<T: TryFrom<i64>, E: Error>(number: serde_json::Number) -> Result<T, E> {
+        let n = match (number.as_i64(), number.as_f64()) {
+            (Some(n), _) => Some(n),
+            (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => Some(f as i64),
+            _ => None,
+        };
+        n.and_then(|n| T::try_from(n).ok())
+            .ok_or_else(|| E::custom(format!("`{number}` is not a whole number in range")))
+    }
+
+    /// For `#[serde(deserialize_with = "whole::required")]` on an integer field.
+    pub fn required<'de, D: serde::Deserializer<'de>, T: TryFrom<i64>>(de: D) -> Result<T, D::Error> {
+        from_number(serde_json::Number::deserialize(de)?)
+    }
+
+    /// For `#[serde(default, deserialize_with = "whole::optional")]` on an `Option` of an integer.
+    pub fn optional<'de, D: serde::Deserializer<'de>, T: TryFrom<i64>>(de: D) -> Result<Option<T>, D::Error> {
+        Option::<serde_json::Number>::deserialize(de)?.map(from_number).transpose()
+    }
+}
+
 /// serde names unknown and missing fields only in its message: pull the name out for `details[].field`.
 fn unknown_or_missing(err: &serde_json::Error) -> Option<String> {
     let text = err.to_string();

@@ -42,6 +42,26 @@ impl Modify for BearerAuth {
     }
 }
 
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// The document as served. utoipa cannot state `propertyNames`, so the rules for custom header names and values
+/// (`courier_core::headers`) are written into the webhook bodies' `headers` here: a request the schema allows is
+/// one the API accepts.
+pub fn document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    for body in ["CreateWebhook", "UpdateWebhook"] {
+        if let Some(headers) = doc.pointer_mut(&format!("/components/schemas/{body}/properties/headers"))
+            && let Some(headers) = headers.as_object_mut()
+        {
+            use courier_core::headers::{MAX_HEADERS, MAX_VALUE, NAME_PATTERN, VALUE_PATTERN, reserved_pattern};
+            headers.insert("maxProperties".into(), MAX_HEADERS.into());
+            headers.insert(
+                "propertyNames".into(),
+                serde_json::json!({ "pattern": NAME_PATTERN, "not": { "pattern": reserved_pattern() } }),
+            );
+            headers.insert(
+                "additionalProperties".into(),
+                serde_json::json!({ "type": "string", "maxLength": MAX_VALUE, "pattern": VALUE_PATTERN }),
+            );
+        }
+    }
+    doc
 }

@@ -5,8 +5,25 @@
 
 /// At most this many custom headers per webhook.
 pub const MAX_HEADERS: usize = 10;
-const MAX_NAME: usize = 64;
-const MAX_VALUE: usize = 1024;
+/// The longest header name.
+pub const MAX_NAME: usize = 64;
+/// The longest header value, in bytes.
+pub const MAX_VALUE: usize = 1024;
+/// What a name is, as an ECMA-262 pattern (for the OpenAPI document): an HTTP token of at most [`MAX_NAME`].
+pub const NAME_PATTERN: &str = "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$";
+/// What a value is, as an ECMA-262 pattern: visible ASCII, spaces and tabs.
+pub const VALUE_PATTERN: &str = "^[\\t -~]*$";
+
+/// The reserved names as one ECMA-262 pattern that matches any of them in any case (JSON Schema patterns have no
+/// case-insensitive flag, so each letter is a class: `[Hh][Oo][Ss][Tt]`).
+pub fn reserved_pattern() -> String {
+    let any_case = |name: &str| -> String {
+        name.chars()
+            .map(|c| if c.is_ascii_alphabetic() { format!("[{}{}]", c.to_ascii_uppercase(), c) } else { c.to_string() })
+            .collect()
+    };
+    format!("^({})$", RESERVED.iter().map(|n| any_case(n)).collect::<Vec<_>>().join("|"))
+}
 
 /// Names a webhook may not set (compared in lower case): ours, HTTP framing, and hop-by-hop headers.
 const RESERVED: &[&str] = &[

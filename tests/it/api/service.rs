@@ -124,6 +124,19 @@ async fn the_openapi_document_parses_and_lists_every_route(pool: PgPool) {
         documented.sort();
         assert_eq!(documented, methods, "{path}");
     }
+    // The rule for custom header names is in the schema, so a schema-valid request is never refused for one.
+    for body in ["CreateWebhook", "UpdateWebhook"] {
+        let headers = &doc["components"]["schemas"][body]["properties"]["headers"];
+        assert_eq!(headers["maxProperties"], 10, "{body}: {headers}");
+        let names = &headers["propertyNames"];
+        assert!(names["pattern"].as_str().is_some_and(|p| p.starts_with("^[")), "{body}: {headers}");
+        let reserved = names["not"]["pattern"].as_str().unwrap_or_default();
+        assert!(
+            reserved.contains("[Hh][Oo][Ss][Tt]") && reserved.contains("[Ww][Ee][Bb][Hh][Oo][Oo][Kk]"),
+            "{reserved}"
+        );
+        assert_eq!(headers["additionalProperties"]["maxLength"], 1024, "{body}: {headers}");
+    }
     // Every $ref points at a schema that exists.
     let schemas = doc["components"]["schemas"].as_object().expect("schemas");
     let text = doc.to_string();

@@ -37,7 +37,7 @@ pub struct EventInput {
     /// Unix seconds between 2000-01-01 and 2100-01-01; the time of ingest when omitted. An integral JSON number
     /// written with a fraction (`1705680000.0`) is the same integer.
     #[schema(example = 1705680000, minimum = 946684800.0, maximum = 4102444800.0)]
-    #[serde(default, deserialize_with = "integral_seconds")]
+    #[serde(default, deserialize_with = "crate::extract::whole::optional")]
     pub created: Option<i64>,
     /// A JSON object with a string `call_id`; everything else passes through.
     #[schema(value_type = EventDataDoc, example = json!({"call_id": "call-uuid", "status": "completed"}))]
@@ -165,20 +165,6 @@ impl EventOutput {
             received_at: stored.received_at,
             deliveries,
         }
-    }
-}
-
-/// JSON Schema calls `1705680000.0` an integer, so it is one: an integral number in any notation, else an error.
-fn integral_seconds<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<i64>, D::Error> {
-    let Some(number) = Option::<serde_json::Number>::deserialize(de)? else {
-        return Ok(None);
-    };
-    if let Some(n) = number.as_i64() {
-        return Ok(Some(n));
-    }
-    match number.as_f64() {
-        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
-        _ => Err(serde::de::Error::custom(format!("`{number}` is not whole unix seconds"))),
     }
 }
 

@@ -42,6 +42,7 @@ pub struct CreatePortalSession {
     pub scopes: Vec<String>,
     /// Seconds until the session ends: 60 to 86400; 3600 by default.
     #[schema(minimum = 60, maximum = 86400)]
+    #[serde(default, deserialize_with = "crate::extract::whole::optional")]
     pub expires_in: Option<i64>,
 }
 

@@ -37,6 +37,7 @@ pub struct CreateWebhook {
     pub description: Option<String>,
     /// 1 to 25; the server default (5) when omitted.
     #[schema(minimum = 1, maximum = 25)]
+    #[serde(default, deserialize_with = "crate::extract::whole::optional")]
     pub max_attempts: Option<u32>,
     /// `call`: deliveries that share a `call_id` go one at a time, in the order their events were accepted;
     /// `none` (the default): as soon as they are due.
@@ -54,6 +55,7 @@ pub struct CreateWebhook {
 #[serde(deny_unknown_fields)]
 pub struct WebhookRateLimit {
     #[schema(minimum = 1, maximum = 10000, example = 20)]
+    #[serde(deserialize_with = "crate::extract::whole::required")]
     pub per_second: u32,
 }
 
@@ -95,6 +97,7 @@ pub struct UpdateWebhook {
     /// Only the fields given change.
     pub filter: Option<FilterInput>,
     #[schema(minimum = 1, maximum = 25)]
+    #[serde(default, deserialize_with = "crate::extract::whole::optional")]
     pub max_attempts: Option<u32>,
     /// Applies to deliveries created from now on.
     pub ordering: Option<OrderingInput>,

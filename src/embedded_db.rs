@@ -173,10 +173,10 @@ impl EmbeddedDb {
             rand::fill(&mut bytes);
             bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
         };
-        std::fs::write(self.password_file(), &password)?;
-        // initdb reads the password from a file the cluster's user can read; it is removed right after.
+        crate::private_file::write(&self.password_file(), password.as_bytes())?;
+        // initdb reads the password from a file the cluster's user can read (chowned to it); removed right after.
         let pwfile = self.data.with_file_name("initdb.pw");
-        std::fs::write(&pwfile, &password)?;
+        crate::private_file::write(&pwfile, password.as_bytes())?;
         if let Some(user) = &self.run_as {
             run(Command::new("chown").args(["-R", &format!("{user}:")]).arg(&self.data).arg(&pwfile))?;
         }
@@ -231,6 +231,8 @@ impl EmbeddedDb {
         if !self.is_initialised() {
             self.initialise()?;
         }
+        // A cluster an older version created has its password file readable by everyone: not any more.
+        crate::private_file::tighten(&self.password_file())?;
         if !self.is_running() {
             run(self
                 .command("pg_ctl")

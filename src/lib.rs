@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod embedded_db;
 pub mod metrics;
+pub mod private_file;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

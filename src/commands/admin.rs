@@ -5,6 +5,7 @@ use courier_core::{ApiKeyId, Environment, Scopes, TenantId};
 use courier_store::{api_keys, tenants};
 use sqlx::PgPool;
 
+use super::terminal::shown;
 use crate::cli::{EnvArg, KeysCommand, TenantsCommand};
 
 fn parse_tenant(text: &str) -> anyhow::Result<TenantId> {
@@ -22,7 +23,7 @@ pub async fn tenants(pool: &PgPool, cmd: TenantsCommand) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::json!({"id": tenant.id, "name": tenant.name}));
             } else {
-                println!("created tenant {} ({})", tenant.id, tenant.name);
+                println!("created tenant {} ({})", tenant.id, shown(&tenant.name));
             }
         }
         TenantsCommand::List { json } => {
@@ -30,7 +31,7 @@ pub async fn tenants(pool: &PgPool, cmd: TenantsCommand) -> anyhow::Result<()> {
                 if json {
                     println!("{}", serde_json::json!({"id": t.id, "name": t.name, "created_at": t.created_at}));
                 } else {
-                    println!("{}  {}  {}", t.id, t.created_at.format("%Y-%m-%d %H:%M"), t.name);
+                    println!("{}  {}  {}", t.id, t.created_at.format("%Y-%m-%d %H:%M"), shown(&t.name));
                 }
             }
         }

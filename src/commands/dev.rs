@@ -27,33 +27,13 @@ impl std::fmt::Debug for DevIdentity {
     }
 }
 
-/// Writes a file only its owner may read: the development master key and API key are secrets.
-fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let mut file = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
-    // A file left by an older version keeps its mode on open: set it.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    file.write_all(contents)?;
-    Ok(())
-}
-
 fn master_key(home: &Path) -> anyhow::Result<String> {
     let path = home.join("secret_key");
     if let Ok(key) = std::fs::read_to_string(&path) {
         return Ok(key.trim().to_owned());
     }
     let key = MasterKey::generate_base64();
-    write_private(&path, key.as_bytes())?;
+    crate::private_file::write(&path, key.as_bytes())?;
     Ok(key)
 }
 
@@ -78,7 +58,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
             let tenant = tenants::create(&pool, "Development").await?;
             let created = api_keys::create(&pool, tenant.id, Environment::Test, &Scopes::new(Scope::ALL)).await?;
             let identity = DevIdentity { tenant_id: tenant.id, api_key: created.plaintext };
-            write_private(&identity_path, &serde_json::to_vec_pretty(&identity)?)?;
+            crate::private_file::write(&identity_path, &serde_json::to_vec_pretty(&identity)?)?;
             identity
         }
     };
@@ -107,24 +87,6 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[cfg(unix)]
-    #[test]
-    fn secrets_are_written_for_their_owner_only() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("secret_key");
-        // A file an older version left readable by everyone is tightened when rewritten.
-        std::fs::write(&path, b"old").expect("write");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        write_private(&path, b"new").expect("written");
-        let mode = std::fs::metadata(&path).expect("metadata").permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        assert_eq!(std::fs::read(&path).expect("read"), b"new");
-        let fresh = dir.path().join("dev.json");
-        write_private(&fresh, b"{}").expect("written");
-        assert_eq!(std::fs::metadata(&fresh).expect("metadata").permissions().mode() & 0o777, 0o600);
-    }
 
     #[test]
     fn debug_output_hides_the_development_key() {

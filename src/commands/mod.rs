@@ -4,6 +4,7 @@ mod admin;
 mod dev;
 mod operate;
 pub mod serve;
+mod terminal;
 pub mod worker;
 
 use anyhow::Context;

@@ -13,6 +13,7 @@ use courier_store::webhooks::DisabledReason;
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::PgPool;
 
+use super::terminal::shown;
 use crate::cli::{DeliveriesCommand, ReplayArgs, SelectArgs, WebhooksCommand};
 
 /// `2h`, `30m`, `7d` ago, or an RFC 3339 time.
@@ -80,6 +81,7 @@ async fn list_deliveries(pool: &PgPool, select: &SelectArgs, limit: u32, json: b
             );
         } else {
             let last = d.last_status_code.map(|c| c.to_string()).or(d.last_error.clone()).unwrap_or_default();
+            let last = shown(&last);
             println!(
                 "{:<30} {:<10} {:<8} {:<18} {:<30} {:<25} {}",
                 d.id,
@@ -103,8 +105,8 @@ async fn show_delivery(pool: &PgPool, id: &str) -> anyhow::Result<()> {
     let url = operator::webhook_url(pool, &d.webhook_id).await?;
     println!("delivery     {}", d.id);
     println!("tenant       {}", d.tenant_id);
-    println!("event        {} ({}, call {})", d.event_id, d.event_type.as_str(), d.call_id);
-    println!("webhook      {} {}", d.webhook_id, url.unwrap_or_default());
+    println!("event        {} ({}, call {})", d.event_id, d.event_type.as_str(), shown(&d.call_id));
+    println!("webhook      {} {}", d.webhook_id, shown(&url.unwrap_or_default()));
     println!("status       {} after {}/{} attempts", d.status.as_str(), d.attempt_count, d.max_attempts);
     if let Some(next) = d.next_attempt_at {
         println!("next attempt {next}");
@@ -123,11 +125,12 @@ fn print_attempt(a: logs::Attempt) {
         a.status_code.map(|c| format!("HTTP {c}")).or(a.error_kind.map(|k| k.to_string())).unwrap_or_default();
     println!("  #{} {} {:>6} ms  {}", a.attempt, a.started_at.format("%Y-%m-%d %H:%M:%S%.3f"), a.duration_ms, outcome);
     if let Some(message) = a.error_message {
-        println!("     {message}");
+        println!("     {}", shown(&message));
     }
     if let Some(body) = a.response_body {
         // What a receiver said is shown on one line, without control characters that could drive the terminal.
         let one_line: String = body.display().chars().take(200).map(|c| if c.is_control() { ' ' } else { c }).collect();
+        let one_line = shown(&one_line);
         let binary = if body.is_binary() { " (binary)" } else { "" };
         println!("     {one_line}{binary}");
     }
@@ -181,7 +184,14 @@ pub async fn webhooks(pool: &PgPool, cmd: WebhooksCommand) -> anyhow::Result<()>
                     );
                 } else {
                     let reason = w.status.disabled_reason().map(|r| format!(" ({r})")).unwrap_or_default();
-                    println!("{}  {}  {}{}  {}", w.id, w.environment.as_str(), w.status.as_str(), reason, w.url);
+                    println!(
+                        "{}  {}  {}{}  {}",
+                        w.id,
+                        w.environment.as_str(),
+                        w.status.as_str(),
+                        reason,
+                        shown(&w.url)
+                    );
                 }
             }
         }

@@ -140,7 +140,9 @@ async fn operators_list_show_replay_and_toggle_webhooks() {
             id: EventId::parse(&format!("evt_op{i}")).expect("id"),
             event_type: EventType::CallFailed,
             created: None,
-            data: EventData::parse(serde_json::json!({"call_id": format!("call-{i}")})).expect("data"),
+            // A tenant may put anything in a call id, terminal escapes included.
+            data: EventData::parse(serde_json::json!({"call_id": format!("call-{i}\u{1b}]0;owned\u{7}")}))
+                .expect("data"),
         })
         .collect();
     let answers = ingest::accept(&pool, &Notifier::spawn(pool.clone()), owner, events, None).await.expect("ingest");
@@ -154,7 +156,7 @@ async fn operators_list_show_replay_and_toggle_webhooks() {
     .await
     .expect("fail one");
     sqlx::query(
-        "INSERT INTO delivery_attempts VALUES ($1, 1, now(), 12, 500, NULL, NULL, 'upstream exploded', 1700000000)",
+        "INSERT INTO delivery_attempts VALUES ($1, 1, now(), 12, 500, NULL, NULL, E'upstream exploded\\x1b[2J', 1700000000)",
     )
     .bind(&failed)
     .execute(&pool)
@@ -177,6 +179,8 @@ async fn operators_list_show_replay_and_toggle_webhooks() {
             && shown.contains("upstream exploded"),
         "{shown}"
     );
+    assert!(!shown.contains('\u{1b}') && !shown.contains('\u{7}'), "escapes are shown, not obeyed: {shown:?}");
+    assert!(shown.contains("call-0\\u{1b}]0;owned\\u{7}"), "{shown:?}");
 
     let dry = stdout(&courier(&db, &["replay", "--tenant", &tenant_id, "--dry-run"], &[]));
     assert!(dry.contains("would replay 1"), "{dry}");

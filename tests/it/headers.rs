@@ -98,3 +98,35 @@ async fn headers_are_shown_masked_sent_with_every_attempt_and_replaced_by_patch(
     let (_, cleared) = api.call(Method::PATCH, &format!("/api/v1/webhooks/{id}"), Some(json!({"headers": {}}))).await;
     assert_eq!(cleared["headers"], json!({}));
 }
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn header_values_never_follow_a_webhook_to_another_origin(pool: PgPool) {
+    let api = Api::new(pool.clone()).await;
+    let (status, created) = api
+        .call(
+            Method::POST,
+            "/api/v1/webhooks",
+            Some(json!({"url": "https://gateway.example/hook", "headers": {"X-Api-Key": "gw-123"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let path = format!("/api/v1/webhooks/{}", created["id"].as_str().expect("id"));
+    // Another path on the same origin keeps the credential.
+    let (status, moved) = api.call(Method::PATCH, &path, Some(json!({"url": "https://gateway.example/v2"}))).await;
+    assert_eq!((status, &moved["headers"]), (StatusCode::OK, &json!({"X-Api-Key": "********"})), "{moved}");
+    // Another host, port or scheme without the headers restated: refused, and nothing changes.
+    for url in ["https://attacker.example/hook", "https://gateway.example:8443/hook", "http://gateway.example/v2"] {
+        let (status, error) = api.call(Method::PATCH, &path, Some(json!({"url": url}))).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {error}");
+        assert_eq!(field_of(&error), vec!["headers".to_owned()], "{error}");
+    }
+    let (_, unchanged) = api.call(Method::GET, &path, None).await;
+    assert_eq!(unchanged["url"], "https://gateway.example/v2");
+    // Restated (here: dropped) with the move, it goes through.
+    let (status, moved) =
+        api.call(Method::PATCH, &path, Some(json!({"url": "https://other.example/hook", "headers": {}}))).await;
+    assert_eq!((status, &moved["headers"]), (StatusCode::OK, &json!({})), "{moved}");
+    // A webhook without headers moves freely.
+    let (status, _) = api.call(Method::PATCH, &path, Some(json!({"url": "https://third.example/hook"}))).await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -165,6 +165,21 @@ pub async fn get(db: impl PgExecutor<'_>, owner: Owner, id: &WebhookId) -> Resul
     row.map(from_row).transpose()
 }
 
+/// Like [`get`], locking the row until the transaction ends: for a change that depends on what is stored now.
+pub async fn get_for_update(conn: &mut PgConnection, owner: Owner, id: &WebhookId) -> Result<Option<Webhook>> {
+    let row: Option<Row> = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM webhooks WHERE tenant_id = $1 AND environment = $2 AND id = $3 AND deleted_at IS NULL FOR UPDATE"
+    ))
+    .bind(owner.tenant.as_uuid())
+    .bind(owner.environment.as_str())
+    .bind(id.as_str())
+    .fetch_optional(conn)
+    .await?;
+    row.map(from_row).transpose()
+}
+
 /// Newest first; `before` is the last id of the previous page.
 pub async fn list(
     db: impl PgExecutor<'_>,

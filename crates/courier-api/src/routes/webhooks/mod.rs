@@ -121,6 +121,22 @@ pub async fn update(
         patch.enabled = None;
     }
     let mut tx = state.pool.begin().await?;
+    if let Some(url) = &patch.url
+        && patch.headers.is_none()
+    {
+        // Custom header values are credentials for one receiver (an API gateway's key): a URL moving to another
+        // origin does not take them along unless they are given again, so a key that may edit webhooks cannot
+        // redirect a credential it cannot read to a host it controls.
+        let current =
+            webhooks::get_for_update(&mut tx, owner, &id).await?.ok_or_else(|| ApiError::not_found("webhook"))?;
+        if !current.header_names.is_empty() && !same_origin(&current.url, url) {
+            return Err(ApiError::invalid(
+                "headers",
+                "the URL moves to another origin: send `headers` again with it (or `{}` to drop them); custom header \
+                 values never follow a webhook to a new host",
+            ));
+        }
+    }
     let mut webhook = webhooks::update(&mut tx, &state.key, owner, &id, patch)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook"))?;
@@ -130,6 +146,14 @@ pub async fn update(
     }
     tx.commit().await?;
     Ok(Json(WebhookOutput::new(webhook, None)))
+}
+
+/// Whether two URLs share scheme, host and port (an unparsable one shares nothing).
+fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
+    }
 }
 
 /// Delete a webhook

@@ -96,7 +96,13 @@ async fn sign_in(http: &reqwest::Client, base: &str, key: &str) -> String {
     assert_eq!(res.status().as_u16(), 201);
     let minted: Value = serde_json::from_str(&res.text().await.expect("body")).expect("json");
     let token = minted["url"].as_str().expect("url").split("token=").nth(1).expect("token").to_owned();
-    let res = http.get(format!("{base}/portal/login?token={token}")).send().await.expect("login");
+    let res = http
+        .post(format!("{base}/portal/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .expect("login");
     let cookie = res.headers().get("set-cookie").expect("cookie").to_str().expect("ascii");
     cookie.split(';').next().expect("pair").to_owned()
 }

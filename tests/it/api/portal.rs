@@ -66,7 +66,11 @@ async fn mint(api: &Api, key: &str, scopes: &[&str]) -> String {
 async fn sign_in<'a>(api: &'a Api, key: &str, scopes: &[&str]) -> Browser<'a> {
     let token = mint(api, key, scopes).await;
     let mut browser = Browser { api, cookie: None };
-    let page = browser.get(&format!("/portal/login?token={token}")).await;
+    let landing = browser.get(&format!("/portal/login?token={token}")).await;
+    assert_eq!(landing.status, StatusCode::OK, "{}", landing.html);
+    assert!(landing.headers.get("set-cookie").is_none(), "opening the link changes nothing");
+    assert!(landing.html.contains(r#"<form method="post" action="/portal/login">"#), "{}", landing.html);
+    let page = browser.post("/portal/login", &format!("token={token}")).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.html);
     let cookie = page.headers.get("set-cookie").expect("a cookie").to_str().expect("ascii").to_owned();
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/portal"] {
@@ -134,14 +138,34 @@ async fn a_login_token_works_once_and_sessions_end(pool: PgPool) {
     let token = mint(&api, &api.key, &ALL).await;
     let anonymous = Browser { api: &api, cookie: None };
     assert_eq!(anonymous.get("/portal").await.status, StatusCode::UNAUTHORIZED, "no cookie, no portal");
-    let first = anonymous.get(&format!("/portal/login?token={token}")).await;
+    // Opening the link (a mail scanner, a prefetch) spends nothing, however often.
+    for _ in 0..3 {
+        let landing = anonymous.get(&format!("/portal/login?token={token}")).await;
+        assert_eq!(landing.status, StatusCode::OK);
+        assert!(landing.headers.get("set-cookie").is_none());
+    }
+    // A page on another site posting the token (login CSRF: signing a victim into the poster's portal) is refused,
+    // and the token stays unspent.
+    for (header, value) in [("sec-fetch-site", "cross-site"), ("origin", "https://attacker.example")] {
+        let req = Request::post("/portal/login")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("host", "courier.test")
+            .header(header, value)
+            .body(Body::from(format!("token={token}")))
+            .expect("request");
+        let res = api.router.clone().oneshot(req).await.expect("response");
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{header}: {value}");
+        assert!(res.headers().get("set-cookie").is_none());
+    }
+    let first = anonymous.post("/portal/login", &format!("token={token}")).await;
     assert_eq!(first.status, StatusCode::OK);
-    let again = anonymous.get(&format!("/portal/login?token={token}")).await;
+    assert!(first.headers.get("set-cookie").is_some());
+    let again = anonymous.post("/portal/login", &format!("token={token}")).await;
     assert_eq!(again.status, StatusCode::UNAUTHORIZED, "a used token is refused");
     assert!(again.html.contains("This link has expired"), "{}", again.html);
     assert!(again.headers.get("set-cookie").is_none());
     for forged in ["pl_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "nonsense", "", "pl_%00%3Cscript%3E"] {
-        let page = anonymous.get(&format!("/portal/login?token={forged}")).await;
+        let page = anonymous.post("/portal/login", &format!("token={forged}")).await;
         assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{forged}");
     }
     let stale = mint(&api, &api.key, &ALL).await;
@@ -149,7 +173,7 @@ async fn a_login_token_works_once_and_sessions_end(pool: PgPool) {
         .execute(&pool)
         .await
         .expect("age the link");
-    assert_eq!(anonymous.get(&format!("/portal/login?token={stale}")).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(anonymous.post("/portal/login", &format!("token={stale}")).await.status, StatusCode::UNAUTHORIZED);
 
     let browser = sign_in(&api, &api.key, &ALL).await;
     assert_eq!(browser.get("/portal").await.status, StatusCode::OK);

@@ -39,7 +39,7 @@ const STYLESHEET: &str = include_str!("style.css");
 pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/portal", get(overview::show))
-        .route("/portal/login", get(session::login))
+        .route("/portal/login", get(session::landing).post(session::login))
         .route("/portal/logout", post(session::logout))
         .route("/portal/style.css", get(stylesheet))
         .route("/portal/icon.svg", get(icon))

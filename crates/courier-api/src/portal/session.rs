@@ -92,14 +92,60 @@ pub struct LoginParams {
     token: Option<String>,
 }
 
-/// The magic link: spends the token, sets the cookie, and sends the browser on to `/portal`.
+/// The magic link's landing page: a form that signs in when the person who opened the link asks to.
 ///
-/// The answer is a page that moves on by itself (`meta refresh`) rather than a 303: the link usually arrives from
-/// another site (the tenant's dashboard), and browsers withhold a `SameSite=Strict` cookie from a redirect chain
-/// that started elsewhere, whereas a refresh from our own page is a same-site navigation. It also drops the token
-/// from the address bar and history.
-pub async fn login(State(state): State<AppState>, Query(params): Query<LoginParams>) -> Result<Response, PortalError> {
+/// Opening the link changes nothing (a link previewer, a prefetch or a crawler spends no token), and the token
+/// travels on in a POST body, never through a redirect chain's addresses and the access logs along it.
+pub async fn landing(Query(params): Query<LoginParams>) -> Result<Response, PortalError> {
     let token = params.token.ok_or(PortalError::SignedOut)?;
+    Ok(render(layout(
+        "Sign in",
+        None,
+        html! {
+            h1 { "Sign in to the portal" }
+            p { "This link opens your webhook portal. It works once." }
+            form method="post" action="/portal/login" {
+                input type="hidden" name="token" value=(token);
+                button type="submit" { "Continue to the portal" }
+            }
+        },
+    )))
+}
+
+/// Whether a sign-in form was submitted from one of our own pages. Browsers say where a request comes from
+/// (`Sec-Fetch-Site`, else `Origin`); a page elsewhere posting a link of its own would sign the visitor into
+/// someone else's portal (login CSRF), so a cross-site submission is refused. A client that sends neither header
+/// is not a browser, and cannot be driven by another site.
+fn from_our_pages(headers: &HeaderMap) -> bool {
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = value("sec-fetch-site") {
+        return matches!(site, "same-origin" | "none");
+    }
+    match (value("origin"), value("host")) {
+        (Some(origin), Some(host)) => origin.split_once("://").is_some_and(|(_, authority)| authority == host),
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    token: Option<String>,
+}
+
+/// Signing in: spends the token, sets the cookie, and sends the browser on to `/portal`.
+///
+/// The answer is a page that moves on by itself (`meta refresh`) rather than a 303, so the cookie is set by a
+/// same-site page and the next navigation carries it (`SameSite=Strict`).
+pub async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, PortalError> {
+    if !from_our_pages(&headers) {
+        return Err(PortalError::Csrf);
+    }
+    let token = form.token.ok_or(PortalError::SignedOut)?;
     let entered = portal_sessions::redeem(&state.pool, &token).await?.ok_or(PortalError::SignedOut)?;
     let max_age = (entered.session.expires_at - chrono::Utc::now()).num_seconds().max(0);
     let secure = if state.config.portal.secure_cookie { "; Secure" } else { "" };

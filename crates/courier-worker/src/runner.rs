@@ -37,7 +37,7 @@ pub struct Worker {
     pub(crate) pool: PgPool,
     pub(crate) key: MasterKey,
     pub(crate) clock: Clock,
-    pub(crate) http: reqwest::Client,
+    pub(crate) http: client::Clients,
     pub(crate) policy: Arc<TargetPolicy>,
     pub(crate) config: WorkerConfig,
     /// Wake-ups from ingest in this same process (`courier serve`), which come before their `NOTIFY` does.

@@ -68,10 +68,10 @@ fn literal_target_blocked(url: &reqwest::Url, policy: &TargetPolicy) -> bool {
 /// POSTs the prepared request and reads at most [`ResponseBody::MAX_BYTES`] of the answer.
 #[tracing::instrument(level = "debug", skip_all, fields(url.host = Empty))]
 pub async fn send(
-    client: &reqwest::Client,
+    clients: &crate::client::Clients,
     policy: &TargetPolicy,
     delivery: &ClaimedDelivery,
-    prepared: Prepared,
+    mut prepared: Prepared,
 ) -> Sent {
     let started = Instant::now();
     let url = match reqwest::Url::parse(&delivery.webhook.url) {
@@ -82,9 +82,22 @@ pub async fn send(
     if literal_target_blocked(&url, policy) {
         return failed(ErrorKind::BlockedTarget, format!("{url} is not an allowed webhook target"), started);
     }
-    let request = build_request(client, url, delivery, prepared);
+    // Shared, so sending again copies nothing.
+    let body = bytes::Bytes::from(std::mem::take(&mut prepared.body));
+    let request = build_request(&clients.pooled, url.clone(), delivery, &prepared, body.clone());
     let mut response = match request.send().await {
         Ok(response) => response,
+        // A pooled connection the receiver had already closed (its keep-alive ran out as we sent) fails before
+        // any byte of an answer: sent again at once on a new connection, within the same attempt and its time.
+        // Delivery is at least once; receivers deduplicate on the event id.
+        Err(err) if closed_before_answer(&err) => {
+            let left = delivery_time_left(clients, started);
+            let again = build_request(&clients.fresh, url, delivery, &prepared, body).timeout(left);
+            match again.send().await {
+                Ok(response) => response,
+                Err(err) => return failed(classify_error(&err), describe(&err), started),
+            }
+        }
         Err(err) => return failed(classify_error(&err), describe(&err), started),
     };
     let status = response.status().as_u16();
@@ -117,27 +130,48 @@ pub async fn send(
     }
 }
 
+/// Whether a request failed on its connection before any byte of the answer arrived: the connection was reset,
+/// aborted or closed under it. Not a refused or timed-out connect (a fresh connection would fare no better), and
+/// never after a status line arrived.
+fn closed_before_answer(err: &reqwest::Error) -> bool {
+    use std::io::ErrorKind as Io;
+    if err.is_connect() || err.is_timeout() || err.is_body() || err.is_decode() || err.is_status() {
+        return false;
+    }
+    chain(err).any(|e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(io.kind(), Io::ConnectionReset | Io::ConnectionAborted | Io::BrokenPipe | Io::UnexpectedEof)
+        }) || e.to_string().contains("connection closed before message completed")
+    })
+}
+
+/// What remains of the attempt's time (the client's total timeout), at least a millisecond.
+fn delivery_time_left(clients: &crate::client::Clients, started: Instant) -> Duration {
+    clients.timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1))
+}
+
 /// The POST of one attempt: the webhook's own headers, then ours and the signed body.
 fn build_request(
     client: &reqwest::Client,
     url: reqwest::Url,
     delivery: &ClaimedDelivery,
-    prepared: Prepared,
+    prepared: &Prepared,
+    body: bytes::Bytes,
 ) -> reqwest::RequestBuilder {
     let mut request = client.post(url);
     // Ours cannot be among the webhook's own (courier_core::headers refuses those names).
-    for (name, value) in prepared.headers.0 {
+    for (name, value) in &prepared.headers.0 {
         request = request.header(name, value);
     }
     request
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-        .header("X-Webhook-Signature", prepared.signature)
+        .header("X-Webhook-Signature", &prepared.signature)
         .header("X-Webhook-Event", delivery.event.event_type.as_str())
         .header("X-Webhook-Delivery", delivery.id.as_str())
         .header("webhook-id", delivery.event.id.as_str())
         .header("webhook-timestamp", prepared.timestamp.to_string())
-        .header("webhook-signature", prepared.standard_signature)
-        .body(prepared.body)
+        .header("webhook-signature", &prepared.standard_signature)
+        .body(body)
 }
 
 fn failed(kind: ErrorKind, message: String, started: Instant) -> Sent {

@@ -41,6 +41,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("delivery_attempts", "crates/courier-scheduler/src/retention.rs"),
     ("replays", "crates/courier-scheduler/src/replay.rs"),
     ("webhook_rate_windows", "crates/courier-scheduler/src/rate.rs"),
+    ("webhook_rate_backlog", "crates/courier-scheduler/src/rate.rs"),
     ("delivery_hourly", "crates/courier-scheduler/src/hourly.rs"),
 ];
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use courier_core::WebhookId;
 use sqlx::PgPool;
 
-use crate::{Clock, Result};
+use crate::{Clock, DeliveryStatus, Result};
 
 /// The shortest window: shorter ones would cost a row per webhook every few milliseconds.
 const MIN_WINDOW_MS: u64 = 50;
@@ -56,6 +56,97 @@ pub async fn take_slot(pool: &PgPool, clock: &Clock, webhook: &WebhookId, per_se
     Ok((!granted).then(|| Duration::from_millis(left_ms.max(1.0).ceil() as u64)))
 }
 
+/// Where a deferred backlog's line ends: the worker paces its wake-ups until then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Deliveries given slots by this deferral (the claimed one included, unless another worker moved it first).
+    pub scheduled: u64,
+    /// When the last slot of the line comes, on the process's clock.
+    pub until: Duration,
+}
+
+// Long because it is one transaction of four statements: take the line's end, slot the backlog, move the end.
+/// Gives `claimed` back unattempted because its webhook's window is full, and with it every pending delivery of
+/// the webhook that would come due before the next window: each gets a slot of its own, `capacity` per window,
+/// from the next window or the end of the webhook's line, whichever is later. The claim then meets none of them
+/// until their slot (they are not due), so a backlog behind a limit costs one write per delivery, not one claim
+/// and release per window, and no other tenant's deliveries wait behind it.
+pub async fn defer(
+    pool: &PgPool,
+    clock: &Clock,
+    claimed: (&courier_core::DeliveryId, u32),
+    webhook: &WebhookId,
+    per_second: u32,
+    next_window: Duration,
+) -> Result<Backlog> {
+    let windows = Windows::of(per_second);
+    let mut tx = pool.begin().await?;
+    // The line's end, locked: deferrals of one webhook by several workers queue up one after another.
+    sqlx::query("INSERT INTO webhook_rate_backlog (webhook_id, until) VALUES ($1, '-infinity') ON CONFLICT DO NOTHING")
+        .bind(webhook.as_str())
+        .execute(&mut *tx)
+        .await?;
+    let start: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "SELECT greatest(until, now() + $2 + $3) FROM webhook_rate_backlog WHERE webhook_id = $1 FOR UPDATE",
+    )
+    .bind(webhook.as_str())
+    .bind(clock.skew())
+    .bind(next_window)
+    .fetch_one(&mut *tx)
+    .await?;
+    let slots: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "WITH line AS (
+            SELECT d.id, d.due_at FROM deliveries_live d
+             WHERE d.webhook_id = $1
+               -- Due before the next window: what the claim would otherwise meet again and again. Rows already
+               -- slotted further on keep their place in the line.
+               AND ((d.status = $2 AND d.due_at < now() + $9 + $10)
+                    OR (d.id = $4 AND d.status = $5 AND d.attempt_count = $6))
+             FOR UPDATE SKIP LOCKED
+         ),
+         slotted AS (
+            SELECT id, (row_number() OVER (ORDER BY due_at, id) - 1) / $7 AS n FROM line
+         )
+         UPDATE deliveries_live d
+            SET status = $2, lease_expires_at = NULL, updated_at = now(),
+                -- The claimed one counted an attempt it never made.
+                attempt_count = CASE WHEN d.status = $5 THEN d.attempt_count - 1 ELSE d.attempt_count END,
+                next_attempt_at = $3 + slotted.n * $8
+           FROM slotted
+          WHERE d.id = slotted.id
+         RETURNING d.next_attempt_at",
+    )
+    .bind(webhook.as_str())
+    .bind(DeliveryStatus::Pending.as_str())
+    .bind(start)
+    .bind(claimed.0.as_str())
+    .bind(DeliveryStatus::Delivering.as_str())
+    .bind(claimed.1 as i32)
+    .bind(i64::from(windows.capacity))
+    .bind(windows.window)
+    .bind(clock.skew())
+    .bind(next_window)
+    .fetch_all(&mut *tx)
+    .await?;
+    // Times here are the queue's clock (`now() + skew`), like every due time.
+    let Some(last) = slots.iter().max().copied() else {
+        tx.commit().await?;
+        return Ok(Backlog { scheduled: 0, until: Duration::ZERO });
+    };
+    let left: f64 = sqlx::query_scalar(
+        "UPDATE webhook_rate_backlog SET until = $2 + $3 WHERE webhook_id = $1
+         RETURNING extract(epoch FROM until - (now() + $4))::float8",
+    )
+    .bind(webhook.as_str())
+    .bind(last)
+    .bind(windows.window)
+    .bind(clock.skew())
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Backlog { scheduled: slots.len() as u64, until: Duration::from_secs_f64(left.max(0.0)) })
+}
+
 /// Forgets windows older than a minute; returns how many rows went.
 pub async fn forget_old_windows(pool: &PgPool) -> Result<u64> {
     // Windows differ in length per webhook; anything a minute old is past for every one of them (at most 50 s).
@@ -68,6 +159,8 @@ pub async fn forget_old_windows(pool: &PgPool) -> Result<u64> {
     )
     .execute(pool)
     .await?;
+    // A line that ended a minute ago holds nothing: the next deferral starts a new one.
+    sqlx::query("DELETE FROM webhook_rate_backlog WHERE until < now() - interval '1 minute'").execute(pool).await?;
     Ok(done.rows_affected())
 }
 

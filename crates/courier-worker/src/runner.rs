@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use courier_core::{DeliveryId, MasterKey};
+use courier_core::{DeliveryId, MasterKey, WebhookId};
 use courier_scheduler::wake::Notifier;
 use courier_scheduler::wake::{LocalWake, Wakeup};
 use courier_scheduler::{AttemptRecord, ClaimedDelivery, Clock, Skip, claim, disabling, lease, ordering, rate};
@@ -42,6 +42,8 @@ pub struct Worker {
     pub(crate) config: WorkerConfig,
     /// Wake-ups from ingest in this same process (`courier serve`), which come before their `NOTIFY` does.
     pub(crate) local: LocalWake,
+    /// Rate-limited webhooks whose backlog waits in line, and when their line ends: one pacing task each.
+    pub(crate) pacers: Arc<std::sync::Mutex<HashMap<WebhookId, tokio::time::Instant>>>,
 }
 
 /// What this process has claimed and not yet finished, and the shares it holds.
@@ -51,8 +53,6 @@ struct InFlight {
     claimed: HashMap<tokio::task::Id, (DeliveryId, u32)>,
     holdings: Holdings,
     records: mpsc::Sender<AttemptRecord>,
-    /// Wakes every worker (this one included) through the database.
-    workers: Notifier,
 }
 
 /// Why the loop woke up.
@@ -74,7 +74,16 @@ impl Worker {
             connect_timeout: config.connect_timeout,
             policy: policy.clone(),
         })?;
-        Ok(Self { pool, key, clock: Clock::database(), http, policy, config, local: LocalWake::default() })
+        Ok(Self {
+            pool,
+            key,
+            clock: Clock::database(),
+            http,
+            policy,
+            config,
+            local: LocalWake::default(),
+            pacers: Arc::default(),
+        })
     }
 
     /// The same worker, also woken directly by `local` (hand the same one to the API of this process).
@@ -93,18 +102,13 @@ impl Worker {
         let mut wakeup = Wakeup::connect(&self.pool).await?;
         let (records, queue) = mpsc::channel::<AttemptRecord>(self.config.concurrency * 2);
         let workers = Notifier::spawn(self.pool.clone());
-        let recorder = tokio::spawn(crate::recorder::record_batches(
-            self.pool.clone(),
-            self.clock.clone(),
-            workers.clone(),
-            queue,
-        ));
+        let recorder =
+            tokio::spawn(crate::recorder::record_batches(self.pool.clone(), self.clock.clone(), workers, queue));
         let mut flight = InFlight {
             tasks: JoinSet::new(),
             claimed: HashMap::new(),
             holdings: Holdings::new(self.config.shares()),
             records,
-            workers,
         };
         self.deliver(&shutdown, &mut wakeup, &mut flight).await;
         self.stop(flight, recorder).await
@@ -260,7 +264,7 @@ impl Worker {
                 continue;
             };
             let key = (delivery.id.clone(), delivery.attempt);
-            let task = self.clone().run_one(delivery, held, flight.records.clone(), flight.workers.clone());
+            let task = self.clone().run_one(delivery, held, flight.records.clone());
             let handle = flight.tasks.spawn(task);
             flight.claimed.insert(handle.id(), key);
         }
@@ -276,7 +280,6 @@ impl Worker {
         delivery: ClaimedDelivery,
         held: crate::holdings::Held,
         records: mpsc::Sender<AttemptRecord>,
-        workers: Notifier,
     ) {
         let claimed_at = tokio::time::Instant::now();
         // Waiting here holds the lease but no connection, normally for less than one request timeout. Should it ever
@@ -293,7 +296,7 @@ impl Worker {
         if let Some(per_second) = delivery.webhook.rate_limit
             && let Some(wait) = self.over_rate(&delivery, per_second).await
         {
-            self.defer(&delivery, wait, workers).await;
+            self.defer(&delivery, per_second, wait).await;
             return;
         }
         let _in_flight = crate::metrics::InFlightGuard::new();
@@ -325,16 +328,43 @@ impl Worker {
         }
     }
 
-    /// Gives a delivery back unattempted until `wait` has passed, and wakes the workers then.
-    async fn defer(&self, delivery: &ClaimedDelivery, wait: Duration, workers: Notifier) {
+    /// Gives a delivery back unattempted, with the rest of its webhook's due backlog, each to a slot of its own
+    /// (`rate::defer`), and paces this worker's wake-ups along the line.
+    async fn defer(&self, delivery: &ClaimedDelivery, per_second: u32, next_window: Duration) {
         crate::metrics::rate_limited();
-        let back = [(delivery.id.clone(), delivery.attempt)];
-        if let Err(err) = lease::release(&self.pool, &self.clock, &back, wait).await {
-            tracing::warn!(error = %err, "deferring a rate-limited delivery failed; its lease will expire");
+        let claimed = (&delivery.id, delivery.attempt);
+        match rate::defer(&self.pool, &self.clock, claimed, &delivery.webhook.id, per_second, next_window).await {
+            Ok(backlog) => self.pace(&delivery.webhook.id, per_second, next_window, backlog.until),
+            Err(err) => tracing::warn!(error = %err, "deferring a rate-limited delivery failed; its lease will expire"),
         }
+    }
+
+    /// Wakes this worker once a window until the webhook's line ends: one task per webhook however long its
+    /// backlog (a later deferral only moves the end), so slots are claimed as they come due, not a poll later.
+    fn pace(&self, webhook: &WebhookId, per_second: u32, first: Duration, line: Duration) {
+        let ends = tokio::time::Instant::now() + line;
+        {
+            let mut pacers = self.pacers.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(end) = pacers.get_mut(webhook) {
+                *end = (*end).max(ends);
+                return;
+            }
+            pacers.insert(webhook.clone(), ends);
+        }
+        let window = rate::Windows::of(per_second).window;
+        let (pacers, local, webhook) = (self.pacers.clone(), self.local.clone(), webhook.clone());
         tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            workers.wake();
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + first, window);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                local.wake();
+                let mut pacers = pacers.lock().unwrap_or_else(|e| e.into_inner());
+                if pacers.get(&webhook).is_none_or(|end| tokio::time::Instant::now() >= *end) {
+                    pacers.remove(&webhook);
+                    return;
+                }
+            }
         });
     }
 }

@@ -82,22 +82,8 @@ pub async fn send(
     if literal_target_blocked(&url, policy) {
         return failed(ErrorKind::BlockedTarget, format!("{url} is not an allowed webhook target"), started);
     }
-    // Shared, so sending again copies nothing.
-    let body = bytes::Bytes::from(std::mem::take(&mut prepared.body));
-    let request = build_request(&clients.pooled, url.clone(), delivery, &prepared, body.clone());
-    let mut response = match request.send().await {
+    let mut response = match post(clients, url, delivery, &mut prepared, started).await {
         Ok(response) => response,
-        // A pooled connection the receiver had already closed (its keep-alive ran out as we sent) fails before
-        // any byte of an answer: sent again at once on a new connection, within the same attempt and its time.
-        // Delivery is at least once; receivers deduplicate on the event id.
-        Err(err) if closed_before_answer(&err) => {
-            let left = delivery_time_left(clients, started);
-            let again = build_request(&clients.fresh, url, delivery, &prepared, body).timeout(left);
-            match again.send().await {
-                Ok(response) => response,
-                Err(err) => return failed(classify_error(&err), describe(&err), started),
-            }
-        }
         Err(err) => return failed(classify_error(&err), describe(&err), started),
     };
     let status = response.status().as_u16();
@@ -127,6 +113,27 @@ pub async fn send(
         error_message: None,
         response_body: (!body.is_empty()).then(|| ResponseBody::capture(body, more)),
         duration: started.elapsed(),
+    }
+}
+
+/// Sends the request on a pooled connection; when that connection fails before any byte of an answer (its server
+/// closed it as we sent: its keep-alive ran out), sends it again at once on a new connection, within the same
+/// attempt and its time. Delivery is at least once; receivers deduplicate on the event id.
+async fn post(
+    clients: &crate::client::Clients,
+    url: reqwest::Url,
+    delivery: &ClaimedDelivery,
+    prepared: &mut Prepared,
+    started: Instant,
+) -> Result<reqwest::Response, reqwest::Error> {
+    // Shared, so sending again copies nothing.
+    let body = bytes::Bytes::from(std::mem::take(&mut prepared.body));
+    match build_request(&clients.pooled, url.clone(), delivery, prepared, body.clone()).send().await {
+        Err(err) if closed_before_answer(&err) => {
+            let left = delivery_time_left(clients, started);
+            build_request(&clients.fresh, url, delivery, prepared, body).timeout(left).send().await
+        }
+        sent => sent,
     }
 }
 

@@ -12,6 +12,7 @@ pub(crate) mod history;
 pub(crate) mod hostile;
 pub(crate) mod hostile_receiver;
 pub(crate) mod lifecycle;
+mod neighbours;
 mod operational;
 mod ordering;
 pub(crate) mod pipeline;

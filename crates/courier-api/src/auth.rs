@@ -49,7 +49,7 @@ impl FromRequestParts<AppState> for Principal {
             .ok_or_else(|| {
                 failed(ApiError::unauthorized("malformed Authorization header: expected `Bearer <API key>`"))
             })?;
-        let key = match api_keys::authenticate(&state.pool, presented).await? {
+        let key = match api_keys::authenticate(&state.priority, presented).await? {
             KeyLookup::Valid(key) => key,
             KeyLookup::Revoked => return Err(failed(ApiError::unauthorized("this API key has been revoked"))),
             KeyLookup::Unknown => return Err(failed(ApiError::unauthorized("invalid API key"))),

@@ -125,6 +125,14 @@ impl ApiError {
         )
     }
 
+    /// 429 of the expensive-read limit: this tenant runs as many log pages and replay counts as it may at once.
+    pub(crate) fn busy_reads(retry_after: crate::limits::RetryAfter) -> Self {
+        Self::too_many(
+            "too many delivery log pages or replay counts for this tenant at once; retry shortly",
+            retry_after.0,
+        )
+    }
+
     fn too_many(message: &str, retry_after_secs: u64) -> Self {
         let mut err = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
         err.retry_after = Some(retry_after_secs.max(1));
@@ -162,6 +170,11 @@ impl ApiError {
         let mut err = Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error");
         err.cause = Some(cause.into());
         err
+    }
+
+    /// The seconds a client should wait before retrying, when the answer says so (429, 503).
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
     }
 
     pub fn status(&self) -> StatusCode {

@@ -6,7 +6,7 @@ pub mod auth;
 mod client_addr;
 pub mod error;
 pub mod extract;
-mod limits;
+pub mod limits;
 pub mod openapi;
 pub mod portal;
 pub mod routes;

@@ -10,7 +10,10 @@ use std::num::NonZeroU32;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use courier_core::ApiKeyId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use courier_core::{ApiKeyId, TenantId};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
@@ -24,7 +27,7 @@ const MAX_ADDRESSES: usize = 100_000;
 
 /// Why a request was refused: the whole seconds until it may come again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RetryAfter(pub(crate) u64);
+pub struct RetryAfter(pub u64);
 
 pub(crate) struct RateLimiter {
     keys: Option<DefaultKeyedRateLimiter<ApiKeyId>>,
@@ -130,6 +133,68 @@ impl RateLimiter {
     }
 }
 
+/// Expensive reads (delivery log pages, replay counts: the API's and the portal's), limited per tenant: at most
+/// [`ExpensiveReads::AT_ONCE`] at a time and [`ExpensiveReads::RATE`] a second. One tenant hammering its log then
+/// holds a few of the API pool's connections, never all of them, and waits its turn with a 429.
+pub(crate) struct ExpensiveReads {
+    held: Arc<Mutex<HashMap<TenantId, usize>>>,
+    rate: DefaultKeyedRateLimiter<TenantId>,
+    clock: DefaultClock,
+}
+
+/// One expensive read in progress; its turn is given back on drop.
+pub(crate) struct ReadTurn {
+    held: Arc<Mutex<HashMap<TenantId, usize>>>,
+    tenant: TenantId,
+}
+
+impl Drop for ReadTurn {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.tenant) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+impl ExpensiveReads {
+    /// Expensive reads one tenant may run at once.
+    pub(crate) const AT_ONCE: usize = 4;
+    /// …and start per second, with a burst of twice that.
+    pub(crate) const RATE: RateLimit = RateLimit { per_second: 20.0, burst: 40.0 };
+
+    pub(crate) fn new() -> Self {
+        Self {
+            held: Arc::default(),
+            rate: DefaultKeyedRateLimiter::keyed(quota(Self::RATE).0),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// A turn for `tenant`, or how long to wait: it already runs [`Self::AT_ONCE`] or used up its rate.
+    pub(crate) fn begin(&self, tenant: TenantId) -> Result<ReadTurn, RetryAfter> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = held.get(&tenant).copied().unwrap_or(0);
+        if mine >= Self::AT_ONCE {
+            return Err(RetryAfter(1));
+        }
+        self.rate.check_key(&tenant).map_err(|not_until| {
+            RetryAfter(not_until.wait_time_from(self.clock.now()).as_secs_f64().ceil().max(1.0) as u64)
+        })?;
+        *held.entry(tenant).or_default() += 1;
+        Ok(ReadTurn { held: self.held.clone(), tenant })
+    }
+
+    /// Forgets tenants whose rate bucket is full again.
+    pub(crate) fn housekeeping(&self) {
+        self.rate.retain_recent();
+        self.rate.shrink_to_fit();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +229,18 @@ mod tests {
         let k = key();
         assert!(limiter.check_n(&k, 1_000).is_ok());
         assert!(matches!(limiter.check(&k), Err(RetryAfter(1))));
+    }
+
+    #[test]
+    fn expensive_reads_are_limited_per_tenant_at_once() {
+        let reads = ExpensiveReads::new();
+        let (a, b) = (TenantId::generate(), TenantId::generate());
+        let turns: Vec<ReadTurn> = (0..ExpensiveReads::AT_ONCE).filter_map(|_| reads.begin(a).ok()).collect();
+        assert_eq!(turns.len(), ExpensiveReads::AT_ONCE);
+        assert!(reads.begin(a).is_err(), "a fifth at once is refused");
+        assert!(reads.begin(b).is_ok(), "another tenant has its own turns");
+        drop(turns);
+        assert!(reads.begin(a).is_ok(), "turns come back when reads end");
     }
 
     #[test]

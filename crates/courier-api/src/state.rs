@@ -55,13 +55,13 @@ pub struct WebhookRules {
 /// Its sessions also plan each prepared statement once (`plan_cache_mode = force_generic_plan`). History is
 /// partitioned by day (migration 0015), and planning a log query for its actual values costs about 10 ms at 40
 /// day partitions, more than running it; a generic plan prunes the days as it starts, for any values.
-fn api_pool(pool: &PgPool, timeout: Duration) -> PgPool {
+fn api_pool(pool: &PgPool, timeout: Duration, connections: u32) -> PgPool {
     let options = (*pool.connect_options()).clone().options([
         ("statement_timeout", timeout.as_millis().to_string()),
         ("plan_cache_mode", "force_generic_plan".to_owned()),
     ]);
     sqlx::postgres::PgPoolOptions::new()
-        .max_connections(pool.options().get_max_connections())
+        .max_connections(connections)
         .acquire_timeout(pool.options().get_acquire_timeout())
         .connect_lazy_with(options)
 }
@@ -72,13 +72,23 @@ pub struct RateLimit {
     pub burst: f64,
 }
 
+/// Connections of the priority pool: the ingest dispatcher runs up to four transactions at once, and key lookups
+/// take a fraction of a millisecond each.
+const PRIORITY_CONNECTIONS: u32 = 8;
+
 #[derive(Clone)]
 pub struct AppState {
+    /// Reads and tenant changes (statement timeout as configured).
     pub pool: PgPool,
+    /// Authentication and ingest only: short statements that must never queue behind a tenant's expensive reads
+    /// for a connection. Same server and timeout, a pool of its own.
+    pub(crate) priority: PgPool,
     pub key: MasterKey,
     pub config: Arc<ApiConfig>,
     pub(crate) limiter: Arc<crate::limits::RateLimiter>,
     pub(crate) usage: Arc<KeyUsage>,
+    /// Turns for expensive reads (log pages, replay counts), per tenant.
+    pub(crate) reads: Arc<crate::limits::ExpensiveReads>,
     /// Where ingest requests go to be stored, several to a transaction.
     pub(crate) ingest: Ingest,
     /// The supervised loops of this process (ingest here; the binary adds the worker), for `/readyz`.
@@ -182,11 +192,12 @@ impl AppState {
         config: ApiConfig,
         local: Option<courier_scheduler::wake::LocalWake>,
     ) -> Self {
-        let pool = api_pool(&pool, config.statement_timeout);
+        let priority = api_pool(&pool, config.statement_timeout, PRIORITY_CONNECTIONS);
+        let pool = api_pool(&pool, config.statement_timeout, pool.options().get_max_connections());
         let limiter = Arc::new(crate::limits::RateLimiter::new(config.rate_limit));
-        let workers = courier_scheduler::wake::Notifier::spawn_with(pool.clone(), local);
+        let workers = courier_scheduler::wake::Notifier::spawn_with(priority.clone(), local);
         let components = crate::supervise::Components::default();
-        let (ingest, dispatcher) = Ingest::new(pool.clone(), workers);
+        let (ingest, dispatcher) = Ingest::new(priority.clone(), workers);
         // Should the dispatcher ever panic, it is restarted on the same queue (waiting requests are kept).
         tokio::spawn(crate::supervise::supervise(
             "ingest",
@@ -202,10 +213,12 @@ impl AppState {
         ));
         Self {
             pool,
+            priority,
             key,
             config: Arc::new(config),
             limiter,
             usage: Arc::default(),
+            reads: Arc::new(crate::limits::ExpensiveReads::new()),
             ingest,
             components,
             large_bodies: LargeBodies::new(),
@@ -216,6 +229,7 @@ impl AppState {
     /// `last_used_at` costs no write per request.
     pub async fn flush_key_usage(&self) -> Result<(), courier_store::Error> {
         self.limiter.housekeeping();
+        self.reads.housekeeping();
         let used: Vec<ApiKeyId> = {
             let mut set = self.usage.used.lock().unwrap_or_else(|e| e.into_inner());
             set.drain().collect()

@@ -183,6 +183,7 @@ pub async fn show(
         .map(DeliveryId::parse)
         .transpose()
         .map_err(|_| PortalError::BadInput("not a page of this log".into()))?;
+    let _turn = state.reads.begin(owner.tenant).map_err(PortalError::Busy)?;
     let page = logs::page(&state.pool, owner, &filter, before.as_ref(), PAGE + 1).await?;
     let mut rows = page.rows;
     let more = rows.len() > PAGE as usize;

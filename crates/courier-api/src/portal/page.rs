@@ -98,6 +98,8 @@ pub enum PortalError {
     BadInput(String),
     /// Something on our side; the cause is logged, not shown.
     Internal(crate::ApiError),
+    /// This tenant runs as many expensive reads (log pages, replay counts) as it may right now.
+    Busy(crate::limits::RetryAfter),
 }
 
 impl From<courier_store::Error> for PortalError {
@@ -120,6 +122,7 @@ impl From<sqlx::Error> for PortalError {
 
 impl IntoResponse for PortalError {
     fn into_response(self) -> Response {
+        let mut retry_after = None;
         let (status, title, message) = match self {
             PortalError::SignedOut => (
                 StatusCode::UNAUTHORIZED,
@@ -143,8 +146,18 @@ impl IntoResponse for PortalError {
                     .to_owned(),
             ),
             PortalError::BadInput(message) => (StatusCode::BAD_REQUEST, "Check your input", message),
+            PortalError::Busy(wait) => {
+                retry_after = Some(wait.0);
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Busy",
+                    "Your portal is running as many searches as it may at once. Wait a moment and reload.".to_owned(),
+                )
+            }
             PortalError::Internal(err) => {
                 let status = err.status();
+                // A database that is away for a moment says when to come back, on a page as in the API.
+                retry_after = err.retry_after();
                 err.log();
                 (status, "Something went wrong", "Courier could not answer just now. Try again shortly.".to_owned())
             }
@@ -157,6 +170,10 @@ impl IntoResponse for PortalError {
                 p { (message) }
             },
         );
-        (status, Html(page.into_string())).into_response()
+        let mut res = (status, Html(page.into_string())).into_response();
+        if let Some(secs) = retry_after {
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        res
     }
 }

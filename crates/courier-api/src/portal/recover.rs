@@ -83,7 +83,10 @@ pub async fn show(
         Vec::new()
     };
     let count = match params.filter()? {
-        Some(filter) => Some(replay::count_bulk(&state.pool, Visibility::Owner(owner), &filter).await?),
+        Some(filter) => {
+            let _turn = state.reads.begin(owner.tenant).map_err(PortalError::Busy)?;
+            Some(replay::count_bulk(&state.pool, Visibility::Owner(owner), &filter).await?)
+        }
         None => None,
     };
     Ok(render(layout(

@@ -205,6 +205,7 @@ pub async fn list(
         .cursor
         .map(|c| DeliveryId::parse(&c).map_err(|_| ApiError::invalid("cursor", "not a cursor this list returned")))
         .transpose()?;
+    let _turn = state.reads.begin(owner.tenant).map_err(ApiError::busy_reads)?;
     let page = logs::page(&state.pool, owner, &filter, before.as_ref(), limit + 1).await?;
     let mut out = Page::from_rows(page.rows, limit, |d| d.id.to_string(), |d| DeliveryOutput::new(d, None));
     // A short page whose scan stopped early still has a next page: the filters are checked on a bounded window of
@@ -349,6 +350,7 @@ pub async fn replay_bulk(
         until: parse_time("until", body.until.as_deref())?,
     };
     if body.dry_run {
+        let _turn = state.reads.begin(owner.tenant).map_err(ApiError::busy_reads)?;
         let queued = replay::count_bulk(&state.pool, Visibility::Owner(owner), &filter).await?;
         return Ok(Json(BulkReplayOutput { queued, dry_run: true }).into_response());
     }

@@ -142,7 +142,12 @@ fn main() {
             "cargo bench --bench chaos -- --seconds {} --rate {} --seed {}",
             args.seconds, args.rate, args.seed
         );
-        std::fs::write(path, markdown(&report, &command)).expect("report written");
+        // The sections written by hand after the suite's own (from `## Neighbours` on) are kept as they are.
+        let kept = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|old| old.find("\n## Neighbours").map(|at| old[at..].to_owned()))
+            .unwrap_or_default();
+        std::fs::write(path, markdown(&report, &command) + &kept).expect("report written");
     }
     if !passed {
         std::process::exit(1);

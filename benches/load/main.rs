@@ -4,6 +4,7 @@
 //! `make bench` runs every scenario with the defaults; `cargo bench --bench load -- --help` lists the knobs.
 
 mod history;
+mod limited;
 mod logs;
 mod measure;
 mod ordered;
@@ -31,7 +32,7 @@ use setup::{Setup, setup, setup_as};
 #[derive(Debug, Clone, Parser)]
 #[command(about = "Courier's end-to-end load benchmark")]
 struct Args {
-    /// burst, batch, rate, fairness, tenants, backlog, ordered, scaleout (comma-separated), or all; `logs`, `portal` and `history`
+    /// burst, batch, rate, fairness, tenants, limited, backlog, ordered, scaleout (comma-separated), or all; `logs`, `portal` and `history`
     /// (slow: they generate millions of rows) run only when named.
     #[arg(long, default_value = "all")]
     scenario: String,
@@ -65,6 +66,9 @@ struct Args {
     /// tenants: events to the other tenant's four hanging webhooks (each fans out to all four).
     #[arg(long, default_value_t = 500)]
     hanging_events: usize,
+    /// limited: tenant A's deliveries queued behind a webhook limited to 1/s (tenant B sends at `rate` for `seconds`).
+    #[arg(long, default_value_t = 20_000)]
+    limited_backlog: usize,
     /// backlog: deliveries already pending when the workers start.
     #[arg(long, default_value_t = 100_000)]
     backlog: usize,
@@ -289,6 +293,7 @@ async fn scenario(name: &str, cluster: &str, args: &Args) -> Value {
         "rate" => rate(cluster, args).await,
         "fairness" => fairness(cluster, args).await,
         "tenants" => tenants(cluster, args).await,
+        "limited" => limited::limited(cluster, args).await,
         "backlog" => backlog(cluster, args).await,
         "ordered" => ordered::ordered(cluster, args).await,
         "scaleout" => scaleout::scaleout(cluster, args).await,
@@ -307,6 +312,7 @@ fn main() {
             seconds: 1,
             fairness_events: 50,
             hanging_events: 20,
+            limited_backlog: 200,
             log_rows: 20_000,
             portal_rows: 20_000,
             history_rows: 20_000,
@@ -323,7 +329,7 @@ fn main() {
         let cluster = cluster().await;
         let wanted = |name: &str| args.scenario == "all" || args.scenario.split(',').any(|s| s == name);
         let mut results = serde_json::Map::new();
-        for name in ["burst", "batch", "rate", "fairness", "tenants", "backlog", "ordered", "scaleout"] {
+        for name in ["burst", "batch", "rate", "fairness", "tenants", "limited", "backlog", "ordered", "scaleout"] {
             if wanted(name) {
                 results.insert(name.into(), scenario(name, &cluster, &args).await);
             }

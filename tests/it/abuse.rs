@@ -120,6 +120,7 @@ async fn one_tenants_trickled_uploads_never_hold_another_tenants_batch() {
     let took = started.elapsed();
     let status = res.status().as_u16();
     let text = res.text().await.unwrap_or_default();
+    eprintln!("beside eight trickled uploads of tenant A: tenant B's 1,000-event batch answered {status} in {took:?}");
     assert_eq!(status, 200, "{text}");
     assert!(!text.contains("\"error\""), "every event accepted: {}", &text[..text.len().min(500)]);
     assert!(took < std::time::Duration::from_secs(2), "tenant B's batch took {took:?} beside A's uploads");

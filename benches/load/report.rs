@@ -65,16 +65,7 @@ pub fn print_table(results: &serde_json::Map<String, Value>) {
                 r["hanging_deliveries"]
             );
         } else if name == "limited" {
-            eprintln!("{}", row("lim-solo", &r["solo"]));
-            eprintln!("{}", row("lim-back", &r["beside_limited_backlog"]));
-            eprintln!(
-                "limited: tenant B's p50 is {:.2}× its solo figure beside tenant A's {} deliveries behind 1/s; \
-                 {:.2} rows written per A delivery while B ran ({} A delivered)",
-                r["p50_ratio"].as_f64().unwrap_or(f64::NAN),
-                r["backlog"],
-                r["rows_per_a_backlog_delivery"].as_f64().unwrap_or(f64::NAN),
-                r["a_delivered_during_b"]
-            );
+            print_limited(r);
         } else if name == "fairness" {
             eprintln!("{}", row("fair-solo", &r["solo"]));
             eprintln!("{}", row("fair-dead", &r["beside_dead_webhook"]));
@@ -86,6 +77,19 @@ pub fn print_table(results: &serde_json::Map<String, Value>) {
             eprintln!("{}", row(name, r));
         }
     }
+}
+
+fn print_limited(r: &Value) {
+    eprintln!("{}", row("lim-solo", &r["solo"]));
+    eprintln!("{}", row("lim-back", &r["beside_limited_backlog"]));
+    eprintln!(
+        "limited: tenant B's p50 is {:.2}× its solo figure beside tenant A's {} deliveries behind 1/s; \
+         {:.2} rows written per A delivery while B ran ({} A delivered)",
+        r["p50_ratio"].as_f64().unwrap_or(f64::NAN),
+        r["backlog"],
+        r["rows_per_a_backlog_delivery"].as_f64().unwrap_or(f64::NAN),
+        r["a_delivered_during_b"]
+    );
 }
 
 fn print_ordered(r: &Value) {

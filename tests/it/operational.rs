@@ -136,3 +136,62 @@ async fn disabling_through_the_api_announces_webhook_disabled_manual(pool: PgPoo
     assert_eq!(received[0].json()["event"]["data"]["reason"], "manual");
     assert_eq!(received[0].json()["event"]["data"]["webhook_id"], target["id"]);
 }
+
+/// A finished attempt recorded after its delivery was already ended elsewhere (the lease sweep failed it, or it
+/// was cancelled in flight) announces nothing more: side effects follow the rows the fenced update moved.
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_late_attempt_never_announces_an_exhausted_delivery_twice(pool: PgPool) {
+    use courier_core::{AttemptResult, Next};
+    use courier_scheduler::{AttemptRecord, Skip, claim, lease, record};
+    use std::time::Duration;
+    let f = Fixture::new(pool).await;
+    let none = PayloadFilter::default();
+    let (dead, _) = f.webhook_for(f.owner, "http://127.0.0.1:9/dead", &["call.completed"], none, 1).await;
+    f.webhook_for(f.owner, "http://127.0.0.1:9/ops", &["delivery.exhausted"], none, 3).await;
+    let announced = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE event_type = 'delivery.exhausted'")
+            .fetch_one(&f.pool)
+            .await
+            .expect("count")
+    };
+    let late = |id: courier_core::DeliveryId| AttemptRecord {
+        delivery_id: id,
+        webhook_id: dead.id.clone(),
+        attempt: 1,
+        started_at: chrono::Utc::now(),
+        duration: Duration::from_millis(5),
+        result: AttemptResult::Response { status: 500, retry_after: None },
+        error_message: None,
+        response_body: None,
+        signature_timestamp: 0,
+        next: Next::Failed,
+        ordered: false,
+    };
+
+    // The sweep fails a lease that ran out after the last attempt, and announces it; the attempt comes in late.
+    f.ingest().await;
+    let claimed = claim(&f.pool, &f.clock, 10, Duration::from_millis(1), Skip::default()).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(lease::fail_exhausted_leases(&f.pool, &f.clock).await.expect("sweep"), 1);
+    assert_eq!(announced().await, 1, "the sweep announces the exhausted delivery");
+    let recorded = record(&f.pool, &f.clock, &[late(claimed[0].id.clone())]).await.expect("record");
+    assert_eq!(recorded.updated, 0, "the fence holds");
+    assert_eq!(announced().await, 1, "and the late attempt announces nothing more");
+
+    // Cancelled while in flight: its late failure announces nothing at all.
+    f.ingest().await;
+    let claimed = claim(&f.pool, &f.clock, 10, Duration::from_secs(30), Skip::default()).await.expect("claim");
+    let in_flight: Vec<_> = claimed.iter().filter(|c| c.webhook.id == dead.id).collect();
+    assert_eq!(in_flight.len(), 1);
+    let ids = [(in_flight[0].id.clone(), in_flight[0].attempt)];
+    assert_eq!(lease::cancel_claimed(&f.pool, &f.clock, &ids).await.expect("cancel"), 1);
+    record(&f.pool, &f.clock, &[late(in_flight[0].id.clone())]).await.expect("record");
+    assert_eq!(announced().await, 1, "a cancelled delivery is never announced as exhausted");
+    let status: String = sqlx::query_scalar("SELECT status::text FROM deliveries WHERE id = $1")
+        .bind(in_flight[0].id.as_str())
+        .fetch_one(&f.pool)
+        .await
+        .expect("status");
+    assert_eq!(status, "cancelled");
+}

@@ -188,17 +188,7 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
     let mut timestamps = Vec::with_capacity(n);
     let mut statuses = Vec::with_capacity(n);
     let mut delays: Vec<Option<i64>> = Vec::with_capacity(n);
-    let mut gone: Vec<WebhookId> = Vec::new();
-    let mut exhausted: Vec<&WebhookId> = Vec::new();
-    let mut succeeded: Vec<&WebhookId> = Vec::new();
-    // Ordered deliveries this batch ends, whose call's next delivery may then go.
-    let mut ended: Vec<&str> = Vec::new();
-    // Deliveries that failed after their last attempt, to announce (`delivery.exhausted`).
-    let mut exhausted_ids: Vec<&str> = Vec::new();
     for r in records {
-        if r.ordered && !matches!(r.next, Next::Retry { .. }) {
-            ended.push(r.delivery_id.as_str());
-        }
         ids.push(r.delivery_id.as_str());
         attempts.push(r.attempt as i32);
         started.push(r.started_at);
@@ -227,23 +217,12 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
         }
         timestamps.push(r.signature_timestamp);
         let (status, delay) = match r.next {
-            Next::Succeeded => {
-                succeeded.push(&r.webhook_id);
-                (DeliveryStatus::Succeeded, None)
-            }
+            Next::Succeeded => (DeliveryStatus::Succeeded, None),
             Next::Retry { after } => (
                 DeliveryStatus::Pending,
                 Some(i64::try_from(after.as_millis()).unwrap_or(MAX_DELAY_MS).min(MAX_DELAY_MS)),
             ),
-            Next::Failed => {
-                exhausted.push(&r.webhook_id);
-                exhausted_ids.push(r.delivery_id.as_str());
-                (DeliveryStatus::Failed, None)
-            }
-            Next::Gone => {
-                gone.push(r.webhook_id.clone());
-                (DeliveryStatus::Failed, None)
-            }
+            Next::Failed | Next::Gone => (DeliveryStatus::Failed, None),
         };
         statuses.push(status.as_str());
         delays.push(delay);
@@ -272,14 +251,14 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
         .await?;
     }
     // Retry times come from the database's clock, like the claim's `now()`: workers' clocks may disagree.
-    let finished: Vec<(String, String)> = sqlx::query_as(
+    let finished: Vec<(String, String, String)> = sqlx::query_as(
         "UPDATE deliveries d
             SET status = u.status, next_attempt_at = now() + $7 + u.delay_ms * interval '1 millisecond',
                 lease_expires_at = NULL, last_status_code = u.code, last_error = u.kind, updated_at = now()
            FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::int[], $6::text[])
                 AS u(id, attempt, status, delay_ms, code, kind)
           WHERE d.id = u.id AND d.status = $8 AND d.attempt_count = u.attempt
-          RETURNING d.webhook_id, d.status",
+          RETURNING d.webhook_id, d.status, d.id",
     )
     .bind(&ids)
     .bind(&attempts)
@@ -292,7 +271,12 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
     .fetch_all(&mut *tx)
     .await?;
     let updated = finished.len() as u64;
+    let moved = Moved::of(records, &finished);
+    let finished: Vec<(String, String)> = finished.into_iter().map(|(webhook, status, _)| (webhook, status)).collect();
     crate::hourly::add(&mut tx, &finished).await?;
+    // Every side effect follows from the rows the fenced update moved, never from the records alone: a delivery
+    // the lease sweep already ended (or another claim took over) was announced, counted and promoted there.
+    let Moved { gone, exhausted, succeeded, ended, exhausted_ids } = moved;
     // The failure streak auto-disable reads, and a 410's disabling, belong to the webhook's owner.
     state::track_failures(&mut tx, &exhausted, &succeeded, clock.skew()).await?;
     let mut promoted = 0;
@@ -303,4 +287,46 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
     promoted += crate::ordering::promote_next(&mut tx, clock, &ended).await?;
     tx.commit().await?;
     Ok(Written { updated, promoted })
+}
+
+/// What the deliveries a write moved decide beyond their own rows.
+struct Moved<'a> {
+    /// Webhooks that answered 410.
+    gone: Vec<WebhookId>,
+    /// Webhooks of deliveries that failed after their last attempt, and of deliveries that succeeded (the streak).
+    exhausted: Vec<&'a WebhookId>,
+    succeeded: Vec<&'a WebhookId>,
+    /// Ordered deliveries that ended, whose call's next delivery may then go.
+    ended: Vec<&'a str>,
+    /// Deliveries that failed after their last attempt, to announce (`delivery.exhausted`).
+    exhausted_ids: Vec<&'a str>,
+}
+
+impl<'a> Moved<'a> {
+    /// From the records whose delivery the update returned (`finished`: webhook, status, id).
+    fn of(records: &'a [AttemptRecord], finished: &[(String, String, String)]) -> Self {
+        let ids: std::collections::HashSet<&str> = finished.iter().map(|(_, _, id)| id.as_str()).collect();
+        let mut moved = Moved {
+            gone: Vec::new(),
+            exhausted: Vec::new(),
+            succeeded: Vec::new(),
+            ended: Vec::new(),
+            exhausted_ids: Vec::new(),
+        };
+        for r in records.iter().filter(|r| ids.contains(r.delivery_id.as_str())) {
+            if r.ordered && !matches!(r.next, Next::Retry { .. }) {
+                moved.ended.push(r.delivery_id.as_str());
+            }
+            match r.next {
+                Next::Succeeded => moved.succeeded.push(&r.webhook_id),
+                Next::Failed => {
+                    moved.exhausted.push(&r.webhook_id);
+                    moved.exhausted_ids.push(r.delivery_id.as_str());
+                }
+                Next::Gone => moved.gone.push(r.webhook_id.clone()),
+                Next::Retry { .. } => {}
+            }
+        }
+        moved
+    }
 }

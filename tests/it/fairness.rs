@@ -58,3 +58,48 @@ async fn a_tenant_with_four_hanging_endpoints_leaves_room_for_another_tenant(poo
     assert!(took < Duration::from_secs(2), "tenant B waited {took:?} (A's timeout is 5 s)");
     assert!(hanging.received().len() <= 6, "A held more than its share: {}", hanging.received().len());
 }
+
+/// Tenant A's large backlog to a healthy endpoint does not hold tenant B's fresh delivery behind it: the claim takes
+/// turns across tenants instead of taking the oldest due rows of everyone.
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_fresh_delivery_never_waits_behind_another_tenants_backlog(pool: PgPool) {
+    use courier_core::{EventData, EventId};
+    use courier_scheduler::{ingest, wake::Notifier};
+    use courier_store::events::NewEvent;
+    const BACKLOG: usize = 5_000;
+    let f = Fixture::new(pool).await;
+    let a_receiver = Receiver::start(Reply::Status(200)).await;
+    let b_receiver = Receiver::start(Reply::Status(200)).await;
+    f.webhook(&a_receiver.url, 1).await;
+    let b = tenants::create(&f.pool, "Beta").await.expect("tenant");
+    let b = Owner { tenant: b.id, environment: Environment::Live };
+    f.webhook_for(b, &b_receiver.url, &["*"], PayloadFilter::default(), 1).await;
+    let backlog: Vec<NewEvent> = (0..BACKLOG)
+        .map(|i| NewEvent {
+            id: EventId::parse(&format!("evt_backlog{i}")).expect("id"),
+            event_type: EventType::CallCompleted,
+            created: None,
+            data: EventData::parse(serde_json::json!({"call_id": format!("call-{i}")})).expect("data"),
+        })
+        .collect();
+    ingest::accept(&f.pool, &Notifier::spawn(f.pool.clone()), f.owner, backlog, None).await.expect("ingest");
+
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(f.worker(config()).run(stop.clone()));
+    while a_receiver.received().len() < 100 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let sent = Instant::now();
+    f.ingest_for(b, EventType::CallCompleted).await;
+    while b_receiver.received().is_empty() && sent.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let waited = sent.elapsed();
+    let a_done = a_receiver.received().len();
+    stop.cancel();
+    worker.await.expect("joins").expect("stops");
+    eprintln!("tenant B's delivery arrived after {waited:?}, with {a_done} of A's {BACKLOG} delivered");
+    assert_eq!(b_receiver.received().len(), 1);
+    assert!(a_done < BACKLOG, "A's backlog had drained first: nothing was proven");
+    assert!(waited < Duration::from_millis(500), "tenant B waited {waited:?} behind tenant A's backlog");
+}

@@ -113,9 +113,34 @@ pub struct Skip<'a> {
     pub retries: bool,
 }
 
+/// Tenants whose queue heads a claim looks at beside the oldest due rows, and rows it takes from each head.
+const TENANTS_PER_CLAIM: i64 = 16;
+const ROWS_PER_HEAD: i64 = 8;
+
+/// Where this process's next claim starts its turn across tenants (a tenant id; the walk takes the next one after
+/// it). Process-wide on purpose: every claim of the process moves the same turn on.
+static TURN: std::sync::Mutex<uuid::Uuid> = std::sync::Mutex::new(uuid::Uuid::nil());
+
+/// What makes a live row claimable, written once for each place the claim looks (`c` is the row).
+macro_rules! claimable {
+    () => {
+        "c.due_at <= now() + $6 AND c.attempt_count < c.max_attempts
+         AND c.webhook_id <> ALL ($3) AND c.tenant_id <> ALL ($4) AND (c.attempt_count = 0 OR NOT $5)
+         -- Per-call ordering: never while an earlier delivery of the same call to this webhook is live.
+         AND (c.call_seq IS NULL OR NOT EXISTS (
+               SELECT 1 FROM deliveries_live p
+                WHERE p.webhook_id = c.webhook_id AND p.call_id = c.call_id AND p.call_seq IS NOT NULL
+                  AND p.call_seq < c.call_seq AND p.status = ANY ($8)))"
+    };
+}
+
 // Long because it is one statement, the claim, whose every clause carries the comment that says why it is there.
 /// Claims up to `limit` due deliveries (pending and due, or leased and expired), skipping rows other workers hold
 /// and what `skip` names. Each claimed row's attempt count goes up by one and its lease runs for `lease`.
+///
+/// Tenants take turns: the candidates are the oldest due rows and the oldest few of each of a handful of tenants
+/// (from where the last claim's turn began, round past the end, through `deliveries_tenant_due`), ranked within their tenant, so every tenant's first
+/// rows come before any tenant's second. A tenant with a backlog still has its whole claim when alone.
 pub async fn claim(
     pool: &PgPool,
     clock: &Clock,
@@ -125,24 +150,52 @@ pub async fn claim(
 ) -> Result<Vec<ClaimedDelivery>> {
     let webhooks: Vec<&str> = skip.webhooks.iter().map(WebhookId::as_str).collect();
     let tenants: Vec<uuid::Uuid> = skip.tenants.iter().map(TenantId::as_uuid).collect();
-    let rows: Vec<Row> = sqlx::query_as(
-        "WITH
+    let rows: Vec<Row> = sqlx::query_as(concat!(
+        "WITH RECURSIVE
          -- A claim need not wait for its WAL flush: if PostgreSQL crashes before the flush, the claim is undone and
          -- the rows are simply due again (at least once). Ingest and attempt records keep synchronous commits.
          relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+         -- A few tenants with live rows, from the last claim's turn on and round past the end: one index probe
+         -- each, and the walk stops where it began.
+         turn(tenant_id, first, n) AS (
+            SELECT s.tenant_id, s.tenant_id, 1
+              FROM (SELECT COALESCE(
+                      (SELECT l.tenant_id FROM deliveries_live l WHERE l.tenant_id > $9 AND l.due_at IS NOT NULL
+                        ORDER BY l.tenant_id LIMIT 1),
+                      (SELECT l.tenant_id FROM deliveries_live l WHERE l.due_at IS NOT NULL
+                        ORDER BY l.tenant_id LIMIT 1)) AS tenant_id) s
+             WHERE s.tenant_id IS NOT NULL
+            UNION ALL
+            SELECT nxt.tenant_id, t.first, t.n + 1
+              FROM turn t,
+                   LATERAL (SELECT COALESCE(
+                      (SELECT l.tenant_id FROM deliveries_live l WHERE l.tenant_id > t.tenant_id AND l.due_at IS NOT NULL
+                        ORDER BY l.tenant_id LIMIT 1),
+                      (SELECT l.tenant_id FROM deliveries_live l WHERE l.due_at IS NOT NULL
+                        ORDER BY l.tenant_id LIMIT 1)) AS tenant_id) nxt
+             WHERE t.n < $10 AND nxt.tenant_id <> t.first
+         ),
+         candidates AS (
+            (SELECT c.id, c.tenant_id, c.due_at FROM deliveries_live c WHERE ",
+        claimable!(),
+        " ORDER BY c.due_at LIMIT $1)
+            UNION
+            SELECT h.id, h.tenant_id, h.due_at FROM turn t,
+                   LATERAL (SELECT c.id, c.tenant_id, c.due_at FROM deliveries_live c
+                             WHERE c.tenant_id = t.tenant_id AND ",
+        claimable!(),
+        " ORDER BY c.due_at LIMIT $11) h
+         ),
+         ranked AS (
+            SELECT id, due_at, row_number() OVER (PARTITION BY tenant_id ORDER BY due_at, id) AS rank FROM candidates
+         ),
          due AS (
-            SELECT c.id, c.tenant_id, c.environment, c.event_id FROM deliveries_live c
-            -- A lease that ran out after the last allowed attempt leaves nothing to claim: see lease::fail_exhausted_leases.
-            WHERE c.due_at <= now() + $6 AND c.attempt_count < c.max_attempts
-              AND c.webhook_id <> ALL ($3) AND c.tenant_id <> ALL ($4) AND (c.attempt_count = 0 OR NOT $5)
-              -- Per-call ordering: never while an earlier delivery of the same call to this webhook is live.
-              AND (c.call_seq IS NULL OR NOT EXISTS (
-                    SELECT 1 FROM deliveries_live p
-                     WHERE p.webhook_id = c.webhook_id AND p.call_id = c.call_id AND p.call_seq IS NOT NULL
-                       AND p.call_seq < c.call_seq AND p.status = ANY ($8)))
-            ORDER BY c.due_at
-            LIMIT $1
-            FOR UPDATE SKIP LOCKED
+            SELECT c.id, c.tenant_id, c.environment, c.event_id FROM deliveries_live c JOIN ranked r ON r.id = c.id
+             -- Checked again on the row as locked: another claim may have taken it since the candidates were read.
+             WHERE c.due_at <= now() + $6 AND c.attempt_count < c.max_attempts
+             ORDER BY r.rank, r.due_at
+             LIMIT $1
+             FOR UPDATE OF c SKIP LOCKED
          )
          -- The queue is one table (migration 0015): claiming keeps a delivery live, so it never leaves it.
          UPDATE deliveries_live d
@@ -165,7 +218,7 @@ pub async fn claim(
                    w.previous_secret_ciphertext, w.previous_secret_expires_at, w.headers_ciphertext,
                    w.rate_limit_per_second, d.trace_parent,
                    d.call_seq IS NOT NULL AS ordered",
-    )
+    ))
     .bind(i64::from(limit))
     .bind(lease)
     .bind(&webhooks)
@@ -174,7 +227,14 @@ pub async fn claim(
     .bind(clock.skew())
     .bind(DeliveryStatus::Delivering.as_str())
     .bind(crate::ordering::LIVE)
+    .bind(TURN.lock().map(|t| *t).unwrap_or_default())
+    .bind(TENANTS_PER_CLAIM)
+    .bind(ROWS_PER_HEAD)
     .fetch_all(pool)
     .await?;
+    // The next claim's turn starts after the first tenant this one served, so turns go round.
+    if let (Ok(mut turn), Some(served)) = (TURN.lock(), rows.iter().map(|r| r.tenant_id).min()) {
+        *turn = served;
+    }
     rows.into_iter().map(from_row).collect()
 }

@@ -95,15 +95,22 @@ pub async fn defer(
     .fetch_one(&mut *tx)
     .await?;
     let slots: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-        "WITH line AS (
+        "WITH
+         -- The claimed delivery itself, waiting for its lock: another claim may hold it for a moment (a row it
+         -- read as due before this one's claim committed), and skipping it would strand its counted attempt.
+         own AS (
             SELECT d.id, d.due_at FROM deliveries_live d
-             WHERE d.webhook_id = $1
-               -- Due before the next window: what the claim would otherwise meet again and again. Rows already
-               -- slotted further on keep their place in the line.
-               AND ((d.status = $2 AND d.due_at < now() + $9 + $10)
-                    OR (d.id = $4 AND d.status = $5 AND d.attempt_count = $6))
+             WHERE d.id = $4 AND d.status = $5 AND d.attempt_count = $6
+             FOR UPDATE
+         ),
+         -- Due before the next window: what the claim would otherwise meet again and again. Rows already slotted
+         -- further on keep their place in the line; rows a claim holds right now are that claim's.
+         others AS (
+            SELECT d.id, d.due_at FROM deliveries_live d
+             WHERE d.webhook_id = $1 AND d.status = $2 AND d.due_at < now() + $9 + $10
              FOR UPDATE SKIP LOCKED
          ),
+         line AS (SELECT * FROM own UNION ALL SELECT * FROM others),
          slotted AS (
             SELECT id, (row_number() OVER (ORDER BY due_at, id) - 1) / $7 AS n FROM line
          )

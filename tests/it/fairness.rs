@@ -63,9 +63,7 @@ async fn a_tenant_with_four_hanging_endpoints_leaves_room_for_another_tenant(poo
 /// turns across tenants instead of taking the oldest due rows of everyone.
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
 async fn a_fresh_delivery_never_waits_behind_another_tenants_backlog(pool: PgPool) {
-    use courier_core::{EventData, EventId};
     use courier_scheduler::{ingest, wake::Notifier};
-    use courier_store::events::NewEvent;
     const BACKLOG: usize = 5_000;
     let f = Fixture::new(pool).await;
     let a_receiver = Receiver::start(Reply::Status(200)).await;
@@ -74,14 +72,7 @@ async fn a_fresh_delivery_never_waits_behind_another_tenants_backlog(pool: PgPoo
     let b = tenants::create(&f.pool, "Beta").await.expect("tenant");
     let b = Owner { tenant: b.id, environment: Environment::Live };
     f.webhook_for(b, &b_receiver.url, &["*"], PayloadFilter::default(), 1).await;
-    let backlog: Vec<NewEvent> = (0..BACKLOG)
-        .map(|i| NewEvent {
-            id: EventId::parse(&format!("evt_backlog{i}")).expect("id"),
-            event_type: EventType::CallCompleted,
-            created: None,
-            data: EventData::parse(serde_json::json!({"call_id": format!("call-{i}")})).expect("data"),
-        })
-        .collect();
+    let backlog = Fixture::call_events("backlog", BACKLOG);
     ingest::accept(&f.pool, &Notifier::spawn(f.pool.clone()), f.owner, backlog, None).await.expect("ingest");
 
     let stop = CancellationToken::new();

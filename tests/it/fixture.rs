@@ -128,6 +128,18 @@ impl Fixture {
         self.ingest_for(self.owner, EventType::CallCompleted).await.0
     }
 
+    /// `n` call events with ids `evt_<prefix><i>`, a call each, for a backlog ingested in one go.
+    pub(crate) fn call_events(prefix: &str, n: usize) -> Vec<NewEvent> {
+        (0..n)
+            .map(|i| NewEvent {
+                id: EventId::parse(&format!("evt_{prefix}{i}")).expect("id"),
+                event_type: EventType::CallCompleted,
+                created: None,
+                data: EventData::parse(serde_json::json!({"call_id": format!("call-{i}")})).expect("data"),
+            })
+            .collect()
+    }
+
     pub(crate) fn worker(&self, config: WorkerConfig) -> Worker {
         Worker::new(self.pool.clone(), self.key.clone(), config).expect("worker").with_clock(self.clock.clone())
     }

@@ -5,10 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use courier_core::{EventData, EventId, EventType};
+use courier_core::EventType;
 use courier_scheduler::ingest;
 use courier_scheduler::wake::Notifier;
-use courier_store::events::NewEvent;
 use courier_store::webhooks::{self, WebhookPatch};
 use sqlx::PgPool;
 
@@ -52,14 +51,7 @@ async fn two_workers_together_stay_under_the_limit_and_deliver_everything(pool: 
     let limit = WebhookPatch { rate_limit: Some(Some(LIMIT)), ..Default::default() };
     let mut conn = f.pool.acquire().await.expect("conn");
     webhooks::update(&mut conn, &f.key, f.owner, &webhook.id, limit).await.expect("update").expect("exists");
-    let events: Vec<NewEvent> = (0..DELIVERIES)
-        .map(|i| NewEvent {
-            id: EventId::parse(&format!("evt_rate{i}")).expect("id"),
-            event_type: EventType::CallCompleted,
-            created: None,
-            data: EventData::parse(serde_json::json!({"call_id": format!("call-{i}")})).expect("data"),
-        })
-        .collect();
+    let events = Fixture::call_events("rate", DELIVERIES);
     ingest::accept(&f.pool, &Notifier::spawn(f.pool.clone()), f.owner, events, None).await.expect("ingest");
 
     let second_pool = sqlx::postgres::PgPoolOptions::new()
@@ -157,14 +149,7 @@ async fn a_rate_limited_backlog_costs_only_its_own_tenant(pool: PgPool) {
     .execute(&f.pool)
     .await
     .expect("trigger");
-    let events: Vec<NewEvent> = (0..BACKLOG)
-        .map(|i| NewEvent {
-            id: EventId::parse(&format!("evt_backlog{i}")).expect("id"),
-            event_type: EventType::CallCompleted,
-            created: None,
-            data: EventData::parse(serde_json::json!({"call_id": format!("call-{i}")})).expect("data"),
-        })
-        .collect();
+    let events = Fixture::call_events("backlog", BACKLOG);
     ingest::accept(&f.pool, &Notifier::spawn(f.pool.clone()), f.owner, events, None).await.expect("ingest");
 
     let worker = f.start(&f.worker(config()));

@@ -151,32 +151,30 @@ pub async fn create_within_limit(
     Ok(created)
 }
 
+/// The condition that finds one of the owner's webhooks by id (`$1` tenant, `$2` environment, `$3` id).
+macro_rules! one_webhook {
+    () => {
+        "tenant_id = $1 AND environment = $2 AND id = $3 AND deleted_at IS NULL"
+    };
+}
+
 pub async fn get(db: impl PgExecutor<'_>, owner: Owner, id: &WebhookId) -> Result<Option<Webhook>> {
-    let row: Option<Row> = sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM webhooks WHERE tenant_id = $1 AND environment = $2 AND id = $3 AND deleted_at IS NULL"
-    ))
-    .bind(owner.tenant.as_uuid())
-    .bind(owner.environment.as_str())
-    .bind(id.as_str())
-    .fetch_optional(db)
-    .await?;
-    row.map(from_row).transpose()
+    one(db, concat!("SELECT ", columns!(), " FROM webhooks WHERE ", one_webhook!()), owner, id).await
 }
 
 /// Like [`get`], locking the row until the transaction ends: for a change that depends on what is stored now.
 pub async fn get_for_update(conn: &mut PgConnection, owner: Owner, id: &WebhookId) -> Result<Option<Webhook>> {
-    let row: Option<Row> = sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM webhooks WHERE tenant_id = $1 AND environment = $2 AND id = $3 AND deleted_at IS NULL FOR UPDATE"
-    ))
-    .bind(owner.tenant.as_uuid())
-    .bind(owner.environment.as_str())
-    .bind(id.as_str())
-    .fetch_optional(conn)
-    .await?;
+    one(conn, concat!("SELECT ", columns!(), " FROM webhooks WHERE ", one_webhook!(), " FOR UPDATE"), owner, id).await
+}
+
+/// The owner's webhook `id` (not deleted), as `sql` selects it.
+async fn one(db: impl PgExecutor<'_>, sql: &'static str, owner: Owner, id: &WebhookId) -> Result<Option<Webhook>> {
+    let row: Option<Row> = sqlx::query_as(sql)
+        .bind(owner.tenant.as_uuid())
+        .bind(owner.environment.as_str())
+        .bind(id.as_str())
+        .fetch_optional(db)
+        .await?;
     row.map(from_row).transpose()
 }
 

@@ -65,48 +65,88 @@ pub async fn purge_expired_batch(pool: &PgPool, default_days: u32) -> Result<u64
     let keys = doomed.into_iter().map(key).collect::<Result<Vec<_>>>()?;
     let deleted = delete_events(&mut tx, &keys).await?;
     tx.commit().await?;
-    Ok(deleted)
+    Ok(deleted.events)
 }
 
-/// Erases a tenant's events received before `before` (all of them by default), with their deliveries and
-/// attempts, in bounded batches. For erasure requests: live deliveries go too.
-pub async fn purge_tenant(pool: &PgPool, tenant: TenantId, before: Option<DateTime<Utc>>) -> Result<u64> {
+/// What an erasure deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Erased {
+    pub events: u64,
+    /// Their deliveries, replays included, and the tenant's deliveries whose event was already gone.
+    pub deliveries: u64,
+}
+
+/// Erases a tenant's events received before `before` (all of them by default) and its deliveries created before
+/// it, with their attempts, in bounded batches. For erasure requests: live deliveries go too.
+pub async fn purge_tenant(pool: &PgPool, tenant: TenantId, before: Option<DateTime<Utc>>) -> Result<Erased> {
     let before = before.unwrap_or_else(Utc::now);
-    let mut total = 0;
+    let mut total = Erased::default();
     loop {
         let mut tx = pool.begin().await?;
         let keys = events::lock_of_tenant(&mut tx, tenant, before, BATCH).await?;
         let done = delete_events(&mut tx, &keys).await?;
         tx.commit().await?;
-        total += done;
+        total.events += done.events;
+        total.deliveries += done.deliveries;
         if keys.len() < BATCH as usize {
+            break;
+        }
+    }
+    // A delivery outlives its event when the event's day was dropped before the delivery's (a replay, or a fan-out
+    // just past midnight, sits in a later day), so no key leads to it any more: found by the tenant instead.
+    loop {
+        let done = delete_deliveries_of(pool, tenant, before).await?;
+        total.deliveries += done;
+        if done < BATCH as u64 {
             return Ok(total);
         }
     }
 }
 
+/// Deletes up to [`BATCH`] of the tenant's deliveries created before `before`, whatever their event, with their
+/// attempts; returns how many deliveries.
+async fn delete_deliveries_of(pool: &PgPool, tenant: TenantId, before: DateTime<Utc>) -> Result<u64> {
+    // Ids carry their creation time, so `before` is an id bound, which prunes the log to the days before it.
+    let deleted: i64 = sqlx::query_scalar(
+        "WITH doomed AS (
+            SELECT id, status FROM deliveries WHERE tenant_id = $1 AND id < courier_id_floor('dlv_', $2) LIMIT $3),
+         d AS (
+            DELETE FROM deliveries d USING doomed x WHERE d.id = x.id AND d.status = x.status RETURNING d.id),
+         a AS (DELETE FROM delivery_attempts a USING d WHERE a.delivery_id = d.id)
+         SELECT count(*) FROM d",
+    )
+    .bind(tenant.as_uuid())
+    .bind(before)
+    .bind(BATCH)
+    .fetch_one(pool)
+    .await?;
+    Ok(deleted as u64)
+}
+
 /// Deletes these events' attempts, deliveries (replays included), then the events themselves. There are no
 /// foreign keys among the partitioned tables to cascade (see migration 0015), so the order is spelled out here.
-async fn delete_events(conn: &mut PgConnection, keys: &[(Owner, EventId)]) -> Result<u64> {
+async fn delete_events(conn: &mut PgConnection, keys: &[(Owner, EventId)]) -> Result<Erased> {
     if keys.is_empty() {
-        return Ok(0);
+        return Ok(Erased::default());
     }
     let tenants: Vec<uuid::Uuid> = keys.iter().map(|(owner, _)| owner.tenant.as_uuid()).collect();
     let environments: Vec<&str> = keys.iter().map(|(owner, _)| owner.environment.as_str()).collect();
     let ids: Vec<&str> = keys.iter().map(|(_, id)| id.as_str()).collect();
-    sqlx::query(
+    let deliveries: i64 = sqlx::query_scalar(
         "WITH d AS (
             DELETE FROM deliveries d USING unnest($1::uuid[], $2::text[], $3::text[]) AS x(tenant_id, environment, id)
              WHERE d.tenant_id = x.tenant_id AND d.environment = x.environment AND d.event_id = x.id
-            RETURNING d.id)
-         DELETE FROM delivery_attempts a USING d WHERE a.delivery_id = d.id",
+            RETURNING d.id),
+         a AS (DELETE FROM delivery_attempts a USING d WHERE a.delivery_id = d.id)
+         SELECT count(*) FROM d",
     )
     .bind(&tenants)
     .bind(&environments)
     .bind(&ids)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    Ok(events::delete(conn, keys).await?)
+    let events = events::delete(conn, keys).await?;
+    Ok(Erased { events, deliveries: deliveries as u64 })
 }
 
 fn key((tenant, environment, id): (uuid::Uuid, String, String)) -> Result<(Owner, EventId)> {

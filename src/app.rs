@@ -139,10 +139,11 @@ async fn replay_loop(pool: PgPool, shutdown: CancellationToken) -> anyhow::Resul
 /// events that are not dropped by day (one bounded batch at a time with a pause between batches, so it never
 /// holds locks delivery needs for long), and prunes old hourly counts.
 async fn retention_loop(pool: PgPool, days: u32, shutdown: CancellationToken) {
+    let clock = courier_scheduler::Clock::database();
     loop {
         history_by_day(&pool, days).await;
         loop {
-            match courier_scheduler::retention::purge_expired_batch(&pool, days).await {
+            match courier_scheduler::retention::purge_expired_batch(&pool, &clock, days).await {
                 Ok(n) if n == courier_scheduler::retention::BATCH as u64 => {
                     tracing::info!(deleted = n, "retention: deleted expired events");
                 }
@@ -183,11 +184,19 @@ async fn history_by_day(pool: &PgPool, days: u32) {
     }
     match history::drop_expired(pool, days, now).await {
         Ok((dropped, kept)) => {
-            for day in dropped {
-                tracing::info!(day = day.suffix.as_str(), "history: dropped a day past retention");
+            for (day, held) in dropped {
+                tracing::info!(
+                    day = day.suffix.as_str(),
+                    held.events = held.events,
+                    held.attempts = held.attempts,
+                    "history: dropped a day past retention"
+                );
             }
             for day in kept {
-                tracing::info!(day = day.suffix.as_str(), "history: kept a day past retention (still needed)");
+                tracing::info!(
+                    day = day.suffix.as_str(),
+                    "history: kept a day past retention (busy, or after a busy one)"
+                );
             }
         }
         Err(err) => tracing::warn!(error = %err, "dropping expired history failed; will retry"),

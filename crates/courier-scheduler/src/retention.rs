@@ -1,5 +1,5 @@
-//! Retention by row: the events of tenants whose retention is shorter than the longest, the legacy partition's
-//! expired events, and erasure requests, each with its deliveries and attempts, in bounded batches that never
+//! Retention by row: the events of tenants whose retention is shorter than the longest, the legacy and DEFAULT
+//! partitions' expired events, and erasure requests, each with its deliveries and attempts, in bounded batches that never
 //! block delivery. Everything else leaves whole days at a time ([`crate::history`]).
 
 use chrono::{DateTime, Utc};
@@ -7,12 +7,12 @@ use courier_core::{EventId, TenantId};
 use courier_store::{Owner, events};
 use sqlx::{PgConnection, PgPool};
 
-use crate::{Result, corrupt};
+use crate::{Clock, Result, corrupt};
 
 /// Rows one retention statement deletes at most.
 pub const BATCH: i64 = 1000;
 
-/// The end of both candidate queries: no live delivery needs the event (`$3`: the live statuses), at most `$2`
+/// The end of every candidate query: no live delivery needs the event (`$3`: the live statuses), at most `$2`
 /// of them, their keys locked until the delete commits (others' locks skipped).
 const UNFINISHED_NOT_NEEDED: &str = "AND NOT EXISTS (SELECT 1 FROM deliveries_live d
                  WHERE d.tenant_id = k.tenant_id AND d.environment = k.environment
@@ -20,35 +20,43 @@ const UNFINISHED_NOT_NEEDED: &str = "AND NOT EXISTS (SELECT 1 FROM deliveries_li
      LIMIT $2
      FOR UPDATE OF k SKIP LOCKED";
 
-/// Deletes one batch of expired events that no day drop will take soon, with their deliveries and attempts;
-/// returns how many. An event goes here when its tenant keeps history shorter than the longest retention (days
-/// are dropped only past the longest), or when it is in the partition the upgrade to partitions attached whole.
-/// An event with a delivery still waiting, pending or in flight is kept whatever its age: nothing accepted is lost
-/// before it is finished.
+/// Deletes one batch of expired events that no day drop will take, with their deliveries and attempts; returns
+/// how many. An event goes here when its tenant keeps history shorter than the longest retention (days are
+/// dropped only past the longest), when it is in the partition the upgrade to partitions attached whole, or when
+/// it is in the DEFAULT partition, which is never dropped: a day's drop moved it there for a live delivery
+/// ([`crate::history`]), or its day had no partition when it came. An event with a delivery still waiting,
+/// pending or in flight is kept whatever its age: nothing accepted is lost before it is finished.
 ///
 /// Which events may go is the queue's knowledge (their deliveries), so it is chosen here; deleting them is the
 /// store's, which owns `events`. The chosen keys are locked until the delete commits, and a replay reads its
 /// event and locks its key, so a replay racing this either finishes first (and its live delivery keeps the event)
-/// or finds the event gone.
-pub async fn purge_expired_batch(pool: &PgPool, default_days: u32) -> Result<u64> {
+/// or finds the event gone. Ages are on `clock`.
+pub async fn purge_expired_batch(pool: &PgPool, clock: &Clock, default_days: u32) -> Result<u64> {
     let mut tx = pool.begin().await?;
     let mut doomed = Vec::new();
     // Each statement is bounded by an index range, never a scan of every key: the first walks each short-retention
     // tenant's keys by (tenant, received_at), the second the legacy partition's keys older than the shortest
-    // retention.
+    // retention, the third the DEFAULT partition's events older than it (migration 0018).
     for sql in [
         "WITH longest AS (SELECT greatest($1, max(retention_days)) AS days FROM tenants)
          SELECT k.tenant_id, k.environment, k.id
            FROM tenants t, longest, event_keys k
           WHERE COALESCE(t.retention_days, $1) < longest.days AND k.tenant_id = t.id
-            AND k.received_at < now() - make_interval(days => COALESCE(t.retention_days, $1))
+            AND k.received_at < now() + $4 - make_interval(days => COALESCE(t.retention_days, $1))
          ",
         "WITH shortest AS (SELECT least($1, min(retention_days)) AS days FROM tenants)
          SELECT k.tenant_id, k.environment, k.id
            FROM shortest, event_keys k JOIN tenants t ON t.id = k.tenant_id
           WHERE k.received_at < (SELECT upper FROM courier_partitions WHERE partition = 'events_legacy')
-            AND k.received_at < now() - make_interval(days => shortest.days)
-            AND k.received_at < now() - make_interval(days => COALESCE(t.retention_days, $1))
+            AND k.received_at < now() + $4 - make_interval(days => shortest.days)
+            AND k.received_at < now() + $4 - make_interval(days => COALESCE(t.retention_days, $1))
+         ",
+        "WITH shortest AS (SELECT least($1, min(retention_days)) AS days FROM tenants)
+         SELECT k.tenant_id, k.environment, k.id
+           FROM shortest, events_default e JOIN tenants t ON t.id = e.tenant_id
+           JOIN event_keys k ON k.tenant_id = e.tenant_id AND k.environment = e.environment AND k.id = e.id
+          WHERE e.received_at < now() + $4 - make_interval(days => shortest.days)
+            AND e.received_at < now() + $4 - make_interval(days => COALESCE(t.retention_days, $1))
          ",
     ] {
         let sql = format!("{sql} {UNFINISHED_NOT_NEEDED}");
@@ -56,6 +64,7 @@ pub async fn purge_expired_batch(pool: &PgPool, default_days: u32) -> Result<u64
             .bind(default_days as i32)
             .bind(BATCH - doomed.len() as i64)
             .bind(crate::ordering::LIVE)
+            .bind(clock.skew())
             .fetch_all(&mut *tx)
             .await?;
         doomed.extend(rows);
@@ -149,7 +158,8 @@ async fn delete_events(conn: &mut PgConnection, keys: &[(Owner, EventId)]) -> Re
     Ok(Erased { events, deliveries: deliveries as u64 })
 }
 
-fn key((tenant, environment, id): (uuid::Uuid, String, String)) -> Result<(Owner, EventId)> {
+/// An event's key as a row gives it.
+pub(crate) fn key((tenant, environment, id): (uuid::Uuid, String, String)) -> Result<(Owner, EventId)> {
     let row = format!("event {id}");
     let environment = environment.parse().map_err(corrupt(&row, "environment"))?;
     let id = EventId::parse(&id).map_err(corrupt(&row, "id"))?;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use courier_core::{Environment, EventType, PayloadFilter};
 use courier_scheduler::history::{self, Held};
+use courier_scheduler::logs::{self, Visibility};
+use courier_scheduler::{DeliveryStatus, retention};
 use courier_store::webhooks::Ordering;
 use courier_store::{Owner, events, tenants};
 use sqlx::PgPool;
@@ -69,4 +71,87 @@ async fn a_delivery_waiting_a_day_keeps_no_other_tenants_expired_history(pool: P
     assert_eq!(count(&f.pool, "SELECT count(*) FROM deliveries_live").await, 2);
     assert_eq!(count(&f.pool, "SELECT count(*) FROM delivery_attempts").await, 1);
     assert_eq!(count(&f.pool, "SELECT count(*) FROM event_keys").await, 2, "only the held events' ids stay taken");
+
+    the_cap_ends_the_chain_then_retention_takes_what_was_held(&f, &pausing).await;
+}
+
+/// The rest of the story above: a month past its start, the chain waiting a day at a time is ended by the cap, its
+/// log saying why, and retention by row then takes what the day's drop held for it.
+async fn the_cap_ends_the_chain_then_retention_takes_what_was_held(f: &Fixture, pausing: &Receiver) {
+    // The cap ends the chain, which outlived the retention; its log says so, the held first attempt included.
+    assert_eq!(retention::expire_batch(&f.pool, &f.clock, 30).await.expect("expire"), 2);
+    let chain = f.deliveries().await;
+    assert_eq!(chain.len(), 2);
+    for d in &chain {
+        assert_eq!((d.status, d.last_error.as_deref()), (DeliveryStatus::Failed, Some("outlived_retention")));
+        assert_eq!(d.last_status_code, None, "the last outcome is the cap; the 503 is in the attempts");
+    }
+    let head = chain.iter().find(|d| d.attempt_count == 1).expect("the first delivery");
+    let (_, attempts) =
+        logs::get(&f.pool, Visibility::Operator { tenant: None }, &head.id).await.expect("get").expect("a");
+    assert_eq!(attempts.iter().map(|a| a.status_code).collect::<Vec<_>>(), vec![Some(503)]);
+    assert_eq!(pausing.received().len(), 1, "nothing was sent for the cap");
+    // Nothing live needs the held rows any more: retention by row takes them.
+    assert_eq!(retention::purge_expired_batch(&f.pool, &f.clock, 30).await.expect("purge"), 2);
+    for table in ["events", "event_keys", "deliveries", "delivery_attempts"] {
+        assert_eq!(count(&f.pool, &format!("SELECT count(*) FROM {table}")).await, 0, "{table} is empty");
+    }
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_delivery_outliving_the_retention_ends_and_lets_its_chain_go(pool: PgPool) {
+    let f = Fixture::new(pool).await;
+    f.webhook_ordered("http://127.0.0.1:9/hook", 10, Ordering::Call).await;
+    f.ingest().await;
+    f.ingest().await;
+    // The chain's first delivery was created 31 days ago (its id says when), as one a receiver kept postponing.
+    sqlx::query(
+        "UPDATE deliveries SET id = courier_id_floor('dlv_', now() - interval '31 days'),
+                               created_at = now() - interval '31 days'
+          WHERE status = 'pending'",
+    )
+    .execute(&f.pool)
+    .await
+    .expect("backdate");
+    assert_eq!(retention::expire_batch(&f.pool, &f.clock, 30).await.expect("expire"), 1);
+    let chain: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT status, last_error FROM deliveries ORDER BY id").fetch_all(&f.pool).await.expect("q");
+    let outlived = Some("outlived_retention".to_owned());
+    assert_eq!(chain, vec![("failed".to_owned(), outlived), ("pending".to_owned(), None)], "the next one may go");
+    assert_eq!(retention::expire_batch(&f.pool, &f.clock, 30).await.expect("expire"), 0);
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn the_cap_is_each_tenants_own_retention_and_waits_for_a_delivery_in_flight(pool: PgPool) {
+    let f = Fixture::new(pool).await;
+    sqlx::query("UPDATE tenants SET retention_days = 1 WHERE id = $1")
+        .bind(f.owner.tenant.as_uuid())
+        .execute(&f.pool)
+        .await
+        .expect("short retention");
+    f.webhook("http://127.0.0.1:9/hook", 5).await;
+    let other =
+        Owner { tenant: tenants::create(&f.pool, "Other").await.expect("tenant").id, environment: Environment::Live };
+    f.webhook_for(other, "http://127.0.0.1:9/hook", &["*"], PayloadFilter::default(), 5).await;
+    f.ingest().await;
+    f.ingest().await;
+    f.ingest_for(other, EventType::CallCompleted).await;
+    // One of the short-retention tenant's deliveries is in flight, its lease (on the queue's clock) three days long.
+    sqlx::query(
+        "UPDATE deliveries SET status = 'delivering', attempt_count = 1, next_attempt_at = NULL,
+                               lease_expires_at = now() + interval '3 days'
+          WHERE id = (SELECT min(id) FROM deliveries WHERE tenant_id = $1)",
+    )
+    .bind(f.owner.tenant.as_uuid())
+    .execute(&f.pool)
+    .await
+    .expect("in flight");
+
+    f.clock.advance(2 * DAY);
+    assert_eq!(retention::expire_batch(&f.pool, &f.clock, 30).await.expect("expire"), 1, "the pending one");
+    f.clock.advance(2 * DAY);
+    assert_eq!(retention::expire_batch(&f.pool, &f.clock, 30).await.expect("expire"), 1, "its lease ran out");
+    let live: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT tenant_id FROM deliveries_live").fetch_all(&f.pool).await.expect("live");
+    assert_eq!(live, vec![other.tenant.as_uuid()], "four days are within the other tenant's 30");
 }

@@ -3,7 +3,8 @@
 //! keys, once the day is past the longest retention any tenant has, whatever is still live: no tenant's delivery
 //! keeps another tenant's expired history. The few rows live deliveries still need (their events, and the attempts
 //! of live deliveries of that day) move to the DEFAULT partitions in the drop's transaction, where retention by row
-//! ([`crate::retention`]) deletes them once nothing live needs them. Unfinished work is never lost to a drop.
+//! ([`crate::retention`]) deletes them once nothing live needs them; a delivery's lifetime is capped at its tenant's
+//! retention ([`crate::retention::expire_batch`]), so that is not long. Unfinished work is never lost to a drop.
 
 use chrono::{DateTime, Duration, Utc};
 use courier_core::EventId;
@@ -210,8 +211,8 @@ pub async fn drop_expired(
     Ok((dropped, kept))
 }
 
-/// The events of the day a live delivery (of any day) is for: a replay, a fan-out just past midnight, or one still
-/// retrying.
+/// The events of the day a live delivery (of any day) is for: a replay, a fan-out just past midnight, or one the
+/// lifetime cap has not ended yet (it leaves a delivery in flight to its worker).
 async fn needed_by_live(conn: &mut PgConnection, suffix: &PartitionSuffix) -> Result<Vec<(Owner, EventId)>> {
     let rows: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT DISTINCT e.tenant_id, e.environment, e.id

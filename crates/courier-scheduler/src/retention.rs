@@ -1,13 +1,14 @@
 //! Retention by row: the events of tenants whose retention is shorter than the longest, the legacy and DEFAULT
-//! partitions' expired events, and erasure requests, each with its deliveries and attempts, in bounded batches that never
-//! block delivery. Everything else leaves whole days at a time ([`crate::history`]).
+//! partitions' expired events, and erasure requests, each with its deliveries and attempts, in bounded batches that
+//! never block delivery; and the lifetime cap, which ends deliveries older than their tenant's retention. Everything
+//! else leaves whole days at a time ([`crate::history`]).
 
 use chrono::{DateTime, Utc};
-use courier_core::{EventId, TenantId};
+use courier_core::{ErrorKind, EventId, TenantId};
 use courier_store::{Owner, events};
 use sqlx::{PgConnection, PgPool};
 
-use crate::{Clock, Result, corrupt};
+use crate::{Clock, DeliveryStatus, Result, corrupt};
 
 /// Rows one retention statement deletes at most.
 pub const BATCH: i64 = 1000;
@@ -25,7 +26,8 @@ const UNFINISHED_NOT_NEEDED: &str = "AND NOT EXISTS (SELECT 1 FROM deliveries_li
 /// dropped only past the longest), when it is in the partition the upgrade to partitions attached whole, or when
 /// it is in the DEFAULT partition, which is never dropped: a day's drop moved it there for a live delivery
 /// ([`crate::history`]), or its day had no partition when it came. An event with a delivery still waiting,
-/// pending or in flight is kept whatever its age: nothing accepted is lost before it is finished.
+/// pending or in flight is kept whatever its age: nothing accepted is lost before it is finished (and the lifetime
+/// cap, [`expire_batch`], finishes every delivery within its tenant's retention).
 ///
 /// Which events may go is the queue's knowledge (their deliveries), so it is chosen here; deleting them is the
 /// store's, which owns `events`. The chosen keys are locked until the delete commits, and a replay reads its
@@ -75,6 +77,58 @@ pub async fn purge_expired_batch(pool: &PgPool, clock: &Clock, default_days: u32
     let deleted = delete_events(&mut tx, &keys).await?;
     tx.commit().await?;
     Ok(deleted.events)
+}
+
+/// Ends up to [`BATCH`] live deliveries older than their tenant's retention, as failed with
+/// [`ErrorKind::OutlivedRetention`] and no attempt; returns how many. A delivery's lifetime is capped at the
+/// retention, so no receiver asking for more time (`Retry-After`), nor an ordered chain behind it, keeps history
+/// past it: its day goes anyway ([`crate::history`]), and what it held goes by row once it ends. Each ended one is
+/// counted, announced (`delivery.exhausted`) and lets its chain's next delivery go, in the same transaction, like
+/// any delivery that failed for good.
+///
+/// Only deliveries no worker holds: waiting, pending, or delivering with their lease run out. One in flight is left
+/// to its worker, whose record is fenced on it; its retry is ended on a later pass. Ages are on `clock`.
+pub async fn expire_batch(pool: &PgPool, clock: &Clock, default_days: u32) -> Result<u64> {
+    let mut tx = pool.begin().await?;
+    // Ids carry their creation time, so the age is an id bound: the queue's key is walked from the oldest, up to
+    // the shortest retention's bound, and each tenant's own retention is checked on the rows found.
+    let expired: Vec<(String, String)> = sqlx::query_as(
+        "WITH expired AS (
+            SELECT d.id, d.status FROM deliveries_live d JOIN tenants t ON t.id = d.tenant_id
+             WHERE d.id < courier_id_floor('dlv_', now() + $2
+                              - make_interval(days => (SELECT least($1, min(retention_days)) FROM tenants)))
+               AND d.id < courier_id_floor('dlv_', now() + $2 - make_interval(days => COALESCE(t.retention_days, $1)))
+               AND (d.status <> $3 OR d.due_at <= now() + $2)
+             ORDER BY d.id LIMIT $4
+             FOR UPDATE OF d SKIP LOCKED)
+         UPDATE deliveries d
+            SET status = $5, next_attempt_at = NULL, lease_expires_at = NULL, last_status_code = NULL,
+                last_error = $6, updated_at = now()
+           FROM expired x
+          WHERE d.id = x.id AND d.status = x.status AND d.status = ANY ($7)
+         RETURNING d.id, d.webhook_id",
+    )
+    .bind(default_days as i32)
+    .bind(clock.skew())
+    .bind(DeliveryStatus::Delivering.as_str())
+    .bind(BATCH)
+    .bind(DeliveryStatus::Failed.as_str())
+    .bind(ErrorKind::OutlivedRetention.as_str())
+    .bind(crate::ordering::LIVE)
+    .fetch_all(&mut *tx)
+    .await?;
+    // The last response is in the attempts; the delivery's last outcome is now the cap, which the log shows.
+    let ended: Vec<&str> = expired.iter().map(|(id, _)| id.as_str()).collect();
+    let counted: Vec<(String, String)> =
+        expired.iter().map(|(_, webhook)| (webhook.clone(), DeliveryStatus::Failed.as_str().to_owned())).collect();
+    crate::hourly::add(&mut tx, &counted).await?;
+    let due = crate::ordering::promote_next(&mut tx, clock, &ended).await?
+        + crate::operational::deliveries_exhausted(&mut tx, &ended).await?;
+    if due > 0 {
+        crate::wake::notify(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(expired.len() as u64)
 }
 
 /// What an erasure deleted.

@@ -135,14 +135,16 @@ async fn replay_loop(pool: PgPool, shutdown: CancellationToken) -> anyhow::Resul
     }
 }
 
-/// Every minute: creates the coming week's history partitions, drops the days past retention, deletes the expired
-/// events that are not dropped by day (one bounded batch at a time with a pause between batches, so it never
-/// holds locks delivery needs for long), and prunes old hourly counts.
+/// Every minute: ends deliveries older than the retention, creates the coming week's history partitions, drops the
+/// days past retention, deletes the expired events that are not dropped by day (one bounded batch at a time with a
+/// pause between batches, so it never holds locks delivery needs for long), and prunes old hourly counts.
 async fn retention_loop(pool: PgPool, days: u32, shutdown: CancellationToken) {
+    let clock = courier_scheduler::Clock::database();
     loop {
+        expire_deliveries(&pool, &clock, days).await;
         history_by_day(&pool, days).await;
         loop {
-            match courier_scheduler::retention::purge_expired_batch(&pool, days).await {
+            match courier_scheduler::retention::purge_expired_batch(&pool, &clock, days).await {
                 Ok(n) if n == courier_scheduler::retention::BATCH as u64 => {
                     tracing::info!(deleted = n, "retention: deleted expired events");
                 }
@@ -172,6 +174,27 @@ async fn retention_loop(pool: PgPool, days: u32, shutdown: CancellationToken) {
     }
 }
 
+/// Ends the deliveries that outlived their tenant's retention (`courier_scheduler::retention::expire_batch`), a
+/// batch at a time, before the days they would otherwise hold on to are dropped.
+async fn expire_deliveries(pool: &PgPool, clock: &courier_scheduler::Clock, days: u32) {
+    use courier_scheduler::retention::{BATCH, expire_batch};
+    loop {
+        match expire_batch(pool, clock, days).await {
+            Ok(0) => return,
+            Ok(n) => {
+                tracing::info!(failed = n, "retention: ended deliveries that outlived the retention");
+                if n < BATCH as u64 {
+                    return;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "ending deliveries past retention failed; will retry");
+                return;
+            }
+        }
+    }
+}
+
 /// Creates the partitions ahead and drops expired days (courier_scheduler::history).
 async fn history_by_day(pool: &PgPool, days: u32) {
     use courier_scheduler::history;
@@ -183,11 +206,19 @@ async fn history_by_day(pool: &PgPool, days: u32) {
     }
     match history::drop_expired(pool, days, now).await {
         Ok((dropped, kept)) => {
-            for day in dropped {
-                tracing::info!(day = day.suffix.as_str(), "history: dropped a day past retention");
+            for (day, held) in dropped {
+                tracing::info!(
+                    day = day.suffix.as_str(),
+                    held.events = held.events,
+                    held.attempts = held.attempts,
+                    "history: dropped a day past retention"
+                );
             }
             for day in kept {
-                tracing::info!(day = day.suffix.as_str(), "history: kept a day past retention (still needed)");
+                tracing::info!(
+                    day = day.suffix.as_str(),
+                    "history: kept a day past retention (busy, or after a busy one)"
+                );
             }
         }
         Err(err) => tracing::warn!(error = %err, "dropping expired history failed; will retry"),

@@ -39,6 +39,8 @@ const OWNERS: &[(&str, &str)] = &[
     ("delivery_attempts", "crates/courier-scheduler/src/finish.rs"),
     // Attempts go when their events do (no foreign key cascades across partitions).
     ("delivery_attempts", "crates/courier-scheduler/src/retention.rs"),
+    // A day's drop keeps the attempts of its deliveries still live, moved to the DEFAULT partition.
+    ("delivery_attempts", "crates/courier-scheduler/src/history.rs"),
     ("replays", "crates/courier-scheduler/src/replay.rs"),
     ("webhook_rate_windows", "crates/courier-scheduler/src/rate.rs"),
     ("webhook_rate_backlog", "crates/courier-scheduler/src/rate.rs"),

@@ -190,7 +190,7 @@ async fn retention_of_one_day(url: &str) -> Value {
     let begun = Instant::now();
     let outcome = history::drop_partitions(&pool, oldest).await.expect("drop");
     let drop_s = begun.elapsed().as_secs_f64();
-    assert_eq!(outcome, Dropped::Dropped);
+    assert!(matches!(outcome, Dropped::Dropped(_)), "{outcome:?}");
     let begun = Instant::now();
     let keys = history::forget_keys(&pool, oldest.lower, oldest.upper).await.expect("keys");
     let keys_s = begun.elapsed().as_secs_f64();

@@ -226,7 +226,10 @@ pub async fn purge(pool: &PgPool, tenant: &str, before: Option<&str>) -> anyhow:
         tenant.parse().map_err(|_| anyhow::anyhow!("--tenant `{tenant}` is not a tenant id (a UUID)"))?;
     let before = before.map(|b| parse_time("--before", b)).transpose()?;
     courier_store::tenants::get(pool, tenant).await?.with_context(|| format!("no tenant {tenant}"))?;
-    let deleted = courier_scheduler::retention::purge_tenant(pool, tenant, before).await?;
-    println!("erased {deleted} events of tenant {tenant}, with their deliveries and attempts");
+    let erased = courier_scheduler::retention::purge_tenant(pool, tenant, before).await?;
+    println!(
+        "erased {} events and {} deliveries of tenant {tenant}, with their attempts",
+        erased.events, erased.deliveries
+    );
     Ok(())
 }

@@ -1,10 +1,12 @@
-//! Partitioned history (migration 0015): days are created ahead and dropped whole past retention, never while
-//! anything live needs them; the upgrade converts tables that already hold data.
+//! Partitioned history (migration 0015): days are created ahead and dropped whole past retention, holding back only
+//! what live deliveries still need; the upgrade converts tables that already hold data.
 
 use chrono::{Duration, Utc};
 use courier_core::{DeliveryId, EventType};
-use courier_scheduler::history::{self, Dropped};
+use courier_scheduler::Clock;
+use courier_scheduler::history::{self, Dropped, Held};
 use courier_scheduler::replay::{self, Replayed};
+use courier_scheduler::retention::purge_expired_batch;
 use courier_store::events;
 use sqlx::PgPool;
 
@@ -108,7 +110,7 @@ async fn a_finished_day_past_retention_is_dropped_whole(pool: PgPool) {
     // Forty days on, with 30 days' retention, today and everything before it are past.
     let (dropped, kept) = history::drop_expired(&f.pool, 30, Utc::now() + Duration::days(40)).await.expect("drop");
     let today = Utc::now().format("%Y%m%d").to_string();
-    let dropped: Vec<&str> = dropped.iter().map(|d| d.suffix.as_str()).collect();
+    let dropped: Vec<&str> = dropped.iter().map(|(d, _)| d.suffix.as_str()).collect();
     assert!(dropped.contains(&"legacy") && dropped.contains(&today.as_str()), "{dropped:?}");
     assert!(kept.is_empty(), "{kept:?}");
     assert!(!partitions(&f.pool).await.contains(&today));
@@ -122,26 +124,35 @@ async fn a_finished_day_past_retention_is_dropped_whole(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
-async fn a_day_with_live_work_is_kept_until_it_finishes(pool: PgPool) {
+async fn a_day_with_live_work_goes_and_holds_only_what_the_work_needs(pool: PgPool) {
     let f = Fixture::new(pool).await;
     f.webhook("http://127.0.0.1:9/hook", 3).await;
-    f.ingest().await;
+    let id = f.ingest().await;
+    let clock = Clock::database();
+    clock.advance(std::time::Duration::from_secs(40 * 86_400));
     let later = Utc::now() + Duration::days(40);
     let today = Utc::now().format("%Y%m%d").to_string();
 
-    let (_, kept) = history::drop_expired(&f.pool, 30, later).await.expect("drop");
-    assert!(kept.iter().any(|d| d.suffix.as_str() == today), "the pending delivery keeps its day: {kept:?}");
-    assert_eq!(count(&f.pool, "deliveries").await, 1);
+    let (dropped, kept) = history::drop_expired(&f.pool, 30, later).await.expect("drop");
+    let held = dropped.iter().find(|(d, _)| d.suffix.as_str() == today).map(|(_, held)| *held);
+    assert_eq!(held, Some(Held { events: 1, attempts: 0 }), "the pending delivery's event is held: {dropped:?}");
+    assert!(kept.is_empty(), "{kept:?}");
+    assert!(events::get(&f.pool, f.owner, &id).await.expect("get").is_some());
     assert_eq!(count(&f.pool, "event_keys").await, 1, "the key is kept with its event");
+    assert_eq!(count(&f.pool, "ONLY events_default").await, 1);
+    assert_eq!(purge_expired_batch(&f.pool, &clock, 30).await.expect("purge"), 0, "nothing live is deleted");
 
+    // Finished now, the delivery and its attempt land in the DEFAULT partitions; retention by row takes them all.
     finish_all(&f.pool).await;
-    let (dropped, _) = history::drop_expired(&f.pool, 30, later).await.expect("drop");
-    assert!(dropped.iter().any(|d| d.suffix.as_str() == today));
-    assert_eq!(count(&f.pool, "deliveries").await, 0);
+    assert_eq!(count(&f.pool, "ONLY deliveries_default").await, 1);
+    assert_eq!(purge_expired_batch(&f.pool, &clock, 30).await.expect("purge"), 1);
+    for table in ["events", "event_keys", "deliveries", "delivery_attempts"] {
+        assert_eq!(count(&f.pool, table).await, 0, "{table} is empty");
+    }
 }
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
-async fn a_day_whose_event_a_live_delivery_of_another_day_needs_is_kept(pool: PgPool) {
+async fn a_day_whose_event_a_live_delivery_of_another_day_needs_goes_and_holds_it(pool: PgPool) {
     let f = Fixture::new(pool).await;
     f.webhook("http://127.0.0.1:9/hook", 3).await;
     old_event_with_delivery_today(&f, 40, "pending").await;
@@ -149,14 +160,18 @@ async fn a_day_whose_event_a_live_delivery_of_another_day_needs_is_kept(pool: Pg
     let later = Utc::now() + Duration::days(30);
     let legacy = history::days_before(&f.pool, later - Duration::days(30)).await.expect("days");
     assert_eq!(legacy.iter().map(|d| d.suffix.as_str()).collect::<Vec<_>>(), vec!["legacy"]);
-    assert_eq!(history::drop_day(&f.pool, &legacy[0]).await.expect("drop"), Dropped::Live);
-    assert_eq!(count(&f.pool, "events").await, 1, "the event a pending delivery needs is kept");
-
-    finish_all(&f.pool).await;
-    assert_eq!(history::drop_day(&f.pool, &legacy[0]).await.expect("drop"), Dropped::Dropped);
-    assert_eq!(count(&f.pool, "events").await, 0);
-    assert_eq!(count(&f.pool, "event_keys").await, 0, "the dropped day's keys are forgotten");
-    assert_eq!(count(&f.pool, "deliveries").await, 1, "today's finished delivery stays with its own day");
+    let dropped = history::drop_day(&f.pool, &legacy[0]).await.expect("drop");
+    assert_eq!(dropped, Dropped::Dropped(Held { events: 1, attempts: 0 }));
+    assert!(!partitions(&f.pool).await.contains(&"legacy".to_owned()));
+    assert_eq!(count(&f.pool, "events").await, 1, "the event a pending delivery needs is held");
+    assert_eq!(count(&f.pool, "event_keys").await, 1, "and its id stays taken");
+    // It is still delivered: the claim finds its event where it was moved.
+    let claimed =
+        courier_scheduler::claim(&f.pool, &f.clock, 10, std::time::Duration::from_secs(30), Default::default())
+            .await
+            .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].event.id.as_str(), "evt_old");
 }
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
@@ -167,7 +182,7 @@ async fn a_replay_of_a_dropped_days_event_finds_nothing(pool: PgPool) {
     let delivery: String = sqlx::query_scalar("SELECT id FROM deliveries").fetch_one(&f.pool).await.expect("id");
     let delivery = DeliveryId::parse(&delivery).expect("id");
     let legacy = history::days_before(&f.pool, Utc::now()).await.expect("days");
-    assert!(matches!(history::drop_day(&f.pool, &legacy[0]).await.expect("drop"), Dropped::Dropped));
+    assert!(matches!(history::drop_day(&f.pool, &legacy[0]).await.expect("drop"), Dropped::Dropped(_)));
 
     let replayed = replay::replay_one(&f.pool, f.owner, &delivery, None).await.expect("replay");
     assert_eq!(replayed, Replayed::NotFound, "no live delivery is ever queued for an event that is gone");
@@ -262,7 +277,7 @@ async fn a_drop_that_would_wait_on_a_long_query_gives_up_and_changes_nothing(poo
         assert_eq!(count(&f.pool, table).await, 1, "{table} is untouched");
     }
     reader.rollback().await.expect("rollback");
-    assert_eq!(history::drop_day(&f.pool, &today).await.expect("drop"), Dropped::Dropped);
+    assert_eq!(history::drop_day(&f.pool, &today).await.expect("drop"), Dropped::Dropped(Held::default()));
     assert_eq!(count(&f.pool, "event_keys").await, 0);
 }
 
@@ -275,7 +290,7 @@ async fn an_id_of_a_dropped_day_is_taken_until_its_key_is_forgotten(pool: PgPool
     let today = Utc::now().format("%Y%m%d").to_string();
     let days = history::days_before(&f.pool, Utc::now() + Duration::days(2)).await.expect("days");
     let day = days.into_iter().find(|d| d.suffix.as_str() == today).expect("today");
-    assert_eq!(history::drop_partitions(&f.pool, &day).await.expect("drop"), Dropped::Dropped);
+    assert_eq!(history::drop_partitions(&f.pool, &day).await.expect("drop"), Dropped::Dropped(Held::default()));
     let again = || event_with_id(&id);
     let mut conn = f.pool.acquire().await.expect("conn");
     let inserted = events::insert_many(&mut conn, f.owner, &[again()]).await.expect("a 409, not an error");
@@ -284,4 +299,26 @@ async fn an_id_of_a_dropped_day_is_taken_until_its_key_is_forgotten(pool: PgPool
     assert_eq!(history::forget_keys(&f.pool, day.lower, day.upper).await.expect("forget"), 1);
     let inserted = events::insert_many(&mut conn, f.owner, &[again()]).await.expect("insert");
     assert!(matches!(inserted[0], events::Inserted::New(_)));
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_busy_day_keeps_the_days_after_it_so_days_go_in_order(pool: PgPool) {
+    let f = Fixture::new(pool).await;
+    f.webhook("http://127.0.0.1:9/hook", 3).await;
+    f.ingest().await;
+    finish_all(&f.pool).await;
+    let later = Utc::now() + Duration::days(40);
+    let mut reader = f.pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE events_legacy IN ACCESS SHARE MODE").execute(&mut *reader).await.expect("lock");
+    let (dropped, kept) = history::drop_expired(&f.pool, 30, later).await.expect("drop");
+    assert!(dropped.is_empty(), "{dropped:?}");
+    let today = Utc::now().format("%Y%m%d").to_string();
+    let kept: Vec<&str> = kept.iter().map(|d| d.suffix.as_str()).collect();
+    assert!(kept.starts_with(&["legacy", today.as_str()]), "the busy day first, then every later one: {kept:?}");
+    assert_eq!(count(&f.pool, "deliveries").await, 1);
+
+    reader.rollback().await.expect("rollback");
+    let (dropped, kept) = history::drop_expired(&f.pool, 30, later).await.expect("drop");
+    assert!(kept.is_empty() && dropped.len() >= 2, "{dropped:?} {kept:?}");
+    assert_eq!(count(&f.pool, "deliveries").await, 0);
 }

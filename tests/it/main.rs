@@ -5,6 +5,7 @@ pub(crate) mod api;
 mod app;
 mod cli;
 mod e2e;
+mod expiry;
 mod fairness;
 pub(crate) mod fixture;
 mod headers;

@@ -1,7 +1,8 @@
 //! Retention and erasure delete whole events with their deliveries and attempts, and never an unfinished one.
 
 use courier_core::TenantId;
-use courier_scheduler::retention::{purge_expired_batch, purge_tenant};
+use courier_scheduler::retention::{Erased, purge_expired_batch, purge_tenant};
+use courier_scheduler::{Clock, history};
 use courier_store::tenants;
 use sqlx::PgPool;
 
@@ -64,13 +65,13 @@ async fn expired_events_go_with_their_deliveries_but_unfinished_ones_stay(pool: 
     event(&pool, short, "evt_short_old", 2, Some("succeeded")).await;
     event(&pool, short, "evt_short_new", 0, None).await;
 
-    assert_eq!(purge_expired_batch(&pool, 30).await.expect("purge"), 2);
+    assert_eq!(purge_expired_batch(&pool, &Clock::database(), 30).await.expect("purge"), 2);
     assert_eq!(ids(&pool).await, vec!["evt_old_pending", "evt_recent", "evt_short_new"]);
     let deliveries: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries").fetch_one(&pool).await.expect("count");
     let attempts: i64 =
         sqlx::query_scalar("SELECT count(*) FROM delivery_attempts").fetch_one(&pool).await.expect("count");
     assert_eq!((deliveries, attempts), (2, 2), "the deleted events' deliveries and attempts went with them");
-    assert_eq!(purge_expired_batch(&pool, 30).await.expect("purge"), 0);
+    assert_eq!(purge_expired_batch(&pool, &Clock::database(), 30).await.expect("purge"), 0);
 }
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
@@ -81,8 +82,38 @@ async fn erasure_removes_everything_of_one_tenant_only(pool: PgPool) {
     event(&pool, gone, "evt_b", 0, None).await;
     event(&pool, stays, "evt_c", 3, Some("failed")).await;
     let cutoff = chrono::Utc::now() - chrono::Duration::days(1);
-    assert_eq!(purge_tenant(&pool, gone, Some(cutoff)).await.expect("purge"), 1);
+    assert_eq!(purge_tenant(&pool, gone, Some(cutoff)).await.expect("purge").events, 1);
     assert_eq!(ids(&pool).await, vec!["evt_b", "evt_c"]);
-    assert_eq!(purge_tenant(&pool, gone, None).await.expect("purge"), 1);
+    assert_eq!(purge_tenant(&pool, gone, None).await.expect("purge").events, 1);
     assert_eq!(ids(&pool).await, vec!["evt_c"]);
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn erasure_takes_deliveries_whose_event_left_with_its_day(pool: PgPool) {
+    let gone = tenants::create(&pool, "Leaving").await.expect("tenant").id;
+    let stays = tenants::create(&pool, "Staying").await.expect("tenant").id;
+    // Events from before the migration (its legacy day), each with a delivery of today, as a replay of it is.
+    event(&pool, gone, "evt_a", 40, Some("succeeded")).await;
+    event(&pool, stays, "evt_b", 40, Some("succeeded")).await;
+    let legacy = history::days_before(&pool, chrono::Utc::now()).await.expect("days");
+    assert_eq!(legacy[0].suffix.as_str(), "legacy");
+    assert_eq!(
+        history::drop_day(&pool, &legacy[0]).await.expect("drop"),
+        history::Dropped::Dropped(Default::default())
+    );
+    assert_eq!(ids(&pool).await, Vec::<String>::new(), "the events left with their day, their replays did not");
+
+    let erased = purge_tenant(&pool, gone, None).await.expect("purge");
+    assert_eq!(erased, Erased { events: 0, deliveries: 1 });
+    let left: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+        "SELECT d.tenant_id, count(a.*) FROM deliveries d LEFT JOIN delivery_attempts a ON a.delivery_id = d.id
+          GROUP BY d.tenant_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("left");
+    assert_eq!(left, vec![(stays.as_uuid(), 1)], "every delivery and attempt of the erased tenant is gone");
+    let attempts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM delivery_attempts").fetch_one(&pool).await.expect("count");
+    assert_eq!(attempts, 1);
 }

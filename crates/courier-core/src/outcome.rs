@@ -23,11 +23,15 @@ pub enum ErrorKind {
     /// The worker holding the last allowed attempt stopped before recording it; only the sweep records this (on the
     /// delivery, as its last error), since nobody knows what the receiver answered.
     LeaseExpired,
+    /// The delivery outlived its tenant's retention before it was delivered (a receiver that kept asking for more
+    /// time, or an ordered chain behind one), so it ended unattempted: its event's history is due to go. Only the
+    /// retention pass records this (on the delivery, as its last error).
+    OutlivedRetention,
     Other,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::Timeout,
         ErrorKind::Connect,
         ErrorKind::Dns,
@@ -36,6 +40,7 @@ impl ErrorKind {
         ErrorKind::InvalidUrl,
         ErrorKind::Body,
         ErrorKind::LeaseExpired,
+        ErrorKind::OutlivedRetention,
         ErrorKind::Other,
     ];
 
@@ -49,6 +54,7 @@ impl ErrorKind {
             ErrorKind::InvalidUrl => "invalid_url",
             ErrorKind::Body => "body",
             ErrorKind::LeaseExpired => "lease_expired",
+            ErrorKind::OutlivedRetention => "outlived_retention",
             ErrorKind::Other => "other",
         }
     }

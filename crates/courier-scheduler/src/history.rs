@@ -1,10 +1,14 @@
 //! History by day: `events`, `deliveries` and `delivery_attempts` are partitioned by day (migration 0015).
 //! Courier creates each day's partitions a week ahead, and drops a day whole, its three partitions and its events'
-//! keys in one transaction, once the day is past the longest retention any tenant has and nothing in it, and no
-//! live delivery anywhere, still needs it. A day that fails the check is kept and checked again on the next pass:
-//! unfinished work is never lost to a drop.
+//! keys, once the day is past the longest retention any tenant has, whatever is still live: no tenant's delivery
+//! keeps another tenant's expired history. The few rows live deliveries still need (their events, and the attempts
+//! of live deliveries of that day) move to the DEFAULT partitions in the drop's transaction, where retention by row
+//! ([`crate::retention`]) deletes them once nothing live needs them; a delivery's lifetime is capped at its tenant's
+//! retention ([`crate::retention::expire_batch`]), so that is not long. Unfinished work is never lost to a drop.
 
 use chrono::{DateTime, Duration, Utc};
+use courier_core::EventId;
+use courier_store::Owner;
 use courier_store::events::{self, PartitionSuffix};
 use sqlx::{PgConnection, PgPool};
 
@@ -65,18 +69,25 @@ pub async fn cutoff(pool: &PgPool, default_days: u32, now: DateTime<Utc>) -> Res
 /// What [`drop_day`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dropped {
-    /// The day is gone, and its events' keys after it.
-    Dropped,
-    /// Something in the day is still live, or a live delivery elsewhere needs one of its events: kept.
-    Live,
+    /// The day is gone, and its events' keys after it, but for what live deliveries still needed ([`Held`]).
+    Dropped(Held),
     /// Another transaction held a lock the drop needs for longer than it waits: try again later.
     Busy,
 }
 
-/// Drops one day whole, if nothing live needs it (see the module's doc), then forgets its events' keys.
+/// What a drop moved to the DEFAULT partitions instead of dropping, because a live delivery still needs it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Events some live delivery (of any day) is for; their keys stay until retention by row deletes them.
+    pub events: u64,
+    /// Attempts of the day's deliveries that are still live, so their log stays whole.
+    pub attempts: u64,
+}
+
+/// Drops one day whole (see the module's doc), then forgets the keys of its events that went.
 pub async fn drop_day(pool: &PgPool, day: &Day) -> Result<Dropped> {
     let dropped = drop_partitions(pool, day).await?;
-    if dropped == Dropped::Dropped {
+    if matches!(dropped, Dropped::Dropped(_)) {
         forget_keys(pool, day.lower, day.upper).await?;
     }
     Ok(dropped)
@@ -94,38 +105,54 @@ pub async fn drop_partitions(pool: &PgPool, day: &Day) -> Result<Dropped> {
     if !mine {
         return Ok(Dropped::Busy);
     }
-    // A day's own deliveries are all finished: live ones are in `deliveries_live` (migration 0015). Check first
-    // whether a live one of any day needs the day's events, so a day kept for one costs no lock.
-    if needed_by_live(&mut tx, &day.suffix).await? {
-        return Ok(Dropped::Live);
-    }
     let outcome = async {
         // A replay reads its event (see `replay::EVENT_HELD`), so locking the day's events waits for any replay of
-        // one of them and makes later ones find the event gone. Whatever such a replay queued is committed and
-        // visible now, so the check is asked again before anything is dropped.
+        // one of them and makes later ones wait for the drop. Whatever such a replay queued is committed and
+        // visible now, so the events live deliveries need are known before anything is dropped.
         let events = day.suffix.table("events");
         sqlx::query(sqlx::AssertSqlSafe(format!("LOCK TABLE {events} IN ACCESS EXCLUSIVE MODE")))
             .execute(&mut *tx)
             .await?;
-        if needed_by_live(&mut tx, &day.suffix).await? {
-            return Ok(Dropped::Live);
-        }
-        let attempts = day.suffix.table("delivery_attempts");
+        let needed = needed_by_live(&mut tx, &day.suffix).await?;
+        let attempts = hold_live_attempts(&mut tx, day).await?;
+        // The day's deliveries are all finished: live ones are in `deliveries_live` (migration 0015).
         let deliveries = day.suffix.table("deliveries");
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {attempts}, {deliveries}"))).execute(&mut *tx).await?;
-        events::drop_partition(&mut tx, &day.suffix).await?;
-        Ok::<_, crate::Error>(Dropped::Dropped)
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {deliveries}"))).execute(&mut *tx).await?;
+        let events = events::drop_partition(&mut tx, &day.suffix, &needed).await?;
+        Ok::<_, crate::Error>(Held { events, attempts })
     }
     .await;
     match outcome {
-        Ok(Dropped::Dropped) => {
+        Ok(held) => {
             tx.commit().await?;
-            Ok(Dropped::Dropped)
+            Ok(Dropped::Dropped(held))
         }
-        Ok(other) => Ok(other),
         Err(err) if is_lock_timeout(&err) => Ok(Dropped::Busy),
         Err(err) => Err(err),
     }
+}
+
+/// Drops the day's attempts but those of deliveries still live, which move to the DEFAULT partition (the day's
+/// range maps there once its partition is detached); returns how many moved. A live delivery's log should not lose
+/// its first attempts.
+async fn hold_live_attempts(conn: &mut PgConnection, day: &Day) -> Result<u64> {
+    let attempts = day.suffix.table("delivery_attempts");
+    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER TABLE delivery_attempts DETACH PARTITION {attempts}")))
+        .execute(&mut *conn)
+        .await?;
+    // Driven by the queue's deliveries of this day (ids carry their day), usually none, each looked up by the
+    // attempts' key: never a scan of the day's attempts while the drop holds its locks.
+    let held = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO delivery_attempts
+         SELECT a.* FROM deliveries_live d JOIN {attempts} a ON a.delivery_id = d.id
+          WHERE d.id < courier_id_floor('dlv_', $2) AND ($1::timestamptz IS NULL OR d.id >= courier_id_floor('dlv_', $1))"
+    )))
+    .bind(day.lower)
+    .bind(day.upper)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {attempts}"))).execute(&mut *conn).await?;
+    Ok(held.rows_affected())
 }
 
 /// Keys deleted per transaction when a dropped day's keys are forgotten.
@@ -159,31 +186,43 @@ pub async fn forget_stale_keys(pool: &PgPool) -> Result<u64> {
     }
 }
 
-/// Drops every day past the cutoff that nothing live needs, and forgets any keys left of days dropped before;
-/// returns the days dropped and kept.
-pub async fn drop_expired(pool: &PgPool, default_days: u32, now: DateTime<Utc>) -> Result<(Vec<Day>, Vec<Day>)> {
+/// Drops every day past the cutoff, oldest first, and forgets any keys left of days dropped before; returns the
+/// days dropped (with what each held back) and the days kept. A day that is busy is kept with every later one:
+/// dropping in order means a live delivery's event leaves no later than the delivery's own day, so whatever the
+/// DEFAULT partitions hold of a dropped day belongs to an event held there, which retention by row deletes whole.
+pub async fn drop_expired(
+    pool: &PgPool,
+    default_days: u32,
+    now: DateTime<Utc>,
+) -> Result<(Vec<(Day, Held)>, Vec<Day>)> {
     let cutoff = cutoff(pool, default_days, now).await?;
     let (mut dropped, mut kept) = (Vec::new(), Vec::new());
     for day in days_before(pool, cutoff).await? {
+        if !kept.is_empty() {
+            kept.push(day);
+            continue;
+        }
         match drop_day(pool, &day).await? {
-            Dropped::Dropped => dropped.push(day),
-            Dropped::Live | Dropped::Busy => kept.push(day),
+            Dropped::Dropped(held) => dropped.push((day, held)),
+            Dropped::Busy => kept.push(day),
         }
     }
     forget_stale_keys(pool).await?;
     Ok((dropped, kept))
 }
 
-/// Whether a live delivery (a replay, or a fan-out just past midnight) is for one of the day's events.
-async fn needed_by_live(conn: &mut PgConnection, suffix: &PartitionSuffix) -> Result<bool> {
-    let needed: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT EXISTS (SELECT 1 FROM deliveries_live d JOIN {} e
-                          ON e.tenant_id = d.tenant_id AND e.environment = d.environment AND e.id = d.event_id)",
+/// The events of the day a live delivery (of any day) is for: a replay, a fan-out just past midnight, or one the
+/// lifetime cap has not ended yet (it leaves a delivery in flight to its worker).
+async fn needed_by_live(conn: &mut PgConnection, suffix: &PartitionSuffix) -> Result<Vec<(Owner, EventId)>> {
+    let rows: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT DISTINCT e.tenant_id, e.environment, e.id
+           FROM deliveries_live d JOIN {} e
+             ON e.tenant_id = d.tenant_id AND e.environment = d.environment AND e.id = d.event_id",
         suffix.table("events")
     )))
-    .fetch_one(conn)
+    .fetch_all(conn)
     .await?;
-    Ok(needed)
+    rows.into_iter().map(crate::retention::key).collect()
 }
 
 fn is_lock_timeout(err: &crate::Error) -> bool {

@@ -1,18 +1,19 @@
-//! Retention by row: the events of tenants whose retention is shorter than the longest, the legacy partition's
-//! expired events, and erasure requests, each with its deliveries and attempts, in bounded batches that never
-//! block delivery. Everything else leaves whole days at a time ([`crate::history`]).
+//! Retention by row: the events of tenants whose retention is shorter than the longest, the legacy and DEFAULT
+//! partitions' expired events, and erasure requests, each with its deliveries and attempts, in bounded batches that
+//! never block delivery; and the lifetime cap, which ends deliveries older than their tenant's retention. Everything
+//! else leaves whole days at a time ([`crate::history`]).
 
 use chrono::{DateTime, Utc};
-use courier_core::{EventId, TenantId};
+use courier_core::{ErrorKind, EventId, TenantId};
 use courier_store::{Owner, events};
 use sqlx::{PgConnection, PgPool};
 
-use crate::{Result, corrupt};
+use crate::{Clock, DeliveryStatus, Result, corrupt};
 
 /// Rows one retention statement deletes at most.
 pub const BATCH: i64 = 1000;
 
-/// The end of both candidate queries: no live delivery needs the event (`$3`: the live statuses), at most `$2`
+/// The end of every candidate query: no live delivery needs the event (`$3`: the live statuses), at most `$2`
 /// of them, their keys locked until the delete commits (others' locks skipped).
 const UNFINISHED_NOT_NEEDED: &str = "AND NOT EXISTS (SELECT 1 FROM deliveries_live d
                  WHERE d.tenant_id = k.tenant_id AND d.environment = k.environment
@@ -20,35 +21,44 @@ const UNFINISHED_NOT_NEEDED: &str = "AND NOT EXISTS (SELECT 1 FROM deliveries_li
      LIMIT $2
      FOR UPDATE OF k SKIP LOCKED";
 
-/// Deletes one batch of expired events that no day drop will take soon, with their deliveries and attempts;
-/// returns how many. An event goes here when its tenant keeps history shorter than the longest retention (days
-/// are dropped only past the longest), or when it is in the partition the upgrade to partitions attached whole.
-/// An event with a delivery still waiting, pending or in flight is kept whatever its age: nothing accepted is lost
-/// before it is finished.
+/// Deletes one batch of expired events that no day drop will take, with their deliveries and attempts; returns
+/// how many. An event goes here when its tenant keeps history shorter than the longest retention (days are
+/// dropped only past the longest), when it is in the partition the upgrade to partitions attached whole, or when
+/// it is in the DEFAULT partition, which is never dropped: a day's drop moved it there for a live delivery
+/// ([`crate::history`]), or its day had no partition when it came. An event with a delivery still waiting,
+/// pending or in flight is kept whatever its age: nothing accepted is lost before it is finished (and the lifetime
+/// cap, [`expire_batch`], finishes every delivery within its tenant's retention).
 ///
 /// Which events may go is the queue's knowledge (their deliveries), so it is chosen here; deleting them is the
 /// store's, which owns `events`. The chosen keys are locked until the delete commits, and a replay reads its
 /// event and locks its key, so a replay racing this either finishes first (and its live delivery keeps the event)
-/// or finds the event gone.
-pub async fn purge_expired_batch(pool: &PgPool, default_days: u32) -> Result<u64> {
+/// or finds the event gone. Ages are on `clock`.
+pub async fn purge_expired_batch(pool: &PgPool, clock: &Clock, default_days: u32) -> Result<u64> {
     let mut tx = pool.begin().await?;
     let mut doomed = Vec::new();
     // Each statement is bounded by an index range, never a scan of every key: the first walks each short-retention
     // tenant's keys by (tenant, received_at), the second the legacy partition's keys older than the shortest
-    // retention.
+    // retention, the third the DEFAULT partition's events older than it (migration 0018).
     for sql in [
         "WITH longest AS (SELECT greatest($1, max(retention_days)) AS days FROM tenants)
          SELECT k.tenant_id, k.environment, k.id
            FROM tenants t, longest, event_keys k
           WHERE COALESCE(t.retention_days, $1) < longest.days AND k.tenant_id = t.id
-            AND k.received_at < now() - make_interval(days => COALESCE(t.retention_days, $1))
+            AND k.received_at < now() + $4 - make_interval(days => COALESCE(t.retention_days, $1))
          ",
         "WITH shortest AS (SELECT least($1, min(retention_days)) AS days FROM tenants)
          SELECT k.tenant_id, k.environment, k.id
            FROM shortest, event_keys k JOIN tenants t ON t.id = k.tenant_id
           WHERE k.received_at < (SELECT upper FROM courier_partitions WHERE partition = 'events_legacy')
-            AND k.received_at < now() - make_interval(days => shortest.days)
-            AND k.received_at < now() - make_interval(days => COALESCE(t.retention_days, $1))
+            AND k.received_at < now() + $4 - make_interval(days => shortest.days)
+            AND k.received_at < now() + $4 - make_interval(days => COALESCE(t.retention_days, $1))
+         ",
+        "WITH shortest AS (SELECT least($1, min(retention_days)) AS days FROM tenants)
+         SELECT k.tenant_id, k.environment, k.id
+           FROM shortest, events_default e JOIN tenants t ON t.id = e.tenant_id
+           JOIN event_keys k ON k.tenant_id = e.tenant_id AND k.environment = e.environment AND k.id = e.id
+          WHERE e.received_at < now() + $4 - make_interval(days => shortest.days)
+            AND e.received_at < now() + $4 - make_interval(days => COALESCE(t.retention_days, $1))
          ",
     ] {
         let sql = format!("{sql} {UNFINISHED_NOT_NEEDED}");
@@ -56,6 +66,7 @@ pub async fn purge_expired_batch(pool: &PgPool, default_days: u32) -> Result<u64
             .bind(default_days as i32)
             .bind(BATCH - doomed.len() as i64)
             .bind(crate::ordering::LIVE)
+            .bind(clock.skew())
             .fetch_all(&mut *tx)
             .await?;
         doomed.extend(rows);
@@ -65,51 +76,144 @@ pub async fn purge_expired_batch(pool: &PgPool, default_days: u32) -> Result<u64
     let keys = doomed.into_iter().map(key).collect::<Result<Vec<_>>>()?;
     let deleted = delete_events(&mut tx, &keys).await?;
     tx.commit().await?;
-    Ok(deleted)
+    Ok(deleted.events)
 }
 
-/// Erases a tenant's events received before `before` (all of them by default), with their deliveries and
-/// attempts, in bounded batches. For erasure requests: live deliveries go too.
-pub async fn purge_tenant(pool: &PgPool, tenant: TenantId, before: Option<DateTime<Utc>>) -> Result<u64> {
+/// Ends up to [`BATCH`] live deliveries older than their tenant's retention, as failed with
+/// [`ErrorKind::OutlivedRetention`] and no attempt; returns how many. A delivery's lifetime is capped at the
+/// retention, so no receiver asking for more time (`Retry-After`), nor an ordered chain behind it, keeps history
+/// past it: its day goes anyway ([`crate::history`]), and what it held goes by row once it ends. Each ended one is
+/// counted, announced (`delivery.exhausted`) and lets its chain's next delivery go, in the same transaction, like
+/// any delivery that failed for good.
+///
+/// Only deliveries no worker holds: waiting, pending, or delivering with their lease run out. One in flight is left
+/// to its worker, whose record is fenced on it; its retry is ended on a later pass. Ages are on `clock`.
+pub async fn expire_batch(pool: &PgPool, clock: &Clock, default_days: u32) -> Result<u64> {
+    let mut tx = pool.begin().await?;
+    // Ids carry their creation time, so the age is an id bound: the queue's key is walked from the oldest, up to
+    // the shortest retention's bound, and each tenant's own retention is checked on the rows found.
+    let expired: Vec<(String, String)> = sqlx::query_as(
+        "WITH expired AS (
+            SELECT d.id, d.status FROM deliveries_live d JOIN tenants t ON t.id = d.tenant_id
+             WHERE d.id < courier_id_floor('dlv_', now() + $2
+                              - make_interval(days => (SELECT least($1, min(retention_days)) FROM tenants)))
+               AND d.id < courier_id_floor('dlv_', now() + $2 - make_interval(days => COALESCE(t.retention_days, $1)))
+               AND (d.status <> $3 OR d.due_at <= now() + $2)
+             ORDER BY d.id LIMIT $4
+             FOR UPDATE OF d SKIP LOCKED)
+         UPDATE deliveries d
+            SET status = $5, next_attempt_at = NULL, lease_expires_at = NULL, last_status_code = NULL,
+                last_error = $6, updated_at = now()
+           FROM expired x
+          WHERE d.id = x.id AND d.status = x.status AND d.status = ANY ($7)
+         RETURNING d.id, d.webhook_id",
+    )
+    .bind(default_days as i32)
+    .bind(clock.skew())
+    .bind(DeliveryStatus::Delivering.as_str())
+    .bind(BATCH)
+    .bind(DeliveryStatus::Failed.as_str())
+    .bind(ErrorKind::OutlivedRetention.as_str())
+    .bind(crate::ordering::LIVE)
+    .fetch_all(&mut *tx)
+    .await?;
+    // The last response is in the attempts; the delivery's last outcome is now the cap, which the log shows.
+    let ended: Vec<&str> = expired.iter().map(|(id, _)| id.as_str()).collect();
+    let counted: Vec<(String, String)> =
+        expired.iter().map(|(_, webhook)| (webhook.clone(), DeliveryStatus::Failed.as_str().to_owned())).collect();
+    crate::hourly::add(&mut tx, &counted).await?;
+    let due = crate::ordering::promote_next(&mut tx, clock, &ended).await?
+        + crate::operational::deliveries_exhausted(&mut tx, &ended).await?;
+    if due > 0 {
+        crate::wake::notify(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(expired.len() as u64)
+}
+
+/// What an erasure deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Erased {
+    pub events: u64,
+    /// Their deliveries, replays included, and the tenant's deliveries whose event was already gone.
+    pub deliveries: u64,
+}
+
+/// Erases a tenant's events received before `before` (all of them by default) and its deliveries created before
+/// it, with their attempts, in bounded batches. For erasure requests: live deliveries go too.
+pub async fn purge_tenant(pool: &PgPool, tenant: TenantId, before: Option<DateTime<Utc>>) -> Result<Erased> {
     let before = before.unwrap_or_else(Utc::now);
-    let mut total = 0;
+    let mut total = Erased::default();
     loop {
         let mut tx = pool.begin().await?;
         let keys = events::lock_of_tenant(&mut tx, tenant, before, BATCH).await?;
         let done = delete_events(&mut tx, &keys).await?;
         tx.commit().await?;
-        total += done;
+        total.events += done.events;
+        total.deliveries += done.deliveries;
         if keys.len() < BATCH as usize {
+            break;
+        }
+    }
+    // A delivery outlives its event when the event's day was dropped before the delivery's (a replay, or a fan-out
+    // just past midnight, sits in a later day), so no key leads to it any more: found by the tenant instead.
+    loop {
+        let done = delete_deliveries_of(pool, tenant, before).await?;
+        total.deliveries += done;
+        if done < BATCH as u64 {
             return Ok(total);
         }
     }
 }
 
+/// Deletes up to [`BATCH`] of the tenant's deliveries created before `before`, whatever their event, with their
+/// attempts; returns how many deliveries.
+async fn delete_deliveries_of(pool: &PgPool, tenant: TenantId, before: DateTime<Utc>) -> Result<u64> {
+    // Ids carry their creation time, so `before` is an id bound, which prunes the log to the days before it.
+    let deleted: i64 = sqlx::query_scalar(
+        "WITH doomed AS (
+            SELECT id, status FROM deliveries WHERE tenant_id = $1 AND id < courier_id_floor('dlv_', $2) LIMIT $3),
+         d AS (
+            DELETE FROM deliveries d USING doomed x WHERE d.id = x.id AND d.status = x.status RETURNING d.id),
+         a AS (DELETE FROM delivery_attempts a USING d WHERE a.delivery_id = d.id)
+         SELECT count(*) FROM d",
+    )
+    .bind(tenant.as_uuid())
+    .bind(before)
+    .bind(BATCH)
+    .fetch_one(pool)
+    .await?;
+    Ok(deleted as u64)
+}
+
 /// Deletes these events' attempts, deliveries (replays included), then the events themselves. There are no
 /// foreign keys among the partitioned tables to cascade (see migration 0015), so the order is spelled out here.
-async fn delete_events(conn: &mut PgConnection, keys: &[(Owner, EventId)]) -> Result<u64> {
+async fn delete_events(conn: &mut PgConnection, keys: &[(Owner, EventId)]) -> Result<Erased> {
     if keys.is_empty() {
-        return Ok(0);
+        return Ok(Erased::default());
     }
     let tenants: Vec<uuid::Uuid> = keys.iter().map(|(owner, _)| owner.tenant.as_uuid()).collect();
     let environments: Vec<&str> = keys.iter().map(|(owner, _)| owner.environment.as_str()).collect();
     let ids: Vec<&str> = keys.iter().map(|(_, id)| id.as_str()).collect();
-    sqlx::query(
+    let deliveries: i64 = sqlx::query_scalar(
         "WITH d AS (
             DELETE FROM deliveries d USING unnest($1::uuid[], $2::text[], $3::text[]) AS x(tenant_id, environment, id)
              WHERE d.tenant_id = x.tenant_id AND d.environment = x.environment AND d.event_id = x.id
-            RETURNING d.id)
-         DELETE FROM delivery_attempts a USING d WHERE a.delivery_id = d.id",
+            RETURNING d.id),
+         a AS (DELETE FROM delivery_attempts a USING d WHERE a.delivery_id = d.id)
+         SELECT count(*) FROM d",
     )
     .bind(&tenants)
     .bind(&environments)
     .bind(&ids)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    Ok(events::delete(conn, keys).await?)
+    let events = events::delete(conn, keys).await?;
+    Ok(Erased { events, deliveries: deliveries as u64 })
 }
 
-fn key((tenant, environment, id): (uuid::Uuid, String, String)) -> Result<(Owner, EventId)> {
+/// An event's key as a row gives it.
+pub(crate) fn key((tenant, environment, id): (uuid::Uuid, String, String)) -> Result<(Owner, EventId)> {
     let row = format!("event {id}");
     let environment = environment.parse().map_err(corrupt(&row, "environment"))?;
     let id = EventId::parse(&id).map_err(corrupt(&row, "id"))?;

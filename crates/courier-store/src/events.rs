@@ -307,7 +307,9 @@ fn key_from_row((tenant, environment, id): (uuid::Uuid, String, String)) -> Resu
 }
 
 /// Forgets up to `limit` keys of events received in `[lower, upper)` (from the beginning when `lower` is `None`),
-/// whose day was dropped (`courier_scheduler::history`), so their ids may be used again; returns how many.
+/// whose day was dropped (`courier_scheduler::history`), so their ids may be used again; returns how many. The keys
+/// of events a drop kept ([`drop_partition`]) stay: those events are in the DEFAULT partition, which a dropped day's
+/// range maps to, so only it is looked at (a few rows, by its key).
 pub async fn forget_keys(
     db: impl PgExecutor<'_>,
     lower: Option<DateTime<Utc>>,
@@ -316,8 +318,12 @@ pub async fn forget_keys(
 ) -> Result<u64> {
     let done = sqlx::query(
         "DELETE FROM event_keys WHERE ctid = ANY (ARRAY(
-            SELECT ctid FROM event_keys
-             WHERE received_at < $2 AND received_at >= COALESCE($1, '-infinity'::timestamptz) LIMIT $3))",
+            SELECT ctid FROM event_keys k
+             WHERE received_at < $2 AND received_at >= COALESCE($1, '-infinity'::timestamptz)
+               AND NOT EXISTS (SELECT 1 FROM events_default e
+                                WHERE e.tenant_id = k.tenant_id AND e.environment = k.environment AND e.id = k.id
+                                  AND e.received_at = k.received_at)
+             LIMIT $3))",
     )
     .bind(lower)
     .bind(upper)
@@ -327,10 +333,38 @@ pub async fn forget_keys(
     Ok(done.rows_affected())
 }
 
-/// Drops one day's partition of `events` (`events_<suffix>`); [`forget_keys`] forgets their keys afterwards.
-pub async fn drop_partition(conn: &mut PgConnection, suffix: &PartitionSuffix) -> Result<()> {
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {}", suffix.table("events")))).execute(conn).await?;
-    Ok(())
+/// Drops one day's partition of `events` (`events_<suffix>`) but for the events in `keep`, which a live delivery
+/// still needs: those move to the DEFAULT partition (the day's range maps there once its partition is detached),
+/// with their keys, until they are deleted like any event ([`delete`]). Returns how many moved. [`forget_keys`]
+/// forgets the keys of the rest afterwards.
+pub async fn drop_partition(
+    conn: &mut PgConnection,
+    suffix: &PartitionSuffix,
+    keep: &[(Owner, EventId)],
+) -> Result<u64> {
+    let table = suffix.table("events");
+    let mut kept = 0;
+    if !keep.is_empty() {
+        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER TABLE events DETACH PARTITION {table}")))
+            .execute(&mut *conn)
+            .await?;
+        let tenants: Vec<uuid::Uuid> = keep.iter().map(|(owner, _)| owner.tenant.as_uuid()).collect();
+        let environments: Vec<&str> = keep.iter().map(|(owner, _)| owner.environment.as_str()).collect();
+        let ids: Vec<&str> = keep.iter().map(|(_, id)| id.as_str()).collect();
+        let moved = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO events
+             SELECT e.* FROM {table} e JOIN unnest($1::uuid[], $2::text[], $3::text[]) AS k(tenant_id, environment, id)
+                 ON e.tenant_id = k.tenant_id AND e.environment = k.environment AND e.id = k.id"
+        )))
+        .bind(&tenants)
+        .bind(&environments)
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+        kept = moved.rows_affected();
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}"))).execute(conn).await?;
+    Ok(kept)
 }
 
 /// The day part of a history partition's name: `YYYYMMDD` or `legacy` (the tables as they were before

@@ -204,6 +204,14 @@ pub struct ReplayJob {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// What asking for a bulk replay did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Started {
+    Queued(ReplayJob),
+    /// The tenant already has this many jobs open, its limit: none was queued.
+    AtLimit(u32),
+}
+
 /// A job's filter as stored.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct StoredFilter {
@@ -265,14 +273,33 @@ fn job_from_row(row: JobRow) -> Result<ReplayJob> {
 
 const JOB_COLUMNS: &str = "id, status, replayed, created_at, updated_at, finished_at";
 
-/// Queues a bulk replay of `filter` for `owner`; [`advance`] does the work.
+/// Queues a bulk replay of `filter` for `owner` ([`advance`] does the work), unless the tenant already has `limit`
+/// open jobs (both environments counted). Each open job is a turn the replay loop gives the tenant, so the limit is
+/// what one tenant can claim of the loop however many it starts. The tenant's row is locked for the count, so
+/// concurrent requests cannot pass the limit together.
 pub async fn start_bulk(
     pool: &PgPool,
     owner: Owner,
     filter: &DeliveryFilter,
     trace: Option<TraceParent>,
-) -> Result<ReplayJob> {
+    limit: u32,
+) -> Result<Started> {
     let stored = serde_json::to_value(StoredFilter::from_filter(filter)).map_err(corrupt("a new replay", "filter"))?;
+    let mut tx = pool.begin().await?;
+    // Its own statement, so the count below sees what the previous holder committed. `NO KEY UPDATE` serialises
+    // starts without waiting on (or holding up) the foreign-key checks of the tenant's ingest.
+    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(owner.tenant.as_uuid())
+        .execute(&mut *tx)
+        .await?;
+    let open: i64 = sqlx::query_scalar("SELECT count(*) FROM replays WHERE tenant_id = $1 AND status <> $2")
+        .bind(owner.tenant.as_uuid())
+        .bind(ReplayStatus::Finished.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+    if open >= i64::from(limit) {
+        return Ok(Started::AtLimit(limit));
+    }
     let row: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO replays (id, tenant_id, environment, filter, created_before, trace_parent)
          VALUES ($1, $2, $3, $4, now(), $5) RETURNING {JOB_COLUMNS}"
@@ -282,9 +309,10 @@ pub async fn start_bulk(
     .bind(owner.environment.as_str())
     .bind(stored)
     .bind(trace.map(|t| t.to_string()))
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
-    job_from_row(row)
+    tx.commit().await?;
+    Ok(Started::Queued(job_from_row(row)?))
 }
 
 /// One of `owner`'s replay jobs.

@@ -118,8 +118,12 @@ pub async fn start(
 ) -> Result<Response, PortalError> {
     let owner = viewer.require(Scope::DeliveriesReplay)?;
     let filter = params.filter()?.ok_or_else(|| PortalError::BadInput("since: choose a time".into()))?;
-    let job = replay::start_bulk(&state.pool, owner, &filter, None).await?;
-    Ok(Redirect::to(&format!("/portal/replays/{}", job.id)).into_response())
+    match replay::start_bulk(&state.pool, owner, &filter, None, state.config.max_running_replays).await? {
+        replay::Started::Queued(job) => Ok(Redirect::to(&format!("/portal/replays/{}", job.id)).into_response()),
+        replay::Started::AtLimit(limit) => Err(PortalError::BadInput(format!(
+            "{limit} replays are already queued or running, the most at once; start this one when one has ended"
+        ))),
+    }
 }
 
 /// A replay job's progress; the page reloads itself every two seconds until it has finished.

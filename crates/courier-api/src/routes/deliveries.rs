@@ -319,7 +319,8 @@ impl From<replay::ReplayJob> for ReplayOutput {
 ///
 /// Queues a background job (202, with its progress at `GET /api/v1/replays/{id}`) that replays every matching
 /// delivery whose webhook is enabled (failed ones unless `status` says otherwise), created before the request, that
-/// is neither a replay still queued nor replayed before. `dry_run` answers 200 with the count instead.
+/// is neither a replay still queued nor replayed before. `dry_run` answers 200 with the count instead. A tenant may
+/// have `COURIER_MAX_RUNNING_REPLAYS` jobs queued or running at once; past that, 422.
 #[utoipa::path(post, path = "/api/v1/deliveries/replay", tag = "deliveries", request_body = BulkReplayInput,
     security(("api_key" = ["deliveries:replay"])),
     responses((status = 200, body = BulkReplayOutput), (status = 202, body = ReplayOutput),
@@ -352,7 +353,11 @@ pub async fn replay_bulk(
         let queued = replay::count_bulk(&state.pool, Visibility::Owner(owner), &filter).await?;
         return Ok(Json(BulkReplayOutput { queued, dry_run: true }).into_response());
     }
-    let job = replay::start_bulk(&state.pool, owner, &filter, crate::trace::current()).await?;
+    let limit = state.config.max_running_replays;
+    let job = match replay::start_bulk(&state.pool, owner, &filter, crate::trace::current(), limit).await? {
+        replay::Started::Queued(job) => job,
+        replay::Started::AtLimit(limit) => return Err(ApiError::replays_at_limit(limit)),
+    };
     let location = format!("/api/v1/replays/{}", job.id);
     Ok((StatusCode::ACCEPTED, [(axum::http::header::LOCATION, location)], Json(ReplayOutput::from(job)))
         .into_response())

@@ -116,15 +116,23 @@ impl Application {
     }
 }
 
-/// Advances bulk replay jobs one chunk at a time, jobs taking turns, until shutdown. A pause between chunks keeps
-/// a big replay from flooding the queue faster than a worker share drains it.
+/// Advances bulk replay jobs one bounded chunk at a time, tenants taking turns, until shutdown. A pause between chunks
+/// keeps a big replay from flooding the queue faster than a worker share drains it, and a long walk over a sparse
+/// filter to about a third of one database core.
 async fn replay_loop(pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
+    use courier_scheduler::replay::{Advanced, advance};
     loop {
-        let pause = match courier_scheduler::replay::advance(&pool).await {
-            Ok(true) => Duration::from_millis(50),
-            Ok(false) => Duration::from_secs(1),
+        let pause = match advance(&pool).await {
+            Ok(Advanced::Moved { .. }) => Duration::from_millis(50),
+            Ok(Advanced::Idle) => Duration::from_secs(1),
+            Ok(Advanced::Failed { job, error, gave_up }) => {
+                let error = anyhow::Error::from(error);
+                tracing::warn!(replay.id = %job, gave_up, error = format!("{error:#}"), "a bulk replay chunk failed");
+                Duration::from_millis(50)
+            }
             Err(err) => {
-                tracing::warn!(error = %err, "advancing a bulk replay failed; will retry");
+                let err = anyhow::Error::from(err);
+                tracing::warn!(error = format!("{err:#}"), "advancing bulk replays failed; will retry");
                 Duration::from_secs(1)
             }
         };

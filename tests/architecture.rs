@@ -39,7 +39,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("delivery_attempts", "crates/courier-scheduler/src/finish.rs"),
     // Attempts go when their events do (no foreign key cascades across partitions).
     ("delivery_attempts", "crates/courier-scheduler/src/retention.rs"),
-    ("replays", "crates/courier-scheduler/src/replay.rs"),
+    ("replays", "crates/courier-scheduler/src/replay/"),
     ("webhook_rate_windows", "crates/courier-scheduler/src/rate.rs"),
     ("webhook_rate_backlog", "crates/courier-scheduler/src/rate.rs"),
     ("delivery_hourly", "crates/courier-scheduler/src/hourly.rs"),

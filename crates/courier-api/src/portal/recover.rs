@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use courier_core::{ReplayId, Scope, WebhookId};
 use courier_scheduler::DeliveryStatus;
 use courier_scheduler::logs::{DeliveryFilter, Visibility};
-use courier_scheduler::replay::{self, ReplayStatus};
+use courier_scheduler::replay;
 use courier_store::webhooks;
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -126,7 +126,7 @@ pub async fn start(
     }
 }
 
-/// A replay job's progress; the page reloads itself every two seconds until it has finished.
+/// A replay job's progress; the page reloads itself every two seconds until it has finished or failed.
 pub async fn progress(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -142,13 +142,15 @@ pub async fn progress(
         dl.facts {
             dt { "Status" } dd role="status" { span class=(format!("badge {}", job.status.as_str())) { (job.status.as_str()) } }
             dt { "Replayed so far" } dd { (job.replayed) }
+            dt { "Deliveries examined" } dd { (job.scanned) }
+            @if let Some(error) = &job.error { dt { "Error" } dd { (error) } }
             dt { "Started" } dd { (time(job.created_at)) }
-            @if let Some(done) = job.finished_at { dt { "Finished" } dd { (time(done)) } }
+            @if let Some(done) = job.finished_at { dt { "Ended" } dd { (time(done)) } }
         }
         p { a href="/portal/deliveries" { "Open the delivery log" } }
     };
     let section = Some((&viewer, Section::Recover));
-    let page = if job.status == ReplayStatus::Finished {
+    let page = if job.status.ended() {
         layout("Replay", section, main)
     } else {
         refreshing("Replay", section, 2, &here, main)

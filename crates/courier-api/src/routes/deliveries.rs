@@ -293,12 +293,17 @@ pub struct BulkReplayOutput {
 pub struct ReplayOutput {
     #[schema(example = "rpl_01JD3Z6V8Q2N7K4M5P6R7S8T9V")]
     pub id: String,
-    /// `queued`, `running` or `finished`.
+    /// `queued`, `running`, `finished` or `failed` (its chunks kept failing; `error` says why).
     pub status: String,
     /// Deliveries queued so far.
     pub replayed: u64,
+    /// Deliveries examined so far, matching or not.
+    pub scanned: u64,
+    /// Why the last chunk failed while the job retries it, and why a `failed` job failed; `null` otherwise.
+    pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When it finished or failed.
     pub finished_at: Option<DateTime<Utc>>,
 }
 
@@ -308,6 +313,8 @@ impl From<replay::ReplayJob> for ReplayOutput {
             id: j.id.to_string(),
             status: j.status.as_str().to_owned(),
             replayed: j.replayed,
+            scanned: j.scanned,
+            error: j.error,
             created_at: j.created_at,
             updated_at: j.updated_at,
             finished_at: j.finished_at,

@@ -1,16 +1,19 @@
-//! Bulk replay jobs under load: each chunk scans a bounded window, tenants take turns, a tenant runs a bounded
-//! number of jobs, and a job that keeps failing says so.
+//! Bulk replay jobs under load: a job over a large, sparse history never holds back another tenant's, each chunk
+//! scans a bounded window, a tenant runs a bounded number of jobs, and a job that keeps failing says so.
+
+use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use courier_core::Environment;
+use courier_core::{Environment, Scope, Scopes};
 use courier_scheduler::DeliveryStatus;
 use courier_scheduler::logs::DeliveryFilter;
 use courier_scheduler::replay::{self, Advanced, Started, WINDOW};
-use courier_store::{Owner, tenants};
+use courier_store::{Owner, api_keys, tenants};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::api::{Api, api_config};
+use crate::app::{TestApp, spawn_app_with};
 use crate::fixture::Fixture;
 
 /// Adds `rows` finished deliveries to `owner`'s history, copies of its one delivery (same event, webhook and
@@ -36,6 +39,85 @@ async fn history(pool: &PgPool, owner: Owner, rows: i64) {
     .await
     .expect("history");
     sqlx::query("ANALYZE deliveries").execute(pool).await.expect("analyze");
+}
+
+/// A key of `owner` that may replay.
+async fn replay_key(pool: &PgPool, owner: Owner) -> String {
+    let scopes = Scopes::new([Scope::DeliveriesRead, Scope::DeliveriesReplay]);
+    api_keys::create(pool, owner.tenant, owner.environment, &scopes).await.expect("key").plaintext
+}
+
+/// One request to the running app; a 503 (a statement past the API's deliberately tiny timeout) is asked again.
+async fn call(app: &TestApp, key: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    for _ in 0..20 {
+        let mut request = app.http().request(method.clone(), format!("{}{path}", app.base)).bearer_auth(key);
+        if let Some(body) = &body {
+            request = request.header("content-type", "application/json").body(body.to_string());
+        }
+        let response = request.send().await.expect("response");
+        let status = response.status().as_u16();
+        let value: Value = serde_json::from_slice(&response.bytes().await.expect("body")).unwrap_or(Value::Null);
+        if status != 503 {
+            return (status, value);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{method} {path} kept answering 503");
+}
+
+/// Starts a failed-only bulk replay for `key`'s tenant; returns its path.
+async fn start(app: &TestApp, key: &str) -> String {
+    let (status, job) =
+        call(app, key, reqwest::Method::POST, "/api/v1/deliveries/replay", Some(json!({"status": "failed"}))).await;
+    assert_eq!(status, 202, "{job}");
+    format!("/api/v1/replays/{}", job["id"].as_str().expect("id"))
+}
+
+/// Polls a job until it has ended (finished or failed), at most `within`; returns it.
+async fn ended(app: &TestApp, key: &str, job: &str, within: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (status, body) = call(app, key, reqwest::Method::GET, job, None).await;
+        assert_eq!(status, 200, "{body}");
+        if matches!(body["status"].as_str(), Some("finished" | "failed")) {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{job} has not ended: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// The case, scaled to a test: with a history large enough that one unbounded chunk outlasts the API's
+// statement timeout (here 20 ms), the old loop retried that chunk forever and no other job moved.
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_replay_matching_nothing_in_a_large_history_ends_while_another_tenants_small_one_completes(pool: PgPool) {
+    let f = Fixture::new(pool.clone()).await;
+    f.webhook("http://127.0.0.1:9/big", 5).await;
+    f.ingest().await;
+    history(&pool, f.owner, 200_000).await;
+    let small =
+        Owner { tenant: tenants::create(&pool, "Small").await.expect("tenant").id, environment: Environment::Live };
+    f.webhook_for(small, "http://127.0.0.1:9/small", &["*"], Default::default(), 5).await;
+    for _ in 0..3 {
+        f.ingest_for(small, courier_core::EventType::CallCompleted).await;
+    }
+    sqlx::query(
+        "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, attempt_count = 1 WHERE tenant_id = $1",
+    )
+    .bind(small.tenant.as_uuid())
+    .execute(&pool)
+    .await
+    .expect("the small tenant's deliveries failed");
+    let (big_key, small_key) = (replay_key(&pool, f.owner).await, replay_key(&pool, small).await);
+
+    let app = spawn_app_with(pool.clone(), &[("COURIER_API_STATEMENT_TIMEOUT", "20ms")]).await;
+    let big_job = start(&app, &big_key).await;
+    let small_job = start(&app, &small_key).await;
+    let done = ended(&app, &small_key, &small_job, Duration::from_secs(10)).await;
+    assert_eq!((done["status"].as_str(), done["replayed"].as_u64()), (Some("finished"), Some(3)), "{done}");
+    let done = ended(&app, &big_key, &big_job, Duration::from_secs(20)).await;
+    assert_eq!((done["status"].as_str(), done["replayed"].as_u64()), (Some("finished"), Some(0)), "{done}");
+    app.shutdown().await;
 }
 
 /// Advances jobs until none is open; returns what each call did.

@@ -1,4 +1,8 @@
-//! The running service: the HTTP API and, in `serve`, the delivery worker, sharing one pool and one shutdown.
+//! The running service: the HTTP API and, in `serve`, the delivery worker, sharing one database and one shutdown.
+//!
+//! Two pools on the same server: the API's, whose sessions carry `COURIER_API_STATEMENT_TIMEOUT`, and the process's
+//! own (the worker's), without it, for the background loops: a replay chunk or a retention pass is bounded by its
+//! own design, not by a timeout meant for one tenant's request.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,6 +30,8 @@ pub struct Application {
     /// `/metrics`, apart from the public API (`COURIER_METRICS_LISTEN`), when configured.
     metrics: Option<TcpListener>,
     state: AppState,
+    /// The process's own pool (no statement timeout): the worker's, and the background loops'.
+    pool: PgPool,
     worker: Option<Worker>,
     retention_days: u32,
 }
@@ -55,8 +61,9 @@ impl Application {
             ),
             Role::Api => None,
         };
-        let state = AppState::with_local_worker(pool, key, settings.api_config(), worker.as_ref().map(|_| local));
-        Ok(Self { listener, metrics, state, worker, retention_days: settings.retention.days })
+        let state =
+            AppState::with_local_worker(pool.clone(), key, settings.api_config(), worker.as_ref().map(|_| local));
+        Ok(Self { listener, metrics, state, pool, worker, retention_days: settings.retention.days })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -72,10 +79,19 @@ impl Application {
     /// Serves until `shutdown`: then stops accepting, drains requests, stops the worker (which finishes or releases
     /// its in-flight deliveries) and flushes key usage.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { listener, metrics, state, worker, retention_days } = self;
-        let retention = tokio::spawn(retention_loop(state.pool.clone(), retention_days, shutdown.clone()));
+        let Application { listener, metrics, state, pool, worker, retention_days } = self;
+        // Under supervision, like the worker below, and on the process's own pool (see the module's comment).
+        let retention = {
+            let (pool, stop) = (pool.clone(), shutdown.clone());
+            tokio::spawn(courier_api::supervise::supervise(
+                "retention",
+                state.components.clone(),
+                stop.clone(),
+                move || retention_loop(pool.clone(), retention_days, stop.clone()),
+            ))
+        };
         let replays = {
-            let (pool, stop) = (state.pool.clone(), shutdown.clone());
+            let stop = shutdown.clone();
             tokio::spawn(courier_api::supervise::supervise(
                 "replays",
                 state.components.clone(),
@@ -116,15 +132,28 @@ impl Application {
     }
 }
 
-/// Advances bulk replay jobs one chunk at a time, jobs taking turns, until shutdown. A pause between chunks keeps
-/// a big replay from flooding the queue faster than a worker share drains it.
+/// Advances bulk replay jobs one bounded chunk at a time, tenants taking turns, until shutdown. A pause between chunks
+/// keeps a big replay from flooding the queue faster than a worker share drains it, and a long walk over a sparse
+/// filter to about a third of one database core.
+///
+/// It runs in every `serve` and `api` process, and not in `courier worker`: jobs are rows that every loop shares
+/// (one job's chunk at a time, under its row lock), so the processes that accept replays already advance them all,
+/// and one loop per worker process as well would make replays fill the queue faster with each worker added, while
+/// workers are added for delivery.
 async fn replay_loop(pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
+    use courier_scheduler::replay::{Advanced, advance};
     loop {
-        let pause = match courier_scheduler::replay::advance(&pool).await {
-            Ok(true) => Duration::from_millis(50),
-            Ok(false) => Duration::from_secs(1),
+        let pause = match advance(&pool).await {
+            Ok(Advanced::Moved { .. }) => Duration::from_millis(50),
+            Ok(Advanced::Idle) => Duration::from_secs(1),
+            Ok(Advanced::Failed { job, error, gave_up }) => {
+                let error = anyhow::Error::from(error);
+                tracing::warn!(replay.id = %job, gave_up, error = format!("{error:#}"), "a bulk replay chunk failed");
+                Duration::from_millis(50)
+            }
             Err(err) => {
-                tracing::warn!(error = %err, "advancing a bulk replay failed; will retry");
+                let err = anyhow::Error::from(err);
+                tracing::warn!(error = format!("{err:#}"), "advancing bulk replays failed; will retry");
                 Duration::from_secs(1)
             }
         };
@@ -138,7 +167,7 @@ async fn replay_loop(pool: PgPool, shutdown: CancellationToken) -> anyhow::Resul
 /// Every minute: ends deliveries older than the retention, creates the coming week's history partitions, drops the
 /// days past retention, deletes the expired events that are not dropped by day (one bounded batch at a time with a
 /// pause between batches, so it never holds locks delivery needs for long), and prunes old hourly counts.
-async fn retention_loop(pool: PgPool, days: u32, shutdown: CancellationToken) {
+async fn retention_loop(pool: PgPool, days: u32, shutdown: CancellationToken) -> anyhow::Result<()> {
     let clock = courier_scheduler::Clock::database();
     loop {
         expire_deliveries(&pool, &clock, days).await;
@@ -160,7 +189,7 @@ async fn retention_loop(pool: PgPool, days: u32, shutdown: CancellationToken) {
                 }
             }
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return Ok(()),
                 () = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
@@ -168,7 +197,7 @@ async fn retention_loop(pool: PgPool, days: u32, shutdown: CancellationToken) {
             tracing::warn!(error = %err, "pruning the hourly delivery counts failed; will retry");
         }
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
     }

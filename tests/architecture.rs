@@ -41,7 +41,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("delivery_attempts", "crates/courier-scheduler/src/retention.rs"),
     // A day's drop keeps the attempts of its deliveries still live, moved to the DEFAULT partition.
     ("delivery_attempts", "crates/courier-scheduler/src/history.rs"),
-    ("replays", "crates/courier-scheduler/src/replay.rs"),
+    ("replays", "crates/courier-scheduler/src/replay/"),
     ("webhook_rate_windows", "crates/courier-scheduler/src/rate.rs"),
     ("webhook_rate_backlog", "crates/courier-scheduler/src/rate.rs"),
     ("delivery_hourly", "crates/courier-scheduler/src/hourly.rs"),

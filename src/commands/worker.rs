@@ -1,4 +1,7 @@
 //! `courier worker`: the delivery loop alone (scale out by running more of these on the same database).
+//!
+//! Not the bulk-replay or retention loops: every `serve` and `api` process runs those (`app.rs` says why), and
+//! a worker added for delivery throughput should not also add replay throughput.
 
 use anyhow::Context;
 use courier_worker::Worker;

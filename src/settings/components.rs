@@ -14,6 +14,7 @@ impl Settings {
         ApiConfig {
             rate_limit: api.rate_limit.map(|(per_second, burst)| RateLimit { per_second, burst }),
             statement_timeout: api.statement_timeout,
+            max_running_replays: api.max_running_replays,
             trusted_proxies: api.trusted_proxies.clone(),
             portal: PortalConfig {
                 public_url: api.public_url.as_str().trim_end_matches('/').to_owned(),

@@ -22,6 +22,7 @@ pub(super) const SETTINGS: &[(&str, Option<&str>)] = &[
     ("rate_limit", Some("1000")),
     ("rate_limit_burst", Some("2000")),
     ("max_webhooks", Some("100")),
+    ("max_running_replays", Some("3")),
     ("api_statement_timeout", Some("5s")),
     ("public_url", Some("")),
     ("portal_frame_ancestors", Some("'none'")),

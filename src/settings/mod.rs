@@ -64,6 +64,8 @@ pub struct ApiSettings {
     pub trusted_proxies: Vec<IpNet>,
     /// `COURIER_MAX_WEBHOOKS`: webhooks one tenant may have.
     pub max_webhooks: u32,
+    /// `COURIER_MAX_RUNNING_REPLAYS`: bulk replays one tenant may have queued or running at once.
+    pub max_running_replays: u32,
     /// `COURIER_API_STATEMENT_TIMEOUT`: the longest one API statement may run (then 503).
     pub statement_timeout: Duration,
     /// `COURIER_PUBLIC_URL`: the base of the links Courier hands out (portal magic links); empty means

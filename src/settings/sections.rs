@@ -51,6 +51,7 @@ impl ApiSettings {
             rate_limit: (rate > 0.0).then_some((rate, burst.max(1.0))),
             trusted_proxies: l.parse("trusted_proxies", cidrs)?,
             max_webhooks: l.parse("max_webhooks", positive)?,
+            max_running_replays: l.parse("max_running_replays", positive)?,
             statement_timeout: l.parse("api_statement_timeout", at_least(Duration::from_millis(10)))?,
         })
     }

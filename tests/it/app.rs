@@ -19,14 +19,18 @@ pub struct TestApp {
 
 /// Starts Courier (API and workers) with loopback targets allowed and retries in `retry_initial`.
 pub async fn spawn_app(pool: PgPool, retry_initial: &str) -> TestApp {
+    spawn_app_with(pool, &[("COURIER_RETRY_INITIAL", retry_initial)]).await
+}
+
+/// [`spawn_app`] with these environment variables besides.
+pub async fn spawn_app_with(pool: PgPool, env: &[(&str, &str)]) -> TestApp {
     let master = MasterKey::generate_base64();
     let settings = Settings::from_sources(None, |name| {
         match name {
             "COURIER_LISTEN" | "COURIER_METRICS_LISTEN" => Some("127.0.0.1:0"),
             "COURIER_SECRET_KEY" => Some(master.as_str()),
             "COURIER_ALLOWED_TARGETS" => Some("127.0.0.0/8"),
-            "COURIER_RETRY_INITIAL" => Some(retry_initial),
-            _ => None,
+            _ => env.iter().find(|(n, _)| *n == name).map(|(_, v)| *v),
         }
         .map(str::to_owned)
     })

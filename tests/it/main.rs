@@ -20,6 +20,7 @@ pub(crate) mod pipeline;
 mod rate_limit;
 mod receiver;
 mod recorder;
+mod replays;
 mod retention;
 mod support;
 mod wake;

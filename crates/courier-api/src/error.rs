@@ -111,6 +111,18 @@ impl ApiError {
         Self::validation(vec![ErrorDetail { field: field.into(), message: message.into() }])
     }
 
+    /// 422: the tenant already runs as many bulk replays as it may (`COURIER_MAX_RUNNING_REPLAYS`).
+    pub fn replays_at_limit(limit: u32) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            format!(
+                "this tenant already has {limit} bulk replays queued or running, its limit \
+                 (COURIER_MAX_RUNNING_REPLAYS); wait for one to end"
+            ),
+        )
+    }
+
     /// 429 of the per-key limit: this key sent more than its rate.
     pub(crate) fn rate_limited(retry_after: crate::limits::RetryAfter) -> Self {
         Self::too_many("too many requests for this API key", retry_after.0)

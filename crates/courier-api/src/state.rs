@@ -18,6 +18,8 @@ pub struct ApiConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// The longest any one API statement may run before PostgreSQL cancels it (answered 503).
     pub statement_timeout: Duration,
+    /// Bulk replays one tenant may have queued or running at once (`COURIER_MAX_RUNNING_REPLAYS`).
+    pub max_running_replays: u32,
     pub webhooks: WebhookRules,
     pub portal: PortalConfig,
 }

@@ -1,4 +1,5 @@
-//! Long-running loops that must not die quietly: the ingest dispatcher and, under `serve`, the delivery worker.
+//! Long-running loops that must not die quietly: the ingest dispatcher, the binary's replay and retention loops and,
+//! under `serve`, the delivery worker.
 //!
 //! A loop that fails or panics is restarted with backoff; the restart is logged, counted in
 //! `courier_component_restarts_total{component}`, and `/readyz` answers 503 naming the component until it runs

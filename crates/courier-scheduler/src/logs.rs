@@ -148,15 +148,9 @@ pub(crate) fn push_conditions(q: &mut QueryBuilder<Postgres>, visibility: Visibi
         }
         Visibility::Operator { tenant: None } => {}
     }
-    if let Some(status) = filter.status {
-        q.push(" AND d.status = ").push_bind(status.as_str());
-    }
+    push_row_filters(q, filter);
     if let Some(webhook) = &filter.webhook_id {
         q.push(" AND d.webhook_id = ").push_bind(webhook.as_str().to_owned());
-    }
-    if !filter.event_types.is_empty() {
-        let types: Vec<&'static str> = filter.event_types.iter().map(|t| t.as_str()).collect();
-        q.push(" AND d.event_type = ANY (").push_bind(types).push(")");
     }
     if let Some(call_id) = &filter.call_id {
         q.push(" AND d.call_id = ").push_bind(call_id.clone());
@@ -168,6 +162,18 @@ pub(crate) fn push_conditions(q: &mut QueryBuilder<Postgres>, visibility: Visibi
         q.push(" AND d.created_at < ").push_bind(until);
     }
     push_id_range(q, filter);
+}
+
+/// Appends the filters no index serves (status, event types), for a query that reads a bounded window of rows `d`
+/// by an index and checks these within it.
+pub(crate) fn push_row_filters(q: &mut QueryBuilder<Postgres>, filter: &DeliveryFilter) {
+    if let Some(status) = filter.status {
+        q.push(" AND d.status = ").push_bind(status.as_str());
+    }
+    if !filter.event_types.is_empty() {
+        let types: Vec<&'static str> = filter.event_types.iter().map(|t| t.as_str()).collect();
+        q.push(" AND d.event_type = ANY (").push_bind(types).push(")");
+    }
 }
 
 /// How far an id's time may run ahead of its row's `created_at` (the id is made during the transaction that
@@ -224,13 +230,7 @@ pub async fn page(
         q.push(" AND d.id < ").push_bind(before.as_str().to_owned());
     }
     q.push(" ORDER BY d.id DESC LIMIT ").push_bind(SCAN_WINDOW).push(") d WHERE true");
-    if let Some(status) = filter.status {
-        q.push(" AND d.status = ").push_bind(status.as_str());
-    }
-    if !filter.event_types.is_empty() {
-        let types: Vec<&'static str> = filter.event_types.iter().map(|t| t.as_str()).collect();
-        q.push(" AND d.event_type = ANY (").push_bind(types).push(")");
-    }
+    push_row_filters(&mut q, filter);
     q.push(" ORDER BY d.id DESC LIMIT ").push_bind(i64::from(limit));
     let rows: Vec<Row> = q.build_query_as().fetch_all(db).await?;
     let rows: Vec<Delivery> = rows.into_iter().map(from_row).collect::<Result<_>>()?;

@@ -53,7 +53,7 @@ async fn delivery_logs_filter_and_replay(pool: PgPool) {
         (StatusCode::ACCEPTED, Some("queued"), Some(0))
     );
     let job = job["id"].as_str().expect("job id").to_owned();
-    while courier_scheduler::replay::advance(&api.pool).await.expect("advance") {}
+    while !courier_scheduler::replay::advance(&api.pool).await.expect("advance").is_idle() {}
     let (status, done) = api.call(Method::GET, &format!("/api/v1/replays/{job}"), None).await;
     assert_eq!(
         (status, done["status"].as_str(), done["replayed"].as_u64()),
@@ -98,7 +98,7 @@ async fn another_tenant_sees_nothing_and_gets_404_everywhere(pool: PgPool) {
     }
     let (_, job) =
         api.call_as(&other, Method::POST, "/api/v1/deliveries/replay", Some(json!({"status": "pending"}))).await;
-    while courier_scheduler::replay::advance(&api.pool).await.expect("advance") {}
+    while !courier_scheduler::replay::advance(&api.pool).await.expect("advance").is_idle() {}
     let job = job["id"].as_str().expect("job id").to_owned();
     let (_, done) = api.call_as(&other, Method::GET, &format!("/api/v1/replays/{job}"), None).await;
     assert_eq!((done["status"].as_str(), done["replayed"].as_u64()), (Some("finished"), Some(0)));
@@ -180,7 +180,7 @@ async fn bulk_replay_never_replays_a_queued_replay_or_a_delivery_replayed_before
             let (code, job) =
                 api.call(Method::POST, "/api/v1/deliveries/replay", Some(json!({"status": status}))).await;
             assert_eq!(code, StatusCode::ACCEPTED, "{job}");
-            while courier_scheduler::replay::advance(&api.pool).await.expect("advance") {}
+            while !courier_scheduler::replay::advance(&api.pool).await.expect("advance").is_idle() {}
             let (_, done) =
                 api.call(Method::GET, &format!("/api/v1/replays/{}", job["id"].as_str().expect("id")), None).await;
             done["replayed"].as_u64().expect("replayed")

@@ -32,6 +32,7 @@ pub fn api_config() -> ApiConfig {
         rate_limit: None,
         trusted_proxies: Vec::new(),
         statement_timeout: Duration::from_secs(5),
+        max_running_replays: 3,
         webhooks: WebhookRules {
             allow_http: false,
             allowed_targets: vec!["127.0.0.0/8".parse().expect("cidr")],

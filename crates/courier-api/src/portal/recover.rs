@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use courier_core::{ReplayId, Scope, WebhookId};
 use courier_scheduler::DeliveryStatus;
 use courier_scheduler::logs::{DeliveryFilter, Visibility};
-use courier_scheduler::replay::{self, ReplayStatus};
+use courier_scheduler::replay;
 use courier_store::webhooks;
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -121,11 +121,15 @@ pub async fn start(
 ) -> Result<Response, PortalError> {
     let owner = viewer.require(Scope::DeliveriesReplay)?;
     let filter = params.filter()?.ok_or_else(|| PortalError::BadInput("since: choose a time".into()))?;
-    let job = replay::start_bulk(&state.pool, owner, &filter, None).await?;
-    Ok(Redirect::to(&format!("/portal/replays/{}", job.id)).into_response())
+    match replay::start_bulk(&state.pool, owner, &filter, None, state.config.max_running_replays).await? {
+        replay::Started::Queued(job) => Ok(Redirect::to(&format!("/portal/replays/{}", job.id)).into_response()),
+        replay::Started::AtLimit(limit) => Err(PortalError::BadInput(format!(
+            "{limit} replays are already queued or running, the most at once; start this one when one has ended"
+        ))),
+    }
 }
 
-/// A replay job's progress; the page reloads itself every two seconds until it has finished.
+/// A replay job's progress; the page reloads itself every two seconds until it has finished or failed.
 pub async fn progress(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -141,13 +145,15 @@ pub async fn progress(
         dl.facts {
             dt { "Status" } dd role="status" { span class=(format!("badge {}", job.status.as_str())) { (job.status.as_str()) } }
             dt { "Replayed so far" } dd { (job.replayed) }
+            dt { "Deliveries examined" } dd { (job.scanned) }
+            @if let Some(error) = &job.error { dt { "Error" } dd { (error) } }
             dt { "Started" } dd { (time(job.created_at)) }
-            @if let Some(done) = job.finished_at { dt { "Finished" } dd { (time(done)) } }
+            @if let Some(done) = job.finished_at { dt { "Ended" } dd { (time(done)) } }
         }
         p { a href="/portal/deliveries" { "Open the delivery log" } }
     };
     let section = Some((&viewer, Section::Recover));
-    let page = if job.status == ReplayStatus::Finished {
+    let page = if job.status.ended() {
         layout("Replay", section, main)
     } else {
         refreshing("Replay", section, 2, &here, main)

@@ -294,12 +294,17 @@ pub struct BulkReplayOutput {
 pub struct ReplayOutput {
     #[schema(example = "rpl_01JD3Z6V8Q2N7K4M5P6R7S8T9V")]
     pub id: String,
-    /// `queued`, `running` or `finished`.
+    /// `queued`, `running`, `finished` or `failed` (its chunks kept failing; `error` says why).
     pub status: String,
     /// Deliveries queued so far.
     pub replayed: u64,
+    /// Deliveries examined so far, matching or not.
+    pub scanned: u64,
+    /// Why the last chunk failed while the job retries it, and why a `failed` job failed; `null` otherwise.
+    pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When it finished or failed.
     pub finished_at: Option<DateTime<Utc>>,
 }
 
@@ -309,6 +314,8 @@ impl From<replay::ReplayJob> for ReplayOutput {
             id: j.id.to_string(),
             status: j.status.as_str().to_owned(),
             replayed: j.replayed,
+            scanned: j.scanned,
+            error: j.error,
             created_at: j.created_at,
             updated_at: j.updated_at,
             finished_at: j.finished_at,
@@ -320,7 +327,8 @@ impl From<replay::ReplayJob> for ReplayOutput {
 ///
 /// Queues a background job (202, with its progress at `GET /api/v1/replays/{id}`) that replays every matching
 /// delivery whose webhook is enabled (failed ones unless `status` says otherwise), created before the request, that
-/// is neither a replay still queued nor replayed before. `dry_run` answers 200 with the count instead.
+/// is neither a replay still queued nor replayed before. `dry_run` answers 200 with the count instead. A tenant may
+/// have `COURIER_MAX_RUNNING_REPLAYS` jobs queued or running at once; past that, 422.
 #[utoipa::path(post, path = "/api/v1/deliveries/replay", tag = "deliveries", request_body = BulkReplayInput,
     security(("api_key" = ["deliveries:replay"])),
     responses((status = 200, body = BulkReplayOutput), (status = 202, body = ReplayOutput),
@@ -354,7 +362,11 @@ pub async fn replay_bulk(
         let queued = replay::count_bulk(&state.pool, Visibility::Owner(owner), &filter).await?;
         return Ok(Json(BulkReplayOutput { queued, dry_run: true }).into_response());
     }
-    let job = replay::start_bulk(&state.pool, owner, &filter, crate::trace::current()).await?;
+    let limit = state.config.max_running_replays;
+    let job = match replay::start_bulk(&state.pool, owner, &filter, crate::trace::current(), limit).await? {
+        replay::Started::Queued(job) => job,
+        replay::Started::AtLimit(limit) => return Err(ApiError::replays_at_limit(limit)),
+    };
     let location = format!("/api/v1/replays/{}", job.id);
     Ok((StatusCode::ACCEPTED, [(axum::http::header::LOCATION, location)], Json(ReplayOutput::from(job)))
         .into_response())

@@ -138,7 +138,8 @@ impl RateLimiter {
 /// holds a few of the API pool's connections, never all of them, and waits its turn with a 429.
 pub(crate) struct ExpensiveReads {
     held: Arc<Mutex<HashMap<TenantId, usize>>>,
-    rate: DefaultKeyedRateLimiter<TenantId>,
+    /// Off with the API's rate limits (`COURIER_RATE_LIMIT=0`); the limit at once always holds.
+    rate: Option<DefaultKeyedRateLimiter<TenantId>>,
     clock: DefaultClock,
 }
 
@@ -166,10 +167,10 @@ impl ExpensiveReads {
     /// …and start per second, with a burst of twice that.
     pub(crate) const RATE: RateLimit = RateLimit { per_second: 20.0, burst: 40.0 };
 
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(limits: Option<RateLimit>) -> Self {
         Self {
             held: Arc::default(),
-            rate: DefaultKeyedRateLimiter::keyed(quota(Self::RATE).0),
+            rate: limits.map(|_| DefaultKeyedRateLimiter::keyed(quota(Self::RATE).0)),
             clock: DefaultClock::default(),
         }
     }
@@ -181,17 +182,21 @@ impl ExpensiveReads {
         if mine >= Self::AT_ONCE {
             return Err(RetryAfter(1));
         }
-        self.rate.check_key(&tenant).map_err(|not_until| {
-            RetryAfter(not_until.wait_time_from(self.clock.now()).as_secs_f64().ceil().max(1.0) as u64)
-        })?;
+        if let Some(rate) = &self.rate {
+            rate.check_key(&tenant).map_err(|not_until| {
+                RetryAfter(not_until.wait_time_from(self.clock.now()).as_secs_f64().ceil().max(1.0) as u64)
+            })?;
+        }
         *held.entry(tenant).or_default() += 1;
         Ok(ReadTurn { held: self.held.clone(), tenant })
     }
 
     /// Forgets tenants whose rate bucket is full again.
     pub(crate) fn housekeeping(&self) {
-        self.rate.retain_recent();
-        self.rate.shrink_to_fit();
+        if let Some(rate) = &self.rate {
+            rate.retain_recent();
+            rate.shrink_to_fit();
+        }
     }
 }
 
@@ -233,7 +238,7 @@ mod tests {
 
     #[test]
     fn expensive_reads_are_limited_per_tenant_at_once() {
-        let reads = ExpensiveReads::new();
+        let reads = ExpensiveReads::new(None);
         let (a, b) = (TenantId::generate(), TenantId::generate());
         let turns: Vec<ReadTurn> = (0..ExpensiveReads::AT_ONCE).filter_map(|_| reads.begin(a).ok()).collect();
         assert_eq!(turns.len(), ExpensiveReads::AT_ONCE);

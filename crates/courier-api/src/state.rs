@@ -196,7 +196,8 @@ impl AppState {
     ) -> Self {
         let priority = api_pool(&pool, config.statement_timeout, PRIORITY_CONNECTIONS);
         let pool = api_pool(&pool, config.statement_timeout, pool.options().get_max_connections());
-        let limiter = Arc::new(crate::limits::RateLimiter::new(config.rate_limit));
+        let rate_limit = config.rate_limit;
+        let limiter = Arc::new(crate::limits::RateLimiter::new(rate_limit));
         let workers = courier_scheduler::wake::Notifier::spawn_with(priority.clone(), local);
         let components = crate::supervise::Components::default();
         let (ingest, dispatcher) = Ingest::new(priority.clone(), workers);
@@ -220,7 +221,7 @@ impl AppState {
             config: Arc::new(config),
             limiter,
             usage: Arc::default(),
-            reads: Arc::new(crate::limits::ExpensiveReads::new()),
+            reads: Arc::new(crate::limits::ExpensiveReads::new(rate_limit)),
             ingest,
             components,
             large_bodies: LargeBodies::new(),

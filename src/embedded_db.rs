@@ -234,14 +234,18 @@ impl EmbeddedDb {
         // A cluster an older version created has its password file readable by everyone: not any more.
         crate::private_file::tighten(&self.password_file())?;
         if !self.is_running() {
-            run(self
-                .command("pg_ctl")
-                .arg("-D")
-                .arg(&self.data)
-                .arg("-l")
-                .arg(self.data.join("server.log"))
-                .args(["-w", "-t", "60", "start"]))
-            .context("starting the development PostgreSQL failed; see its server.log")?;
+            let mut start = self.command("pg_ctl");
+            start.arg("-D").arg(&self.data).arg("-l").arg(self.data.join("server.log"));
+            // Per-statement counts and times for `make bench` (the slowest claim of each scenario), when the
+            // machine's PostgreSQL has the module; a development cluster pays next to nothing for them.
+            // (`bin` may be a directory of links, as /usr/local/bin is on some machines: follow `pg_ctl`'s.)
+            let installed = std::fs::canonicalize(self.bin.join("pg_ctl")).ok();
+            let lib = installed.as_deref().and_then(|p| p.parent()?.parent()).map(|v| v.join("lib"));
+            if lib.is_some_and(|lib| lib.join("pg_stat_statements.so").is_file()) {
+                start.args(["-o", "-c shared_preload_libraries=pg_stat_statements"]);
+            }
+            run(start.args(["-w", "-t", "60", "start"]))
+                .context("starting the development PostgreSQL failed; see its server.log")?;
         }
         let admin = self.url_for("postgres")?;
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await?;

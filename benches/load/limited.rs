@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::measure::measure;
+use crate::measure::{measure, merge};
+use crate::pg_work;
 use crate::receiver::Receiver;
 use crate::send::{Starts, send_at_rate, send_batches, wait_for};
 use crate::setup::setup;
@@ -64,10 +65,13 @@ pub async fn limited(cluster: &str, a: &Args) -> Value {
     send_batches(&s.courier.base, &s.emitter, a.limited_backlog, 100, a.batch_concurrency, Arc::default()).await;
     settle(&s.url, Duration::from_secs(a.stall_secs)).await;
     let before = rows_written(&s.url).await;
+    let work = pg_work::snapshot(&s.url).await;
     let starts: Starts = Arc::default();
     let (sent, ingest) = send_at_rate(&s.courier.base, &b, a.rate, a.seconds, starts.clone()).await;
     wait_for(&[&healthy], sent, Duration::from_secs(a.stall_secs)).await;
     let contended = measure(&[&healthy], &*starts.lock().await, sent, ingest);
+    // Per B delivery, A's waiting backlog included.
+    let contended = merge(contended, pg_work::since(&s.url, &work, sent).await);
     let written = rows_written(&s.url).await - before;
     let a_delivered = limited.count();
     s.teardown().await;

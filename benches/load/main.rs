@@ -3,11 +3,13 @@
 //!
 //! `make bench` runs every scenario with the defaults; `cargo bench --bench load -- --help` lists the knobs.
 
+mod compare;
 mod history;
 mod limited;
 mod logs;
 mod measure;
 mod ordered;
+mod pg_work;
 mod portal;
 mod process;
 mod receiver;
@@ -99,6 +101,13 @@ struct Args {
     /// Give up waiting for deliveries after this many seconds without progress.
     #[arg(long, default_value_t = 20)]
     stall_secs: u64,
+    /// Also build this commit (in a worktree under target/compare) and run both builds alternately, `rounds`
+    /// times each, printing this build's figures over the other's.
+    #[arg(long)]
+    compare: Option<String>,
+    /// compare: rounds of each build.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -107,27 +116,38 @@ struct Args {
 async fn burst(cluster: &str, a: &Args) -> Value {
     let receivers: Vec<Receiver> = futures(a.webhooks, None).await;
     let s = setup(cluster, "burst", receivers, a.worker_concurrency).await;
-    let pg = process::postgres_cpu_seconds();
+    let (work, pg) = (pg_work::snapshot(&s.url).await, process::postgres_cpu_seconds());
     let starts: Starts = Arc::default();
     let ingest = send_singles(&s.courier.base, &s.emitter, a.events, a.concurrency, "b", starts.clone()).await;
     let refs: Vec<&Receiver> = s.receivers.iter().collect();
     wait_for(&refs, a.events * a.webhooks, Duration::from_secs(a.stall_secs)).await;
-    let result = merge(measure(&refs, &*starts.lock().await, a.events, ingest), resources(&s.courier, pg));
+    let result = measure(&refs, &*starts.lock().await, a.events, ingest);
+    let result = with_work(&s, result, &work, pg).await;
     s.teardown().await;
     merge(json!({"concurrency": a.concurrency, "webhooks": a.webhooks}), result)
+}
+
+/// `result` with the resources the scenario used and PostgreSQL's work per delivery since `work` was taken.
+async fn with_work(s: &Setup, result: Value, work: &pg_work::Snapshot, pg_cpu: f64) -> Value {
+    let delivered = result["deliveries_expected"].as_u64().unwrap_or(0) - result["missing"].as_u64().unwrap_or(0);
+    let used = resources(&s.courier, pg_cpu);
+    let cpu = used["courier_cpu_s"].as_f64().unwrap_or(0.0) + used["postgres_cpu_s"].as_f64().unwrap_or(0.0);
+    let per = json!({"cpu_ms_per_delivery": cpu * 1000.0 / delivered.max(1) as f64});
+    merge(merge(merge(result, used), per), pg_work::since(&s.url, work, delivered as usize).await)
 }
 
 async fn batch(cluster: &str, a: &Args) -> Value {
     let receivers: Vec<Receiver> = futures(a.webhooks, None).await;
     let s = setup(cluster, "batch", receivers, a.worker_concurrency).await;
-    let pg = process::postgres_cpu_seconds();
+    let (work, pg) = (pg_work::snapshot(&s.url).await, process::postgres_cpu_seconds());
     let starts: Starts = Arc::default();
     let ingest =
         send_batches(&s.courier.base, &s.emitter, a.batch_events, a.batch_size, a.batch_concurrency, starts.clone())
             .await;
     let refs: Vec<&Receiver> = s.receivers.iter().collect();
     wait_for(&refs, a.batch_events * a.webhooks, Duration::from_secs(a.stall_secs)).await;
-    let result = merge(measure(&refs, &*starts.lock().await, a.batch_events, ingest), resources(&s.courier, pg));
+    let result = measure(&refs, &*starts.lock().await, a.batch_events, ingest);
+    let result = with_work(&s, result, &work, pg).await;
     s.teardown().await;
     merge(json!({"batch_size": a.batch_size, "webhooks": a.webhooks}), result)
 }
@@ -135,12 +155,13 @@ async fn batch(cluster: &str, a: &Args) -> Value {
 async fn rate(cluster: &str, a: &Args) -> Value {
     let receivers: Vec<Receiver> = futures(a.webhooks, None).await;
     let s = setup(cluster, "rate", receivers, a.worker_concurrency).await;
-    let pg = process::postgres_cpu_seconds();
+    let (work, pg) = (pg_work::snapshot(&s.url).await, process::postgres_cpu_seconds());
     let starts: Starts = Arc::default();
     let (events, ingest) = send_at_rate(&s.courier.base, &s.emitter, a.rate, a.seconds, starts.clone()).await;
     let refs: Vec<&Receiver> = s.receivers.iter().collect();
     wait_for(&refs, events * a.webhooks, Duration::from_secs(a.stall_secs)).await;
-    let result = merge(measure(&refs, &*starts.lock().await, events, ingest), resources(&s.courier, pg));
+    let result = measure(&refs, &*starts.lock().await, events, ingest);
+    let result = with_work(&s, result, &work, pg).await;
     s.teardown().await;
     merge(json!({"rate": a.rate, "seconds": a.seconds}), result)
 }
@@ -209,10 +230,12 @@ async fn tenants(cluster: &str, a: &Args) -> Value {
     let healthy = Receiver::start(None).await;
     let b = add_tenant(&s, "healthy", &[&healthy]).await;
     send_singles(&s.courier.base, &s.emitter, a.hanging_events, a.concurrency, "h", Arc::default()).await;
+    let work = pg_work::snapshot(&s.url).await;
     let starts: Starts = Arc::default();
     let ingest = send_singles(&s.courier.base, &b, a.fairness_events, a.concurrency, "t", starts.clone()).await;
     wait_for(&[&healthy], a.fairness_events, Duration::from_secs(a.stall_secs)).await;
     let contended = measure(&[&healthy], &*starts.lock().await, a.fairness_events, ingest);
+    let contended = merge(contended, pg_work::since(&s.url, &work, a.fairness_events).await);
     s.teardown().await;
     let ratio =
         contended["deliveries_per_s"].as_f64().unwrap_or(0.0) / solo["deliveries_per_s"].as_f64().unwrap_or(f64::NAN);
@@ -327,23 +350,10 @@ fn main() {
     runtime.block_on(async move {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let cluster = cluster().await;
-        let wanted = |name: &str| args.scenario == "all" || args.scenario.split(',').any(|s| s == name);
-        let mut results = serde_json::Map::new();
-        for name in ["burst", "batch", "rate", "fairness", "tenants", "limited", "backlog", "ordered", "scaleout"] {
-            if wanted(name) {
-                results.insert(name.into(), scenario(name, &cluster, &args).await);
-            }
+        if let Some(rev) = args.compare.clone() {
+            return compared(&cluster, &args, &rev).await;
         }
-        // Ten million rows take minutes: only when asked for (the smoke run takes a small history).
-        if args.scenario.split(',').any(|s| s == "logs") || (args.smoke && args.scenario == "all") {
-            results.insert("logs".into(), logs::logs(&cluster, &args).await);
-        }
-        if args.scenario.split(',').any(|s| s == "history") || (args.smoke && args.scenario == "all") {
-            results.insert("history".into(), history::history(&cluster, &args).await);
-        }
-        if args.scenario.split(',').any(|s| s == "portal") || (args.smoke && args.scenario == "all") {
-            results.insert("portal".into(), portal::portal(&cluster, &args).await);
-        }
+        let results = run_all(&cluster, &args).await;
         report::print_table(&results);
         let machine = json!({"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "os": std::env::consts::OS});
         println!("{}", json!({"machine": machine, "scenarios": results}));
@@ -355,4 +365,53 @@ fn main() {
             std::process::exit(1);
         }
     });
+}
+
+/// Every scenario `args` names, in order.
+async fn run_all(cluster: &str, args: &Args) -> serde_json::Map<String, Value> {
+    let wanted = |name: &str| args.scenario == "all" || args.scenario.split(',').any(|s| s == name);
+    let mut results = serde_json::Map::new();
+    for name in ["burst", "batch", "rate", "fairness", "tenants", "limited", "backlog", "ordered", "scaleout"] {
+        if wanted(name) {
+            results.insert(name.into(), scenario(name, cluster, args).await);
+        }
+    }
+    // Ten million rows take minutes: only when asked for (the smoke run takes a small history).
+    if args.scenario.split(',').any(|s| s == "logs") || (args.smoke && args.scenario == "all") {
+        results.insert("logs".into(), logs::logs(cluster, args).await);
+    }
+    if args.scenario.split(',').any(|s| s == "history") || (args.smoke && args.scenario == "all") {
+        results.insert("history".into(), history::history(cluster, args).await);
+    }
+    if args.scenario.split(',').any(|s| s == "portal") || (args.smoke && args.scenario == "all") {
+        results.insert("portal".into(), portal::portal(cluster, args).await);
+    }
+    results
+}
+
+/// `--compare <rev>`: both builds, alternately, `args.rounds` times each.
+async fn compared(cluster: &str, args: &Args, rev: &str) {
+    assert!(compare::exists(rev), "--compare {rev}: no such commit");
+    let mut builds = [
+        compare::Runs { label: "this", binary: None, results: Vec::new() },
+        compare::Runs { label: "base", binary: Some(compare::build(rev)), results: Vec::new() },
+    ];
+    for round in 0..args.rounds {
+        for which in compare::order(round) {
+            let build = &mut builds[which];
+            eprintln!("compare: round {} of {}, {} build", round + 1, args.rounds, build.label);
+            process::use_binary(build.binary.clone());
+            let results = run_all(cluster, args).await;
+            report::print_table(&results);
+            build.results.push(results);
+        }
+    }
+    process::use_binary(None);
+    let [this, base] = &builds;
+    let ratios = compare::report(this, base, rev);
+    println!(
+        "{}",
+        json!({"compare": rev, "rounds": args.rounds, "figures": ratios,
+                          "this": this.results, "base": base.results})
+    );
 }

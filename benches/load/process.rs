@@ -1,7 +1,22 @@
 //! Courier as a child process, and what /proc says about it and about PostgreSQL.
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::RwLock;
 use std::time::Duration;
+
+/// The `courier` binary the next processes run: this build's, unless `--compare` chose another commit's.
+static BINARY: RwLock<Option<PathBuf>> = RwLock::new(None);
+
+/// Runs `path` (another build of Courier) from now on, or this build's again with `None`.
+#[allow(dead_code)] // Only the load benchmark compares builds.
+pub fn use_binary(path: Option<PathBuf>) {
+    *BINARY.write().expect("binary lock") = path;
+}
+
+fn binary() -> PathBuf {
+    BINARY.read().expect("binary lock").clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_courier")))
+}
 
 /// CPU seconds (user + system) of one process, from /proc/<pid>/stat.
 pub fn cpu_seconds(pid: u32) -> f64 {
@@ -40,7 +55,7 @@ pub fn postgres_cpu_seconds() -> f64 {
 
 /// Runs the `courier` CLI against `database_url` and parses its JSON answer.
 pub fn cli(database_url: &str, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_courier"))
+    let out = Command::new(binary())
         .args(args)
         .env("DATABASE_URL", database_url)
         .env("RUST_LOG", "off")
@@ -70,7 +85,7 @@ impl Courier {
         concurrency: usize,
         settings: &[(&str, &str)],
     ) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_courier"));
+        let mut cmd = Command::new(binary());
         cmd.arg(command)
             .env("DATABASE_URL", database_url)
             .env("COURIER_LISTEN", format!("127.0.0.1:{port}"))

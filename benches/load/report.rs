@@ -5,7 +5,7 @@ use serde_json::Value;
 pub fn row(name: &str, r: &Value) -> String {
     let f = |v: &Value| v.as_f64().map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".to_owned());
     format!(
-        "{name:<10} {:>10} {:>12} {:>8} {:>8} {:>8} {:>8} {:>5} {:>5} {:>8} {:>8}",
+        "{name:<10} {:>10} {:>12} {:>8} {:>8} {:>8} {:>8} {:>5} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
         f(&r["ingest_events_per_s"]),
         f(&r["deliveries_per_s"]),
         f(&r["latency_ms"]["p50"]),
@@ -16,14 +16,24 @@ pub fn row(name: &str, r: &Value) -> String {
         r["missing"],
         f(&r["courier_peak_rss_mib"]),
         f(&r["courier_cpu_s"]),
+        f(&r["cpu_ms_per_delivery"]),
+        f(&r["rows_per_delivery"]),
+        f(&r["wal_bytes_per_delivery"]),
+        f(&r["commits_per_delivery"]),
+        f(&r["slowest_claim_ms"]),
     )
 }
 
 /// Prints every scenario's figures.
 pub fn print_table(results: &serde_json::Map<String, Value>) {
+    // Per delivery (…/dlv): CPU of Courier and PostgreSQL, and PostgreSQL's rows written, WAL bytes and commits.
     let heads = ["ingest/s", "deliveries/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "dup", "miss", "RSS MiB", "CPU s"];
     let [a, b, c, d, e, f, g, h, i, j] = heads;
-    eprintln!("{:<10} {a:>10} {b:>12} {c:>8} {d:>8} {e:>8} {f:>8} {g:>5} {h:>5} {i:>8} {j:>8}", "scenario");
+    let [k, l, m, n, o] = ["CPUms/d", "rows/d", "WAL/d", "commit/d", "claim ms"];
+    eprintln!(
+        "{:<10} {a:>10} {b:>12} {c:>8} {d:>8} {e:>8} {f:>8} {g:>5} {h:>5} {i:>8} {j:>8} {k:>8} {l:>8} {m:>8} {n:>8} {o:>8}",
+        "scenario"
+    );
     for (name, r) in results {
         if name == "backlog" {
             eprintln!(

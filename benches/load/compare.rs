@@ -45,7 +45,7 @@ pub struct Runs {
 
 /// The order two builds run in, round by round: each goes first as often as the other, give or take one.
 pub fn order(round: usize) -> [usize; 2] {
-    if round % 2 == 0 { [0, 1] } else { [1, 0] }
+    if round.is_multiple_of(2) { [0, 1] } else { [1, 0] }
 }
 
 /// The figures of a scenario that compare: where a scenario measured several phases, the contended one.

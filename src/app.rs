@@ -61,8 +61,10 @@ impl Application {
             ),
             Role::Api => None,
         };
-        let state =
-            AppState::with_local_worker(pool.clone(), key, settings.api_config(), worker.as_ref().map(|_| local));
+        // …and hands it the deliveries it leased to it in the same commit, so those need no claim at all.
+        let local =
+            worker.as_ref().map(|w| courier_scheduler::ingest::LocalWorker { wake: local, handover: w.handover() });
+        let state = AppState::with_local_worker(pool.clone(), key, settings.api_config(), local);
         Ok(Self { listener, metrics, state, pool, worker, retention_days: settings.retention.days })
     }
 

@@ -8,12 +8,13 @@ use std::process::Command;
 use serde_json::{Map, Value, json};
 
 use crate::measure::percentile;
+use crate::{Args, process};
 
 /// Where the other commit is checked out and built: under `target/`, so it is never committed and a second
 /// comparison reuses the first one's build.
 const ROOT: &str = "target/compare";
 
-fn run(cmd: &mut Command) {
+fn sh(cmd: &mut Command) {
     let status = cmd.status().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(status.success(), "{cmd:?} failed");
 }
@@ -24,12 +25,12 @@ pub fn build(rev: &str) -> PathBuf {
     let tree = root.join("src");
     if !tree.join(".git").exists() {
         let _ = std::fs::remove_dir_all(&tree);
-        run(Command::new("git").args(["worktree", "add", "--detach", "--force"]).arg(&tree).arg(rev));
+        sh(Command::new("git").args(["worktree", "add", "--detach", "--force"]).arg(&tree).arg(rev));
     } else {
-        run(Command::new("git").arg("-C").arg(&tree).args(["checkout", "--quiet", "--detach", rev]));
+        sh(Command::new("git").arg("-C").arg(&tree).args(["checkout", "--quiet", "--detach", rev]));
     }
     eprintln!("compare: building {rev} in {}", tree.display());
-    run(Command::new("cargo")
+    sh(Command::new("cargo")
         .args(["build", "--quiet", "--release", "--bin", "courier"])
         .current_dir(&tree)
         .env("CARGO_TARGET_DIR", root.join("target")));
@@ -109,4 +110,31 @@ pub fn exists(rev: &str) -> bool {
         .current_dir(Path::new("."))
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// `--compare <rev>`: both builds, alternately, `args.rounds` times each.
+pub async fn run(cluster: &str, args: &Args, rev: &str) {
+    assert!(exists(rev), "--compare {rev}: no such commit");
+    let mut builds = [
+        Runs { label: "this", binary: None, results: Vec::new() },
+        Runs { label: "base", binary: Some(build(rev)), results: Vec::new() },
+    ];
+    for round in 0..args.rounds {
+        for which in order(round) {
+            let build = &mut builds[which];
+            eprintln!("compare: round {} of {}, {} build", round + 1, args.rounds, build.label);
+            process::use_binary(build.binary.clone());
+            let results = crate::run_all(cluster, args).await;
+            crate::report::print_table(&results);
+            build.results.push(results);
+        }
+    }
+    process::use_binary(None);
+    let [this, base] = &builds;
+    let ratios = report(this, base, rev);
+    println!(
+        "{}",
+        json!({"compare": rev, "rounds": args.rounds, "figures": ratios,
+                          "this": this.results, "base": base.results})
+    );
 }

@@ -351,7 +351,7 @@ fn main() {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let cluster = cluster().await;
         if let Some(rev) = args.compare.clone() {
-            return compared(&cluster, &args, &rev).await;
+            return compare::run(&cluster, &args, &rev).await;
         }
         let results = run_all(&cluster, &args).await;
         report::print_table(&results);
@@ -387,31 +387,4 @@ async fn run_all(cluster: &str, args: &Args) -> serde_json::Map<String, Value> {
         results.insert("portal".into(), portal::portal(cluster, args).await);
     }
     results
-}
-
-/// `--compare <rev>`: both builds, alternately, `args.rounds` times each.
-async fn compared(cluster: &str, args: &Args, rev: &str) {
-    assert!(compare::exists(rev), "--compare {rev}: no such commit");
-    let mut builds = [
-        compare::Runs { label: "this", binary: None, results: Vec::new() },
-        compare::Runs { label: "base", binary: Some(compare::build(rev)), results: Vec::new() },
-    ];
-    for round in 0..args.rounds {
-        for which in compare::order(round) {
-            let build = &mut builds[which];
-            eprintln!("compare: round {} of {}, {} build", round + 1, args.rounds, build.label);
-            process::use_binary(build.binary.clone());
-            let results = run_all(cluster, args).await;
-            report::print_table(&results);
-            build.results.push(results);
-        }
-    }
-    process::use_binary(None);
-    let [this, base] = &builds;
-    let ratios = compare::report(this, base, rev);
-    println!(
-        "{}",
-        json!({"compare": rev, "rounds": args.rounds, "figures": ratios,
-                          "this": this.results, "base": base.results})
-    );
 }

@@ -24,9 +24,9 @@ pub fn row(name: &str, r: &Value) -> String {
     )
 }
 
-/// Prints every scenario's figures.
-pub fn print_table(results: &serde_json::Map<String, Value>) {
-    // Per delivery (…/dlv): CPU of Courier and PostgreSQL, and PostgreSQL's rows written, WAL bytes and commits.
+/// The columns of [`row`]. Per delivery (…/d): CPU of Courier and PostgreSQL, and PostgreSQL's rows written, WAL
+/// bytes and commits; then the slowest claim.
+fn print_header() {
     let heads = ["ingest/s", "deliveries/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "dup", "miss", "RSS MiB", "CPU s"];
     let [a, b, c, d, e, f, g, h, i, j] = heads;
     let [k, l, m, n, o] = ["CPUms/d", "rows/d", "WAL/d", "commit/d", "claim ms"];
@@ -34,6 +34,11 @@ pub fn print_table(results: &serde_json::Map<String, Value>) {
         "{:<10} {a:>10} {b:>12} {c:>8} {d:>8} {e:>8} {f:>8} {g:>5} {h:>5} {i:>8} {j:>8} {k:>8} {l:>8} {m:>8} {n:>8} {o:>8}",
         "scenario"
     );
+}
+
+/// Prints every scenario's figures.
+pub fn print_table(results: &serde_json::Map<String, Value>) {
+    print_header();
     for (name, r) in results {
         if name == "backlog" {
             eprintln!(

@@ -8,6 +8,7 @@ mod e2e;
 mod expiry;
 mod fairness;
 pub(crate) mod fixture;
+mod handover;
 mod headers;
 pub(crate) mod history;
 pub(crate) mod hostile;

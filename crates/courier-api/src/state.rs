@@ -187,20 +187,23 @@ impl AppState {
     }
 
     /// The state of an API that shares its process with a worker (`courier serve`): ingest wakes that worker
-    /// directly after each commit, besides the `NOTIFY` every other worker gets.
+    /// directly after each commit, besides the `NOTIFY` every other worker gets, and hands it the deliveries it
+    /// leased to it (`courier_scheduler::handover`).
     pub fn with_local_worker(
         pool: PgPool,
         key: MasterKey,
         config: ApiConfig,
-        local: Option<courier_scheduler::wake::LocalWake>,
+        local: Option<courier_scheduler::ingest::LocalWorker>,
     ) -> Self {
         let priority = api_pool(&pool, config.statement_timeout, PRIORITY_CONNECTIONS);
         let pool = api_pool(&pool, config.statement_timeout, pool.options().get_max_connections());
         let rate_limit = config.rate_limit;
         let limiter = Arc::new(crate::limits::RateLimiter::new(rate_limit));
-        let workers = courier_scheduler::wake::Notifier::spawn_with(priority.clone(), local);
+        let (wake, handover) = local.map(|l| (l.wake, l.handover)).unzip();
+        let notifier = courier_scheduler::wake::Notifier::spawn_with(priority.clone(), wake);
         let components = crate::supervise::Components::default();
-        let (ingest, dispatcher) = Ingest::new(priority.clone(), workers);
+        let (ingest, dispatcher) =
+            Ingest::new(priority.clone(), courier_scheduler::ingest::Workers { notifier, handover });
         // Should the dispatcher ever panic, it is restarted on the same queue (waiting requests are kept).
         tokio::spawn(crate::supervise::supervise(
             "ingest",

@@ -43,6 +43,52 @@ pub struct ClaimedDelivery {
     pub ordered: bool,
 }
 
+/// The columns of a claimed delivery's webhook, as the claim and the handover read them.
+#[derive(sqlx::FromRow)]
+pub(crate) struct WebhookRow {
+    webhook_id: String,
+    url: String,
+    include_transcript: bool,
+    include_metrics: bool,
+    active: bool,
+    secret_ciphertext: Vec<u8>,
+    previous_secret_ciphertext: Option<Vec<u8>>,
+    previous_secret_expires_at: Option<DateTime<Utc>>,
+    headers_ciphertext: Option<Vec<u8>>,
+    rate_limit_per_second: Option<i32>,
+}
+
+/// The select list of [`WebhookRow`] over `webhooks w`, for `concat!`.
+macro_rules! webhook_columns {
+    () => {
+        "w.id AS webhook_id, w.url, w.include_transcript, w.include_metrics, w.active, w.secret_ciphertext,
+         w.previous_secret_ciphertext, w.previous_secret_expires_at, w.headers_ciphertext, w.rate_limit_per_second"
+    };
+}
+pub(crate) use webhook_columns;
+
+impl WebhookRow {
+    pub(crate) fn parse(self, row_name: &str) -> Result<ClaimedWebhook> {
+        let webhook = WebhookId::parse(&self.webhook_id).map_err(corrupt(row_name, "webhook id"))?;
+        Ok(ClaimedWebhook {
+            id: webhook.clone(),
+            url: self.url,
+            payload: PayloadFilter {
+                include_transcript: self.include_transcript,
+                include_metrics: self.include_metrics,
+            },
+            active: self.active,
+            secrets: SealedSecrets {
+                webhook,
+                current: self.secret_ciphertext,
+                previous: self.previous_secret_ciphertext.zip(self.previous_secret_expires_at),
+            },
+            sealed_headers: self.headers_ciphertext,
+            rate_limit: self.rate_limit_per_second.and_then(|n| u32::try_from(n).ok()),
+        })
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct Row {
     id: String,
@@ -54,23 +100,14 @@ struct Row {
     event_type: String,
     created: i64,
     data: serde_json::Value,
-    webhook_id: String,
-    url: String,
-    include_transcript: bool,
-    include_metrics: bool,
-    active: bool,
-    secret_ciphertext: Vec<u8>,
-    previous_secret_ciphertext: Option<Vec<u8>>,
-    previous_secret_expires_at: Option<DateTime<Utc>>,
-    headers_ciphertext: Option<Vec<u8>>,
-    rate_limit_per_second: Option<i32>,
+    #[sqlx(flatten)]
+    webhook: WebhookRow,
     trace_parent: Option<String>,
     ordered: bool,
 }
 
 fn from_row(row: Row) -> Result<ClaimedDelivery> {
     let row_name = format!("delivery {}", row.id);
-    let webhook = WebhookId::parse(&row.webhook_id).map_err(corrupt(&row_name, "webhook id"))?;
     let event_type: EventType = row.event_type.parse().map_err(corrupt(&row_name, "event type"))?;
     Ok(ClaimedDelivery {
         id: DeliveryId::parse(&row.id).map_err(corrupt(&row_name, "id"))?,
@@ -84,19 +121,7 @@ fn from_row(row: Row) -> Result<ClaimedDelivery> {
             livemode: row.environment.parse::<Environment>().map_err(corrupt(&row_name, "environment"))?.is_live(),
             data: EventData::parse_as(event_type, row.data).map_err(corrupt(&row_name, "event data"))?,
         },
-        webhook: ClaimedWebhook {
-            id: webhook.clone(),
-            url: row.url,
-            payload: PayloadFilter { include_transcript: row.include_transcript, include_metrics: row.include_metrics },
-            active: row.active,
-            secrets: SealedSecrets {
-                webhook,
-                current: row.secret_ciphertext,
-                previous: row.previous_secret_ciphertext.zip(row.previous_secret_expires_at),
-            },
-            sealed_headers: row.headers_ciphertext,
-            rate_limit: row.rate_limit_per_second.and_then(|n| u32::try_from(n).ok()),
-        },
+        webhook: row.webhook.parse(&row_name)?,
         // Only ever written from a parsed TraceParent; a stored value that does not parse only loses the link.
         trace_parent: row.trace_parent.and_then(|t| t.parse().ok()),
         ordered: row.ordered,
@@ -213,11 +238,8 @@ pub async fn claim(
                           LIMIT 1) e
           WHERE d.id = due.id AND w.id = d.webhook_id
          RETURNING d.id, d.attempt_count, d.max_attempts, d.tenant_id, d.environment, d.event_id, d.event_type,
-                   e.created, e.data, w.id AS webhook_id, w.url, w.include_transcript, w.include_metrics,
-                   w.active, w.secret_ciphertext,
-                   w.previous_secret_ciphertext, w.previous_secret_expires_at, w.headers_ciphertext,
-                   w.rate_limit_per_second, d.trace_parent,
-                   d.call_seq IS NOT NULL AS ordered",
+                   e.created, e.data, d.trace_parent, d.call_seq IS NOT NULL AS ordered, ",
+        webhook_columns!(),
     ))
     .bind(i64::from(limit))
     .bind(lease)

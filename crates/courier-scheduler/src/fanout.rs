@@ -6,6 +6,7 @@ use courier_core::{EventId, EventType, TraceParent, WebhookId};
 use courier_store::Owner;
 use sqlx::{PgConnection, PgExecutor};
 
+use crate::handover::Reserved;
 use crate::{DeliveryStatus, Result};
 
 /// What fan-out needs to know of one event.
@@ -22,14 +23,31 @@ pub struct FanoutEvent<'a> {
     pub only: Option<&'a WebhookId>,
 }
 
-// Long because it is one set-based statement (which webhooks, which wait, in what order) and its binds.
-/// Enqueues the deliveries of many events in one statement; returns the count per event, in order. Runs in the
-/// caller's transaction so that an event is never stored without its deliveries, nor the other way round. It does
-/// not wake the workers: after committing, the caller does ([`crate::wake::Notifier`]); a `NOTIFY` in this
-/// transaction would serialise every ingest commit.
-pub async fn enqueue(conn: &mut PgConnection, owner: Owner, events: &[FanoutEvent<'_>]) -> Result<Vec<u64>> {
+/// What one fan-out enqueued.
+#[derive(Debug, Default)]
+pub struct Enqueued {
+    /// Deliveries per event, in the order of the events.
+    pub counts: Vec<u64>,
+    /// The deliveries leased for handover (see [`crate::handover`]), as `(event id, delivery id)`.
+    pub leased: Vec<(String, String)>,
+}
+
+// Long because it is one set-based statement (which webhooks, which wait, which are leased, in what order) and its
+// binds.
+/// Enqueues the deliveries of many events in one statement. Runs in the caller's transaction so that an event is
+/// never stored without its deliveries, nor the other way round. It does not wake the workers: after committing,
+/// the caller does ([`crate::wake::Notifier`]); a `NOTIFY` in this transaction would serialise every ingest commit.
+///
+/// With `lease`, up to its count of the deliveries that may go at once (not waiting for their call, to a webhook
+/// without a rate limit) are enqueued already leased to this process's worker, as a claim would leave them.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    owner: Owner,
+    events: &[FanoutEvent<'_>],
+    lease: Option<&Reserved>,
+) -> Result<Enqueued> {
     if events.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Enqueued::default());
     }
     let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
@@ -38,10 +56,11 @@ pub async fn enqueue(conn: &mut PgConnection, owner: Owner, events: &[FanoutEven
     let abouts: Vec<Option<&str>> = events.iter().map(|e| e.about.map(WebhookId::as_str)).collect();
     let onlys: Vec<Option<&str>> = events.iter().map(|e| e.only.map(WebhookId::as_str)).collect();
     let operational: Vec<&str> = EventType::OPERATIONAL.iter().map(|t| t.as_str()).collect();
+    let (leases, lease_for) = lease.map_or((0, std::time::Duration::ZERO), |r| (r.count() as i64, r.skew + r.lease));
     // Per-call ordering (see `crate::ordering`): a delivery to an ordered webhook waits when its call already has a
     // live delivery there, or an earlier event of this statement does. `call_seq` is this statement's sequence
     // number (statement order) then the event's position (array order; group commit appends requests in order).
-    let counts: Vec<(String, i64)> = sqlx::query_as(
+    let rows: Vec<(String, String, bool)> = sqlx::query_as(
         "WITH e AS (SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $10::text[],
                                     $12::text[])
                              WITH ORDINALITY AS e(id, event_type, call_id, trace_parent, about, only_to, n)),
@@ -49,6 +68,7 @@ pub async fn enqueue(conn: &mut PgConnection, owner: Owner, events: &[FanoutEven
          targets AS (
             SELECT e.id AS event_id, e.event_type, e.call_id, e.trace_parent, e.n, w.id AS webhook_id, w.tenant_id,
                    w.environment, w.max_attempts, (w.ordering = 'call' AND e.call_id <> '') AS ordered,
+                   w.rate_limit_per_second IS NULL AS unlimited,
                    row_number() OVER (PARTITION BY w.id, e.call_id ORDER BY e.n) AS nth
               FROM e JOIN webhooks w
                 ON w.tenant_id = $1 AND w.environment = $2 AND w.active
@@ -64,17 +84,27 @@ pub async fn enqueue(conn: &mut PgConnection, owner: Owner, events: &[FanoutEven
                                                     AND p.call_seq IS NOT NULL AND p.status = ANY ($9))) AS waits
               FROM targets t
          ),
+         -- The first `$13` that may go at once are leased to this process's worker (a rate-limited webhook's
+         -- deliveries take their slots through the claim).
+         leased AS (
+            SELECT d.*, NOT d.waits AND d.unlimited AND row_number() OVER (
+                       PARTITION BY NOT d.waits AND d.unlimited ORDER BY d.n, d.webhook_id) <= $13 AS handed
+              FROM decided d
+         ),
          inserted AS (
             INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
-                                    max_attempts, next_attempt_at, trace_parent, call_seq)
+                                    attempt_count, max_attempts, next_attempt_at, lease_expires_at, trace_parent,
+                                    call_seq)
             SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id,
-                   CASE WHEN d.waits THEN $8 ELSE $7 END, d.max_attempts, CASE WHEN NOT d.waits THEN now() END,
+                   CASE WHEN d.waits THEN $8 WHEN d.handed THEN $15 ELSE $7 END, CASE WHEN d.handed THEN 1 ELSE 0 END,
+                   d.max_attempts, CASE WHEN NOT d.waits AND NOT d.handed THEN now() END,
+                   CASE WHEN d.handed THEN now() + $14 END,
                    d.trace_parent, CASE WHEN d.ordered THEN base.b * 65536 + d.n END
-              FROM decided d, base
+              FROM leased d, base
              ORDER BY d.event_id, d.webhook_id
-            RETURNING event_id
+            RETURNING event_id, id, status = $15
          )
-         SELECT event_id, count(*) FROM inserted GROUP BY event_id",
+         SELECT * FROM inserted",
     )
     .bind(owner.tenant.as_uuid())
     .bind(owner.environment.as_str())
@@ -88,12 +118,18 @@ pub async fn enqueue(conn: &mut PgConnection, owner: Owner, events: &[FanoutEven
     .bind(&abouts)
     .bind(&operational)
     .bind(&onlys)
+    .bind(leases)
+    .bind(lease_for)
+    .bind(DeliveryStatus::Delivering.as_str())
     .fetch_all(&mut *conn)
     .await?;
-    Ok(events
-        .iter()
-        .map(|e| counts.iter().find(|(id, _)| id == e.id.as_str()).map(|(_, n)| *n as u64).unwrap_or(0))
-        .collect())
+    let mut per_event: HashMap<&str, u64> = HashMap::new();
+    for (event, _, _) in &rows {
+        *per_event.entry(event.as_str()).or_default() += 1;
+    }
+    let counts = events.iter().map(|e| per_event.get(e.id.as_str()).copied().unwrap_or(0)).collect();
+    let leased = rows.into_iter().filter(|(_, _, handed)| *handed).map(|(event, id, _)| (event, id)).collect();
+    Ok(Enqueued { counts, leased })
 }
 
 /// How many deliveries each of these events fanned out to when it was first accepted (replays excluded): the

@@ -22,7 +22,9 @@ use courier_store::events::{self, Inserted, NewEvent, StoredEvent};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::ClaimedDelivery;
 use crate::fanout::{self, FanoutEvent};
+use crate::handover::{Handover, Reserved};
 use crate::wake::Notifier;
 use crate::{Error, Result};
 
@@ -83,15 +85,37 @@ pub struct Ingest {
 #[derive(Clone)]
 pub struct Dispatcher {
     pool: PgPool,
-    workers: Notifier,
+    workers: Workers,
     jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+}
+
+/// Who gets the new deliveries: every worker through a wake-up, and under `courier serve` this process's worker
+/// through the handover first.
+#[derive(Clone)]
+pub struct Workers {
+    pub notifier: Notifier,
+    pub handover: Option<Handover>,
+}
+
+/// The worker that shares this process (`courier serve`): woken directly, and handed deliveries over.
+#[derive(Clone)]
+pub struct LocalWorker {
+    pub wake: crate::wake::LocalWake,
+    pub handover: Handover,
+}
+
+impl From<Notifier> for Workers {
+    fn from(notifier: Notifier) -> Self {
+        Self { notifier, handover: None }
+    }
 }
 
 impl Ingest {
     /// A handle and the dispatcher serving it. Should the dispatcher panic, running it again continues on the same
     /// queue (waiting requests are kept; those it was committing get [`IngestError::Stopped`]).
-    pub fn new(pool: PgPool, workers: Notifier) -> (Self, Dispatcher) {
+    pub fn new(pool: PgPool, workers: impl Into<Workers>) -> (Self, Dispatcher) {
         let (jobs, rx) = mpsc::channel(4 * MAX_EVENTS);
+        let workers = workers.into();
         (Self { jobs }, Dispatcher { pool, workers, jobs: Arc::new(tokio::sync::Mutex::new(rx)) })
     }
 
@@ -128,11 +152,12 @@ pub async fn accept(
     events: Vec<NewEvent>,
     trace: Option<TraceParent>,
 ) -> Result<Vec<Answer>> {
-    Ok(commit(pool, workers, &[Request { owner, events, trace }]).await?.remove(0))
+    let workers = Workers::from(workers.clone());
+    Ok(commit(pool, &workers, &[Request { owner, events, trace }]).await?.remove(0))
 }
 
 /// Ends when every handle is gone.
-async fn dispatch(pool: &PgPool, workers: &Notifier, rx: &mut mpsc::Receiver<Job>) {
+async fn dispatch(pool: &PgPool, workers: &Workers, rx: &mut mpsc::Receiver<Job>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
@@ -157,7 +182,7 @@ async fn dispatch(pool: &PgPool, workers: &Notifier, rx: &mut mpsc::Receiver<Job
 }
 
 /// Runs `jobs` in one transaction; if that fails and there were several, each in its own.
-async fn run(pool: &PgPool, workers: &Notifier, jobs: Vec<Job>) {
+async fn run(pool: &PgPool, workers: &Workers, jobs: Vec<Job>) {
     let shared = jobs.len() > 1;
     let (requests, replies): (Vec<Request>, Vec<_>) = jobs.into_iter().map(|job| (job.request, job.reply)).unzip();
     match commit(pool, workers, &requests).await {
@@ -181,10 +206,12 @@ async fn run(pool: &PgPool, workers: &Notifier, jobs: Vec<Job>) {
 }
 
 /// One transaction for all of `jobs`: the answers per request, in order.
-async fn commit(pool: &PgPool, workers: &Notifier, jobs: &[Request]) -> Result<Vec<Vec<Answer>>> {
+async fn commit(pool: &PgPool, workers: &Workers, jobs: &[Request]) -> Result<Vec<Vec<Answer>>> {
+    let events: usize = jobs.iter().map(|job| job.events.len()).sum();
+    let mut lease = workers.handover.as_ref().and_then(|h| h.reserve(events));
     let mut tx = pool.begin().await?;
     let mut answers: Vec<Vec<Answer>> = jobs.iter().map(|_| Vec::new()).collect();
-    let mut fanned_out = 0u64;
+    let (mut fanned_out, mut leased) = (0u64, Vec::new());
     // One set of statements per owner, however many requests it made.
     let mut owners: Vec<Owner> = Vec::new();
     for job in jobs {
@@ -197,16 +224,21 @@ async fn commit(pool: &PgPool, workers: &Notifier, jobs: &[Request]) -> Result<V
         let events: Vec<NewEvent> = mine.iter().flat_map(|&i| jobs[i].events.iter().cloned()).collect();
         let traces: Vec<Option<TraceParent>> =
             mine.iter().flat_map(|&i| std::iter::repeat_n(jobs[i].trace, jobs[i].events.len())).collect();
-        let outcome = store(&mut tx, owner, &events, &traces).await?;
+        let outcome = store(&mut tx, owner, &events, &traces, lease.as_mut()).await?;
         fanned_out += outcome.deliveries;
+        leased.extend(outcome.leased);
         let mut answers_of_owner = outcome.answers.into_iter();
         for i in mine {
             answers[i] = answers_of_owner.by_ref().take(jobs[i].events.len()).collect();
         }
     }
     tx.commit().await?;
-    if fanned_out > 0 {
-        workers.wake();
+    let queued = fanned_out - leased.len() as u64;
+    if let (Some(handover), Some(lease)) = (&workers.handover, lease) {
+        handover.hand(leased, lease);
+    }
+    if queued > 0 {
+        workers.notifier.wake();
     }
     Ok(answers)
 }
@@ -214,6 +246,28 @@ async fn commit(pool: &PgPool, workers: &Notifier, jobs: &[Request]) -> Result<V
 struct Stored {
     answers: Vec<Answer>,
     deliveries: u64,
+    /// The deliveries leased to this process's worker, to hand over once committed.
+    leased: Vec<ClaimedDelivery>,
+}
+
+/// Fans out `fresh` (the new ones of `inserted`): the deliveries per event, and those leased for handover.
+async fn fan_out(
+    conn: &mut PgConnection,
+    owner: Owner,
+    fresh: &[FanoutEvent<'_>],
+    inserted: &[Inserted],
+    lease: Option<&mut Reserved>,
+) -> Result<(Vec<u64>, Vec<ClaimedDelivery>)> {
+    let enqueued = fanout::enqueue(conn, owner, fresh, lease.as_deref()).await?;
+    let stored: HashMap<&str, &courier_core::Event> = inserted
+        .iter()
+        .filter_map(|i| if let Inserted::New(s) = i { Some((s.event.id.as_str(), &s.event)) } else { None })
+        .collect();
+    let leased = crate::handover::load(conn, &enqueued.leased, &stored).await?;
+    if let Some(lease) = lease {
+        lease.leased += leased.len();
+    }
+    Ok((enqueued.counts, leased))
 }
 
 /// Inserts one owner's events and fans out the new ones, inside the caller's transaction.
@@ -222,6 +276,7 @@ async fn store(
     owner: Owner,
     new: &[NewEvent],
     traces: &[Option<TraceParent>],
+    lease: Option<&mut Reserved>,
 ) -> Result<Stored> {
     let inserted = events::insert_many(conn, owner, new).await?;
     let fresh: Vec<FanoutEvent<'_>> = inserted
@@ -239,7 +294,7 @@ async fn store(
             _ => None,
         })
         .collect();
-    let counts = fanout::enqueue(conn, owner, &fresh).await?;
+    let (counts, leased) = fan_out(conn, owner, &fresh, &inserted, lease).await?;
     let fanned: HashMap<&str, u64> = fresh.iter().zip(&counts).map(|(e, n)| (e.id.as_str(), *n)).collect();
     let repeats: Vec<&EventId> =
         inserted.iter().filter_map(|i| if let Inserted::Repeat(s) = i { Some(&s.event.id) } else { None }).collect();
@@ -267,5 +322,5 @@ async fn store(
         })
         .collect();
     let deliveries = counts.iter().sum();
-    Ok(Stored { answers, deliveries })
+    Ok(Stored { answers, deliveries, leased })
 }

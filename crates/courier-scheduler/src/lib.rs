@@ -12,6 +12,7 @@ pub mod clock;
 pub mod disabling;
 pub mod fanout;
 pub mod finish;
+pub mod handover;
 pub mod history;
 pub mod hourly;
 pub mod ingest;

@@ -69,7 +69,7 @@ async fn announce(conn: &mut PgConnection, announcements: Vec<Announcement>) -> 
             about: Some(&a.about),
             only: None,
         };
-        queued += fanout::enqueue(&mut *conn, a.owner, &[fan]).await?.iter().sum::<u64>();
+        queued += fanout::enqueue(&mut *conn, a.owner, &[fan], None).await?.counts.iter().sum::<u64>();
     }
     Ok(queued)
 }

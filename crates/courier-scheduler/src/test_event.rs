@@ -48,7 +48,7 @@ pub async fn send(pool: &PgPool, owner: Owner, webhook: &WebhookId, event_type: 
         about: None,
         only: Some(webhook),
     };
-    let queued = fanout::enqueue(&mut tx, owner, &[fan]).await?;
+    let queued = fanout::enqueue(&mut tx, owner, &[fan], None).await?.counts;
     if queued.first().copied().unwrap_or(0) == 0 {
         // Nothing to deliver to: keep no event nobody will receive.
         return Ok(TestSent::NotDeliverable);

@@ -9,6 +9,7 @@ pub mod client;
 mod config;
 mod holdings;
 mod metrics;
+mod pacing;
 mod recorder;
 mod runner;
 pub mod ssrf;

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courier_core::{DeliveryId, MasterKey, WebhookId};
+use courier_scheduler::handover::{self, Handed, Handover};
 use courier_scheduler::wake::Notifier;
 use courier_scheduler::wake::{LocalWake, Wakeup};
 use courier_scheduler::{AttemptRecord, ClaimedDelivery, Clock, Skip, claim, disabling, lease, ordering, rate};
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +45,9 @@ pub struct Worker {
     pub(crate) local: LocalWake,
     /// Rate-limited webhooks whose backlog waits in line, and when their line ends: one pacing task each.
     pub(crate) pacers: Arc<std::sync::Mutex<HashMap<WebhookId, tokio::time::Instant>>>,
+    /// Deliveries ingest in this same process leased to this worker (`courier serve`), once [`Worker::handover`]
+    /// was asked for; taken by [`Worker::run`].
+    pub(crate) handed: Arc<std::sync::Mutex<Option<handover::Receiver>>>,
 }
 
 /// What this process has claimed and not yet finished, and the shares it holds.
@@ -53,6 +57,8 @@ struct InFlight {
     claimed: HashMap<tokio::task::Id, (DeliveryId, u32)>,
     holdings: Holdings,
     records: mpsc::Sender<AttemptRecord>,
+    /// Where ingest's handed-over deliveries arrive, under `courier serve`.
+    handed: Option<handover::Receiver>,
 }
 
 /// Why the loop woke up.
@@ -64,6 +70,8 @@ enum Woke {
     },
     /// An attempt finished.
     Finished,
+    /// Ingest handed deliveries over.
+    Handed(Box<Handed>),
 }
 
 impl Worker {
@@ -83,7 +91,18 @@ impl Worker {
             config,
             local: LocalWake::default(),
             pacers: Arc::default(),
+            handed: Arc::default(),
         })
+    }
+
+    /// Lets ingest in this process lease new deliveries to this worker and hand them over in memory
+    /// (`courier_scheduler::handover`): up to half its concurrency at once, on its clock and lease. Ask before
+    /// [`Worker::run`]; a second call replaces the first handover.
+    pub fn handover(&self) -> Handover {
+        let budget = (self.config.concurrency / 2).max(1);
+        let (handover, receiver) = Handover::new(budget, self.config.lease(), self.clock.clone());
+        *self.handed.lock().unwrap_or_else(|e| e.into_inner()) = Some(receiver);
+        handover
     }
 
     /// The same worker, also woken directly by `local` (hand the same one to the API of this process).
@@ -109,6 +128,7 @@ impl Worker {
             claimed: HashMap::new(),
             holdings: Holdings::new(self.config.shares()),
             records,
+            handed: self.handed.lock().unwrap_or_else(|e| e.into_inner()).take(),
         };
         self.deliver(&shutdown, &mut wakeup, &mut flight).await;
         self.stop(flight, recorder).await
@@ -143,6 +163,14 @@ impl Worker {
                         }
                     }
                 }
+                Woke::Handed(first) => {
+                    let mut batch = vec![*first];
+                    while let Some(more) = flight.handed.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                        batch.push(more);
+                    }
+                    let batch = batch.into_iter().map(|h| (h.delivery, Some(h.credit))).collect();
+                    self.dispatch(batch, flight).await;
+                }
                 Woke::Finished => {
                     should_claim = match &paused {
                         // The slots were full: a finished attempt frees one.
@@ -165,7 +193,7 @@ impl Worker {
         match claim(&self.pool, &self.clock, free as u32, self.config.lease(), limits).await {
             Ok(batch) => {
                 let full = batch.len() == free;
-                self.dispatch(batch, flight).await;
+                self.dispatch(batch.into_iter().map(|d| (d, None)).collect(), flight).await;
                 if full { None } else { Some(skip) }
             }
             Err(err) => {
@@ -197,6 +225,8 @@ impl Worker {
                 flight.forget(done);
                 Woke::Finished
             }
+            // Already leased and within the handover's budget: taken whatever the room.
+            Some(handed) = next_handed(&mut flight.handed) => Woke::Handed(Box::new(handed)),
         }
     }
 
@@ -225,7 +255,14 @@ impl Worker {
         if tokio::time::timeout(RECORD_FLUSH_WAIT, recorder).await.is_err() {
             tracing::error!("recording the last attempts did not finish in time; their leases will bring them back");
         }
-        let unfinished: Vec<_> = flight.claimed.into_values().collect();
+        let mut unfinished: Vec<_> = flight.claimed.into_values().collect();
+        // Handed over but never started: back to the queue now, not when their leases run out.
+        if let Some(mut handed) = flight.handed.take() {
+            handed.close();
+            while let Ok(h) = handed.try_recv() {
+                unfinished.push((h.delivery.id, h.delivery.attempt));
+            }
+        }
         let release = lease::release(&self.pool, &self.clock, &unfinished, Duration::ZERO);
         let released = match tokio::time::timeout(RECORD_FLUSH_WAIT, release).await {
             Ok(released) => released?,
@@ -252,11 +289,12 @@ impl Worker {
         Ok(())
     }
 
-    /// Starts a task per claimed delivery that fits the shares; hands back the ones that do not.
+    /// Starts a task per claimed delivery that fits the shares; hands back the ones that do not. A handed-over
+    /// delivery comes with its handover credit, which its task holds until it ends.
     #[tracing::instrument(level = "debug", skip_all, fields(claimed = batch.len()))]
-    async fn dispatch(&self, batch: Vec<ClaimedDelivery>, flight: &mut InFlight) {
+    async fn dispatch(&self, batch: Vec<(ClaimedDelivery, Option<OwnedSemaphorePermit>)>, flight: &mut InFlight) {
         let mut over_cap = Vec::new();
-        for delivery in batch {
+        for (delivery, credit) in batch {
             // Claims stop short of every share; one batch can still overshoot a share by its own size.
             let taken = flight.holdings.take(&delivery.webhook.id, delivery.event.tenant_id, delivery.attempt > 1);
             let Some(held) = taken else {
@@ -265,7 +303,10 @@ impl Worker {
             };
             let key = (delivery.id.clone(), delivery.attempt);
             let task = self.clone().run_one(delivery, held, flight.records.clone());
-            let handle = flight.tasks.spawn(task);
+            let handle = flight.tasks.spawn(async move {
+                task.await;
+                drop(credit);
+            });
             flight.claimed.insert(handle.id(), key);
         }
         // Claimed past a share in the same batch: hand back, untouched, for a moment.
@@ -315,57 +356,11 @@ impl Worker {
     }
 }
 
-impl Worker {
-    /// `None` when the delivery may go now; otherwise how long until its webhook's next window.
-    async fn over_rate(&self, delivery: &ClaimedDelivery, per_second: u32) -> Option<Duration> {
-        match rate::take_slot(&self.pool, &self.clock, &delivery.webhook.id, per_second).await {
-            Ok(wait) => wait,
-            Err(err) => {
-                // Unknown, so not sent: the limit is a promise to the receiver.
-                tracing::warn!(error = %err, "taking a rate-limit slot failed; the delivery waits");
-                Some(Duration::from_millis(100))
-            }
-        }
-    }
-
-    /// Gives a delivery back unattempted, with the rest of its webhook's due backlog, each to a slot of its own
-    /// (`rate::defer`), and paces this worker's wake-ups along the line.
-    async fn defer(&self, delivery: &ClaimedDelivery, per_second: u32, next_window: Duration) {
-        crate::metrics::rate_limited();
-        let claimed = (&delivery.id, delivery.attempt);
-        match rate::defer(&self.pool, &self.clock, claimed, &delivery.webhook.id, per_second, next_window).await {
-            Ok(backlog) => self.pace(&delivery.webhook.id, per_second, next_window, backlog.until),
-            Err(err) => tracing::warn!(error = %err, "deferring a rate-limited delivery failed; its lease will expire"),
-        }
-    }
-
-    /// Wakes this worker once a window until the webhook's line ends: one task per webhook however long its
-    /// backlog (a later deferral only moves the end), so slots are claimed as they come due, not a poll later.
-    fn pace(&self, webhook: &WebhookId, per_second: u32, first: Duration, line: Duration) {
-        let ends = tokio::time::Instant::now() + line;
-        {
-            let mut pacers = self.pacers.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(end) = pacers.get_mut(webhook) {
-                *end = (*end).max(ends);
-                return;
-            }
-            pacers.insert(webhook.clone(), ends);
-        }
-        let window = rate::Windows::of(per_second).window;
-        let (pacers, local, webhook) = (self.pacers.clone(), self.local.clone(), webhook.clone());
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + first, window);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                local.wake();
-                let mut pacers = pacers.lock().unwrap_or_else(|e| e.into_inner());
-                if pacers.get(&webhook).is_none_or(|end| tokio::time::Instant::now() >= *end) {
-                    pacers.remove(&webhook);
-                    return;
-                }
-            }
-        });
+/// The next handed-over delivery; never, without a handover (or once ingest is gone).
+async fn next_handed(handed: &mut Option<handover::Receiver>) -> Option<Handed> {
+    match handed {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

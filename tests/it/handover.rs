@@ -1,0 +1,110 @@
+//! Handover (`courier serve`): ingest leases new deliveries to the worker of its own process in the transaction
+//! that stores them and hands them over in memory. None of them needs a claim, each arrives once, and deliveries a
+//! worker never took are claimed again when their lease runs out, as after a crash.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use courier_core::{EventData, EventId, EventType};
+use courier_scheduler::ingest::{Ingest, Workers};
+use courier_scheduler::wake::Notifier;
+use courier_store::events::NewEvent;
+use sqlx::PgPool;
+
+use crate::fixture::{self, Fixture};
+use crate::receiver::{Receiver, Reply};
+
+fn events(prefix: &str, n: usize) -> Vec<NewEvent> {
+    (0..n)
+        .map(|i| NewEvent {
+            id: EventId::parse(&format!("evt_{prefix}{i}")).expect("id"),
+            event_type: EventType::CallCompleted,
+            created: None,
+            data: EventData::parse(serde_json::json!({"call_id": format!("call-{i}")})).expect("data"),
+        })
+        .collect()
+}
+
+/// An ingest whose new deliveries go to `handover` first.
+fn ingest(pool: &PgPool, handover: courier_scheduler::handover::Handover) -> Ingest {
+    let workers = Workers { notifier: Notifier::spawn(pool.clone()), handover: Some(handover) };
+    let (ingest, dispatcher) = Ingest::new(pool.clone(), workers);
+    tokio::spawn(async move { dispatcher.run().await });
+    ingest
+}
+
+async fn wait_for(receiver: &Receiver, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while receiver.received().len() < n {
+        assert!(tokio::time::Instant::now() < deadline, "{} of {n} arrived", receiver.received().len());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Every delivery's status and attempt count, and how many attempts were recorded in all.
+async fn outcome(pool: &PgPool) -> (Vec<(String, i32)>, i64) {
+    let rows = sqlx::query_as("SELECT status, attempt_count FROM deliveries ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .expect("deliveries");
+    let attempts = sqlx::query_scalar("SELECT count(*) FROM delivery_attempts").fetch_one(pool).await.expect("count");
+    (rows, attempts)
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn handed_over_deliveries_arrive_once_and_the_rest_are_claimed(pool: PgPool) {
+    let f = Fixture::new(pool.clone()).await;
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    f.webhook(&receiver.url, 3).await;
+    let worker = f.worker(fixture::config());
+    let handover = worker.handover();
+    let ingest = ingest(&pool, handover.clone());
+    let running = f.start(&worker);
+
+    // The worker's concurrency is 16, so the handover lends ingest 8 credits: one request of 8 events takes them all.
+    let answers = ingest.submit(f.owner, events("a", 8), None).await.expect("ingest");
+    assert!(answers.iter().all(|a| a.as_ref().is_ok_and(|a| a.first_time && a.deliveries == 1)));
+    assert_eq!(handover.handed(), 8);
+    wait_for(&receiver, 8).await;
+
+    // More than the credits at once: what finds no credit is enqueued pending and claimed as before.
+    let answers = ingest.submit(f.owner, events("b", 40), None).await.expect("ingest");
+    assert_eq!(answers.len(), 40);
+    wait_for(&receiver, 48).await;
+    f.settle().await;
+    running.stop().await;
+    assert!(handover.handed() >= 8 && handover.handed() < 48, "handed {}", handover.handed());
+
+    let ids: HashSet<String> = receiver.received().iter().map(|r| r.event_id()).collect();
+    assert_eq!((ids.len(), receiver.received().len()), (48, 48), "each event arrives once");
+    let (rows, attempts) = outcome(&pool).await;
+    assert_eq!(rows.len(), 48);
+    assert!(rows.iter().all(|(status, n)| status == "succeeded" && *n == 1), "{rows:?}");
+    assert_eq!(attempts, 48);
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn deliveries_handed_to_a_worker_that_never_took_them_are_claimed_when_their_lease_runs_out(pool: PgPool) {
+    let f = Fixture::new(pool.clone()).await;
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    f.webhook(&receiver.url, 3).await;
+    // This worker asks for a handover and never runs: what ingest hands it sits in memory nobody reads, as in a
+    // process killed right after ingest committed.
+    let stuck = f.worker(fixture::config());
+    let handover = stuck.handover();
+    let ingest = ingest(&pool, handover.clone());
+    ingest.submit(f.owner, events("c", 3), None).await.expect("ingest");
+    assert_eq!(handover.handed(), 3);
+    let (rows, _) = outcome(&pool).await;
+    assert!(rows.iter().all(|(status, n)| status == "delivering" && *n == 1), "leased at once: {rows:?}");
+
+    // Another worker claims them once their lease (800 ms) runs out, and they arrive.
+    let other = f.worker(fixture::config());
+    f.drain(&other).await;
+    wait_for(&receiver, 3).await;
+    let (rows, attempts) = outcome(&pool).await;
+    assert!(rows.iter().all(|(status, n)| status == "succeeded" && *n == 2), "{rows:?}");
+    assert_eq!(attempts, 1 + 1 + 1, "one recorded attempt each: the lease that ran out was never sent");
+    assert_eq!(receiver.received().len(), 3);
+    drop(stuck);
+}

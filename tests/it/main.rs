@@ -18,6 +18,7 @@ mod neighbours;
 mod operational;
 mod ordering;
 pub(crate) mod pipeline;
+mod races;
 mod rate_limit;
 mod receiver;
 mod recorder;

@@ -141,6 +141,10 @@ pub struct Skip<'a> {
 /// Tenants whose queue heads a claim looks at beside the oldest due rows, and rows it takes from each head.
 const TENANTS_PER_CLAIM: i64 = 16;
 const ROWS_PER_HEAD: i64 = 8;
+/// Due rows each look of the claim reads at most (the oldest overall, and each tenant's head). A webhook or tenant
+/// the claim skips can hold this many rows in front of others of its own tenant; other tenants are reached through
+/// their own heads.
+const SCAN_PER_LOOK: i64 = 512;
 
 /// Where this process's next claim starts its turn across tenants (a tenant id; the walk takes the next one after
 /// it). Process-wide on purpose: every claim of the process moves the same turn on.
@@ -159,7 +163,6 @@ macro_rules! claimable {
     };
 }
 
-// Long because it is one statement, the claim, whose every clause carries the comment that says why it is there.
 /// Claims up to `limit` due deliveries (pending and due, or leased and expired), skipping rows other workers hold
 /// and what `skip` names. Each claimed row's attempt count goes up by one and its lease runs for `lease`.
 ///
@@ -167,6 +170,19 @@ macro_rules! claimable {
 /// (from where the last claim's turn began, round past the end, through `deliveries_tenant_due`), ranked within their tenant, so every tenant's first
 /// rows come before any tenant's second. A tenant with a backlog still has its whole claim when alone.
 pub async fn claim(
+    pool: &PgPool,
+    clock: &Clock,
+    limit: u32,
+    lease: Duration,
+    skip: Skip<'_>,
+) -> Result<Vec<ClaimedDelivery>> {
+    // A candidate that finished or was cancelled between the claim's read and its lock is moved out of the queue:
+    // the claim runs again without it rather than fail.
+    crate::retry_moved(|| claim_once(pool, clock, limit, lease, skip)).await
+}
+
+// Long because it is one statement, the claim, whose every clause carries the comment that says why it is there.
+async fn claim_once(
     pool: &PgPool,
     clock: &Clock,
     limit: u32,
@@ -200,14 +216,21 @@ pub async fn claim(
                         ORDER BY l.tenant_id LIMIT 1)) AS tenant_id) nxt
              WHERE t.n < $10 AND nxt.tenant_id <> t.first
          ),
+         -- Each look reads at most $12 due rows and filters those: what the claim skips (saturated webhooks and
+         -- tenants, chains behind a live delivery) costs it a bounded scan, never a walk through a whole backlog.
          candidates AS (
-            (SELECT c.id, c.tenant_id, c.due_at FROM deliveries_live c WHERE ",
+            (SELECT c.id, c.tenant_id, c.due_at
+               FROM (SELECT * FROM deliveries_live c WHERE c.due_at <= now() + $6 ORDER BY c.due_at LIMIT $12) c
+              WHERE ",
         claimable!(),
         " ORDER BY c.due_at LIMIT $1)
             UNION
             SELECT h.id, h.tenant_id, h.due_at FROM turn t,
-                   LATERAL (SELECT c.id, c.tenant_id, c.due_at FROM deliveries_live c
-                             WHERE c.tenant_id = t.tenant_id AND ",
+                   LATERAL (SELECT c.id, c.tenant_id, c.due_at
+                              FROM (SELECT * FROM deliveries_live c
+                                     WHERE c.tenant_id = t.tenant_id AND c.due_at <= now() + $6
+                                     ORDER BY c.due_at LIMIT $12) c
+                             WHERE ",
         claimable!(),
         " ORDER BY c.due_at LIMIT $11) h
          ),
@@ -252,6 +275,7 @@ pub async fn claim(
     .bind(TURN.lock().map(|t| *t).unwrap_or_default())
     .bind(TENANTS_PER_CLAIM)
     .bind(ROWS_PER_HEAD)
+    .bind(SCAN_PER_LOOK)
     .fetch_all(pool)
     .await?;
     // The next claim's turn starts after the first tenant this one served, so turns go round.

@@ -102,7 +102,7 @@ fn sqlstate(err: &Error) -> String {
 /// worker reclaimed them) keep the newer claim's state; their attempts are recorded all the same, because they
 /// happened. `Err` only when the database is unreachable or shutting down ([`is_transient`]): retry the batch.
 pub async fn record(pool: &PgPool, clock: &Clock, records: &[AttemptRecord]) -> Result<Recorded> {
-    let err = match write(pool, clock, records, Detail::Full).await {
+    let err = match crate::retry_moved(|| write(pool, clock, records, Detail::Full)).await {
         Ok(written) => {
             let mut recorded = Recorded::default();
             recorded.add(written);
@@ -118,7 +118,7 @@ pub async fn record(pool: &PgPool, clock: &Clock, records: &[AttemptRecord]) -> 
     }
     tracing::warn!(error = %err, count = records.len(), "a batch of attempts was refused; recording them one by one");
     for r in records {
-        match write(pool, clock, std::slice::from_ref(r), Detail::Full).await {
+        match crate::retry_moved(|| write(pool, clock, std::slice::from_ref(r), Detail::Full)).await {
             Ok(written) => recorded.add(written),
             Err(err) if is_transient(&err) => return Err(err),
             Err(err) => record_refused(pool, clock, r, &err, &mut recorded).await?,

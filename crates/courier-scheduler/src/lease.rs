@@ -16,6 +16,10 @@ fn fencing_arrays(claimed: &[(DeliveryId, u32)]) -> (Vec<&str>, Vec<i32>) {
 /// Gives claimed deliveries back unattempted (shutdown, or a saturated webhook): pending again after `after`,
 /// with the attempt this claim counted taken back.
 pub async fn release(pool: &PgPool, clock: &Clock, claimed: &[(DeliveryId, u32)], after: Duration) -> Result<u64> {
+    crate::retry_moved(|| release_once(pool, clock, claimed, after)).await
+}
+
+async fn release_once(pool: &PgPool, clock: &Clock, claimed: &[(DeliveryId, u32)], after: Duration) -> Result<u64> {
     if claimed.is_empty() {
         return Ok(0);
     }
@@ -40,6 +44,10 @@ pub async fn release(pool: &PgPool, clock: &Clock, claimed: &[(DeliveryId, u32)]
 
 /// Cancels claimed deliveries whose webhook turned out to be inactive, without an attempt.
 pub async fn cancel_claimed(pool: &PgPool, clock: &Clock, claimed: &[(DeliveryId, u32)]) -> Result<u64> {
+    crate::retry_moved(|| cancel_claimed_once(pool, clock, claimed)).await
+}
+
+async fn cancel_claimed_once(pool: &PgPool, clock: &Clock, claimed: &[(DeliveryId, u32)]) -> Result<u64> {
     if claimed.is_empty() {
         return Ok(0);
     }
@@ -67,6 +75,11 @@ pub async fn cancel_claimed(pool: &PgPool, clock: &Clock, claimed: &[(DeliveryId
 /// Fails deliveries whose lease ran out after their last allowed attempt: the worker that held them died after
 /// sending, so the attempt budget is spent ([`ErrorKind::LeaseExpired`]). Returns how many.
 pub async fn fail_exhausted_leases(pool: &PgPool, clock: &Clock) -> Result<u64> {
+    // A lease recorded late or cancelled meanwhile leaves the queue under the sweep's feet: run it again without.
+    crate::retry_moved(|| fail_exhausted_leases_once(pool, clock)).await
+}
+
+async fn fail_exhausted_leases_once(pool: &PgPool, clock: &Clock) -> Result<u64> {
     let mut tx = pool.begin().await?;
     let failed: Vec<(String, String)> = sqlx::query_as(
         "UPDATE deliveries SET status = $1, lease_expires_at = NULL, updated_at = now(),

@@ -96,6 +96,38 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Runs `statement` again (five runs at most) when PostgreSQL refused it because a row it meant to lock or update
+/// was moved to another partition by a transaction that committed meanwhile (SQLSTATE 40001, "tuple to be locked was
+/// already moved to another partition due to concurrent update"): a delivery that finishes or is cancelled leaves
+/// `deliveries_live` for its day of the log, and then it is no longer anyone else's to take. The next run does not
+/// see it. Only for statements that are whole transactions, or run under a savepoint of their own.
+pub(crate) async fn retry_moved<T, F, Fut>(mut statement: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        match statement().await {
+            Err(err) if runs < 5 && moved_meanwhile(&err) => continue,
+            other => return other,
+        }
+    }
+}
+
+fn moved_meanwhile(err: &Error) -> bool {
+    match err {
+        Error::Database(err) | Error::Store(courier_store::Error::Database(err)) => row_moved(err),
+        Error::Store(_) => false,
+    }
+}
+
+/// SQLSTATE 40001: see [`retry_moved`].
+pub(crate) fn row_moved(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("40001"))
+}
+
 /// For `map_err`: a stored value that does not parse (see [`courier_store::Error::corrupt`]).
 pub(crate) fn corrupt<E: Into<courier_store::BoxError>>(
     row: impl fmt::Display,

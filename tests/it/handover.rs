@@ -5,25 +5,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use courier_core::{EventData, EventId, EventType};
 use courier_scheduler::ingest::{Ingest, Workers};
 use courier_scheduler::wake::Notifier;
-use courier_store::events::NewEvent;
 use sqlx::PgPool;
 
 use crate::fixture::{self, Fixture};
 use crate::receiver::{Receiver, Reply};
-
-fn events(prefix: &str, n: usize) -> Vec<NewEvent> {
-    (0..n)
-        .map(|i| NewEvent {
-            id: EventId::parse(&format!("evt_{prefix}{i}")).expect("id"),
-            event_type: EventType::CallCompleted,
-            created: None,
-            data: EventData::parse(serde_json::json!({"call_id": format!("call-{i}")})).expect("data"),
-        })
-        .collect()
-}
 
 /// An ingest whose new deliveries go to `handover` first.
 fn ingest(pool: &PgPool, handover: courier_scheduler::handover::Handover) -> Ingest {
@@ -62,13 +49,13 @@ async fn handed_over_deliveries_arrive_once_and_the_rest_are_claimed(pool: PgPoo
     let running = f.start(&worker);
 
     // The worker's concurrency is 16, so the handover lends ingest 8 credits: one request of 8 events takes them all.
-    let answers = ingest.submit(f.owner, events("a", 8), None).await.expect("ingest");
+    let answers = ingest.submit(f.owner, Fixture::call_events("a", 8), None).await.expect("ingest");
     assert!(answers.iter().all(|a| a.as_ref().is_ok_and(|a| a.first_time && a.deliveries == 1)));
     assert_eq!(handover.handed(), 8);
     wait_for(&receiver, 8).await;
 
     // More than the credits at once: what finds no credit is enqueued pending and claimed as before.
-    let answers = ingest.submit(f.owner, events("b", 40), None).await.expect("ingest");
+    let answers = ingest.submit(f.owner, Fixture::call_events("b", 40), None).await.expect("ingest");
     assert_eq!(answers.len(), 40);
     wait_for(&receiver, 48).await;
     f.settle().await;
@@ -93,7 +80,7 @@ async fn deliveries_handed_to_a_worker_that_never_took_them_are_claimed_when_the
     let stuck = f.worker(fixture::config());
     let handover = stuck.handover();
     let ingest = ingest(&pool, handover.clone());
-    ingest.submit(f.owner, events("c", 3), None).await.expect("ingest");
+    ingest.submit(f.owner, Fixture::call_events("c", 3), None).await.expect("ingest");
     assert_eq!(handover.handed(), 3);
     let (rows, _) = outcome(&pool).await;
     assert!(rows.iter().all(|(status, n)| status == "delivering" && *n == 1), "leased at once: {rows:?}");

@@ -123,9 +123,10 @@ fn moved_meanwhile(err: &Error) -> bool {
     }
 }
 
-/// SQLSTATE 40001: see [`retry_moved`].
+/// SQLSTATE 40001 (see [`retry_moved`]), or 40P01: two statements over the same live rows (a queue cancelled while a
+/// claim or the sweep runs) locked them in opposite orders, and PostgreSQL rolled this one back to break the cycle.
 pub(crate) fn row_moved(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("40001"))
+    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
 }
 
 /// For `map_err`: a stored value that does not parse (see [`courier_store::Error::corrupt`]).

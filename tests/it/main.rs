@@ -18,7 +18,6 @@ mod neighbours;
 mod operational;
 mod ordering;
 pub(crate) mod pipeline;
-mod races;
 mod rate_limit;
 mod receiver;
 mod recorder;

@@ -59,8 +59,11 @@ async fn two_workers_together_stay_under_the_limit_and_deliver_everything(pool: 
         .connect_with((*f.pool.connect_options()).clone())
         .await
         .expect("second pool");
-    let first = f.start(&f.worker(config()));
-    let other = courier_worker::Worker::new(second_pool, f.key.clone(), config()).expect("worker");
+    // A lease long enough that a loaded test machine never lets one run out mid-send (which would send a
+    // delivery twice, as designed, and is not what this test is about).
+    let config = courier_worker::WorkerConfig { lease: Duration::from_secs(10), ..config() };
+    let first = f.start(&f.worker(config.clone()));
+    let other = courier_worker::Worker::new(second_pool, f.key.clone(), config).expect("worker");
     let second = f.start(&other.with_clock(f.clock.clone()));
     let begun = Instant::now();
     f.until_within(Duration::from_secs(60), || async { arrivals.lock().expect("lock").len() >= DELIVERIES }).await;
@@ -72,7 +75,10 @@ async fn two_workers_together_stay_under_the_limit_and_deliver_everything(pool: 
     assert_eq!(arrivals.len(), DELIVERIES, "each delivered once");
     let busiest = busiest_second(&arrivals);
     eprintln!("rate limit {LIMIT}/s: busiest second {busiest}, {DELIVERIES} delivered in {took:?}");
-    assert!(busiest <= 22, "at most {LIMIT} a second (22 with the window's slack), saw {busiest}");
+    // Slots are taken on the database's clock: at most LIMIT + 1 in any second (rate.rs). The receiver sees
+    // them a send later, and on a loaded two-core test run a send can wait for the CPU while the next window's
+    // goes out, so arrivals bunch by a few; two workers each keeping the limit alone would show about 40.
+    assert!(busiest <= LIMIT as usize + 5, "at most {LIMIT} a second (+5 for send jitter), saw {busiest}");
     assert!(took >= Duration::from_secs(17), "{DELIVERIES} at {LIMIT}/s take about 20 s, took {took:?}");
     let spent: Vec<i64> = sqlx::query_scalar("SELECT DISTINCT attempt_count::int8 FROM deliveries")
         .fetch_all(&f.pool)

@@ -1,0 +1,206 @@
+"""`BackgroundSender`: hand events over in microseconds from hot paths; one thread sends them in batches.
+
+Events wait in a bounded queue. The sender thread takes up to `max_batch` of them, or what came within
+`flush_interval` of the first, and sends them with `Courier.send_batch` (ids made at `submit`, so every retry is
+idempotent). When the queue is full, `submit` blocks (`overflow="block"`, optionally up to `block_timeout`) or
+raises `QueueFullError` (`overflow="raise"`): an event is never dropped silently. `flush()` waits until everything
+submitted before it was answered and reports what failed; `close()` (also run at interpreter exit) flushes and
+stops the thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .client import Courier
+from .errors import CourierError, QueueFullError
+from .events import Event
+from .models import ItemResult
+
+__all__ = ["BackgroundSender", "FlushReport"]
+
+log = logging.getLogger("courier_client")
+
+
+@dataclass
+class FlushReport:
+    """What was answered since the previous flush: how many events were stored, and the ones that were not."""
+
+    sent: int = 0
+    failed: list[ItemResult] = field(default_factory=list)
+
+
+class BackgroundSender:
+    """Buffers events from any number of threads and sends them in batches on one background thread.
+
+    `on_error` is called (on the sender thread) with the results of each batch that had failures; they are also
+    kept for the next `flush()`'s report. Use it as a context manager, or call `close()`.
+    """
+
+    def __init__(
+        self,
+        client: Courier,
+        *,
+        max_batch: int = 500,
+        flush_interval: float = 0.2,
+        max_queue: int = 10_000,
+        overflow: Literal["block", "raise"] = "block",
+        block_timeout: float | None = None,
+        on_error: Callable[[list[ItemResult]], None] | None = None,
+        exit_timeout: float = 30.0,
+    ) -> None:
+        if overflow not in ("block", "raise"):
+            raise ValueError("overflow must be 'block' or 'raise'")
+        self._client = client
+        self._max_batch = max(1, min(max_batch, 1000))
+        self._flush_interval = flush_interval
+        self._overflow = overflow
+        self._block_timeout = block_timeout
+        self._on_error = on_error
+        self._queue: queue.Queue[Event] = queue.Queue(maxsize=max_queue)
+        self._lock = threading.Condition()
+        self._submitted = 0
+        self._answered = 0
+        self._report = FlushReport()
+        self._flush_now = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="courier-background-sender", daemon=True)
+        self._thread.start()
+        # A weak reference, so registering for exit does not keep an abandoned sender alive.
+        ref = weakref.ref(self)
+        self._atexit = lambda: _close_at_exit(ref, exit_timeout)
+        atexit.register(self._atexit)
+
+    def submit(self, event: Event | Mapping[str, Any]) -> str:
+        """Queue one event and return its id (made now, so it is stable whatever happens next)."""
+        if self._closed:
+            raise RuntimeError("this BackgroundSender is closed")
+        item = Event.coerce(event).with_id()
+        assert item.id is not None
+        try:
+            if self._overflow == "raise":
+                self._queue.put_nowait(item)
+            else:
+                self._queue.put(item, timeout=self._block_timeout)
+        except queue.Full:
+            raise QueueFullError(f"the queue holds {self._queue.maxsize} events already") from None
+        with self._lock:
+            self._submitted += 1
+        return item.id
+
+    def send(self, type: str, data: Mapping[str, Any], *, id: str | None = None, created: int | None = None) -> str:
+        """`submit` for a type and data, like `Courier.send`."""
+        return self.submit(Event(type, dict(data), id, created))
+
+    def flush(self, timeout: float | None = None) -> FlushReport:
+        """Send what is queued now and wait until every event submitted before this call was answered.
+
+        Returns what was answered since the previous flush; raises `TimeoutError` past `timeout` (the events
+        stay queued and are still sent).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            target = self._submitted
+            self._flush_now.set()
+            while self._answered < target:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"{target - self._answered} events still unanswered after {timeout} s")
+                self._lock.wait(left)
+            report, self._report = self._report, FlushReport()
+        return report
+
+    def close(self, timeout: float | None = None) -> FlushReport:
+        """Flush, then stop the sender thread. Submitting afterwards raises."""
+        if self._closed:
+            return FlushReport()
+        report = self.flush(timeout)
+        self._closed = True
+        self._flush_now.set()
+        self._thread.join(timeout)
+        atexit.unregister(self._atexit)
+        return report
+
+    def __enter__(self) -> BackgroundSender:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @property
+    def pending(self) -> int:
+        """Events submitted and not yet answered."""
+        with self._lock:
+            return self._submitted - self._answered
+
+    def _take_batch(self) -> list[Event]:
+        """Up to `max_batch` events: waits for a first one, then for more until the interval or a flush."""
+        batch: list[Event] = []
+        while not batch:
+            if self._closed and self._queue.empty():
+                return batch
+            try:
+                batch.append(self._queue.get(timeout=0.05))
+            except queue.Empty:
+                continue
+        window_ends = time.monotonic() + self._flush_interval
+        while len(batch) < self._max_batch:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            left = window_ends - time.monotonic()
+            if left <= 0 or self._flush_now.is_set():
+                break
+            try:
+                batch.append(self._queue.get(timeout=min(left, 0.01)))
+            except queue.Empty:
+                continue
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if not batch:
+                return
+            if self._queue.empty():
+                self._flush_now.clear()
+            try:
+                results = self._client.send_batch(batch)
+            except CourierError as error:  # A refused key: every event of the batch failed with it.
+                results = [ItemResult(i, e.id or "", error=error) for i, e in enumerate(batch)]
+            except Exception as error:
+                log.exception("courier: sending a batch failed")
+                failure = CourierError(f"sending failed: {error!r}")
+                results = [ItemResult(i, e.id or "", error=failure) for i, e in enumerate(batch)]
+            failed = [r for r in results if not r.ok]
+            if failed:
+                log.warning("courier: %d of %d events were not stored: %s", len(failed), len(batch), failed[0].error)
+                if self._on_error is not None:
+                    try:
+                        self._on_error(failed)
+                    except Exception:
+                        log.exception("courier: on_error raised")
+            with self._lock:
+                self._answered += len(batch)
+                self._report.sent += len(batch) - len(failed)
+                self._report.failed.extend(failed)
+                self._lock.notify_all()
+
+
+def _close_at_exit(ref: weakref.ref[BackgroundSender], timeout: float) -> None:
+    sender = ref()
+    if sender is not None:
+        try:
+            sender.close(timeout)
+        except TimeoutError:
+            log.error("courier: %d events were still unsent at exit", sender.pending)

@@ -7,8 +7,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TraceParent {
     trace_id: [u8; 16],
@@ -37,22 +35,6 @@ impl TraceParent {
     /// The trace flags; bit 0 is "sampled".
     pub fn flags(&self) -> u8 {
         self.flags
-    }
-
-    /// The context of a span, when it is a real one (not the empty context of an untraced process).
-    pub fn from_span_context(cx: &SpanContext) -> Option<Self> {
-        cx.is_valid().then(|| Self::new(cx.trace_id().to_bytes(), cx.span_id().to_bytes(), cx.trace_flags().to_u8()))?
-    }
-
-    /// As a context received from elsewhere: a parent to continue, or a span to link to.
-    pub fn to_span_context(&self) -> SpanContext {
-        SpanContext::new(
-            TraceId::from_bytes(self.trace_id),
-            SpanId::from_bytes(self.span_id),
-            TraceFlags::new(self.flags),
-            true,
-            TraceState::default(),
-        )
     }
 }
 
@@ -101,8 +83,8 @@ mod tests {
         assert_eq!(hex::encode(parsed.span_id()), "00f067aa0ba902b7");
         assert_eq!(parsed.flags(), 1);
         assert_eq!(parsed.to_string(), EXAMPLE);
-        assert_eq!(TraceParent::from_span_context(&parsed.to_span_context()), Some(parsed));
-        assert_eq!(TraceParent::from_span_context(&SpanContext::empty_context()), None);
+        assert_eq!(TraceParent::new(parsed.trace_id(), parsed.span_id(), parsed.flags()), Some(parsed));
+        assert_eq!(TraceParent::new([0; 16], parsed.span_id(), 1), None, "an all-zero id is no context");
     }
 
     #[test]

@@ -40,7 +40,7 @@ impl Activity {
 /// deliveries by the hour they finished, from `delivery_hourly` (a few dozen rows per webhook whatever the traffic),
 /// and the newest delivery through the webhook index.
 pub async fn recent(pool: &PgPool, owner: Owner, webhooks: &[WebhookId]) -> Result<HashMap<WebhookId, Activity>> {
-    let (now,): (DateTime<Utc>,) = sqlx::query_as("SELECT now()").fetch_one(pool).await?;
+    let now = crate::clock::database_now(pool).await?;
     let first_hour = now.duration_trunc(Duration::hours(1)).unwrap_or(now) - Duration::hours(HOURS - 1);
     let ids: Vec<&str> = webhooks.iter().map(WebhookId::as_str).collect();
     let counts: Vec<(String, DateTime<Utc>, i32, i32)> = sqlx::query_as(

@@ -41,3 +41,9 @@ impl Clock {
         self.moved.notified().await;
     }
 }
+
+/// The database's clock now, for a bound the caller carries between statements (a bulk replay's start, an
+/// erasure's cut-off): the same clock every comparison in SQL reads, whichever process asks.
+pub async fn database_now<'e>(db: impl sqlx::PgExecutor<'e>) -> crate::Result<chrono::DateTime<chrono::Utc>> {
+    Ok(sqlx::query_scalar("SELECT now()").fetch_one(db).await?)
+}

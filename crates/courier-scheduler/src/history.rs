@@ -214,11 +214,11 @@ pub async fn drop_expired(
 /// The events of the day a live delivery (of any day) is for: a replay, a fan-out just past midnight, or one the
 /// lifetime cap has not ended yet (it leaves a delivery in flight to its worker).
 async fn needed_by_live(conn: &mut PgConnection, suffix: &PartitionSuffix) -> Result<Vec<(Owner, EventId)>> {
+    let events = suffix.table("events");
     let rows: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT DISTINCT e.tenant_id, e.environment, e.id
-           FROM deliveries_live d JOIN {} e
-             ON e.tenant_id = d.tenant_id AND e.environment = d.environment AND e.id = d.event_id",
-        suffix.table("events")
+           FROM deliveries_live d JOIN {events} e
+             ON e.tenant_id = d.tenant_id AND e.environment = d.environment AND e.id = d.event_id"
     )))
     .fetch_all(conn)
     .await?;

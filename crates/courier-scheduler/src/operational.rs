@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use sqlx::PgConnection;
 
 use crate::fanout::{self, FanoutEvent};
-use crate::{Result, corrupt};
+use crate::{DeliveryStatus, Result, corrupt};
 
 /// One event to announce, for the owner of the webhook it is about.
 struct Announcement {
@@ -124,10 +124,11 @@ pub(crate) async fn deliveries_exhausted(conn: &mut PgConnection, deliveries: &[
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, tenant_id, environment, event_id, event_type, webhook_id, call_id, attempt_count,
                 last_status_code, last_error
-           FROM deliveries WHERE id = ANY ($1) AND status = 'failed' AND NOT event_type = ANY ($2)",
+           FROM deliveries WHERE id = ANY ($1) AND status = $3 AND NOT event_type = ANY ($2)",
     )
     .bind(deliveries)
     .bind(&operational)
+    .bind(DeliveryStatus::Failed.as_str())
     .fetch_all(&mut *conn)
     .await?;
     let mut announcements = Vec::with_capacity(rows.len());

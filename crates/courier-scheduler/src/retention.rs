@@ -142,7 +142,10 @@ pub struct Erased {
 /// Erases a tenant's events received before `before` (all of them by default) and its deliveries created before
 /// it, with their attempts, in bounded batches. For erasure requests: live deliveries go too.
 pub async fn purge_tenant(pool: &PgPool, tenant: TenantId, before: Option<DateTime<Utc>>) -> Result<Erased> {
-    let before = before.unwrap_or_else(Utc::now);
+    let before = match before {
+        Some(before) => before,
+        None => crate::clock::database_now(pool).await?,
+    };
     let mut total = Erased::default();
     loop {
         let mut tx = pool.begin().await?;

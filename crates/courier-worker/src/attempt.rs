@@ -1,5 +1,6 @@
 //! One attempt of one claimed delivery: prepare → send → classify, inside the attempt's span.
 
+use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -26,7 +27,9 @@ fn attempt_span(delivery: &ClaimedDelivery) -> Span {
     );
     // Linked, not parented: the ingest request finished long ago, and one request fans out to many attempts.
     if let Some(ingest) = &delivery.trace_parent {
-        span.add_link(ingest.to_span_context());
+        let (trace, span_id) = (TraceId::from_bytes(ingest.trace_id()), SpanId::from_bytes(ingest.span_id()));
+        let flags = TraceFlags::new(ingest.flags());
+        span.add_link(SpanContext::new(trace, span_id, flags, true, TraceState::default()));
     }
     span
 }

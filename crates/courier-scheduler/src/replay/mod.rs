@@ -134,7 +134,7 @@ async fn replay_chunk(
 /// How many deliveries a bulk replay with `filter` would queue now.
 pub async fn count_bulk(pool: &PgPool, visibility: Visibility, filter: &DeliveryFilter) -> Result<u64> {
     let mut q = QueryBuilder::new("SELECT count(*)");
-    push_candidates(&mut q, visibility, filter, Utc::now());
+    push_candidates(&mut q, visibility, filter, crate::clock::database_now(pool).await?);
     let n: i64 = q.build_query_scalar().fetch_one(pool).await?;
     Ok(n as u64)
 }
@@ -154,7 +154,7 @@ pub async fn replay_bulk(
     if dry_run {
         return count_bulk(pool, visibility, filter).await;
     }
-    let started = Utc::now();
+    let started = crate::clock::database_now(pool).await?;
     let trace = trace.map(|t| t.to_string());
     let mut total = 0u64;
     let mut after: Option<String> = None;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use courier_core::WebhookId;
 use sqlx::PgConnection;
 
-use super::DisabledReason;
+use super::{DisabledReason, WebhookStatus};
 use crate::{Error, Result};
 
 fn id_strs(ids: &[WebhookId]) -> Vec<&str> {
@@ -36,16 +36,18 @@ pub struct Disabled {
 pub async fn disable(conn: &mut PgConnection, ids: &[WebhookId], reason: DisabledReason) -> Result<Disabled> {
     let done: Vec<(String, bool)> = sqlx::query_as(
         "WITH before AS (
-            SELECT id, status = 'enabled' AS was_enabled FROM webhooks
+            SELECT id, status = $3 AS was_enabled FROM webhooks
              WHERE id = ANY ($1) AND deleted_at IS NULL FOR UPDATE
          )
-         UPDATE webhooks w SET status = 'disabled', disabled_reason = COALESCE(w.disabled_reason, $2),
+         UPDATE webhooks w SET status = $4, disabled_reason = COALESCE(w.disabled_reason, $2),
                 updated_at = now()
            FROM before WHERE w.id = before.id
          RETURNING w.id, before.was_enabled",
     )
     .bind(id_strs(ids))
     .bind(reason.as_str())
+    .bind(WebhookStatus::Enabled.as_str())
+    .bind(WebhookStatus::Disabled(reason).as_str())
     .fetch_all(conn)
     .await?;
     let newly = done.iter().filter(|(_, was)| *was).map(|(id, _)| id.clone()).collect();
@@ -55,11 +57,12 @@ pub async fn disable(conn: &mut PgConnection, ids: &[WebhookId], reason: Disable
 /// Enables these webhooks with a fresh failure streak; returns the ids that exist (deleted ones excluded).
 pub async fn enable(conn: &mut PgConnection, ids: &[WebhookId]) -> Result<Vec<WebhookId>> {
     let done: Vec<String> = sqlx::query_scalar(
-        "UPDATE webhooks SET status = 'enabled', disabled_reason = NULL, failing_since = NULL,
+        "UPDATE webhooks SET status = $2, disabled_reason = NULL, failing_since = NULL,
                 exhausted_since_failing = 0, updated_at = now()
          WHERE id = ANY ($1) AND deleted_at IS NULL RETURNING id",
     )
     .bind(id_strs(ids))
+    .bind(WebhookStatus::Enabled.as_str())
     .fetch_all(conn)
     .await?;
     parse_ids(done)
@@ -75,13 +78,15 @@ pub async fn disable_failing(
     skew: Duration,
 ) -> Result<Vec<WebhookId>> {
     let done: Vec<String> = sqlx::query_scalar(
-        "UPDATE webhooks SET status = 'disabled', disabled_reason = 'failing', updated_at = now()
+        "UPDATE webhooks SET status = $4, disabled_reason = $5, updated_at = now()
          WHERE active AND failing_since <= now() + $3 - $1 AND exhausted_since_failing >= $2
          RETURNING id",
     )
     .bind(after)
     .bind(min_exhausted as i32)
     .bind(skew)
+    .bind(WebhookStatus::Disabled(DisabledReason::Failing).as_str())
+    .bind(DisabledReason::Failing.as_str())
     .fetch_all(conn)
     .await?;
     parse_ids(done)

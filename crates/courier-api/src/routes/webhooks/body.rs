@@ -224,6 +224,18 @@ pub(super) fn check_description(d: &Option<String>) -> Result<(), ApiError> {
     }
 }
 
+/// A field's value when it was given and valid; an invalid one adds its details to `details` instead, so every
+/// invalid field of a body is reported at once.
+fn valid<T>(field: Option<Result<T, ApiError>>, details: &mut Vec<ErrorDetail>) -> Option<T> {
+    match field? {
+        Ok(value) => Some(value),
+        Err(e) => {
+            details.extend(e.into_body().details);
+            None
+        }
+    }
+}
+
 /// A PATCH body as a store patch; every invalid field is reported at once.
 pub(super) fn patch_of(
     body: UpdateWebhook,
@@ -231,50 +243,13 @@ pub(super) fn patch_of(
     rules: &crate::state::WebhookRules,
 ) -> Result<WebhookPatch, ApiError> {
     let mut details: Vec<ErrorDetail> = Vec::new();
-    let mut collect = |r: Result<(), ApiError>| {
-        if let Err(e) = r {
-            details.extend(e.into_body().details);
-        }
-    };
-    let url = match body.url.as_deref().map(|u| validate_url("url", u, environment, rules)) {
-        Some(Ok(url)) => Some(url),
-        Some(Err(e)) => {
-            collect(Err(e));
-            None
-        }
-        None => None,
-    };
+    let url = valid(body.url.as_deref().map(|u| validate_url("url", u, environment, rules)), &mut details);
     let filter = body.filter.unwrap_or_default();
-    let events = match filter.events.as_deref().map(parse_events) {
-        Some(Ok(events)) => Some(events),
-        Some(Err(e)) => {
-            collect(Err(e));
-            None
-        }
-        None => None,
-    };
-    if let Some(n) = body.max_attempts {
-        collect(check_max_attempts(n).map(|_| ()));
-    }
-    if let Some(description) = &body.description {
-        collect(check_description(description));
-    }
-    let rate_limit = match body.rate_limit.map(|limit| limit.as_ref().map(check_rate).transpose()) {
-        Some(Ok(limit)) => Some(limit),
-        Some(Err(e)) => {
-            collect(Err(e));
-            None
-        }
-        None => None,
-    };
-    let headers = match body.headers.map(parse_headers) {
-        Some(Ok(headers)) => Some(headers),
-        Some(Err(e)) => {
-            collect(Err(e));
-            None
-        }
-        None => None,
-    };
+    let events = valid(filter.events.as_deref().map(parse_events), &mut details);
+    valid(body.max_attempts.map(check_max_attempts), &mut details);
+    valid(body.description.as_ref().map(check_description), &mut details);
+    let rate_limit = valid(body.rate_limit.map(|limit| limit.as_ref().map(check_rate).transpose()), &mut details);
+    let headers = valid(body.headers.map(parse_headers), &mut details);
     if !details.is_empty() {
         return Err(ApiError::validation(details));
     }

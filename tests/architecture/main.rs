@@ -1,0 +1,354 @@
+//! ARCHITECTURE.md's invariants that a program can check, checked on the syntax tree (`syn`), not on text: which
+//! crate may depend on which, what the core may link, which module may write which table (every SQL string,
+//! however spelled or built, resolved to its tables), that statuses are bound rather than written, what the API
+//! may not reach, that the queue reads no process clock, and how long files and functions grow. Each check names
+//! what broke and where; `self_check` proves each one fails on a deliberately broken copy.
+
+mod deps;
+mod self_check;
+mod sql;
+mod syntax;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub(crate) fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// ARCHITECTURE.md, "Crates": the crates of ours each crate may depend on. A new edge is a design change.
+const ALLOWED_EDGES: &[(&str, &[&str])] = &[
+    ("courier-core", &[]),
+    ("courier-store", &["courier-core"]),
+    ("courier-scheduler", &["courier-core", "courier-store"]),
+    ("courier-worker", &["courier-core", "courier-scheduler"]),
+    ("courier-api", &["courier-core", "courier-store", "courier-scheduler"]),
+    ("courier", &["courier-core", "courier-store", "courier-scheduler", "courier-worker", "courier-api"]),
+];
+
+/// Everything the core may link, transitively: value types, serde, and pure crypto. An IO, async or telemetry
+/// crate here (tokio, sqlx, reqwest, tracing, opentelemetry) breaks "core is pure".
+const CORE_MAY_LINK: &[&str] = &[
+    "aead",
+    "aes",
+    "aes-gcm",
+    "base64",
+    "block-buffer",
+    "cfg-if",
+    "chacha20",
+    "chrono",
+    "cipher",
+    "cmov",
+    "const-oid",
+    "cpubits",
+    "cpufeatures",
+    "crypto-common",
+    "ctr",
+    "ctutils",
+    "digest",
+    "getrandom",
+    "ghash",
+    "hex",
+    "hmac",
+    "hybrid-array",
+    "iana-time-zone",
+    "inout",
+    "ipnet",
+    "itoa",
+    "libc",
+    "memchr",
+    "num-traits",
+    "polyval",
+    "rand",
+    "rand_core",
+    "serde",
+    "serde_core",
+    "serde_json",
+    "sha2",
+    "subtle",
+    "thiserror",
+    "typenum",
+    "universal-hash",
+    "uuid",
+    "zmij",
+];
+
+/// The one owner of every table (partitions count as their table): the only place (file, or directory ending in
+/// `/`) whose SQL may insert into, update, delete from, copy into, truncate, alter or drop it.
+const OWNERS: &[(&str, &str)] = &[
+    ("tenants", "crates/courier-store/src/tenants.rs"),
+    ("api_keys", "crates/courier-store/src/api_keys.rs"),
+    ("portal_sessions", "crates/courier-store/src/portal_sessions.rs"),
+    ("webhooks", "crates/courier-store/src/webhooks/"),
+    ("events", "crates/courier-store/src/events.rs"),
+    ("event_keys", "crates/courier-store/src/events.rs"),
+    // The queue: fan-out, claim, lease, record, cancel and replay are all the scheduler's.
+    ("deliveries", "crates/courier-scheduler/src/"),
+    ("delivery_attempts", "crates/courier-scheduler/src/finish.rs"),
+    // Attempts go when their events do (no foreign key cascades across partitions).
+    ("delivery_attempts", "crates/courier-scheduler/src/retention.rs"),
+    // A day's drop keeps the attempts of its deliveries still live, moved to the DEFAULT partition.
+    ("delivery_attempts", "crates/courier-scheduler/src/history.rs"),
+    ("replays", "crates/courier-scheduler/src/replay/"),
+    ("webhook_rate_windows", "crates/courier-scheduler/src/rate.rs"),
+    ("webhook_rate_backlog", "crates/courier-scheduler/src/rate.rs"),
+    ("delivery_hourly", "crates/courier-scheduler/src/hourly.rs"),
+];
+
+/// What the API crate may not name: the operator's cross-tenant reads, the webhook state machine by bare id,
+/// the worker.
+const API_MAY_NOT_NAME: &[&str] = &["operator", "Operator", "state::disable", "state::enable", "courier_worker"];
+
+/// The values of `DeliveryStatus` and `WebhookStatus`: SQL binds them, never spells them.
+const STATUSES: &[&str] =
+    &["waiting", "pending", "delivering", "succeeded", "failed", "cancelled", "enabled", "disabled"];
+
+const MAX_FILE_LINES: usize = 400;
+const MAX_FN_LINES: usize = 60;
+/// A reason is a few words, not a token gesture.
+const MIN_REASON_WORDS: usize = 3;
+/// Production code may explain at most this many long functions; the rest are split.
+const MAX_LONG_IN_PRODUCTION: usize = 8;
+
+pub(crate) struct Source {
+    pub name: String,
+    pub lines: usize,
+    pub parsed: syntax::Parsed,
+}
+
+impl Source {
+    pub fn new(name: &str, text: &str) -> Self {
+        Self { name: name.to_owned(), lines: text.lines().count(), parsed: syntax::parse(name, text) }
+    }
+
+    fn production(&self) -> bool {
+        (self.name.starts_with("crates/") && self.name.contains("/src/")) || self.name.starts_with("src/")
+    }
+}
+
+/// Every `.rs` file under these directories of the repository, parsed.
+fn sources(dirs: &[&str]) -> Vec<Source> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    for dir in dirs {
+        walk(&root().join(dir), &mut paths);
+    }
+    paths.sort();
+    paths
+        .iter()
+        .map(|path| {
+            let name = path.strip_prefix(root()).unwrap_or(path).to_string_lossy().replace('\\', "/");
+            Source::new(&name, &std::fs::read_to_string(path).expect("source"))
+        })
+        .collect()
+}
+
+fn production_sources() -> Vec<Source> {
+    sources(&["crates", "src"]).into_iter().filter(Source::production).collect()
+}
+
+/// The tables the migrations create, each mapped to its root table.
+pub(crate) fn catalog() -> BTreeMap<String, String> {
+    let mut texts = Vec::new();
+    for entry in std::fs::read_dir(root().join("migrations")).expect("migrations").flatten() {
+        texts.push(std::fs::read_to_string(entry.path()).expect("migration"));
+    }
+    sql::catalog(&texts)
+}
+
+/// The table a name in SQL stands for: a table or partition of the catalog (its root), a partition built at
+/// run time (`{name}` bound by `….table("parent")`, or `parent_{suffix}`), or PostgreSQL's own catalog.
+pub(crate) fn resolve(
+    name: &str,
+    partitions: &BTreeMap<String, String>,
+    catalog: &BTreeMap<String, String>,
+) -> Option<String> {
+    if let Some(var) = name.strip_prefix('{').and_then(|n| n.strip_suffix('}')) {
+        return resolve(partitions.get(var)?, partitions, catalog);
+    }
+    if name.starts_with("pg_") || name.starts_with("pg_catalog.") || name.starts_with("information_schema.") {
+        return Some(name.to_owned());
+    }
+    if name == "_sqlx_migrations" {
+        return Some(name.to_owned());
+    }
+    if let Some(root) = catalog.get(name) {
+        return Some(root.clone());
+    }
+    let (prefix, suffix) = name.rsplit_once('_')?;
+    let runtime_suffix = suffix.starts_with('{') || (!suffix.is_empty() && suffix.chars().all(|c| c.is_ascii_digit()));
+    if runtime_suffix { catalog.get(prefix).cloned() } else { None }
+}
+
+/// Writes outside their table's owner, and SQL naming a table the catalog does not know.
+pub(crate) fn table_violations(sources: &[Source], catalog: &BTreeMap<String, String>) -> Vec<String> {
+    let mut broken = Vec::new();
+    for source in sources.iter().filter(|s| s.production()) {
+        for sql in &source.parsed.sql {
+            for reference in sql::references(&sql::tokens(&sql.text)) {
+                let Some(table) = resolve(&reference.name, &sql.partitions, catalog) else {
+                    broken.push(format!("{}: `{}` names no table of the migrations", sql.at, reference.name));
+                    continue;
+                };
+                if !reference.write {
+                    continue;
+                }
+                let owners: Vec<&str> = OWNERS.iter().filter(|(t, _)| *t == table).map(|(_, o)| *o).collect();
+                let owned = owners
+                    .iter()
+                    .any(|o| if o.ends_with('/') { source.name.starts_with(o) } else { source.name == *o });
+                if !owned {
+                    let who = if owners.is_empty() { "nobody".to_owned() } else { owners.join(" and ") };
+                    broken.push(format!("{}: writes {table} ({}), which {who} owns", sql.at, reference.name));
+                }
+            }
+        }
+    }
+    broken
+}
+
+/// SQL that spells a status instead of binding it.
+pub(crate) fn status_violations(sources: &[Source]) -> Vec<String> {
+    let mut broken = Vec::new();
+    for source in sources.iter().filter(|s| s.production()) {
+        for sql in &source.parsed.sql {
+            for token in sql::tokens(&sql.text) {
+                if let sql::Token::Quoted(text) = token
+                    && STATUSES.contains(&text.as_str())
+                {
+                    broken.push(format!("{}: the status '{text}' is written, not bound", sql.at));
+                }
+            }
+        }
+    }
+    broken
+}
+
+/// Paths the API crate names that reach past the owner-scoped functions.
+pub(crate) fn api_violations(sources: &[Source]) -> Vec<String> {
+    let api = sources.iter().filter(|s| s.name.starts_with("crates/courier-api/src/"));
+    api.flat_map(|s| &s.parsed.paths)
+        .filter(|(_, path)| {
+            let segments: Vec<&str> = path.split("::").collect();
+            API_MAY_NOT_NAME.iter().any(|banned| {
+                let banned: Vec<&str> = banned.split("::").collect();
+                segments.windows(banned.len()).any(|w| w == banned.as_slice())
+            })
+        })
+        .map(|(at, path)| format!("{at}: names {path}"))
+        .collect()
+}
+
+/// The queue's crates reading a process clock where the database's `now()` decides.
+pub(crate) fn clock_violations(sources: &[Source]) -> Vec<String> {
+    let queue = ["crates/courier-scheduler/src/", "crates/courier-store/src/"];
+    let queue = sources.iter().filter(|s| queue.iter().any(|q| s.name.starts_with(q)));
+    queue
+        .flat_map(|s| &s.parsed.paths)
+        .filter(|(_, path)| path.ends_with("Utc::now") || path.ends_with("SystemTime::now"))
+        .map(|(at, path)| format!("{at}: reads the process clock ({path})"))
+        .collect()
+}
+
+/// Files past [`MAX_FILE_LINES`], functions past [`MAX_FN_LINES`] without a reason of a few words, and
+/// production code explaining more than [`MAX_LONG_IN_PRODUCTION`] long functions.
+pub(crate) fn length_violations(sources: &[Source]) -> Vec<String> {
+    let mut broken = Vec::new();
+    let mut explained_in_production = Vec::new();
+    for source in sources {
+        if source.lines > MAX_FILE_LINES {
+            broken.push(format!("{} has {} lines (at most {MAX_FILE_LINES})", source.name, source.lines));
+        }
+        for f in source.parsed.functions.iter().filter(|f| f.lines > MAX_FN_LINES) {
+            let words = f.reason.as_deref().map_or(0, |r| r.split_whitespace().count());
+            if words < MIN_REASON_WORDS {
+                broken.push(format!(
+                    "{}: {} fn {} has {} lines (at most {MAX_FN_LINES} without `{} <a reason>`)",
+                    f.at,
+                    f.visibility,
+                    f.name,
+                    f.lines,
+                    syntax::LONG_MARKER
+                ));
+            } else if source.production() {
+                explained_in_production.push(f.at.clone());
+            }
+        }
+    }
+    if explained_in_production.len() > MAX_LONG_IN_PRODUCTION {
+        broken.push(format!(
+            "{} long functions in production code (at most {MAX_LONG_IN_PRODUCTION}): {explained_in_production:?}",
+            explained_in_production.len()
+        ));
+    }
+    broken
+}
+
+#[test]
+fn crates_depend_only_on_what_the_design_allows() {
+    let deps = deps::direct();
+    let mut broken = Vec::new();
+    for (krate, allowed) in ALLOWED_EDGES {
+        let actual = deps.get(*krate).unwrap_or_else(|| panic!("{krate} is not in the workspace"));
+        for dep in actual.iter().filter(|d| d.starts_with("courier")) {
+            if !allowed.contains(&dep.as_str()) {
+                broken.push(format!("{krate} depends on {dep}"));
+            }
+        }
+    }
+    for krate in deps.keys() {
+        assert!(ALLOWED_EDGES.iter().any(|(k, _)| k == krate), "{krate} has no row in ALLOWED_EDGES");
+    }
+    assert!(broken.is_empty(), "edges the design does not allow: {broken:#?}");
+}
+
+#[test]
+fn the_core_links_only_pure_crates() {
+    let linked = deps::transitive("courier-core");
+    let impure: Vec<&String> = linked.iter().filter(|c| !CORE_MAY_LINK.contains(&c.as_str())).collect();
+    assert!(impure.is_empty(), "courier-core links crates outside CORE_MAY_LINK: {impure:?}");
+}
+
+#[test]
+fn every_table_is_written_only_by_its_owner() {
+    let catalog = catalog();
+    for table in catalog.values().filter(|t| *t != sql::VIEW) {
+        assert!(OWNERS.iter().any(|(t, _)| t == table), "table {table} has no owner in OWNERS (ARCHITECTURE.md)");
+    }
+    let broken = table_violations(&production_sources(), &catalog);
+    assert!(broken.is_empty(), "writes outside the owner, or tables unknown: {broken:#?}");
+}
+
+#[test]
+fn statuses_are_bound_never_written() {
+    let broken = status_violations(&production_sources());
+    assert!(broken.is_empty(), "bind DeliveryStatus / WebhookStatus instead: {broken:#?}");
+}
+
+#[test]
+fn the_api_reaches_no_operator_or_system_only_functions() {
+    let broken = api_violations(&production_sources());
+    assert!(broken.is_empty(), "the API must act through the owner-scoped functions only: {broken:#?}");
+}
+
+#[test]
+fn the_queue_reads_only_the_database_clock() {
+    let broken = clock_violations(&production_sources());
+    assert!(broken.is_empty(), "compute times in SQL (`now()` plus the Clock's skew): {broken:#?}");
+}
+
+#[test]
+fn files_and_functions_stay_short() {
+    let broken = length_violations(&sources(&["crates", "src", "tests", "benches"]));
+    assert!(broken.is_empty(), "split these, or say why above them: {broken:#?}");
+}

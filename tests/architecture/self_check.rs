@@ -1,0 +1,75 @@
+//! A test of the test: each rule, run on a deliberately broken copy, reports it.
+
+use crate::{
+    Source, api_violations, catalog, clock_violations, length_violations, status_violations, table_violations,
+};
+
+fn body(lines: usize) -> String {
+    "    let x = 1;\n".repeat(lines)
+}
+
+#[test]
+fn a_long_function_of_any_visibility_needs_a_reason_of_a_few_words() {
+    let long = format!("pub(super) fn long() {{\n{}}}\n", body(64));
+    let broken = length_violations(&[Source::new("crates/courier-store/src/x.rs", &long)]);
+    assert!(broken.iter().any(|b| b.contains("pub(super) fn long")), "{broken:?}");
+    let bare = format!("// Long because\n/// Doc.\n{long}");
+    assert_eq!(length_violations(&[Source::new("crates/courier-store/src/x.rs", &bare)]).len(), 1);
+    let explained = format!("// Long because it is one story.\n/// Doc.\n#[inline]\n{long}");
+    assert!(length_violations(&[Source::new("crates/courier-store/src/x.rs", &explained)]).is_empty());
+    let nine: String = (0..9).map(|i| explained.replace("fn long", &format!("fn long{i}"))).collect();
+    let broken = length_violations(&[Source::new("crates/courier-store/src/x.rs", &nine)]);
+    assert!(broken.iter().any(|b| b.contains("long functions in production code")), "{broken:?}");
+    let method = format!("impl X {{\n    fn m(&self) {{\n{}    }}\n}}\n", body(61));
+    assert_eq!(length_violations(&[Source::new("tests/x.rs", &method)]).len(), 1);
+}
+
+#[test]
+fn a_write_outside_the_owner_is_found_however_it_is_spelled() {
+    let catalog = catalog();
+    let broken_copies = [
+        "fn f() { q(\"insert\n   into webhooks (id) values ($1)\"); }",
+        "fn f() { q(\"Update Webhooks Set url = $1\"); }",
+        "fn f() { q(concat!(\"DELETE \", \"FROM deliveries_done WHERE id = $1\")); }",
+        "fn f() { q(&format!(\"TRUNCATE {}\", \"x\")); q(\"TRUNCATE events\"); }",
+        "fn f() { let t = day.table(\"events\"); q(&format!(\"DROP TABLE {t}\")); }",
+        "fn f() { q(\"ALTER TABLE delivery_attempts DETACH PARTITION x\"); }",
+        "fn f() { q(\"COPY tenants FROM STDIN\"); }",
+        "fn f() { q(&format!(\"DELETE FROM events_{day} WHERE true\")); }",
+    ];
+    for copy in broken_copies {
+        let broken = table_violations(&[Source::new("crates/courier-api/src/x.rs", copy)], &catalog);
+        assert!(broken.iter().any(|b| b.contains("owns")), "not caught: {copy}: {broken:?}");
+    }
+    let unknown = "fn f() { q(&format!(\"DELETE FROM {table} WHERE true\")); q(\"SELECT 1 FROM nowhere\"); }";
+    let broken = table_violations(&[Source::new("crates/courier-scheduler/src/x.rs", unknown)], &catalog);
+    assert_eq!(broken.len(), 2, "{broken:?}");
+    let fine = "fn f() { q(\"WITH w AS (SELECT 1) SELECT x FROM w JOIN webhooks h ON true FOR UPDATE OF h\"); \
+                q(\"SELECT extract(epoch FROM now()), a IS DISTINCT FROM b FROM deliveries_live\"); }";
+    assert!(table_violations(&[Source::new("crates/courier-scheduler/src/x.rs", fine)], &catalog).is_empty());
+}
+
+#[test]
+fn a_status_spelled_in_sql_is_found() {
+    let copy = "fn f() { q(\"UPDATE deliveries SET status = 'cancelled' WHERE id = $1\"); }";
+    assert_eq!(status_violations(&[Source::new("crates/courier-scheduler/src/x.rs", copy)]).len(), 1);
+}
+
+#[test]
+fn the_api_naming_an_operator_path_is_found() {
+    for copy in [
+        "use courier_scheduler::logs::Visibility; fn f() { g(Visibility::Operator { tenant: None }); }",
+        "use courier_store::operator; fn f() {}",
+        "fn f() { courier_store::webhooks::state::disable(); }",
+        "use courier_store::webhooks::state::{disable}; fn f() {}",
+    ] {
+        let broken = api_violations(&[Source::new("crates/courier-api/src/x.rs", copy)]);
+        assert!(!broken.is_empty(), "not caught: {copy}");
+    }
+}
+
+#[test]
+fn the_queue_reading_a_process_clock_is_found() {
+    let copy = "fn f() { let now = chrono::Utc::now(); }";
+    assert_eq!(clock_violations(&[Source::new("crates/courier-scheduler/src/x.rs", copy)]).len(), 1);
+}

@@ -63,8 +63,10 @@ class Event:
     created: int | None = None
 
     def with_id(self) -> Event:
-        """This event with an id: its own, or a new one."""
-        return self if self.id is not None else Event(self.type, self.data, new_event_id(), self.created)
+        """This event, given a new id first if it has none; the id stays, so sending it again is idempotent."""
+        if self.id is None:
+            self.id = new_event_id()
+        return self
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"type": self.type, "data": self.data}

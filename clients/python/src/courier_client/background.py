@@ -136,6 +136,12 @@ class BackgroundSender:
         self.close()
 
     @property
+    def answered(self) -> int:
+        """Events answered so far (stored or failed)."""
+        with self._lock:
+            return self._answered
+
+    @property
     def pending(self) -> int:
         """Events submitted and not yet answered."""
         with self._lock:

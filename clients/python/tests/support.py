@@ -8,6 +8,7 @@ cluster, migrated).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import itertools
@@ -138,6 +139,7 @@ def psql(sql: str) -> str:
 # --- the receiver ---
 
 
+@functools.cache
 def guide_verifier(secret: str) -> Callable[[bytes, str], bool]:
     """The integration guide's `verify_signature`, from the repository's verbatim copy, bound to `secret`."""
     source = (REPO / "tests/fixtures/guide_verify_signature.py").read_text()

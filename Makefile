@@ -1,7 +1,7 @@
 # Courier: `make run` to try it, `make test` for everything CI checks.
 COURIER := target/debug/courier
 
-.PHONY: run test bench chaos contract portal portal-screenshots deny db-start db-stop
+.PHONY: run test bench chaos contract portal portal-screenshots client deny db-start db-stop
 
 ## Start the embedded PostgreSQL under .courier/ and run Courier in development mode.
 run:
@@ -21,6 +21,8 @@ test: deny
 	scripts/contract.sh
 	# The tenant portal in Chromium (Playwright for Python), against courier serve and a hostile receiver.
 	scripts/portal-tests.sh
+	# The Python emitter client against a real courier serve (clients/python).
+	scripts/client-tests.sh
 
 ## schemathesis against a real `courier serve` (installs it under .courier/tools on first use).
 contract:
@@ -36,6 +38,11 @@ portal:
 portal-screenshots:
 	cargo build --quiet --bin courier
 	SCREENSHOTS=docs/portal scripts/portal-tests.sh
+
+## The Python emitter client's suite alone: ruff, mypy --strict and pytest (installs it into .courier/tools on first use).
+client:
+	cargo build --quiet --bin courier
+	scripts/client-tests.sh
 
 ## What may enter the dependency tree (deny.toml); installs cargo-deny when missing.
 deny:

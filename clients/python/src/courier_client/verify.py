@@ -41,7 +41,8 @@ def verify(
 
     `payload` is the raw body exactly as received (parse it only after this). `secret` may be a list, to accept
     a request signed with any of them (your side of a rotation). The reasons: `missing_header`,
-    `malformed_header`, `stale_timestamp` (off by more than `tolerance` seconds) and `mismatch`.
+    `malformed_header`, `stale_timestamp` (off by more than `tolerance` seconds), `mismatch`, `malformed_secret`
+    (not `whsec_` + base64, for the standard scheme) and `malformed_body` (signed, but not JSON).
     """
     lowered = {name.lower(): value for name, value in headers.items()}
     secrets = [secret] if isinstance(secret, str) else list(secret)

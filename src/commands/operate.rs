@@ -6,8 +6,9 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use courier_core::{DeliveryId, EventType, TenantId, WebhookId};
 use courier_scheduler::DeliveryStatus;
-use courier_scheduler::logs::{self, DeliveryFilter, Visibility};
-use courier_scheduler::replay;
+use courier_scheduler::logs::{self, DeliveryFilter};
+use courier_scheduler::operator as queue;
+use courier_scheduler::webhook_changes::{self, SetStatus};
 use courier_store::operator;
 use courier_store::webhooks::DisabledReason;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -26,7 +27,8 @@ pub fn parse_time(flag: &str, text: &str) -> anyhow::Result<DateTime<Utc>> {
     Ok(Utc::now() - chrono::Duration::from_std(ago).context("duration too long")?)
 }
 
-fn filter(select: &SelectArgs) -> anyhow::Result<(Visibility, DeliveryFilter)> {
+/// The tenant (every one when not given) and the filter an operator selected.
+fn filter(select: &SelectArgs) -> anyhow::Result<(Option<TenantId>, DeliveryFilter)> {
     let tenant = select
         .tenant
         .as_deref()
@@ -45,7 +47,7 @@ fn filter(select: &SelectArgs) -> anyhow::Result<(Visibility, DeliveryFilter)> {
         since: select.since.as_deref().map(|s| parse_time("--since", s)).transpose()?,
         until: select.until.as_deref().map(|s| parse_time("--until", s)).transpose()?,
     };
-    Ok((Visibility::Operator { tenant }, filter))
+    Ok((tenant, filter))
 }
 
 pub async fn deliveries(pool: &PgPool, cmd: DeliveriesCommand) -> anyhow::Result<()> {
@@ -56,11 +58,11 @@ pub async fn deliveries(pool: &PgPool, cmd: DeliveriesCommand) -> anyhow::Result
 }
 
 async fn list_deliveries(pool: &PgPool, select: &SelectArgs, limit: u32, json: bool) -> anyhow::Result<()> {
-    let (visibility, filter) = filter(select)?;
+    let (tenant, filter) = filter(select)?;
     if !(1..=10_000).contains(&limit) {
         bail!("--limit must be between 1 and 10000");
     }
-    let rows = logs::list(pool, visibility, &filter, None, limit).await?;
+    let rows = queue::deliveries(pool, tenant, &filter, limit).await?;
     if !json {
         println!(
             "{:<30} {:<10} {:<8} {:<18} {:<30} {:<25} LAST",
@@ -99,9 +101,7 @@ async fn list_deliveries(pool: &PgPool, select: &SelectArgs, limit: u32, json: b
 
 async fn show_delivery(pool: &PgPool, id: &str) -> anyhow::Result<()> {
     let id = DeliveryId::parse(id).map_err(|e| anyhow::anyhow!("`{id}`: {e}"))?;
-    let (d, attempts) = logs::get(pool, Visibility::Operator { tenant: None }, &id)
-        .await?
-        .with_context(|| format!("no delivery {id}"))?;
+    let (d, attempts) = queue::delivery(pool, &id).await?.with_context(|| format!("no delivery {id}"))?;
     let url = operator::webhook_url(pool, &d.webhook_id).await?;
     println!("delivery     {}", d.id);
     println!("tenant       {}", d.tenant_id);
@@ -140,17 +140,17 @@ pub async fn replay(pool: &PgPool, args: ReplayArgs) -> anyhow::Result<()> {
     if args.select.tenant.is_none() {
         bail!("--tenant is required: bulk replay acts on one tenant at a time");
     }
-    let (visibility, mut filter) = filter(&args.select)?;
+    let (tenant, mut filter) = filter(&args.select)?;
     filter.status.get_or_insert(DeliveryStatus::Failed);
     // On a terminal, a progress bar against the dry-run count; elsewhere (a job log, a pipe) only the final line.
     let bar = if std::io::stderr().is_terminal() && !args.dry_run {
-        let expected = replay::replay_bulk(pool, visibility, &filter, true, None, |_| {}).await?;
+        let expected = queue::replay_bulk(pool, tenant, &filter, true, None, |_| {}).await?;
         let style = ProgressStyle::with_template("{bar:40} {pos}/{len} deliveries replayed ({per_sec}, {eta} left)")?;
         Some(ProgressBar::new(expected).with_style(style))
     } else {
         None
     };
-    let total = replay::replay_bulk(pool, visibility, &filter, args.dry_run, None, |done| {
+    let total = queue::replay_bulk(pool, tenant, &filter, args.dry_run, None, |done| {
         if let Some(bar) = &bar {
             // Deliveries that failed since the count make the run longer than expected.
             bar.set_length(bar.length().unwrap_or(0).max(done));
@@ -199,26 +199,23 @@ pub async fn webhooks(pool: &PgPool, cmd: WebhooksCommand) -> anyhow::Result<()>
             bail!("`{id}` is not a webhook id (wh_…)");
         }
         WebhooksCommand::Enable { id } => {
-            let id = WebhookId::parse(&id)?;
-            let mut conn = pool.acquire().await?;
-            if courier_store::webhooks::state::enable(&mut conn, std::slice::from_ref(&id)).await?.is_empty() {
-                bail!("no webhook {id}");
-            }
+            set_status(pool, &id, SetStatus::Enabled).await?;
             println!("enabled {id}");
         }
         WebhooksCommand::Disable { id } => {
-            let id = WebhookId::parse(&id)?;
-            let mut tx = pool.begin().await?;
-            let one = std::slice::from_ref(&id);
-            let disabled = courier_scheduler::disabling::disable(&mut tx, one, DisabledReason::Manual).await?;
-            if disabled.webhooks.is_empty() {
-                bail!("no webhook {id}");
-            }
-            tx.commit().await?;
-            println!("disabled {id}; cancelled {} pending deliveries", disabled.cancelled);
+            let cancelled = set_status(pool, &id, SetStatus::Disabled).await?;
+            println!("disabled {id}; cancelled {cancelled} pending deliveries");
         }
     }
     Ok(())
+}
+
+/// An operator turns a webhook on or off as its owner would, through the same use case.
+/// Returns how many queued deliveries that cancelled.
+async fn set_status(pool: &PgPool, id: &str, status: SetStatus) -> anyhow::Result<u64> {
+    let id = WebhookId::parse(id)?;
+    let owner = operator::webhook_owner(pool, &id).await?.with_context(|| format!("no webhook {id}"))?;
+    Ok(webhook_changes::set_status(pool, owner, &id, status).await?.cancelled)
 }
 
 pub async fn purge(pool: &PgPool, tenant: &str, before: Option<&str>) -> anyhow::Result<()> {

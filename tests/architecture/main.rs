@@ -95,9 +95,11 @@ const OWNERS: &[(&str, &str)] = &[
     ("delivery_hourly", "crates/courier-scheduler/src/hourly.rs"),
 ];
 
-/// What the API crate may not name: the operator's cross-tenant reads, the webhook state machine by bare id,
+/// What the API crate may not name: the operator's cross-tenant reads, the webhook state machine and the queue's
+/// cancellation by bare id (tenants change webhooks through `webhook_changes`),
 /// the worker.
-const API_MAY_NOT_NAME: &[&str] = &["operator", "Operator", "state::disable", "state::enable", "courier_worker"];
+const API_MAY_NOT_NAME: &[&str] =
+    &["operator", "Operator", "state::disable", "state::enable", "disabling", "courier_worker"];
 
 /// The values of `DeliveryStatus` and `WebhookStatus`: SQL binds them, never spells them.
 const STATUSES: &[&str] =

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use courier_core::{Environment, EventType, PayloadFilter};
 use courier_scheduler::history::{self, Held};
-use courier_scheduler::logs::{self, Visibility};
 use courier_scheduler::{DeliveryStatus, retention};
 use courier_store::webhooks::Ordering;
 use courier_store::{Owner, events, tenants};
@@ -87,8 +86,7 @@ async fn the_cap_ends_the_chain_then_retention_takes_what_was_held(f: &Fixture, 
         assert_eq!(d.last_status_code, None, "the last outcome is the cap; the 503 is in the attempts");
     }
     let head = chain.iter().find(|d| d.attempt_count == 1).expect("the first delivery");
-    let (_, attempts) =
-        logs::get(&f.pool, Visibility::Operator { tenant: None }, &head.id).await.expect("get").expect("a");
+    let (_, attempts) = courier_scheduler::operator::delivery(&f.pool, &head.id).await.expect("get").expect("a");
     assert_eq!(attempts.iter().map(|a| a.status_code).collect::<Vec<_>>(), vec![Some(503)]);
     assert_eq!(pausing.received().len(), 1, "nothing was sent for the cap");
     // Nothing live needs the held rows any more: retention by row takes them.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use courier_core::{
     Environment, EventData, EventId, EventSelector, EventType, MasterKey, PayloadFilter, WebhookSecret,
 };
-use courier_scheduler::logs::{self, DeliveryFilter, Visibility};
+use courier_scheduler::logs::{self, DeliveryFilter};
 use courier_scheduler::wake::Notifier;
 use courier_scheduler::{Clock, ingest};
 use courier_store::events::NewEvent;
@@ -220,15 +220,13 @@ impl Fixture {
     }
 
     pub(crate) async fn deliveries(&self) -> Vec<logs::Delivery> {
-        logs::list(&self.pool, Visibility::Operator { tenant: None }, &DeliveryFilter::default(), None, 1000)
-            .await
-            .expect("list")
+        courier_scheduler::operator::deliveries(&self.pool, None, &DeliveryFilter::default(), 1000).await.expect("list")
     }
 
     pub(crate) async fn only_delivery(&self) -> (logs::Delivery, Vec<logs::Attempt>) {
         let all = self.deliveries().await;
         assert_eq!(all.len(), 1, "{all:?}");
-        logs::get(&self.pool, Visibility::Operator { tenant: None }, &all[0].id).await.expect("get").expect("exists")
+        courier_scheduler::operator::delivery(&self.pool, &all[0].id).await.expect("get").expect("exists")
     }
 }
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use courier_scheduler::DeliveryStatus;
-use courier_scheduler::logs::{self, Visibility};
+use courier_scheduler::logs;
 use courier_worker::WorkerConfig;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -79,8 +79,7 @@ async fn survives(pool: PgPool, mode: Mode) -> (Vec<logs::Attempt>, DeliveryStat
     let mut last_attempts = Vec::new();
     let mut total_attempts = 0;
     for d in f.deliveries().await.into_iter().filter(|d| d.webhook_id == bad.id) {
-        let (d, attempts) =
-            logs::get(&f.pool, Visibility::Operator { tenant: None }, &d.id).await.expect("get").expect("exists");
+        let (d, attempts) = courier_scheduler::operator::delivery(&f.pool, &d.id).await.expect("get").expect("exists");
         assert_eq!(attempts.len() as u32, d.attempt_count, "{mode:?}: one recorded attempt per try: {attempts:?}");
         total_attempts += attempts.len();
         statuses.push(d.status);

@@ -6,8 +6,8 @@ use std::time::Duration;
 use courier_core::signature::verify_standard;
 use courier_core::{Environment, ErrorKind, EventType, PayloadFilter, WebhookSecret};
 use courier_scheduler::DeliveryStatus;
-use courier_scheduler::logs::{self, Visibility};
-use courier_store::webhooks::{self, WebhookPatch, WebhookStatus};
+use courier_scheduler::webhook_changes::SetStatus;
+use courier_store::webhooks::{self, WebhookStatus};
 use courier_store::{Owner, tenants};
 use courier_worker::WorkerConfig;
 use sqlx::PgPool;
@@ -28,8 +28,7 @@ async fn fans_out_to_matching_enabled_webhooks_of_the_tenant_and_environment_onl
         f.webhook_for(f.owner, &url("all"), &["*"], PayloadFilter::default(), 3).await;
     f.webhook_for(f.owner, &url("started"), &["call.started"], all, 5).await;
     let (disabled, _) = f.webhook_for(f.owner, &url("disabled"), &["*"], all, 5).await;
-    let disable = WebhookPatch { enabled: Some(false), ..Default::default() };
-    webhooks::update(&mut f.pool.acquire().await.expect("conn"), &f.key, f.owner, &disabled.id, disable)
+    courier_scheduler::webhook_changes::set_status(&f.pool, f.owner, &disabled.id, SetStatus::Disabled)
         .await
         .expect("disable");
     let test_env = Owner { environment: Environment::Test, ..f.owner };
@@ -206,10 +205,8 @@ async fn timeouts_refused_connections_and_redirects_are_retried_failures(pool: P
 
     let mut outcomes = Vec::new();
     for delivery in f.deliveries().await {
-        let (delivery, attempts) = logs::get(&f.pool, Visibility::Operator { tenant: None }, &delivery.id)
-            .await
-            .expect("get")
-            .expect("exists");
+        let (delivery, attempts) =
+            courier_scheduler::operator::delivery(&f.pool, &delivery.id).await.expect("get").expect("exists");
         assert_eq!(delivery.status, DeliveryStatus::Failed);
         assert_eq!(attempts.len(), 2);
         outcomes.push(
@@ -237,10 +234,8 @@ async fn forbidden_targets_are_recorded_as_blocked_not_sent(pool: PgPool) {
     f.drain(&guarded).await;
     assert!(receiver.received().is_empty(), "nothing reaches a forbidden address");
     for delivery in f.deliveries().await {
-        let (_, attempts) = logs::get(&f.pool, Visibility::Operator { tenant: None }, &delivery.id)
-            .await
-            .expect("get")
-            .expect("exists");
+        let (_, attempts) =
+            courier_scheduler::operator::delivery(&f.pool, &delivery.id).await.expect("get").expect("exists");
         assert_eq!(attempts[0].error_kind, Some(ErrorKind::BlockedTarget), "{attempts:?}");
     }
 }

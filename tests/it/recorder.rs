@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use courier_core::{AttemptResult, ErrorKind, Next, ResponseBody};
-use courier_scheduler::logs::{self, Visibility};
 use courier_scheduler::{AttemptRecord, ClaimedDelivery, DeliveryStatus, Skip, claim, record};
 use sqlx::PgPool;
 
@@ -55,15 +54,14 @@ async fn a_row_that_cannot_exist_does_not_block_the_rest_of_its_batch(pool: PgPo
     assert_eq!(recorded.updated, 2);
     // Its attempt row may be stored (no foreign key spans the day partitions, migration 0015), but nothing shows
     // an attempt without its delivery, and it leaves with its day.
-    let gone = logs::get(&f.pool, Visibility::Operator { tenant: None }, &claimed[1].id).await.expect("get");
+    let gone = courier_scheduler::operator::delivery(&f.pool, &claimed[1].id).await.expect("get");
     assert!(gone.is_none(), "the purged delivery stays purged");
 
     let left = f.deliveries().await;
     assert_eq!(left.len(), 2);
     for d in left {
         assert_eq!(d.status, DeliveryStatus::Succeeded);
-        let (_, attempts) =
-            logs::get(&f.pool, Visibility::Operator { tenant: None }, &d.id).await.expect("get").expect("exists");
+        let (_, attempts) = courier_scheduler::operator::delivery(&f.pool, &d.id).await.expect("get").expect("exists");
         assert_eq!(attempts.len(), 1);
     }
 }
@@ -86,8 +84,8 @@ async fn whatever_a_receiver_said_is_stored_and_shown_safely(pool: PgPool) {
     let recorded = record(&f.pool, &f.clock, &[binary, failed]).await.expect("recorded");
     assert!(!recorded.split, "nothing in these rows can be refused");
 
-    let visibility = Visibility::Operator { tenant: None };
-    let (d, attempts) = logs::get(&f.pool, visibility, &claimed[0].id).await.expect("get").expect("exists");
+    let (d, attempts) =
+        courier_scheduler::operator::delivery(&f.pool, &claimed[0].id).await.expect("get").expect("exists");
     assert_eq!(d.status, DeliveryStatus::Pending);
     let body = attempts[0].response_body.as_ref().expect("kept");
     assert_eq!(body.as_bytes(), &[0, 0xff, b'{', 0]);
@@ -101,7 +99,8 @@ async fn whatever_a_receiver_said_is_stored_and_shown_safely(pool: PgPool) {
             .expect("delay");
     assert!((55.0..=60.5).contains(&db_delay), "{db_delay}");
 
-    let (_, attempts) = logs::get(&f.pool, visibility, &claimed[1].id).await.expect("get").expect("exists");
+    let (_, attempts) =
+        courier_scheduler::operator::delivery(&f.pool, &claimed[1].id).await.expect("get").expect("exists");
     let message = attempts[0].error_message.as_deref().expect("message");
     assert!(!message.chars().any(char::is_control), "{message:?}");
     assert!(message.len() <= courier_scheduler::finish::MAX_ERROR_MESSAGE);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use courier_core::{Environment, EventType, PayloadFilter};
 use courier_scheduler::DeliveryStatus;
 use courier_store::Owner;
-use courier_store::webhooks::{self, WebhookPatch, WebhookStatus};
+use courier_store::webhooks::{self, WebhookStatus};
 use courier_worker::WorkerConfig;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -206,9 +206,8 @@ async fn a_webhook_that_keeps_failing_is_disabled_and_a_success_resets_the_clock
 
     // Re-enabling starts a fresh streak: one more failure does not disable it again, while a webhook with two
     // failures (in the test environment, so the two events reach it alone), swept by the same statement, is.
-    let mut conn = f.pool.acquire().await.expect("conn");
-    let enable = WebhookPatch { enabled: Some(true), ..Default::default() };
-    webhooks::update(&mut conn, &f.key, f.owner, &dead.id, enable).await.expect("enable");
+    let enable = courier_scheduler::webhook_changes::SetStatus::Enabled;
+    courier_scheduler::webhook_changes::set_status(&f.pool, f.owner, &dead.id, enable).await.expect("enable");
     let test_env = Owner { environment: Environment::Test, ..f.owner };
     let (witness, _) = f.webhook_for(test_env, &failing.url, &["*"], PayloadFilter::default(), 1).await;
     f.ingest().await;

@@ -237,6 +237,17 @@ impl From<courier_scheduler::Error> for ApiError {
     }
 }
 
+impl From<courier_scheduler::webhook_changes::Refused> for ApiError {
+    fn from(err: courier_scheduler::webhook_changes::Refused) -> Self {
+        use courier_scheduler::webhook_changes::Refused;
+        match err {
+            Refused::NotFound => ApiError::not_found("webhook"),
+            Refused::HeadersStayBehind => ApiError::invalid("headers", Refused::HeadersStayBehind.to_string()),
+            Refused::Failed(err) => err.into(),
+        }
+    }
+}
+
 impl From<courier_scheduler::ingest::IngestError> for ApiError {
     fn from(err: courier_scheduler::ingest::IngestError) -> Self {
         use courier_scheduler::ingest::IngestError;

@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod lease;
 pub mod logs;
 mod operational;
+pub mod operator;
 pub mod ordering;
 pub mod rate;
 pub mod replay;
@@ -26,6 +27,7 @@ pub mod retention;
 pub mod stats;
 pub mod test_event;
 pub mod wake;
+pub mod webhook_changes;
 
 use std::fmt;
 use std::str::FromStr;

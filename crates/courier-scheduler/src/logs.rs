@@ -70,9 +70,10 @@ impl From<AttemptRow> for Attempt {
     }
 }
 
-/// Whose deliveries a query may see: a tenant in one environment (the API), or an operator (the CLI).
+/// Whose deliveries a query may see: a tenant in one environment (the API), or an operator (the CLI, through
+/// `operator`). Private to the crate, so the API cannot build an operator's view.
 #[derive(Debug, Clone, Copy)]
-pub enum Visibility {
+pub(crate) enum Visibility {
     Owner(Owner),
     Operator { tenant: Option<TenantId> },
 }
@@ -220,7 +221,7 @@ pub async fn page(
     let indexed = filter.webhook_id.is_some() || filter.call_id.is_some();
     let needs_filtering = filter.status.is_some() || !filter.event_types.is_empty();
     if indexed || !needs_filtering {
-        return Ok(LogPage { rows: list(db, visibility, filter, before, limit).await?, resume_before: None });
+        return Ok(LogPage { rows: list_visible(db, visibility, filter, before, limit).await?, resume_before: None });
     }
     // The window: the tenant's newest rows in the range, by the tenant index; the filters apply within it.
     let range = DeliveryFilter { status: None, event_types: Vec::new(), ..filter.clone() };
@@ -254,9 +255,19 @@ pub async fn page(
     Ok(LogPage { rows, resume_before })
 }
 
-/// Newest first. `before` is the last id of the previous page; ids sort by creation, so pages stay stable while
-/// new deliveries arrive (they sort before the first page, never inside a later one).
+/// A tenant's deliveries, newest first. `before` is the last id of the previous page; ids sort by creation, so
+/// pages stay stable while new deliveries arrive (they sort before the first page, never inside a later one).
 pub async fn list(
+    db: impl PgExecutor<'_>,
+    owner: Owner,
+    filter: &DeliveryFilter,
+    before: Option<&DeliveryId>,
+    limit: u32,
+) -> Result<Vec<Delivery>> {
+    list_visible(db, Visibility::Owner(owner), filter, before, limit).await
+}
+
+pub(crate) async fn list_visible(
     db: impl PgExecutor<'_>,
     visibility: Visibility,
     filter: &DeliveryFilter,
@@ -273,8 +284,12 @@ pub async fn list(
     rows.into_iter().map(from_row).collect()
 }
 
-/// One delivery with every attempt, oldest attempt first.
-pub async fn get(
+/// One of a tenant's deliveries with every attempt, oldest attempt first.
+pub async fn get(db: &sqlx::PgPool, owner: Owner, id: &DeliveryId) -> Result<Option<(Delivery, Vec<Attempt>)>> {
+    get_visible(db, Visibility::Owner(owner), id).await
+}
+
+pub(crate) async fn get_visible(
     db: &sqlx::PgPool,
     visibility: Visibility,
     id: &DeliveryId,

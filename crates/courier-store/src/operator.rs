@@ -1,5 +1,5 @@
 //! Cross-tenant reads for operators (the `courier` CLI). Never reachable from a tenant's API key.
-//! State changes an operator makes go through the owning module ([`crate::webhooks::state`]).
+//! State changes an operator makes go through the same use cases a tenant's do (`courier_scheduler::webhook_changes`).
 
 use courier_core::{Environment, TenantId, WebhookId};
 use sqlx::PgExecutor;
@@ -41,4 +41,18 @@ pub async fn list_webhooks(db: impl PgExecutor<'_>, tenant: TenantId) -> Result<
 /// A webhook's URL by id alone, deleted ones included (an old delivery still names it).
 pub async fn webhook_url(db: impl PgExecutor<'_>, id: &WebhookId) -> Result<Option<String>> {
     Ok(sqlx::query_scalar("SELECT url FROM webhooks WHERE id = $1").bind(id.as_str()).fetch_optional(db).await?)
+}
+
+/// Whose a live (not deleted) webhook is, by id alone: an operator acting on a webhook then changes it as its
+/// owner would (`courier_scheduler::webhook_changes`).
+pub async fn webhook_owner(db: impl PgExecutor<'_>, id: &WebhookId) -> Result<Option<crate::Owner>> {
+    let row: Option<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT tenant_id, environment FROM webhooks WHERE id = $1 AND deleted_at IS NULL")
+            .bind(id.as_str())
+            .fetch_optional(db)
+            .await?;
+    let Some((tenant, environment)) = row else { return Ok(None) };
+    let row = format!("webhook {id}");
+    let environment = environment.parse().map_err(Error::corrupt(&row, "environment"))?;
+    Ok(Some(crate::Owner { tenant: TenantId::from_uuid(tenant), environment }))
 }

@@ -161,7 +161,7 @@ async fn tenants_and_environments_are_isolated(pool: PgPool) {
             &key,
             globex,
             &webhook.id,
-            WebhookPatch { enabled: Some(false), ..Default::default() }
+            WebhookPatch { max_attempts: Some(3), ..Default::default() }
         )
         .await
         .expect("update")
@@ -205,29 +205,22 @@ async fn webhooks_update_disable_and_delete(pool: PgPool) {
         description: Some(None),
         events: Some(EventSelector::All),
         include_metrics: Some(true),
-        enabled: Some(false),
         ..Default::default()
     };
-    let updated = webhooks::update(&mut pool.acquire().await.expect("conn"), &key, owner, &webhook.id, patch)
-        .await
-        .expect("update")
-        .expect("exists");
+    let mut conn = pool.acquire().await.expect("conn");
+    webhooks::update(&mut conn, &key, owner, &webhook.id, patch).await.expect("update").expect("exists");
+    let one = std::slice::from_ref(&webhook.id);
+    webhooks::state::disable(&mut conn, one, webhooks::DisabledReason::Manual).await.expect("disable");
+    let updated = webhooks::get(&mut *conn, owner, &webhook.id).await.expect("get").expect("exists");
     assert_eq!(updated.url, "https://example.com/b");
     assert_eq!(updated.description, None);
     assert_eq!(updated.events, EventSelector::All);
     assert!(updated.payload.include_metrics && updated.payload.include_transcript);
     assert_eq!(updated.status, WebhookStatus::Disabled(webhooks::DisabledReason::Manual));
-    let enabled = webhooks::update(
-        &mut pool.acquire().await.expect("conn"),
-        &key,
-        owner,
-        &webhook.id,
-        WebhookPatch { enabled: Some(true), ..Default::default() },
-    )
-    .await
-    .expect("update")
-    .expect("exists");
+    assert_eq!(webhooks::state::enable(&mut conn, one).await.expect("enable"), one);
+    let enabled = webhooks::get(&mut *conn, owner, &webhook.id).await.expect("get").expect("exists");
     assert_eq!(enabled.status, WebhookStatus::Enabled);
+    drop(conn);
 
     assert!(webhooks::delete(&pool, owner, &webhook.id).await.expect("delete"));
     assert!(webhooks::get(&pool, owner, &webhook.id).await.expect("get").is_none());

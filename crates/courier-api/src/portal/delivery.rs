@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use courier_core::{DeliveryId, Envelope, PayloadFilter, ResponseBody, Scope};
-use courier_scheduler::logs::{self, Attempt, Delivery, Visibility};
+use courier_scheduler::logs::{self, Attempt, Delivery};
 use courier_scheduler::replay::{self, Replayed};
 use courier_store::{events, webhooks};
 use maud::{Markup, html};
@@ -90,8 +90,7 @@ pub async fn show(
 ) -> Result<Response, PortalError> {
     let owner = viewer.require(Scope::DeliveriesRead)?;
     let id = parse_id(&id)?;
-    let (d, attempts) =
-        logs::get(&state.pool, Visibility::Owner(owner), &id).await?.ok_or(PortalError::NotFound("delivery"))?;
+    let (d, attempts) = logs::get(&state.pool, owner, &id).await?.ok_or(PortalError::NotFound("delivery"))?;
     let envelope = envelope(&state, &viewer, &d).await?;
     Ok(render(layout(
         "Delivery",

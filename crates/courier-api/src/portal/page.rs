@@ -114,6 +114,15 @@ impl From<courier_scheduler::Error> for PortalError {
     }
 }
 
+impl From<courier_scheduler::webhook_changes::Refused> for PortalError {
+    fn from(err: courier_scheduler::webhook_changes::Refused) -> Self {
+        match err {
+            courier_scheduler::webhook_changes::Refused::NotFound => PortalError::NotFound("webhook"),
+            other => PortalError::Internal(other.into()),
+        }
+    }
+}
+
 impl From<sqlx::Error> for PortalError {
     fn from(err: sqlx::Error) -> Self {
         PortalError::Internal(err.into())

@@ -5,7 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use courier_core::{ReplayId, Scope, WebhookId};
 use courier_scheduler::DeliveryStatus;
-use courier_scheduler::logs::{DeliveryFilter, Visibility};
+use courier_scheduler::logs::DeliveryFilter;
 use courier_scheduler::replay;
 use courier_store::webhooks;
 use maud::{Markup, html};
@@ -85,7 +85,7 @@ pub async fn show(
     let count = match params.filter()? {
         Some(filter) => {
             let _turn = state.reads.begin(owner.tenant).map_err(PortalError::Busy)?;
-            Some(replay::count_bulk(&state.pool, Visibility::Owner(owner), &filter).await?)
+            Some(replay::count_bulk(&state.pool, owner, &filter).await?)
         }
         None => None,
     };

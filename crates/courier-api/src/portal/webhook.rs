@@ -4,10 +4,10 @@
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use courier_core::{Scope, WebhookId};
-use courier_scheduler::disabling;
-use courier_scheduler::logs::{self, DeliveryFilter, Visibility};
+use courier_scheduler::logs::{self, DeliveryFilter};
 use courier_scheduler::test_event::{self, TestSent};
-use courier_store::webhooks::{self, DisabledReason, Webhook, WebhookPatch, WebhookStatus};
+use courier_scheduler::webhook_changes::{self, SetStatus};
+use courier_store::webhooks::{self, Webhook, WebhookStatus};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -84,7 +84,7 @@ async fn page(
 ) -> Result<Response, PortalError> {
     let recent = if viewer.can(Scope::DeliveriesRead) {
         let filter = DeliveryFilter { webhook_id: Some(webhook.id.clone()), ..DeliveryFilter::default() };
-        Some(logs::list(&state.pool, Visibility::Owner(viewer.owner()), &filter, None, RECENT).await?)
+        Some(logs::list(&state.pool, viewer.owner(), &filter, None, RECENT).await?)
     } else {
         None
     };
@@ -138,18 +138,12 @@ pub async fn set_status(
 ) -> Result<Response, PortalError> {
     let owner = viewer.require(Scope::WebhooksWrite)?;
     let id = parse_id(&id)?;
-    let enable = match form.status.as_str() {
-        "enabled" => true,
-        "disabled" => false,
+    let status = match form.status.as_str() {
+        "enabled" => SetStatus::Enabled,
+        "disabled" => SetStatus::Disabled,
         _ => return Err(PortalError::BadInput("status must be enabled or disabled".into())),
     };
-    let mut tx = state.pool.begin().await?;
-    let patch = WebhookPatch { enabled: enable.then_some(true), ..WebhookPatch::default() };
-    webhooks::update(&mut tx, &state.key, owner, &id, patch).await?.ok_or(PortalError::NotFound("webhook"))?;
-    if !enable {
-        disabling::disable(&mut tx, std::slice::from_ref(&id), DisabledReason::Manual).await?;
-    }
-    tx.commit().await?;
+    webhook_changes::set_status(&state.pool, owner, &id, status).await?;
     Ok(Redirect::to(&format!("/portal/webhooks/{id}")).into_response())
 }
 
@@ -162,9 +156,7 @@ pub async fn rotate_secret(
     let owner = viewer.require(Scope::WebhooksWrite)?;
     let id = parse_id(&id)?;
     let grace = chrono::Duration::from_std(state.config.webhooks.rotation_grace).unwrap_or(chrono::Duration::hours(24));
-    let (webhook, secret) = webhooks::rotate_secret(&state.pool, &state.key, owner, &id, grace)
-        .await?
-        .ok_or(PortalError::NotFound("webhook"))?;
+    let (webhook, secret) = webhook_changes::rotate_secret(&state.pool, &state.key, owner, &id, grace).await?;
     let notice = html! {
         p { "New signing secret (shown only now; copy it into your receiver):" }
         p { code.secret { (secret.expose()) } }

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use courier_core::{DeliveryId, EventType, ResponseBody, Scope, WebhookId};
 use courier_scheduler::DeliveryStatus;
-use courier_scheduler::logs::{self, Attempt, Delivery, DeliveryFilter, Visibility};
+use courier_scheduler::logs::{self, Attempt, Delivery, DeliveryFilter};
 use courier_scheduler::replay::{self, Replayed};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -233,7 +233,7 @@ pub async fn get(
     let owner = principal.require(Scope::DeliveriesRead)?;
     let id = parse_delivery_id(&id)?;
     let (delivery, attempts) =
-        logs::get(&state.pool, Visibility::Owner(owner), &id).await?.ok_or_else(|| ApiError::not_found("delivery"))?;
+        logs::get(&state.pool, owner, &id).await?.ok_or_else(|| ApiError::not_found("delivery"))?;
     Ok(Json(DeliveryOutput::new(delivery, Some(attempts))))
 }
 
@@ -359,7 +359,7 @@ pub async fn replay_bulk(
     };
     if body.dry_run {
         let _turn = state.reads.begin(owner.tenant).map_err(ApiError::busy_reads)?;
-        let queued = replay::count_bulk(&state.pool, Visibility::Owner(owner), &filter).await?;
+        let queued = replay::count_bulk(&state.pool, owner, &filter).await?;
         return Ok(Json(BulkReplayOutput { queued, dry_run: true }).into_response());
     }
     let limit = state.config.max_running_replays;

@@ -131,8 +131,12 @@ async fn replay_chunk(
     Ok(replayed)
 }
 
-/// How many deliveries a bulk replay with `filter` would queue now.
-pub async fn count_bulk(pool: &PgPool, visibility: Visibility, filter: &DeliveryFilter) -> Result<u64> {
+/// How many of a tenant's deliveries a bulk replay with `filter` would queue now.
+pub async fn count_bulk(pool: &PgPool, owner: Owner, filter: &DeliveryFilter) -> Result<u64> {
+    count_visible(pool, Visibility::Owner(owner), filter).await
+}
+
+async fn count_visible(pool: &PgPool, visibility: Visibility, filter: &DeliveryFilter) -> Result<u64> {
     let mut q = QueryBuilder::new("SELECT count(*)");
     push_candidates(&mut q, visibility, filter, crate::clock::database_now(pool).await?);
     let n: i64 = q.build_query_scalar().fetch_one(pool).await?;
@@ -143,7 +147,7 @@ pub async fn count_bulk(pool: &PgPool, visibility: Visibility, filter: &Delivery
 /// the caller's time (the CLI, with a progress bar). `progress` is told the running total after each chunk; `trace`
 /// is as for [`replay_one`]. The API queues a [`ReplayJob`] instead, whose chunks also bound what they scan: an
 /// operator in the foreground sees a slow chunk and can stop it, a job in the background must never hold a turn.
-pub async fn replay_bulk(
+pub(crate) async fn replay_bulk(
     pool: &PgPool,
     visibility: Visibility,
     filter: &DeliveryFilter,
@@ -152,7 +156,7 @@ pub async fn replay_bulk(
     mut progress: impl FnMut(u64),
 ) -> Result<u64> {
     if dry_run {
-        return count_bulk(pool, visibility, filter).await;
+        return count_visible(pool, visibility, filter).await;
     }
     let started = crate::clock::database_now(pool).await?;
     let trace = trace.map(|t| t.to_string());

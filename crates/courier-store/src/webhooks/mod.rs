@@ -200,8 +200,8 @@ pub async fn list(
     rows.into_iter().map(from_row).collect()
 }
 
-/// Applies `patch`; `None` when the webhook does not exist (for this owner). Turning it on or off goes through
-/// [`state`], the one place that changes a webhook's status; cancelling its queue is the caller's (the scheduler's).
+/// Applies `patch`; `None` when the webhook does not exist (for this owner). A patch cannot turn a webhook on or
+/// off: that is [`state`]'s, through the scheduler's `webhook_changes`, which cancels the queue with it.
 pub async fn update(
     conn: &mut PgConnection,
     key: &MasterKey,
@@ -245,15 +245,6 @@ pub async fn update(
     .await?;
     if found.is_none() {
         return Ok(None);
-    }
-    match patch.enabled {
-        Some(true) => {
-            state::enable(&mut *conn, std::slice::from_ref(id)).await?;
-        }
-        Some(false) => {
-            state::disable(&mut *conn, std::slice::from_ref(id), DisabledReason::Manual).await?;
-        }
-        None => {}
     }
     get(&mut *conn, owner, id).await
 }

@@ -168,6 +168,4 @@ pub struct WebhookPatch {
     pub headers: Option<CustomHeaders>,
     /// `Some(None)` removes the limit.
     pub rate_limit: Option<Option<u32>>,
-    /// `Some(false)` disables with reason `manual`; `Some(true)` re-enables.
-    pub enabled: Option<bool>,
 }

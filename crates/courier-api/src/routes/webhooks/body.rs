@@ -263,6 +263,5 @@ pub(super) fn patch_of(
         ordering: body.ordering.map(Into::into),
         headers,
         rate_limit,
-        enabled: body.status.map(|s| matches!(s, StatusInput::Enabled)),
     })
 }

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use courier_core::{EventSelector, PayloadFilter, Scope, WebhookId};
-use courier_scheduler::disabling;
+use courier_scheduler::webhook_changes::{self, SetStatus};
 use courier_store::webhooks::{self, NewWebhook};
 
 pub use body::*;
@@ -57,8 +57,8 @@ pub async fn create(
         headers: body.headers.map(parse_headers).transpose()?.unwrap_or_default(),
         rate_limit: body.rate_limit.as_ref().map(check_rate).transpose()?,
     };
-    let (webhook, secret) =
-        webhooks::create_within_limit(&state.pool, &state.key, owner, new, state.config.webhooks.max_webhooks).await?;
+    let limit = state.config.webhooks.max_webhooks;
+    let (webhook, secret) = webhook_changes::create(&state.pool, &state.key, owner, new, limit).await?;
     Ok((StatusCode::CREATED, Json(WebhookOutput::new(webhook, Some(secret.expose().to_owned())))))
 }
 
@@ -114,46 +114,13 @@ pub async fn update(
 ) -> ApiResult<Json<WebhookOutput>> {
     let owner = principal.require(Scope::WebhooksWrite)?;
     let id = parse_webhook_id(&id)?;
-    let turning_off = matches!(body.status, Some(StatusInput::Disabled));
-    let mut patch = patch_of(body, owner.environment, &state.config.webhooks)?;
-    if turning_off {
-        // Disabling is the scheduler's: the state, the queue cancelled and `webhook.disabled` announced at once.
-        patch.enabled = None;
-    }
-    let mut tx = state.pool.begin().await?;
-    if let Some(url) = &patch.url
-        && patch.headers.is_none()
-    {
-        // Custom header values are credentials for one receiver (an API gateway's key): a URL moving to another
-        // origin does not take them along unless they are given again, so a key that may edit webhooks cannot
-        // redirect a credential it cannot read to a host it controls.
-        let current =
-            webhooks::get_for_update(&mut tx, owner, &id).await?.ok_or_else(|| ApiError::not_found("webhook"))?;
-        if !current.header_names.is_empty() && !same_origin(&current.url, url) {
-            return Err(ApiError::invalid(
-                "headers",
-                "the URL moves to another origin: send `headers` again with it (or `{}` to drop them); custom header \
-                 values never follow a webhook to a new host",
-            ));
-        }
-    }
-    let mut webhook = webhooks::update(&mut tx, &state.key, owner, &id, patch)
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook"))?;
-    if turning_off {
-        disabling::disable(&mut tx, std::slice::from_ref(&id), webhooks::DisabledReason::Manual).await?;
-        webhook = webhooks::get(&mut *tx, owner, &id).await?.ok_or_else(|| ApiError::not_found("webhook"))?;
-    }
-    tx.commit().await?;
+    let status = body.status.map(|s| match s {
+        StatusInput::Enabled => SetStatus::Enabled,
+        StatusInput::Disabled => SetStatus::Disabled,
+    });
+    let patch = patch_of(body, owner.environment, &state.config.webhooks)?;
+    let webhook = webhook_changes::update(&state.pool, &state.key, owner, &id, patch, status).await?;
     Ok(Json(WebhookOutput::new(webhook, None)))
-}
-
-/// Whether two URLs share scheme, host and port (an unparsable one shares nothing).
-fn same_origin(a: &str, b: &str) -> bool {
-    match (url::Url::parse(a), url::Url::parse(b)) {
-        (Ok(a), Ok(b)) => a.origin() == b.origin(),
-        _ => false,
-    }
 }
 
 /// Delete a webhook
@@ -170,12 +137,7 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let owner = principal.require(Scope::WebhooksWrite)?;
     let id = parse_webhook_id(&id)?;
-    let mut tx = state.pool.begin().await?;
-    if !webhooks::delete(&mut *tx, owner, &id).await? {
-        return Err(ApiError::not_found("webhook"));
-    }
-    disabling::cancel_queue(&mut tx, std::slice::from_ref(&id)).await?;
-    tx.commit().await?;
+    webhook_changes::delete(&state.pool, owner, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -195,8 +157,6 @@ pub async fn rotate_secret(
     let owner = principal.require(Scope::WebhooksWrite)?;
     let id = parse_webhook_id(&id)?;
     let grace = chrono::Duration::from_std(state.config.webhooks.rotation_grace).unwrap_or(chrono::Duration::hours(24));
-    let (webhook, secret) = webhooks::rotate_secret(&state.pool, &state.key, owner, &id, grace)
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook"))?;
+    let (webhook, secret) = webhook_changes::rotate_secret(&state.pool, &state.key, owner, &id, grace).await?;
     Ok(Json(WebhookOutput::new(webhook, Some(secret.expose().to_owned()))))
 }

@@ -229,7 +229,11 @@ async fn expire_deliveries(pool: &PgPool, clock: &courier_scheduler::Clock, days
 /// Creates the partitions ahead and drops expired days (courier_scheduler::history).
 async fn history_by_day(pool: &PgPool, days: u32) {
     use courier_scheduler::history;
-    let now = chrono::Utc::now();
+    // Which days exist and which expired is the database's clock's call, like every time the queue compares.
+    let now = match courier_scheduler::clock::database_now(pool).await {
+        Ok(now) => now,
+        Err(err) => return tracing::warn!(error = %err, "reading the database's clock failed; will retry"),
+    };
     match history::create_ahead(pool, now).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(days = n, "history: created partitions ahead"),

@@ -147,8 +147,18 @@ async fn spans_reach_the_collector_with_attributes_and_links(pool: PgPool) {
         .expect("replay");
     assert_eq!(res.status().as_u16(), 201, "{}", res.text().await.unwrap_or_default());
     wait_for(2).await;
-    // An attempt's span closes right after its request is answered; give it the moment.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // An attempt's span has closed once its record is written: both deliveries have succeeded on record.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'succeeded'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        if done == 2 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     app.shutdown().await;
     // Flushing blocks on the exporter's thread, which sends to the collector served by this runtime.
     tokio::task::spawn_blocking(move || telemetry.shutdown()).await.expect("flushed");

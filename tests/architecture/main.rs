@@ -251,9 +251,10 @@ pub(crate) fn api_violations(sources: &[Source]) -> Vec<String> {
         .collect()
 }
 
-/// The queue's crates reading a process clock where the database's `now()` decides.
+/// The queue's crates, and the binary's loops that drive them, reading a process clock where the database's
+/// `now()` decides.
 pub(crate) fn clock_violations(sources: &[Source]) -> Vec<String> {
-    let queue = ["crates/courier-scheduler/src/", "crates/courier-store/src/"];
+    let queue = ["crates/courier-scheduler/src/", "crates/courier-store/src/", "src/app.rs"];
     let queue = sources.iter().filter(|s| queue.iter().any(|q| s.name.starts_with(q)));
     queue
         .flat_map(|s| &s.parsed.paths)
@@ -294,6 +295,36 @@ pub(crate) fn length_violations(sources: &[Source]) -> Vec<String> {
         ));
     }
     broken
+}
+
+/// Circles among sibling modules (files of one directory naming each other through `super::`): each is two
+/// halves of one module, or a missing third that both should use.
+pub(crate) fn import_circles(sources: &[Source]) -> Vec<String> {
+    use std::collections::BTreeSet;
+    let module =
+        |name: &str| name.rsplit_once('/').map(|(dir, file)| (dir.to_owned(), file.trim_end_matches(".rs").to_owned()));
+    let mut edges: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for source in sources {
+        let Some((dir, me)) = module(&source.name) else { continue };
+        for (_, path) in &source.parsed.paths {
+            let Some(sibling) = path.strip_prefix("super::").and_then(|p| p.split("::").next()) else { continue };
+            let exists = sources.iter().any(|s| module(&s.name) == Some((dir.clone(), sibling.to_owned())));
+            if exists && sibling != me && me != "mod" {
+                edges.insert((dir.clone(), me.clone(), sibling.to_owned()));
+            }
+        }
+    }
+    edges
+        .iter()
+        .filter(|(dir, a, b)| a < b && edges.contains(&(dir.clone(), b.clone(), a.clone())))
+        .map(|(dir, a, b)| format!("{dir}: {a} and {b} use each other"))
+        .collect()
+}
+
+#[test]
+fn sibling_modules_use_each_other_one_way() {
+    let broken = import_circles(&production_sources());
+    assert!(broken.is_empty(), "import circles: {broken:#?}");
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! A test of the test: each rule, run on a deliberately broken copy, reports it.
 
 use crate::{
-    Source, api_violations, catalog, clock_violations, length_violations, status_violations, table_violations,
+    Source, api_violations, catalog, clock_violations, import_circles, length_violations, status_violations,
+    table_violations,
 };
 
 fn body(lines: usize) -> String {
@@ -72,4 +73,14 @@ fn the_api_naming_an_operator_path_is_found() {
 fn the_queue_reading_a_process_clock_is_found() {
     let copy = "fn f() { let now = chrono::Utc::now(); }";
     assert_eq!(clock_violations(&[Source::new("crates/courier-scheduler/src/x.rs", copy)]).len(), 1);
+}
+
+#[test]
+fn two_sibling_modules_using_each_other_are_found() {
+    let page = Source::new("crates/courier-api/src/portal/page.rs", "use super::session::Viewer; fn f() {}");
+    let session = Source::new("crates/courier-api/src/portal/session.rs", "use super::page::layout; fn g() {}");
+    assert_eq!(import_circles(&[page, session]).len(), 1);
+    let page = Source::new("crates/courier-api/src/portal/page.rs", "fn f() {}");
+    let session = Source::new("crates/courier-api/src/portal/session.rs", "use super::page::layout; fn g() {}");
+    assert!(import_circles(&[page, session]).is_empty());
 }

@@ -92,6 +92,14 @@ async fn an_unreachable_database_is_503_not_500() {
     let (status, body) = api.call(Method::GET, "/api/v1/webhooks", None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(!body.to_string().contains("127.0.0.1"), "internals do not leak: {body}");
+    // The portal answers the same with a page: 503 and when to come back.
+    let signed_in = axum::http::Request::get("/portal")
+        .header("cookie", "courier_portal=ps_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG")
+        .body(Body::empty())
+        .expect("request");
+    let page = tower::ServiceExt::oneshot(api.router.clone(), signed_in).await.expect("response");
+    assert_eq!(page.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(page.headers().contains_key("retry-after"), "{:?}", page.headers());
 }
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]

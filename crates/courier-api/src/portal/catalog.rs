@@ -60,7 +60,7 @@ fn event_section(t: EventType) -> Markup {
 pub async fn show(viewer: Viewer) -> Result<Response, PortalError> {
     Ok(render(layout(
         "Event catalog",
-        Some((&viewer, Section::Events)),
+        Some(viewer.nav(Section::Events)),
         html! {
             h1 { "Event catalog" }
             p {

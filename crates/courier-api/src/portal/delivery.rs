@@ -94,7 +94,7 @@ pub async fn show(
     let envelope = envelope(&state, &viewer, &d).await?;
     Ok(render(layout(
         "Delivery",
-        Some((&viewer, Section::Deliveries)),
+        Some(viewer.nav(Section::Deliveries)),
         html! {
             p.crumbs { a href="/portal/deliveries" { "Delivery log" } " / " (d.id) }
             h1 { "Delivery " code { (d.id) } }

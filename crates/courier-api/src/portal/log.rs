@@ -196,7 +196,7 @@ pub async fn show(
     };
     Ok(render(layout(
         "Delivery log",
-        Some((&viewer, Section::Deliveries)),
+        Some(viewer.nav(Section::Deliveries)),
         html! {
             h1 { "Delivery log" }
             (filter_form(&params, &hooks))

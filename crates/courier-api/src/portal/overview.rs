@@ -61,7 +61,7 @@ pub async fn show(State(state): State<AppState>, viewer: Viewer) -> Result<Respo
     if !viewer.can(Scope::WebhooksRead) {
         return Ok(render(layout(
             title,
-            Some((&viewer, Section::Overview)),
+            Some(viewer.nav(Section::Overview)),
             html! {
                 h1 { (title) }
                 p { "This session cannot list webhooks. " a href="/portal/deliveries" { "Open the delivery log" } "." }
@@ -75,7 +75,7 @@ pub async fn show(State(state): State<AppState>, viewer: Viewer) -> Result<Respo
     let empty = Activity::default();
     Ok(render(layout(
         title,
-        Some((&viewer, Section::Overview)),
+        Some(viewer.nav(Section::Overview)),
         html! {
             h1 { (title) }
             @if hooks.is_empty() {

@@ -7,8 +7,6 @@ use courier_core::Scope;
 use courier_scheduler::DeliveryStatus;
 use maud::{DOCTYPE, Markup, html};
 
-use super::session::Viewer;
-
 /// Which section of the navigation a page belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
@@ -18,17 +16,26 @@ pub enum Section {
     Events,
 }
 
+/// What the header shows a signed-in viewer (`session::Viewer::nav`): where they are, their environment, the
+/// sections their scopes open, and the sign-out form's CSRF field. Plain data, so pages need not know sessions.
+pub struct Nav {
+    pub section: Section,
+    pub environment: courier_core::Environment,
+    pub can_replay: bool,
+    pub csrf_field: Markup,
+}
+
 /// A whole page: the header with navigation (for a signed-in viewer) and `main`.
-pub fn layout(title: &str, viewer: Option<(&Viewer, Section)>, main: Markup) -> Markup {
+pub fn layout(title: &str, viewer: Option<Nav>, main: Markup) -> Markup {
     page(title, viewer, None, main)
 }
 
 /// A page that loads `url` after `seconds` by itself (no script): a redirect that stays same-site, a progress page.
-pub fn refreshing(title: &str, viewer: Option<(&Viewer, Section)>, seconds: u32, url: &str, main: Markup) -> Markup {
+pub fn refreshing(title: &str, viewer: Option<Nav>, seconds: u32, url: &str, main: Markup) -> Markup {
     page(title, viewer, Some(format!("{seconds}; url={url}")), main)
 }
 
-fn page(title: &str, viewer: Option<(&Viewer, Section)>, refresh: Option<String>, main: Markup) -> Markup {
+fn page(title: &str, viewer: Option<Nav>, refresh: Option<String>, main: Markup) -> Markup {
     let link = |href: &str, label: &str, here: bool| {
         html! { a href=(href) aria-current=[here.then_some("page")] { (label) } }
     };
@@ -48,18 +55,18 @@ fn page(title: &str, viewer: Option<(&Viewer, Section)>, refresh: Option<String>
             body {
                 header {
                     span.brand { "Courier" }
-                    @if let Some((viewer, section)) = viewer {
+                    @if let Some(Nav { section, environment, can_replay, csrf_field }) = viewer {
                         nav aria-label="Portal" {
                             (link("/portal", "Webhooks", section == Section::Overview))
                             (link("/portal/deliveries", "Delivery log", section == Section::Deliveries))
-                            @if viewer.can(Scope::DeliveriesReplay) {
+                            @if can_replay {
                                 (link("/portal/recover", "Recover", section == Section::Recover))
                             }
                             (link("/portal/events", "Event catalog", section == Section::Events))
                         }
-                        span.env { (viewer.owner().environment.as_str()) " mode" }
+                        span.env { (environment.as_str()) " mode" }
                         form method="post" action="/portal/logout" {
-                            (viewer.csrf_field())
+                            (csrf_field)
                             button.link type="submit" { "Sign out" }
                         }
                     }

@@ -91,7 +91,7 @@ pub async fn show(
     };
     Ok(render(layout(
         "Recover",
-        Some((&viewer, Section::Recover)),
+        Some(viewer.nav(Section::Recover)),
         html! {
             h1 { "Recover failed deliveries" }
             p { "Replays every delivery that failed since a time: each gets a new delivery with fresh attempts." }
@@ -152,7 +152,7 @@ pub async fn progress(
         }
         p { a href="/portal/deliveries" { "Open the delivery log" } }
     };
-    let section = Some((&viewer, Section::Recover));
+    let section = Some(viewer.nav(Section::Recover));
     let page = if job.status.ended() {
         layout("Replay", section, main)
     } else {

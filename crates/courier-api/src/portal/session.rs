@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::page::{PortalError, layout, refreshing, render};
+use super::page::{Nav, PortalError, Section, layout, refreshing, render};
 use crate::state::AppState;
 
 /// The session cookie; scoped to `/portal`, so the JSON API never sees it.
@@ -64,6 +64,16 @@ impl Viewer {
     }
 
     /// The hidden field for a form of this session.
+    /// The header's navigation for this viewer on a page of `section`.
+    pub fn nav(&self, section: Section) -> Nav {
+        Nav {
+            section,
+            environment: self.owner().environment,
+            can_replay: self.can(Scope::DeliveriesReplay),
+            csrf_field: self.csrf_field(),
+        }
+    }
+
     pub fn csrf_field(&self) -> Markup {
         html! { input type="hidden" name=(CSRF_FIELD) value=(self.csrf); }
     }

@@ -90,7 +90,7 @@ async fn page(
     };
     Ok(render(layout(
         "Webhook",
-        Some((viewer, Section::Overview)),
+        Some(viewer.nav(Section::Overview)),
         html! {
             p.crumbs { a href="/portal" { "Webhooks" } " / " (webhook.id) }
             h1 { (webhook.url) }

@@ -5,6 +5,8 @@ it measures ingest: what the emitter sees. Run from clients/python with the clie
 
     COURIER=../../target/release/courier ../../.courier/tools/client-venv/bin/python -m bench.bench_client
 
+The embedded cluster is the repository's (`courier db start` in its root).
+
 Prints one table; `--events N` sets the batch scenarios' size, `--singles N` the one-at-a-time ones'.
 """
 
@@ -22,12 +24,15 @@ from pathlib import Path
 import httpx
 
 from courier_client import BackgroundSender, Courier, events, new_event_id
-from tests.support import Server, new_key
+from tests.support import REPO, Server, new_key
 
 
 def fresh_database() -> tuple[str, Callable[[], None]]:
-    courier = os.environ["COURIER"]
-    cluster = subprocess.run([courier, "db", "start"], check=True, capture_output=True, text=True).stdout.strip()
+    courier = str(Path(os.environ["COURIER"]).resolve())
+    # The embedded cluster lives in the repository's .courier/, so ask from there.
+    cluster = subprocess.run(
+        [courier, "db", "start"], check=True, capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
     base = cluster.rsplit("/", 1)[0]
     name = f"courier_client_bench_{os.getpid()}"
     subprocess.run(["psql", "-q", f"{base}/postgres", "-c", f"CREATE DATABASE {name}"], check=True)

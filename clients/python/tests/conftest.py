@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from courier_client import Courier, RetryPolicy
 
-from .support import FaultProxy, Receiver, Server, new_key
+from .support import FaultProxy, Receiver, Server, new_key, serve
 
 LOGS = Path(os.environ.get("CLIENT_TEST_LOGS", "/tmp"))
 
@@ -32,9 +31,7 @@ class _OtlpSink(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[Server]:
-    sink = ThreadingHTTPServer(("127.0.0.1", 0), _OtlpSink)
-    threading.Thread(target=sink.serve_forever, daemon=True).start()
-    endpoint = f"http://127.0.0.1:{sink.server_address[1]}"
+    sink, endpoint = serve(_OtlpSink)
     process = Server(
         LOGS / "client-serve.log", {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "RUST_LOG": "warn,courier=info"}
     )

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
+import courier_client
 from courier_client import AsyncCourier, ConflictError, NotFoundError, ServerError, events
+from tools import unasync
 
 from .conftest import FAST
 from .support import FaultProxy, Receiver
+
+
+def test_the_async_client_is_generated_from_the_sync_one() -> None:
+    package = Path(courier_client.__file__).parent
+    expected = unasync.generate((package / "client.py").read_text())
+    assert (package / "async_client.py").read_text() == expected, "run `python -m tools.unasync` in clients/python"
 
 
 def test_async_client_sends_manages_and_retries(proxy: FaultProxy, api_key: str, receiver: Receiver) -> None:

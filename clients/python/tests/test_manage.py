@@ -35,6 +35,8 @@ def test_webhooks_create_list_get_update_rotate_delete(client: Courier, receiver
     changed = client.webhooks.update(hook.id, description=None, ordering="call", rate_limit_per_second=None)
     assert (changed.description, changed.ordering, changed.rate_limit_per_second) == (None, "call", None)
     assert changed.max_attempts == 3  # fields not given stay
+    with pytest.raises(TypeError):
+        client.webhooks.update(hook.id, colour="red")  # type: ignore[call-arg]
     disabled = client.webhooks.update(hook.id, status="disabled")
     assert disabled.status == "disabled" and disabled.disabled_reason == "manual"
     client.webhooks.update(hook.id, status="enabled")

@@ -1,30 +1,25 @@
-"""`AsyncCourier`: `Courier`'s surface for asyncio, every call awaited and every `iter` an async iterator."""
+"""`AsyncCourier`: `Courier`'s surface for asyncio, every call awaited and every `iter` an async iterator.
+
+Generated from client.py by tools/unasync.py; edit that file and run `python -m tools.unasync`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from . import _api
-from ._api import UNSET, Call, Done, Unset
+from ._api import Call, ClientOptions, DeliveryFilters, Done, ReplayFilters, WebhookChanges, WebhookOptions
 from .errors import CourierError
 from .events import Event
-from .models import (
-    Accepted,
-    Delivery,
-    EventRecord,
-    ItemResult,
-    Page,
-    PortalSession,
-    ReplayCount,
-    ReplayState,
-    Webhook,
-)
-from .retry import RetryPolicy, Tries
+from .models import Accepted, Delivery, EventRecord, ItemResult, Page, PortalSession, ReplayState, Webhook
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["AsyncCourier", "AsyncReplayJob"]
 
@@ -32,11 +27,12 @@ T = TypeVar("T")
 
 
 class AsyncCourier:
-    """A client for Courier's API on asyncio; keep one per event loop and `await aclose()` it (or `async with`).
+    """A client for Courier's API. Keep one per event loop and `await aclose()` it (or `async with`).
 
-    `timeout` bounds each try; `max_retries` and `deadline` bound the retries (see `RetryPolicy`, which `retry`
-    replaces whole). `trace=True` sends the current OpenTelemetry span as `traceparent` when
-    `opentelemetry-api` is installed.
+    Options (`ClientOptions`): `timeout` (10 s) bounds each try; `max_retries` (5) and `deadline` (60 s) bound
+    the retries, or `retry=RetryPolicy(...)` sets them all; `trace` (True) sends the current OpenTelemetry span
+    as `traceparent` when `opentelemetry-api` is installed. The URL and key default to `COURIER_URL` and
+    `COURIER_API_KEY`.
     """
 
     def __init__(
@@ -44,21 +40,12 @@ class AsyncCourier:
         base_url: str | None = None,
         api_key: str | None = None,
         *,
-        timeout: float = 10.0,
-        max_retries: int = 5,
-        deadline: float = 60.0,
-        retry: RetryPolicy | None = None,
-        trace: bool = True,
         http_client: httpx.AsyncClient | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        base_url, api_key = _api.settings(base_url, api_key)
-        self._policy = retry or RetryPolicy(max_retries=max_retries, deadline=deadline)
-        self._timeout = timeout
-        self._trace = trace
+        self._settings = _api.Settings.resolve(base_url, api_key, options)
         self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(base_url=base_url, timeout=timeout)
-        self._http.base_url = httpx.URL(base_url)
-        self._http.headers.update(_api.default_headers(api_key))
+        self._http = self._settings.configure(http_client or httpx.AsyncClient())
         self.webhooks = Webhooks(self)
         self.deliveries = Deliveries(self)
         self.events = Events(self)
@@ -74,7 +61,7 @@ class AsyncCourier:
         await self.aclose()
 
     async def _run(self, call: Call[T]) -> T:
-        tries = Tries(self._policy, idempotent=call.idempotent, timeout=self._timeout)
+        tries = self._settings.tries(call)
         while True:
             request = call.request(self._http, tries.next_timeout())
             try:
@@ -87,8 +74,6 @@ class AsyncCourier:
                     return result.value
                 wait = result
             await asyncio.sleep(wait)
-
-    # --- emitting ---
 
     async def send(
         self,
@@ -106,9 +91,8 @@ class AsyncCourier:
         return await self.send_event(Event(type, dict(data), id, created), traceparent=traceparent)
 
     async def send_event(self, event: Event | Mapping[str, Any], *, traceparent: str | None = None) -> Accepted:
-        """`send` for an `Event` (e.g. from `courier_client.events.call_completed(...)`)."""
-        headers = _api.trace_headers(traceparent, self._trace)
-        return await self._run(_api.send_event(Event.coerce(event).with_id(), headers))
+        """`send` for an `Event` (e.g. from `courier_client.events.call_completed(...)`), which keeps its id."""
+        return await self._run(_api.send_event(event, self._settings.trace_headers(traceparent)))
 
     async def send_batch(
         self, events: Iterable[Event | Mapping[str, Any]], *, traceparent: str | None = None
@@ -119,17 +103,15 @@ class AsyncCourier:
         same body); one that still fails marks each of its items with that error (`ItemResult.retryable`), while
         an item the server refused carries its own error. A refused key (401, 403) raises.
         """
-        headers = _api.trace_headers(traceparent, self._trace)
+        headers = self._settings.trace_headers(traceparent)
         results: list[ItemResult] = []
         for chunk in _api.plan_batch(events):
             try:
-                items = await self._run(_api.send_chunk(chunk, headers))
-                results.extend(items)
+                answered = await self._run(_api.send_chunk(chunk, headers))
+                results += answered
             except CourierError as error:
-                results.extend(_api.chunk_failed(chunk, error))
+                results += _api.chunk_failed(chunk, error)
         return results
-
-    # --- the portal ---
 
     async def portal_session(self, scopes: Sequence[str], expires_in: int | None = None) -> PortalSession:
         """A single-use magic link into the tenant portal with some of this key's scopes (60 s to 24 h)."""
@@ -142,20 +124,9 @@ class Webhooks:
     def __init__(self, client: AsyncCourier) -> None:
         self._client = client
 
-    async def create(
-        self,
-        *,
-        url: str,
-        filter: Mapping[str, Any] | None = None,
-        description: str | None = None,
-        max_attempts: int | None = None,
-        ordering: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        rate_limit_per_second: int | None = None,
-    ) -> Webhook:
+    async def create(self, *, url: str, **options: Unpack[WebhookOptions]) -> Webhook:
         """A new webhook; its `secret` is in this answer only, so store it now."""
-        call = _api.create_webhook(url, filter, description, max_attempts, ordering, headers, rate_limit_per_second)
-        return await self._client._run(call)
+        return await self._client._run(_api.create_webhook(url, options))
 
     async def get(self, webhook_id: str) -> Webhook:
         return await self._client._run(_api.get_webhook(webhook_id))
@@ -167,24 +138,9 @@ class Webhooks:
         """Every webhook, newest first, following the pages."""
         return _follow(lambda cursor: self.list(limit=page_size, cursor=cursor))
 
-    async def update(
-        self,
-        webhook_id: str,
-        *,
-        url: str | Unset = UNSET,
-        filter: Mapping[str, Any] | Unset = UNSET,
-        description: str | None | Unset = UNSET,
-        max_attempts: int | Unset = UNSET,
-        ordering: str | Unset = UNSET,
-        headers: Mapping[str, str] | Unset = UNSET,
-        rate_limit_per_second: int | None | Unset = UNSET,
-        status: str | Unset = UNSET,
-    ) -> Webhook:
-        """Change the fields given (`None` clears `description` and `rate_limit_per_second`)."""
-        call = _api.update_webhook(
-            webhook_id, url, filter, description, max_attempts, ordering, headers, rate_limit_per_second, status
-        )
-        return await self._client._run(call)
+    async def update(self, webhook_id: str, **changes: Unpack[WebhookChanges]) -> Webhook:
+        """Change the fields given; `None` clears `description` and `rate_limit_per_second`."""
+        return await self._client._run(_api.update_webhook(webhook_id, changes))
 
     async def delete(self, webhook_id: str) -> None:
         await self._client._run(_api.delete_webhook(webhook_id))
@@ -201,42 +157,14 @@ class Deliveries:
         self._client = client
 
     async def list(
-        self,
-        *,
-        status: str | None = None,
-        webhook_id: str | None = None,
-        event_type: str | None = None,
-        call_id: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        limit: int | None = None,
-        cursor: str | None = None,
+        self, *, limit: int | None = None, cursor: str | None = None, **filters: Unpack[DeliveryFilters]
     ) -> Page[Delivery]:
-        """One page, newest first; `since`/`until` are RFC 3339. A filtered page may be short and still go on."""
-        call = _api.list_deliveries(status, webhook_id, event_type, call_id, since, until, limit, cursor)
-        return await self._client._run(call)
+        """One page, newest first. A filtered page may be short, even empty, and still have a `next_cursor`."""
+        return await self._client._run(_api.list_deliveries(filters, limit, cursor))
 
-    def iter(
-        self,
-        *,
-        status: str | None = None,
-        webhook_id: str | None = None,
-        event_type: str | None = None,
-        call_id: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        page_size: int = 100,
-    ) -> AsyncIterator[Delivery]:
+    def iter(self, *, page_size: int = 100, **filters: Unpack[DeliveryFilters]) -> AsyncIterator[Delivery]:
         """Every matching delivery, newest first, following the pages."""
-        filters: dict[str, Any] = {
-            "status": status,
-            "webhook_id": webhook_id,
-            "event_type": event_type,
-            "call_id": call_id,
-            "since": since,
-            "until": until,
-        }
-        return _follow(lambda cursor: self.list(**filters, limit=page_size, cursor=cursor))
+        return _follow(lambda cursor: self._client._run(_api.list_deliveries(filters, page_size, cursor)))
 
     async def get(self, delivery_id: str) -> Delivery:
         """One delivery with all its attempts."""
@@ -246,32 +174,13 @@ class Deliveries:
         """A new delivery of the same event to the same webhook (`replay_of` the old one)."""
         return await self._client._run(_api.replay_delivery(delivery_id))
 
-    async def replay_bulk(
-        self,
-        *,
-        webhook_id: str | None = None,
-        status: str | None = None,
-        event_types: Sequence[str] | None = None,
-        since: str | None = None,
-        until: str | None = None,
-    ) -> AsyncReplayJob:
-        """Queue a bulk replay job (status `failed` when not given); `job.wait()` follows it to the end."""
-        state = await self._client._run(_api.replay_bulk(webhook_id, status, event_types, since, until))
-        return AsyncReplayJob(self._client, state)
+    async def replay_bulk(self, **filters: Unpack[ReplayFilters]) -> AsyncReplayJob:
+        """Queue a bulk replay job (of `failed` deliveries unless `status` says otherwise); `wait()` follows it."""
+        return AsyncReplayJob(self._client, await self._client._run(_api.replay_bulk(filters)))
 
-    async def count_replay(
-        self,
-        *,
-        webhook_id: str | None = None,
-        status: str | None = None,
-        event_types: Sequence[str] | None = None,
-        since: str | None = None,
-        until: str | None = None,
-    ) -> int:
-        """How many deliveries `replay_bulk` with this filter would queue now (a dry run)."""
-        call = _api.replay_bulk_dry_run(webhook_id, status, event_types, since, until)
-        count: ReplayCount = await self._client._run(call)
-        return count.queued
+    async def count_replay(self, **filters: Unpack[ReplayFilters]) -> int:
+        """How many deliveries `replay_bulk` with these filters would queue now (a dry run)."""
+        return await self._client._run(_api.replay_bulk_dry_run(filters))
 
     async def replay_job(self, replay_id: str) -> AsyncReplayJob:
         return AsyncReplayJob(self._client, await self._client._run(_api.get_replay(replay_id)))

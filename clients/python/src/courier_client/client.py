@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from . import _api
-from ._api import UNSET, Call, Done, Unset
+from ._api import Call, ClientOptions, DeliveryFilters, Done, ReplayFilters, WebhookChanges, WebhookOptions
 from .errors import CourierError
 from .events import Event
-from .models import (
-    Accepted,
-    Delivery,
-    EventRecord,
-    ItemResult,
-    Page,
-    PortalSession,
-    ReplayCount,
-    ReplayState,
-    Webhook,
-)
-from .retry import RetryPolicy, Tries
+from .models import Accepted, Delivery, EventRecord, ItemResult, Page, PortalSession, ReplayState, Webhook
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["Courier", "ReplayJob"]
 
@@ -33,9 +25,10 @@ T = TypeVar("T")
 class Courier:
     """A client for Courier's API. Thread-safe; keep one per process and `close()` it (or use `with`).
 
-    `timeout` bounds each try; `max_retries` and `deadline` bound the retries (see `RetryPolicy`, which `retry`
-    replaces whole). `trace=True` sends the current OpenTelemetry span as `traceparent` when
-    `opentelemetry-api` is installed.
+    Options (`ClientOptions`): `timeout` (10 s) bounds each try; `max_retries` (5) and `deadline` (60 s) bound
+    the retries, or `retry=RetryPolicy(...)` sets them all; `trace` (True) sends the current OpenTelemetry span
+    as `traceparent` when `opentelemetry-api` is installed. The URL and key default to `COURIER_URL` and
+    `COURIER_API_KEY`.
     """
 
     def __init__(
@@ -43,21 +36,12 @@ class Courier:
         base_url: str | None = None,
         api_key: str | None = None,
         *,
-        timeout: float = 10.0,
-        max_retries: int = 5,
-        deadline: float = 60.0,
-        retry: RetryPolicy | None = None,
-        trace: bool = True,
         http_client: httpx.Client | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        base_url, api_key = _api.settings(base_url, api_key)
-        self._policy = retry or RetryPolicy(max_retries=max_retries, deadline=deadline)
-        self._timeout = timeout
-        self._trace = trace
+        self._settings = _api.Settings.resolve(base_url, api_key, options)
         self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(base_url=base_url, timeout=timeout)
-        self._http.base_url = httpx.URL(base_url)
-        self._http.headers.update(_api.default_headers(api_key))
+        self._http = self._settings.configure(http_client or httpx.Client())
         self.webhooks = Webhooks(self)
         self.deliveries = Deliveries(self)
         self.events = Events(self)
@@ -73,7 +57,7 @@ class Courier:
         self.close()
 
     def _run(self, call: Call[T]) -> T:
-        tries = Tries(self._policy, idempotent=call.idempotent, timeout=self._timeout)
+        tries = self._settings.tries(call)
         while True:
             request = call.request(self._http, tries.next_timeout())
             try:
@@ -86,8 +70,6 @@ class Courier:
                     return result.value
                 wait = result
             time.sleep(wait)
-
-    # --- emitting ---
 
     def send(
         self,
@@ -105,9 +87,8 @@ class Courier:
         return self.send_event(Event(type, dict(data), id, created), traceparent=traceparent)
 
     def send_event(self, event: Event | Mapping[str, Any], *, traceparent: str | None = None) -> Accepted:
-        """`send` for an `Event` (e.g. from `courier_client.events.call_completed(...)`)."""
-        headers = _api.trace_headers(traceparent, self._trace)
-        return self._run(_api.send_event(Event.coerce(event).with_id(), headers))
+        """`send` for an `Event` (e.g. from `courier_client.events.call_completed(...)`), which keeps its id."""
+        return self._run(_api.send_event(event, self._settings.trace_headers(traceparent)))
 
     def send_batch(
         self, events: Iterable[Event | Mapping[str, Any]], *, traceparent: str | None = None
@@ -118,17 +99,15 @@ class Courier:
         same body); one that still fails marks each of its items with that error (`ItemResult.retryable`), while
         an item the server refused carries its own error. A refused key (401, 403) raises.
         """
-        headers = _api.trace_headers(traceparent, self._trace)
+        headers = self._settings.trace_headers(traceparent)
         results: list[ItemResult] = []
         for chunk in _api.plan_batch(events):
             try:
-                items = self._run(_api.send_chunk(chunk, headers))
-                results.extend(items)
+                answered = self._run(_api.send_chunk(chunk, headers))
+                results += answered
             except CourierError as error:
-                results.extend(_api.chunk_failed(chunk, error))
+                results += _api.chunk_failed(chunk, error)
         return results
-
-    # --- the portal ---
 
     def portal_session(self, scopes: Sequence[str], expires_in: int | None = None) -> PortalSession:
         """A single-use magic link into the tenant portal with some of this key's scopes (60 s to 24 h)."""
@@ -141,20 +120,9 @@ class Webhooks:
     def __init__(self, client: Courier) -> None:
         self._client = client
 
-    def create(
-        self,
-        *,
-        url: str,
-        filter: Mapping[str, Any] | None = None,
-        description: str | None = None,
-        max_attempts: int | None = None,
-        ordering: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        rate_limit_per_second: int | None = None,
-    ) -> Webhook:
+    def create(self, *, url: str, **options: Unpack[WebhookOptions]) -> Webhook:
         """A new webhook; its `secret` is in this answer only, so store it now."""
-        call = _api.create_webhook(url, filter, description, max_attempts, ordering, headers, rate_limit_per_second)
-        return self._client._run(call)
+        return self._client._run(_api.create_webhook(url, options))
 
     def get(self, webhook_id: str) -> Webhook:
         return self._client._run(_api.get_webhook(webhook_id))
@@ -166,24 +134,9 @@ class Webhooks:
         """Every webhook, newest first, following the pages."""
         return _follow(lambda cursor: self.list(limit=page_size, cursor=cursor))
 
-    def update(
-        self,
-        webhook_id: str,
-        *,
-        url: str | Unset = UNSET,
-        filter: Mapping[str, Any] | Unset = UNSET,
-        description: str | None | Unset = UNSET,
-        max_attempts: int | Unset = UNSET,
-        ordering: str | Unset = UNSET,
-        headers: Mapping[str, str] | Unset = UNSET,
-        rate_limit_per_second: int | None | Unset = UNSET,
-        status: str | Unset = UNSET,
-    ) -> Webhook:
-        """Change the fields given (`None` clears `description` and `rate_limit_per_second`)."""
-        call = _api.update_webhook(
-            webhook_id, url, filter, description, max_attempts, ordering, headers, rate_limit_per_second, status
-        )
-        return self._client._run(call)
+    def update(self, webhook_id: str, **changes: Unpack[WebhookChanges]) -> Webhook:
+        """Change the fields given; `None` clears `description` and `rate_limit_per_second`."""
+        return self._client._run(_api.update_webhook(webhook_id, changes))
 
     def delete(self, webhook_id: str) -> None:
         self._client._run(_api.delete_webhook(webhook_id))
@@ -200,42 +153,14 @@ class Deliveries:
         self._client = client
 
     def list(
-        self,
-        *,
-        status: str | None = None,
-        webhook_id: str | None = None,
-        event_type: str | None = None,
-        call_id: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        limit: int | None = None,
-        cursor: str | None = None,
+        self, *, limit: int | None = None, cursor: str | None = None, **filters: Unpack[DeliveryFilters]
     ) -> Page[Delivery]:
-        """One page, newest first; `since`/`until` are RFC 3339. A filtered page may be short and still go on."""
-        call = _api.list_deliveries(status, webhook_id, event_type, call_id, since, until, limit, cursor)
-        return self._client._run(call)
+        """One page, newest first. A filtered page may be short, even empty, and still have a `next_cursor`."""
+        return self._client._run(_api.list_deliveries(filters, limit, cursor))
 
-    def iter(
-        self,
-        *,
-        status: str | None = None,
-        webhook_id: str | None = None,
-        event_type: str | None = None,
-        call_id: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        page_size: int = 100,
-    ) -> Iterator[Delivery]:
+    def iter(self, *, page_size: int = 100, **filters: Unpack[DeliveryFilters]) -> Iterator[Delivery]:
         """Every matching delivery, newest first, following the pages."""
-        filters: dict[str, Any] = {
-            "status": status,
-            "webhook_id": webhook_id,
-            "event_type": event_type,
-            "call_id": call_id,
-            "since": since,
-            "until": until,
-        }
-        return _follow(lambda cursor: self.list(**filters, limit=page_size, cursor=cursor))
+        return _follow(lambda cursor: self._client._run(_api.list_deliveries(filters, page_size, cursor)))
 
     def get(self, delivery_id: str) -> Delivery:
         """One delivery with all its attempts."""
@@ -245,32 +170,13 @@ class Deliveries:
         """A new delivery of the same event to the same webhook (`replay_of` the old one)."""
         return self._client._run(_api.replay_delivery(delivery_id))
 
-    def replay_bulk(
-        self,
-        *,
-        webhook_id: str | None = None,
-        status: str | None = None,
-        event_types: Sequence[str] | None = None,
-        since: str | None = None,
-        until: str | None = None,
-    ) -> ReplayJob:
-        """Queue a bulk replay job (status `failed` when not given); `job.wait()` follows it to the end."""
-        state = self._client._run(_api.replay_bulk(webhook_id, status, event_types, since, until))
-        return ReplayJob(self._client, state)
+    def replay_bulk(self, **filters: Unpack[ReplayFilters]) -> ReplayJob:
+        """Queue a bulk replay job (of `failed` deliveries unless `status` says otherwise); `wait()` follows it."""
+        return ReplayJob(self._client, self._client._run(_api.replay_bulk(filters)))
 
-    def count_replay(
-        self,
-        *,
-        webhook_id: str | None = None,
-        status: str | None = None,
-        event_types: Sequence[str] | None = None,
-        since: str | None = None,
-        until: str | None = None,
-    ) -> int:
-        """How many deliveries `replay_bulk` with this filter would queue now (a dry run)."""
-        call = _api.replay_bulk_dry_run(webhook_id, status, event_types, since, until)
-        count: ReplayCount = self._client._run(call)
-        return count.queued
+    def count_replay(self, **filters: Unpack[ReplayFilters]) -> int:
+        """How many deliveries `replay_bulk` with these filters would queue now (a dry run)."""
+        return self._client._run(_api.replay_bulk_dry_run(filters))
 
     def replay_job(self, replay_id: str) -> ReplayJob:
         return ReplayJob(self._client, self._client._run(_api.get_replay(replay_id)))

@@ -4,8 +4,8 @@ later is readable before this package knows it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -19,7 +19,6 @@ __all__ = [
     "ItemResult",
     "Page",
     "PortalSession",
-    "ReplayCount",
     "ReplayState",
     "Webhook",
     "WebhookFilter",
@@ -41,19 +40,24 @@ def parse_time(value: object) -> datetime | None:
     return datetime.fromisoformat(text)
 
 
-def _time(raw: Mapping[str, Any], key: str) -> datetime:
-    parsed = parse_time(raw.get(key))
-    if parsed is None:
-        raise ValueError(f"`{key}` is missing from the answer")
-    return parsed
+M = TypeVar("M")
 
 
-def _opt_int(value: object) -> int | None:
-    return int(value) if isinstance(value, (int, float)) else None
-
-
-def _opt_str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
+def _decode(cls: type[M], raw: JSON, **special: Callable[[Any], Any]) -> M:
+    """A model from its JSON object: each field from the key of its name (times, the fields named `…_at`, parsed;
+    `special` converters for the rest that need one), absent optional keys as the field's default, and `raw`.
+    """
+    values: dict[str, Any] = {"raw": raw}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name == "raw":
+            continue
+        if f.name in special:
+            values[f.name] = special[f.name](raw.get(f.name))
+        elif f.name.endswith("_at"):
+            values[f.name] = parse_time(raw.get(f.name))
+        elif f.name in raw:
+            values[f.name] = raw[f.name]
+    return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -100,14 +104,6 @@ class WebhookFilter:
     include_transcript: bool
     include_metrics: bool
 
-    @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> WebhookFilter:
-        return cls(
-            events=list(raw.get("events", [])),
-            include_transcript=bool(raw.get("include_transcript", False)),
-            include_metrics=bool(raw.get("include_metrics", False)),
-        )
-
 
 @dataclass(frozen=True)
 class Webhook:
@@ -131,24 +127,15 @@ class Webhook:
 
     @classmethod
     def from_json(cls, raw: JSON) -> Webhook:
-        rate = raw.get("rate_limit")
-        return cls(
-            id=raw["id"],
-            url=raw["url"],
-            filter=WebhookFilter.from_json(raw.get("filter") or {}),
-            status=raw["status"],
-            livemode=bool(raw["livemode"]),
-            max_attempts=int(raw["max_attempts"]),
-            ordering=str(raw.get("ordering", "none")),
-            headers=dict(raw.get("headers") or {}),
-            created_at=_time(raw, "created_at"),
-            updated_at=_time(raw, "updated_at"),
-            description=_opt_str(raw.get("description")),
-            disabled_reason=_opt_str(raw.get("disabled_reason")),
-            rate_limit_per_second=_opt_int(rate.get("per_second")) if isinstance(rate, Mapping) else None,
-            secret=_opt_str(raw.get("secret")),
-            previous_secret_expires_at=parse_time(raw.get("previous_secret_expires_at")),
-            raw=raw,
+        def per_second(_: object) -> int | None:
+            rate = raw.get("rate_limit")
+            return rate.get("per_second") if isinstance(rate, Mapping) else None
+
+        return _decode(
+            cls,
+            raw,
+            filter=lambda f: WebhookFilter(list(f["events"]), f["include_transcript"], f["include_metrics"]),
+            rate_limit_per_second=per_second,
         )
 
 
@@ -158,26 +145,17 @@ class Attempt:
     started_at: datetime
     duration_ms: int
     #: The receiver's status, `None` when no answer came (then `error_kind` says why).
-    status_code: int | None
-    error_kind: str | None
-    error_message: str | None
-    response_body: str | None
-    signature_timestamp: int | None
+    status_code: int | None = None
+    error_kind: str | None = None
+    error_message: str | None = None
+    #: The first 4 KiB of the receiver's answer, as text.
+    response_body: str | None = None
+    signature_timestamp: int | None = None
     raw: JSON = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, raw: JSON) -> Attempt:
-        return cls(
-            attempt=int(raw["attempt"]),
-            started_at=_time(raw, "started_at"),
-            duration_ms=int(raw["duration_ms"]),
-            status_code=_opt_int(raw.get("status_code")),
-            error_kind=_opt_str(raw.get("error_kind")),
-            error_message=_opt_str(raw.get("error_message")),
-            response_body=_opt_str(raw.get("response_body")),
-            signature_timestamp=_opt_int(raw.get("signature_timestamp")),
-            raw=raw,
-        )
+        return _decode(cls, raw)
 
 
 @dataclass(frozen=True)
@@ -203,25 +181,7 @@ class Delivery:
 
     @classmethod
     def from_json(cls, raw: JSON) -> Delivery:
-        attempts = raw.get("attempts")
-        return cls(
-            id=raw["id"],
-            event_id=raw["event_id"],
-            event_type=raw["event_type"],
-            call_id=str(raw.get("call_id", "")),
-            webhook_id=raw["webhook_id"],
-            status=raw["status"],
-            attempt_count=int(raw["attempt_count"]),
-            max_attempts=int(raw["max_attempts"]),
-            created_at=_time(raw, "created_at"),
-            updated_at=_time(raw, "updated_at"),
-            next_attempt_at=parse_time(raw.get("next_attempt_at")),
-            replay_of=_opt_str(raw.get("replay_of")),
-            last_error=_opt_str(raw.get("last_error")),
-            last_status_code=_opt_int(raw.get("last_status_code")),
-            attempts=[Attempt.from_json(a) for a in attempts] if isinstance(attempts, list) else None,
-            raw=raw,
-        )
+        return _decode(cls, raw, attempts=lambda a: None if a is None else [Attempt.from_json(x) for x in a])
 
 
 @dataclass(frozen=True)
@@ -239,17 +199,7 @@ class EventRecord:
 
     @classmethod
     def from_json(cls, raw: JSON) -> EventRecord:
-        deliveries = raw.get("deliveries")
-        return cls(
-            id=raw["id"],
-            type=raw["type"],
-            created=int(raw["created"]),
-            livemode=bool(raw["livemode"]),
-            data=dict(raw.get("data") or {}),
-            received_at=_time(raw, "received_at"),
-            deliveries=[Delivery.from_json(d) for d in deliveries] if isinstance(deliveries, list) else None,
-            raw=raw,
-        )
+        return _decode(cls, raw, deliveries=lambda d: None if d is None else [Delivery.from_json(x) for x in d])
 
 
 @dataclass(frozen=True)
@@ -273,24 +223,7 @@ class ReplayState:
 
     @classmethod
     def from_json(cls, raw: JSON) -> ReplayState:
-        return cls(
-            id=raw["id"],
-            status=raw["status"],
-            replayed=int(raw["replayed"]),
-            scanned=int(raw["scanned"]),
-            created_at=_time(raw, "created_at"),
-            updated_at=_time(raw, "updated_at"),
-            error=_opt_str(raw.get("error")),
-            finished_at=parse_time(raw.get("finished_at")),
-            raw=raw,
-        )
-
-
-@dataclass(frozen=True)
-class ReplayCount:
-    """A bulk replay's dry run: how many deliveries it would queue now."""
-
-    queued: int
+        return _decode(cls, raw)
 
 
 @dataclass(frozen=True)
@@ -300,10 +233,11 @@ class PortalSession:
     url: str
     scopes: list[str]
     expires_at: datetime
+    raw: JSON = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, raw: JSON) -> PortalSession:
-        return cls(id=raw["id"], url=raw["url"], scopes=list(raw["scopes"]), expires_at=_time(raw, "expires_at"))
+        return _decode(cls, raw)
 
 
 @dataclass(frozen=True)

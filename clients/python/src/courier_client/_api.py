@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypedDict, TypeVar
 
@@ -95,9 +95,12 @@ class Chunk:
     body: bytes
 
 
-def plan_batch(events: Iterable[Event | Mapping[str, Any]]) -> list[Chunk]:
-    """Ids for every event (before any try), then requests of at most 1,000 events and 16 MiB, in order."""
-    chunks: list[Chunk] = []
+def plan_batch(events: Iterable[Event | Mapping[str, Any]]) -> Iterator[Chunk]:
+    """Requests of at most 1,000 events and 16 MiB, in order, each event given its id before its first try.
+
+    A generator: a chunk's events are read (and serialised) only when the chunk before it was answered, so a
+    long iterable is never held in memory whole.
+    """
     ids: list[str] = []
     parts: list[bytes] = []
     size = 0
@@ -107,14 +110,13 @@ def plan_batch(events: Iterable[Event | Mapping[str, Any]]) -> list[Chunk]:
         assert event.id is not None
         part = dumps(event.to_json())
         if parts and (len(parts) == MAX_BATCH_EVENTS or size + len(part) + 1 > MAX_BATCH_BYTES):
-            chunks.append(Chunk(start, ids, b'{"events":[' + b",".join(parts) + b"]}"))
+            yield Chunk(start, ids, b'{"events":[' + b",".join(parts) + b"]}")
             start, ids, parts, size = index, [], [], 0
         ids.append(event.id)
         parts.append(part)
         size += len(part) + 1
     if parts:
-        chunks.append(Chunk(start, ids, b'{"events":[' + b",".join(parts) + b"]}"))
-    return chunks
+        yield Chunk(start, ids, b'{"events":[' + b",".join(parts) + b"]}")
 
 
 def send_chunk(chunk: Chunk, headers: Mapping[str, str]) -> Call[list[models.ItemResult]]:

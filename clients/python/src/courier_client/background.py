@@ -32,7 +32,10 @@ log = logging.getLogger("courier_client")
 
 @dataclass
 class FlushReport:
-    """What was answered since the previous flush: how many events were stored, and the ones that were not."""
+    """What was answered since the previous flush: how many events were stored, and the ones that were not.
+
+    Each failed `ItemResult` names its event by `id` (its `index` is its place in the batch it went in).
+    """
 
     sent: int = 0
     failed: list[ItemResult] = field(default_factory=list)

@@ -95,7 +95,7 @@ class Courier:
     ) -> list[ItemResult]:
         """Store any number of events in requests of up to 1,000; one result per input, in order.
 
-        Each event gets its id before the first request. A request that fails as a whole is retried (same ids,
+        Each event gets its id before its request's first try. A request that fails as a whole is retried (same ids,
         same body); one that still fails marks each of its items with that error (`ItemResult.retryable`), while
         an item the server refused carries its own error. A refused key (401, 403) raises.
         """

@@ -37,5 +37,6 @@ cleanup() {
 }
 trap cleanup EXIT
 $COURIER migrate >/dev/null
-export CLIENT_TEST_LOGS="$PWD/$TOOLS"
+export CLIENT_TEST_LOGS="$PWD/$TOOLS"   # client-serve.log and client-restart-serve.log: the servers' logs
+rm -f "$TOOLS"/client-*serve.log
 (cd "$PROJECT" && "../../$VENV/bin/pytest" -q "$@")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -12,9 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from courier_client import BackgroundSender, Courier, QueueFullError, RetryPolicy, events
+from courier_client import (
+    AsyncBackgroundSender,
+    AsyncCourier,
+    BackgroundSender,
+    Courier,
+    QueueFullError,
+    RetryPolicy,
+    events,
+)
 
-from .conftest import LOGS
+from .conftest import FAST, LOGS
 from .support import FaultProxy, Server, new_key, wait_until
 
 
@@ -119,3 +128,36 @@ def test_what_is_queued_at_exit_is_sent(server: Server, api_key: str, tmp_path: 
     with Courier(server.url, api_key) as client:
         assert sorted(e.id for e in client.events.iter()) == sorted(printed)
     assert len(printed) == 50
+
+
+def test_the_async_sender_batches_from_many_tasks_through_faults_and_stores_each_once(
+    proxy: FaultProxy, api_key: str
+) -> None:
+    async def scenario() -> None:
+        async with AsyncCourier(proxy.url, api_key, retry=FAST) as client:
+            proxy.plan = ["forward", "drop", "503:0", "500"]  # the second batch is committed, lost, refused, failed
+            sender = AsyncBackgroundSender(client, max_batch=250, flush_interval=0.05, max_queue=500)
+
+            async def emit(task: int) -> list[str]:
+                return [await sender.submit(events.call_started(call_id=f"a{task}-{i}")) for i in range(100)]
+
+            ids = [i for per_task in await asyncio.gather(*(emit(t) for t in range(20))) for i in per_task]
+            report = await sender.aclose()
+            assert report.sent == 2000 and report.failed == []
+            bodies = [s.body for s in proxy.matching() if s.path == "/api/v1/events/batch"]
+            assert len(bodies) >= 8 + 3  # at least 8 batches, and the three retries of one
+            assert max(bodies.count(body) for body in bodies) == 4  # the same bytes each time
+            stored = [e.id async for e in client.events.iter()]
+            assert len(stored) == 2000 and set(stored) == set(ids)
+
+            full = AsyncBackgroundSender(client, max_batch=1, max_queue=1, flush_interval=0, overflow="raise")
+            proxy.plan = ["delay:1"]
+            seen = len(proxy.matching())
+            await full.submit(events.call_started(call_id="held"))
+            await asyncio.to_thread(wait_until, lambda: len(proxy.matching()) > seen, 10.0)
+            await full.submit(events.call_started(call_id="queued"))
+            with pytest.raises(QueueFullError):
+                await full.submit(events.call_started(call_id="overflow"))
+            assert (await full.aclose()).sent == 2
+
+    asyncio.run(scenario())

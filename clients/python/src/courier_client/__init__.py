@@ -10,7 +10,7 @@ See the README beside this package for the whole guide.
 """
 
 from .async_client import AsyncCourier, AsyncReplayJob
-from .background import BackgroundSender, FlushReport
+from .background import AsyncBackgroundSender, BackgroundSender, FlushReport
 from .client import Courier, ReplayJob
 from .errors import (
     APIError,
@@ -49,6 +49,7 @@ __version__ = "0.1.0"
 __all__ = [
     "APIError",
     "Accepted",
+    "AsyncBackgroundSender",
     "AsyncCourier",
     "AsyncReplayJob",
     "Attempt",

@@ -5,12 +5,14 @@ Events wait in a bounded queue. The sender thread takes up to `max_batch` of the
 idempotent). When the queue is full, `submit` blocks (`overflow="block"`, optionally up to `block_timeout`) or
 raises `QueueFullError` (`overflow="raise"`): an event is never dropped silently. `flush()` waits until everything
 submitted before it was answered and reports what failed; `close()` (also run at interpreter exit) flushes and
-stops the thread.
+stops the thread. `AsyncBackgroundSender` does the same on an asyncio loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import logging
 import queue
 import threading
@@ -20,12 +22,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .async_client import AsyncCourier
 from .client import Courier
 from .errors import CourierError, QueueFullError
 from .events import Event
 from .models import ItemResult
 
-__all__ = ["BackgroundSender", "FlushReport"]
+__all__ = ["AsyncBackgroundSender", "BackgroundSender", "FlushReport"]
 
 log = logging.getLogger("courier_client")
 
@@ -185,20 +188,9 @@ class BackgroundSender:
                 self._flush_now.clear()
             try:
                 results = self._client.send_batch(batch)
-            except CourierError as error:  # A refused key: every event of the batch failed with it.
-                results = [ItemResult(i, e.id or "", error=error) for i, e in enumerate(batch)]
-            except Exception as error:
-                log.exception("courier: sending a batch failed")
-                failure = CourierError(f"sending failed: {error!r}")
-                results = [ItemResult(i, e.id or "", error=failure) for i, e in enumerate(batch)]
-            failed = [r for r in results if not r.ok]
-            if failed:
-                log.warning("courier: %d of %d events were not stored: %s", len(failed), len(batch), failed[0].error)
-                if self._on_error is not None:
-                    try:
-                        self._on_error(failed)
-                    except Exception:
-                        log.exception("courier: on_error raised")
+            except Exception as error:  # the thread must outlive anything and report it
+                results = _whole_batch_failed(batch, error)
+            failed = _failures(batch, results, self._on_error)
             with self._lock:
                 self._answered += len(batch)
                 self._report.sent += len(batch) - len(failed)
@@ -213,3 +205,139 @@ def _close_at_exit(ref: weakref.ref[BackgroundSender], timeout: float) -> None:
             sender.close(timeout)
         except TimeoutError:
             log.error("courier: %d events were still unsent at exit", sender.pending)
+
+
+def _whole_batch_failed(batch: list[Event], error: Exception) -> list[ItemResult]:
+    """Every event of a batch `send_batch` raised for: a refused key, or something unexpected (logged)."""
+    if not isinstance(error, CourierError):
+        log.exception("courier: sending a batch failed")
+        error = CourierError(f"sending failed: {error!r}")
+    return [ItemResult(i, e.id or "", error=error) for i, e in enumerate(batch)]
+
+
+def _failures(
+    batch: list[Event], results: list[ItemResult], on_error: Callable[[list[ItemResult]], None] | None
+) -> list[ItemResult]:
+    """The results that failed, logged and handed to `on_error` (whose own failure is logged, never raised)."""
+    failed = [r for r in results if not r.ok]
+    if failed:
+        log.warning("courier: %d of %d events were not stored: %s", len(failed), len(batch), failed[0].error)
+        if on_error is not None:
+            try:
+                on_error(failed)
+            except Exception:
+                log.exception("courier: on_error raised")
+    return failed
+
+
+class AsyncBackgroundSender:
+    """`BackgroundSender` for asyncio: tasks `await submit(...)`; one task sends the batches on the running loop.
+
+    The same batching, bounded queue and overflow policy (`"block"` waits for room, up to `block_timeout`;
+    `"raise"` raises `QueueFullError`). There is no flush at interpreter exit: use `async with`, or
+    `await aclose()` before the loop ends.
+    """
+
+    def __init__(
+        self,
+        client: AsyncCourier,
+        *,
+        max_batch: int = 500,
+        flush_interval: float = 0.2,
+        max_queue: int = 10_000,
+        overflow: Literal["block", "raise"] = "block",
+        block_timeout: float | None = None,
+        on_error: Callable[[list[ItemResult]], None] | None = None,
+    ) -> None:
+        if overflow not in ("block", "raise"):
+            raise ValueError("overflow must be 'block' or 'raise'")
+        self._client = client
+        self._max_batch = max(1, min(max_batch, 1000))
+        self._flush_interval = flush_interval
+        self._overflow = overflow
+        self._block_timeout = block_timeout
+        self._on_error = on_error
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=max_queue)
+        self._changed = asyncio.Condition()
+        self._flush_now = asyncio.Event()
+        self._submitted = 0
+        self._answered = 0
+        self._report = FlushReport()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def submit(self, event: Event | Mapping[str, Any]) -> str:
+        """Queue one event and return its id (made now)."""
+        if self._closed:
+            raise RuntimeError("this AsyncBackgroundSender is closed")
+        item = Event.coerce(event).with_id()
+        assert item.id is not None
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="courier-background-sender")
+        try:
+            if self._overflow == "raise":
+                self._queue.put_nowait(item)
+            else:
+                await asyncio.wait_for(self._queue.put(item), self._block_timeout)
+        except (asyncio.QueueFull, asyncio.TimeoutError):
+            raise QueueFullError(f"the queue holds {self._queue.maxsize} events already") from None
+        self._submitted += 1
+        return item.id
+
+    async def flush(self, timeout: float | None = None) -> FlushReport:
+        """Send what is queued now and wait until every event submitted before this call was answered."""
+        target = self._submitted
+        self._flush_now.set()
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: self._answered >= target), timeout)
+            report, self._report = self._report, FlushReport()
+        return report
+
+    async def aclose(self, timeout: float | None = None) -> FlushReport:
+        """Flush, then stop the sending task."""
+        if self._closed:
+            return FlushReport()
+        report = await self.flush(timeout)
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        return report
+
+    async def __aenter__(self) -> AsyncBackgroundSender:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def _take_batch(self) -> list[Event]:
+        batch = [await self._queue.get()]
+        window_ends = time.monotonic() + self._flush_interval
+        while len(batch) < self._max_batch:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            if time.monotonic() >= window_ends or self._flush_now.is_set():
+                break
+            # Polls rather than `wait_for(queue.get())`, which can lose an item when its timeout fires (< 3.12).
+            await asyncio.sleep(0.005)
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._take_batch()
+            if self._queue.empty():
+                self._flush_now.clear()
+            try:
+                results = await self._client.send_batch(batch)
+            except Exception as error:  # the task must outlive anything and report it
+                results = _whole_batch_failed(batch, error)
+            failed = _failures(batch, results, self._on_error)
+            async with self._changed:
+                self._answered += len(batch)
+                self._report.sent += len(batch) - len(failed)
+                self._report.failed.extend(failed)
+                self._changed.notify_all()

@@ -1,9 +1,10 @@
 //! A test of the test: each rule, run on a deliberately broken copy, reports it.
 
-use crate::{
-    Source, api_violations, catalog, clock_violations, import_circles, length_violations, status_violations,
+use crate::rules::{
+    api_violations, clock_violations, import_circles, length_violations, single_caller_violations, status_violations,
     table_violations,
 };
+use crate::{Source, catalog};
 
 fn body(lines: usize) -> String {
     "    let x = 1;\n".repeat(lines)
@@ -83,4 +84,12 @@ fn two_sibling_modules_using_each_other_are_found() {
     let page = Source::new("crates/courier-api/src/portal/page.rs", "fn f() {}");
     let session = Source::new("crates/courier-api/src/portal/session.rs", "use super::page::layout; fn g() {}");
     assert!(import_circles(&[page, session]).is_empty());
+}
+
+#[test]
+fn a_second_way_into_the_queue_is_found() {
+    let copy = "fn f() { courier_store::events::insert_many(conn, owner, &events); }";
+    assert_eq!(single_caller_violations(&[Source::new("crates/courier-scheduler/src/x.rs", copy)]).len(), 1);
+    let owner = "fn f() { events::insert_many(conn, owner, &events); }";
+    assert!(single_caller_violations(&[Source::new("crates/courier-scheduler/src/fanout.rs", owner)]).is_empty());
 }

@@ -1,13 +1,71 @@
-//! Fan-out: one pending delivery per enabled webhook whose filter matches, inside the caller's transaction.
+//! Fan-out: one pending delivery per enabled webhook whose filter matches, inside the caller's transaction; and
+//! [`store_events`], the one place an event enters the queue (ingest, Courier's operational events and the
+//! portal's test events all call it).
 
 use std::collections::HashMap;
 
 use courier_core::{EventId, EventType, TraceParent, WebhookId};
 use courier_store::Owner;
+use courier_store::events::{self, Inserted, NewEvent};
 use sqlx::{PgConnection, PgExecutor};
 
 use crate::handover::Reserved;
 use crate::{DeliveryStatus, Result};
+
+/// Where one event's deliveries go besides the tenant's matching webhooks, and what they carry.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Route<'a> {
+    /// The trace context of the request that brought the event.
+    pub trace: Option<TraceParent>,
+    /// An operational event's webhook, which never receives it.
+    pub about: Option<&'a WebhookId>,
+    /// A test event's one webhook.
+    pub only: Option<&'a WebhookId>,
+}
+
+/// Events stored and fanned out.
+#[derive(Debug)]
+pub struct EventsStored {
+    /// Per event, in order: new, a repeat of a stored one, or a conflict with it.
+    pub inserted: Vec<Inserted>,
+    /// Per event, in order: the deliveries it fanned out to, when it was new.
+    pub deliveries: Vec<Option<u64>>,
+    /// The deliveries leased for handover, as `(event id, delivery id)`.
+    pub leased: Vec<(String, String)>,
+}
+
+/// Inserts `events` for `owner` (`routes[i]` routes `events[i]`) and fans out those that are new, in the caller's
+/// transaction, so an event and its deliveries commit together. `lease` is as for [`enqueue`].
+pub async fn store_events(
+    conn: &mut PgConnection,
+    owner: Owner,
+    events: &[NewEvent],
+    routes: &[Route<'_>],
+    lease: Option<&Reserved>,
+) -> Result<EventsStored> {
+    let inserted = events::insert_many(&mut *conn, owner, events).await?;
+    let fresh: Vec<FanoutEvent<'_>> = inserted
+        .iter()
+        .zip(routes.iter().copied().chain(std::iter::repeat(Route::default())))
+        .filter_map(|(i, route)| match i {
+            Inserted::New(s) => Some(FanoutEvent {
+                id: &s.event.id,
+                event_type: s.event.event_type,
+                call_id: s.event.data.call_id(),
+                trace: route.trace,
+                about: route.about,
+                only: route.only,
+            }),
+            _ => None,
+        })
+        .collect();
+    let enqueued = enqueue(conn, owner, &fresh, lease).await?;
+    drop(fresh);
+    let mut counts = enqueued.counts.into_iter();
+    let deliveries =
+        inserted.iter().map(|i| matches!(i, Inserted::New(_)).then(|| counts.next().unwrap_or(0))).collect();
+    Ok(EventsStored { inserted, deliveries, leased: enqueued.leased })
+}
 
 /// What fan-out needs to know of one event.
 #[derive(Debug, Clone, Copy)]
@@ -40,7 +98,7 @@ pub struct Enqueued {
 ///
 /// With `lease`, up to its count of the deliveries that may go at once (not waiting for their call, to a webhook
 /// without a rate limit) are enqueued already leased to this process's worker, as a claim would leave them.
-pub async fn enqueue(
+pub(crate) async fn enqueue(
     conn: &mut PgConnection,
     owner: Owner,
     events: &[FanoutEvent<'_>],

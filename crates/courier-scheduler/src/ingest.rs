@@ -18,12 +18,12 @@ use std::sync::Arc;
 
 use courier_core::{EventId, TraceParent};
 use courier_store::Owner;
-use courier_store::events::{self, Inserted, NewEvent, StoredEvent};
+use courier_store::events::{Inserted, NewEvent, StoredEvent};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::ClaimedDelivery;
-use crate::fanout::{self, FanoutEvent};
+use crate::fanout::{self, EventsStored, Route};
 use crate::handover::{Handover, Reserved};
 use crate::wake::Notifier;
 use crate::{Error, Result};
@@ -250,26 +250,6 @@ struct Stored {
     leased: Vec<ClaimedDelivery>,
 }
 
-/// Fans out `fresh` (the new ones of `inserted`): the deliveries per event, and those leased for handover.
-async fn fan_out(
-    conn: &mut PgConnection,
-    owner: Owner,
-    fresh: &[FanoutEvent<'_>],
-    inserted: &[Inserted],
-    lease: Option<&mut Reserved>,
-) -> Result<(Vec<u64>, Vec<ClaimedDelivery>)> {
-    let enqueued = fanout::enqueue(conn, owner, fresh, lease.as_deref()).await?;
-    let stored: HashMap<&str, &courier_core::Event> = inserted
-        .iter()
-        .filter_map(|i| if let Inserted::New(s) = i { Some((s.event.id.as_str(), &s.event)) } else { None })
-        .collect();
-    let leased = crate::handover::load(conn, &enqueued.leased, &stored).await?;
-    if let Some(lease) = lease {
-        lease.leased += leased.len();
-    }
-    Ok((enqueued.counts, leased))
-}
-
 /// Inserts one owner's events and fans out the new ones, inside the caller's transaction.
 async fn store(
     conn: &mut PgConnection,
@@ -278,24 +258,24 @@ async fn store(
     traces: &[Option<TraceParent>],
     lease: Option<&mut Reserved>,
 ) -> Result<Stored> {
-    let inserted = events::insert_many(conn, owner, new).await?;
-    let fresh: Vec<FanoutEvent<'_>> = inserted
+    let routes: Vec<Route<'_>> = traces.iter().map(|&trace| Route { trace, ..Route::default() }).collect();
+    let stored = fanout::store_events(conn, owner, new, &routes, lease.as_deref()).await?;
+    let EventsStored { inserted, deliveries: counts, leased } = stored;
+    let new_events: HashMap<&str, &courier_core::Event> = inserted
         .iter()
-        .zip(traces)
-        .filter_map(|(i, trace)| match i {
-            Inserted::New(s) => Some(FanoutEvent {
-                id: &s.event.id,
-                event_type: s.event.event_type,
-                call_id: s.event.data.call_id(),
-                trace: *trace,
-                about: None,
-                only: None,
-            }),
-            _ => None,
-        })
+        .filter_map(|i| if let Inserted::New(s) = i { Some((s.event.id.as_str(), &s.event)) } else { None })
         .collect();
-    let (counts, leased) = fan_out(conn, owner, &fresh, &inserted, lease).await?;
-    let fanned: HashMap<&str, u64> = fresh.iter().zip(&counts).map(|(e, n)| (e.id.as_str(), *n)).collect();
+    let leased = crate::handover::load(conn, &leased, &new_events).await?;
+    if let Some(lease) = lease {
+        lease.leased += leased.len();
+    }
+    let fanned: HashMap<&str, u64> = inserted
+        .iter()
+        .zip(&counts)
+        .filter_map(
+            |(i, n)| if let (Inserted::New(s), Some(n)) = (i, n) { Some((s.event.id.as_str(), *n)) } else { None },
+        )
+        .collect();
     let repeats: Vec<&EventId> =
         inserted.iter().filter_map(|i| if let Inserted::Repeat(s) = i { Some(&s.event.id) } else { None }).collect();
     let mut earlier = HashMap::new();
@@ -321,6 +301,6 @@ async fn store(
             }
         })
         .collect();
-    let deliveries = counts.iter().sum();
+    let deliveries = counts.iter().flatten().sum();
     Ok(Stored { answers, deliveries, leased })
 }

@@ -9,12 +9,12 @@
 
 use courier_core::{EventData, EventId, EventType, TenantId, WebhookId};
 use courier_store::Owner;
-use courier_store::events::{self, Inserted, NewEvent};
+use courier_store::events::NewEvent;
 use courier_store::webhooks::DisabledReason;
 use serde_json::{Map, Value, json};
 use sqlx::PgConnection;
 
-use crate::fanout::{self, FanoutEvent};
+use crate::fanout::{self, Route};
 use crate::{DeliveryStatus, Result, corrupt};
 
 /// One event to announce, for the owner of the webhook it is about.
@@ -59,17 +59,9 @@ async fn announce(conn: &mut PgConnection, announcements: Vec<Announcement>) -> 
         if !anyone_listens(&mut *conn, &a).await? {
             continue;
         }
-        let stored = events::insert_many(&mut *conn, a.owner, std::slice::from_ref(&a.event)).await?;
-        let Some(Inserted::New(stored)) = stored.into_iter().next() else { continue };
-        let fan = FanoutEvent {
-            id: &stored.event.id,
-            event_type: stored.event.event_type,
-            call_id: stored.event.data.call_id(),
-            trace: None,
-            about: Some(&a.about),
-            only: None,
-        };
-        queued += fanout::enqueue(&mut *conn, a.owner, &[fan], None).await?.counts.iter().sum::<u64>();
+        let route = Route { about: Some(&a.about), ..Route::default() };
+        let stored = fanout::store_events(&mut *conn, a.owner, std::slice::from_ref(&a.event), &[route], None).await?;
+        queued += stored.deliveries.iter().flatten().sum::<u64>();
     }
     Ok(queued)
 }

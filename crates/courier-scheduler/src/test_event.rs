@@ -3,10 +3,10 @@
 
 use courier_core::{DeliveryId, EventId, EventType, WebhookId, samples};
 use courier_store::Owner;
-use courier_store::events::{self, Inserted, NewEvent};
+use courier_store::events::{Inserted, NewEvent};
 use sqlx::PgPool;
 
-use crate::fanout::{self, FanoutEvent};
+use crate::fanout::{self, Route};
 use crate::{Result, logs, wake};
 
 /// What sending a test event came to.
@@ -36,23 +36,15 @@ pub async fn send(pool: &PgPool, owner: Owner, webhook: &WebhookId, event_type: 
     };
     let event = NewEvent { id, event_type, created: None, data };
     let mut tx = pool.begin().await?;
-    let inserted = events::insert_many(&mut tx, owner, std::slice::from_ref(&event)).await?;
-    let Some(Inserted::New(stored)) = inserted.into_iter().next() else {
-        return Ok(TestSent::NotDeliverable);
-    };
-    let fan = FanoutEvent {
-        id: &stored.event.id,
-        event_type,
-        call_id: &call_id,
-        trace: None,
-        about: None,
-        only: Some(webhook),
-    };
-    let queued = fanout::enqueue(&mut tx, owner, &[fan], None).await?.counts;
-    if queued.first().copied().unwrap_or(0) == 0 {
-        // Nothing to deliver to: keep no event nobody will receive.
+    let route = Route { only: Some(webhook), ..Route::default() };
+    let stored = fanout::store_events(&mut tx, owner, std::slice::from_ref(&event), &[route], None).await?;
+    if stored.deliveries.first().copied().flatten().unwrap_or(0) == 0 {
+        // Not new (an id collision), or nothing to deliver to: keep no event nobody will receive.
         return Ok(TestSent::NotDeliverable);
     }
+    let Some(Inserted::New(stored)) = stored.inserted.into_iter().next() else {
+        return Ok(TestSent::NotDeliverable);
+    };
     let delivery = logs::for_event(&mut *tx, owner, &stored.event.id).await?.into_iter().next().map(|d| d.id);
     tx.commit().await?;
     wake::notify(pool).await?;

@@ -239,3 +239,37 @@ async fn forbidden_targets_are_recorded_as_blocked_not_sent(pool: PgPool) {
         assert_eq!(attempts[0].error_kind, Some(ErrorKind::BlockedTarget), "{attempts:?}");
     }
 }
+
+/// A delivery sends the payload filter its webhook had when the delivery was created, and its log says which: a
+/// filter changed while it waits applies to deliveries (and replays) created afterwards, so what the portal shows
+/// as sent is what was sent.
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_delivery_sends_and_records_the_filter_it_was_created_with(pool: PgPool) {
+    use courier_scheduler::replay::{self, Replayed};
+    let f = Fixture::new(pool).await;
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let (webhook, _) = f.webhook_for(f.owner, &receiver.url, &["*"], PayloadFilter::default(), 3).await;
+    f.ingest_for(f.owner, EventType::CallCompleted).await;
+    let all =
+        webhooks::WebhookPatch { include_transcript: Some(true), include_metrics: Some(true), ..Default::default() };
+    let mut conn = f.pool.acquire().await.expect("conn");
+    webhooks::update(&mut conn, &f.key, f.owner, &webhook.id, all).await.expect("update").expect("exists");
+    drop(conn);
+    f.drain(&f.worker(config())).await;
+
+    let sent = receiver.received();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].json()["event"]["data"].get("transcript").is_none(), "created without the transcript");
+    let (delivery, _) = f.only_delivery().await;
+    assert_eq!(delivery.payload, Some(PayloadFilter::default()), "the log records the filter it was sent with");
+
+    let Replayed::Queued(replay) = replay::replay_one(&f.pool, f.owner, &delivery.id, None).await.expect("replay")
+    else {
+        panic!("the delivery is replayable");
+    };
+    assert_eq!(replay.payload, Some(PayloadFilter { include_transcript: true, include_metrics: true }));
+    f.drain(&f.worker(config())).await;
+    let sent = receiver.received();
+    assert_eq!(sent.len(), 2);
+    assert!(sent[1].json()["event"]["data"]["transcript"].is_array(), "a replay is created with today's filter");
+}

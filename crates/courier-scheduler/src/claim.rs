@@ -58,10 +58,12 @@ pub(crate) struct WebhookRow {
     rate_limit_per_second: Option<i32>,
 }
 
-/// The select list of [`WebhookRow`] over `webhooks w`, for `concat!`.
+/// The select list of [`WebhookRow`] over `webhooks w` and the delivery `d`, for `concat!`: the payload filter is
+/// the one recorded with the delivery (migration 0021), or the webhook's for a delivery older than that.
 macro_rules! webhook_columns {
     () => {
-        "w.id AS webhook_id, w.url, w.include_transcript, w.include_metrics, w.active, w.secret_ciphertext,
+        "w.id AS webhook_id, w.url, COALESCE(d.include_transcript, w.include_transcript) AS include_transcript,
+         COALESCE(d.include_metrics, w.include_metrics) AS include_metrics, w.active, w.secret_ciphertext,
          w.previous_secret_ciphertext, w.previous_secret_expires_at, w.headers_ciphertext, w.rate_limit_per_second"
     };
 }

@@ -125,7 +125,8 @@ pub(crate) async fn enqueue(
          base AS (SELECT nextval('delivery_call_seq') AS b),
          targets AS (
             SELECT e.id AS event_id, e.event_type, e.call_id, e.trace_parent, e.n, w.id AS webhook_id, w.tenant_id,
-                   w.environment, w.max_attempts, (w.ordering = 'call' AND e.call_id <> '') AS ordered,
+                   w.environment, w.max_attempts, w.include_transcript, w.include_metrics,
+                   (w.ordering = 'call' AND e.call_id <> '') AS ordered,
                    w.rate_limit_per_second IS NULL AS unlimited,
                    row_number() OVER (PARTITION BY w.id, e.call_id ORDER BY e.n) AS nth
               FROM e JOIN webhooks w
@@ -152,12 +153,13 @@ pub(crate) async fn enqueue(
          inserted AS (
             INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
                                     attempt_count, max_attempts, next_attempt_at, lease_expires_at, trace_parent,
-                                    call_seq)
+                                    call_seq, include_transcript, include_metrics)
             SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id,
                    CASE WHEN d.waits THEN $8 WHEN d.handed THEN $15 ELSE $7 END, CASE WHEN d.handed THEN 1 ELSE 0 END,
                    d.max_attempts, CASE WHEN NOT d.waits AND NOT d.handed THEN now() END,
                    CASE WHEN d.handed THEN now() + $14 END,
-                   d.trace_parent, CASE WHEN d.ordered THEN base.b * 65536 + d.n END
+                   d.trace_parent, CASE WHEN d.ordered THEN base.b * 65536 + d.n END,
+                   d.include_transcript, d.include_metrics
               FROM leased d, base
              ORDER BY d.event_id, d.webhook_id
             RETURNING event_id, id, status = $15

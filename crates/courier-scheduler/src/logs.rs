@@ -25,6 +25,9 @@ pub struct Delivery {
     pub replay_of: Option<DeliveryId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The payload filter it was created with, which its attempts send (`None` for a delivery created before
+    /// migration 0021, which sends its webhook's current filter).
+    pub payload: Option<courier_core::PayloadFilter>,
 }
 
 /// One recorded attempt.
@@ -106,11 +109,13 @@ pub(crate) struct Row {
     replay_of: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    include_transcript: Option<bool>,
+    include_metrics: Option<bool>,
 }
 
 pub(crate) const COLUMNS: &str = "d.id, d.tenant_id, d.event_id, d.event_type, d.call_id, d.webhook_id, d.status, \
     d.attempt_count, d.max_attempts, d.next_attempt_at, d.last_status_code, d.last_error, d.replay_of, d.created_at, \
-    d.updated_at";
+    d.updated_at, d.include_transcript, d.include_metrics";
 
 pub(crate) fn from_row(row: Row) -> Result<Delivery> {
     let row_name = format!("delivery {}", row.id);
@@ -134,6 +139,9 @@ pub(crate) fn from_row(row: Row) -> Result<Delivery> {
             .map_err(corrupt(&row_name, "replay_of"))?,
         created_at: row.created_at,
         updated_at: row.updated_at,
+        payload: row.include_transcript.zip(row.include_metrics).map(|(include_transcript, include_metrics)| {
+            courier_core::PayloadFilter { include_transcript, include_metrics }
+        }),
     })
 }
 

@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use courier_core::{DeliveryId, Envelope, PayloadFilter, ResponseBody, Scope};
+use courier_core::{DeliveryId, Envelope, ResponseBody, Scope};
 use courier_scheduler::logs::{self, Attempt, Delivery};
 use courier_scheduler::replay::{self, Replayed};
 use courier_store::{events, webhooks};
@@ -54,12 +54,15 @@ fn attempt_row(a: &Attempt) -> Markup {
 }
 
 /// The envelope as the receiver got it on the last attempt (the first, when none was made): rebuilt from the
-/// stored event and the webhook's payload filter, which is how the worker builds it.
+/// stored event and the payload filter recorded with the delivery, exactly as the worker builds it (a delivery
+/// older than that record used its webhook's filter, as the worker still does for it).
 async fn envelope(state: &AppState, viewer: &Viewer, d: &Delivery) -> Result<Option<String>, PortalError> {
     let owner = viewer.owner();
     let Some(stored) = events::get(&state.pool, owner, &d.event_id).await? else { return Ok(None) };
-    let filter =
-        webhooks::get(&state.pool, owner, &d.webhook_id).await?.map(|w| w.payload).unwrap_or(PayloadFilter::default());
+    let filter = match d.payload {
+        Some(recorded) => recorded,
+        None => webhooks::get(&state.pool, owner, &d.webhook_id).await?.map(|w| w.payload).unwrap_or_default(),
+    };
     let attempt = d.attempt_count.max(1);
     let bytes =
         Envelope { event: &stored.event, filter, delivery_id: &d.id, attempt, max_attempts: d.max_attempts }.to_bytes();

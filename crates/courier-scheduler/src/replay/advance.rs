@@ -157,7 +157,8 @@ fn window_statement(owner: Owner, filter: &DeliveryFilter, open: &Open) -> Query
     q.push(" ORDER BY d.id LIMIT ").push_bind(WINDOW);
     q.push(
         "), picked AS (
-            SELECT d.*, w.max_attempts FROM win d JOIN webhooks w ON w.id = d.webhook_id WHERE",
+            SELECT d.*, w.max_attempts, w.include_transcript, w.include_metrics
+              FROM win d JOIN webhooks w ON w.id = d.webhook_id WHERE",
     );
     push_replayable(&mut q);
     push_row_filters(&mut q, filter);
@@ -166,14 +167,15 @@ fn window_statement(owner: Owner, filter: &DeliveryFilter, open: &Open) -> Query
     q.push(
         "), replayed AS (
             INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
-                                    max_attempts, next_attempt_at, replay_of, trace_parent)
+                                    max_attempts, next_attempt_at, replay_of, trace_parent, include_transcript,
+                                    include_metrics)
             SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type,
                    d.call_id, ",
     );
     q.push_bind(DeliveryStatus::Pending.as_str()).push(", d.max_attempts, now(), d.id, ");
     q.push_bind(open.trace_parent.as_deref());
     q.push(
-        " FROM picked d RETURNING replay_of
+        ", d.include_transcript, d.include_metrics FROM picked d RETURNING replay_of
         ), progress AS (
             SELECT (SELECT count(*) FROM win) AS window_rows, (SELECT count(*) FROM replayed) AS replayed,
                    CASE WHEN (SELECT count(*) FROM replayed) = ",

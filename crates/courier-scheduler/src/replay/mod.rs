@@ -58,13 +58,15 @@ pub async fn replay_one(pool: &PgPool, owner: Owner, id: &DeliveryId, trace: Opt
     let mut q = QueryBuilder::new(
         "WITH r AS (
             INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
-                                    max_attempts, next_attempt_at, replay_of, trace_parent)
+                                    max_attempts, next_attempt_at, replay_of, trace_parent, include_transcript,
+                                    include_metrics)
             SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id,
                    ",
     );
     q.push_bind(DeliveryStatus::Pending.as_str()).push(", w.max_attempts, now(), d.id, ");
     q.push_bind(trace.map(|t| t.to_string()));
-    q.push(" FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ");
+    // A replay is a delivery created now: it sends what the webhook's filter asks for now.
+    q.push(", w.include_transcript, w.include_metrics FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ");
     q.push_bind(id.as_str().to_owned());
     q.push(EVENT_HELD);
     q.push(format!(" RETURNING *) SELECT {COLUMNS} FROM r AS d"));
@@ -112,12 +114,14 @@ async fn replay_chunk(
 ) -> Result<Vec<String>> {
     let mut q = QueryBuilder::new(
         "INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
-                                 max_attempts, next_attempt_at, replay_of, trace_parent)
+                                 max_attempts, next_attempt_at, replay_of, trace_parent, include_transcript,
+                                 include_metrics)
          SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id,
                 ",
     );
     q.push_bind(DeliveryStatus::Pending.as_str()).push(", w.max_attempts, now(), d.id, ");
     q.push_bind(trace.map(str::to_owned));
+    q.push(", w.include_transcript, w.include_metrics");
     push_candidates(&mut q, visibility, filter, created_before);
     if let Some(after) = after {
         q.push(" AND d.id > ").push_bind(after.to_owned());

@@ -52,6 +52,9 @@ def test_async_client_sends_manages_and_retries(proxy: FaultProxy, api_key: str,
             assert len(stored) == len(set(stored)) == 1111
             (request,) = receiver.wait_for(url, 1)  # only call.completed is subscribed
             assert request.event_id == accepted.id and request.guide_ok
+            page = await client.deliveries.list(webhook_id=hook.id, event_type="call.completed", limit=5)
+            assert [d.event_id for d in page] == [accepted.id] and page.next_cursor is None
+            assert len(await client.events.list(limit=7)) == 7
             deliveries = [d async for d in client.deliveries.iter(webhook_id=hook.id)]
             assert [d.event_id for d in deliveries] == [accepted.id]
             one = await client.deliveries.get(deliveries[0].id)

@@ -85,6 +85,10 @@ def test_deliveries_filters_pages_get_replay_and_bulk_replay(client: Courier, re
 
     failed = wait_until(failed_ones, what="three failed deliveries")
 
+    first_page = client.deliveries.list(webhook_id=good.id, limit=3)
+    assert len(first_page) == 3 and first_page.next_cursor == first_page.data[-1].id
+    second_page = client.deliveries.list(webhook_id=good.id, limit=3, cursor=first_page.next_cursor)
+    assert not {d.id for d in first_page} & {d.id for d in second_page}
     everything = list(client.deliveries.iter(page_size=3))
     assert len(everything) == 11 and len({d.id for d in everything}) == 11
     assert [d.created_at for d in everything] == sorted((d.created_at for d in everything), reverse=True)

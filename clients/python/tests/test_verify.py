@@ -37,6 +37,9 @@ def test_accepts_courier_requests_under_either_scheme(delivered: tuple[Received,
     # Header names are case-insensitive, as HTTP says.
     shouted = {k.upper(): v for k, v in request.headers.items()}
     assert verify(request.body, shouted, [secret])["event"]["id"] == request.event_id
+    # Any of several secrets (a receiver's own rotation).
+    assert verify(request.body, request.headers, ["whsec_" + "B" * 43 + "=", secret])["event"]["id"]
+    assert verify(request.body, standard_only, ["whsec_" + "B" * 43 + "=", secret])["event"]["id"]
 
 
 def test_refuses_tampered_bodies_wrong_secrets_stale_timestamps_and_missing_headers(

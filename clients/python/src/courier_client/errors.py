@@ -7,7 +7,6 @@ answer (quote it when you ask us about a failure: the server logged the cause un
 
 from __future__ import annotations
 
-import builtins
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -96,8 +95,12 @@ class AuthenticationError(APIError):
     """401: the API key is missing, unknown or revoked."""
 
 
-class PermissionError(APIError, builtins.PermissionError):
-    """403: the key lacks the scope the call needs (the message names it)."""
+class PermissionError(APIError):
+    """403: the key lacks the scope the call needs (the message names it).
+
+    Named as the API's error is; it is not the built-in `PermissionError` (an `OSError`), so an `except OSError`
+    around file handling never swallows it. Import it from `courier_client`.
+    """
 
 
 class NotFoundError(APIError):

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use courier_api::AppState;
+use courier_api::state::ApiLoops;
 use courier_worker::Worker;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -30,6 +31,8 @@ pub struct Application {
     /// `/metrics`, apart from the public API (`COURIER_METRICS_LISTEN`), when configured.
     metrics: Option<TcpListener>,
     state: AppState,
+    /// The ingest dispatcher the state needs, started by [`Application::run`] with every other loop.
+    api_loops: ApiLoops,
     /// The process's own pool (no statement timeout): the worker's, and the background loops'.
     pool: PgPool,
     worker: Option<Worker>,
@@ -64,8 +67,8 @@ impl Application {
         // …and hands it the deliveries it leased to it in the same commit, so those need no claim at all.
         let local =
             worker.as_ref().map(|w| courier_scheduler::ingest::LocalWorker { wake: local, handover: w.handover() });
-        let state = AppState::with_local_worker(pool.clone(), key, settings.api_config(), local);
-        Ok(Self { listener, metrics, state, pool, worker, retention_days: settings.retention.days })
+        let (state, api_loops) = AppState::with_local_worker(pool.clone(), key, settings.api_config(), local);
+        Ok(Self { listener, metrics, state, api_loops, pool, worker, retention_days: settings.retention.days })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -81,11 +84,14 @@ impl Application {
     /// Serves until `shutdown`: then stops accepting, drains requests, stops the worker (which finishes or releases
     /// its in-flight deliveries) and flushes key usage.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { listener, metrics, state, pool, worker, retention_days } = self;
+        let Application { listener, metrics, state, api_loops, pool, worker, retention_days } = self;
+        // Every loop of the process starts here, under `shutdown` and the same supervision. The dispatcher ends
+        // by itself once the server has drained and dropped the state (requests still draining need it).
+        let ingest = api_loops.spawn(state.components.clone(), shutdown.clone());
         // Under supervision, like the worker below, and on the process's own pool (see the module's comment).
         let retention = {
             let (pool, stop) = (pool.clone(), shutdown.clone());
-            tokio::spawn(courier_api::supervise::supervise(
+            tokio::spawn(courier_scheduler::supervise::supervise(
                 "retention",
                 state.components.clone(),
                 stop.clone(),
@@ -94,7 +100,7 @@ impl Application {
         };
         let replays = {
             let stop = shutdown.clone();
-            tokio::spawn(courier_api::supervise::supervise(
+            tokio::spawn(courier_scheduler::supervise::supervise(
                 "replays",
                 state.components.clone(),
                 stop.clone(),
@@ -106,7 +112,7 @@ impl Application {
         // never left dead behind a live API.
         let worker = worker.map(|w| {
             let stop = shutdown.clone();
-            tokio::spawn(courier_api::supervise::supervise(
+            tokio::spawn(courier_scheduler::supervise::supervise(
                 "worker",
                 state.components.clone(),
                 stop.clone(),
@@ -130,6 +136,7 @@ impl Application {
         if let Some(server) = metrics_server {
             server.await.context("the metrics server panicked")??;
         }
+        ingest.await.context("the ingest dispatcher's supervisor panicked")?;
         Ok(())
     }
 }

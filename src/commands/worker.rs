@@ -22,8 +22,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(concurrency = settings.delivery.concurrency, "worker started");
     // A loop that fails (its database went away at the wrong moment) or panics is restarted with backoff, as under
     // `serve`; only a database unreachable at start ends the process, for its supervisor to retry.
-    let components = courier_api::supervise::Components::default();
-    courier_api::supervise::supervise("worker", components, stop.clone(), move || worker.clone().run(stop.clone()))
-        .await;
+    let components = courier_scheduler::supervise::Components::default();
+    courier_scheduler::supervise::supervise("worker", components, stop.clone(), move || {
+        worker.clone().run(stop.clone())
+    })
+    .await;
     Ok(())
 }

@@ -12,7 +12,6 @@ pub mod openapi;
 pub mod portal;
 pub mod routes;
 pub mod state;
-pub mod supervise;
 pub mod target;
 pub mod trace;
 

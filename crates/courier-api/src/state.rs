@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use courier_core::{ApiKeyId, MasterKey, TenantId};
 use courier_scheduler::ingest::Ingest;
+use courier_scheduler::supervise::Components;
 use ipnet::IpNet;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 /// The API's own settings: how it serves requests, and the rules for the webhooks tenants create through it.
 #[derive(Debug, Clone)]
@@ -94,7 +96,7 @@ pub struct AppState {
     /// Where ingest requests go to be stored, several to a transaction.
     pub(crate) ingest: Ingest,
     /// The supervised loops of this process (ingest here; the binary adds the worker), for `/readyz`.
-    pub components: crate::supervise::Components,
+    pub components: Components,
     /// Turns to read and parse a large body (a batch), so concurrent 16 MiB requests cannot exhaust memory.
     pub(crate) large_bodies: LargeBodies,
 }
@@ -181,8 +183,30 @@ impl LargeBodies {
     }
 }
 
+/// What an [`AppState`] needs running besides the requests: the ingest dispatcher, which group-commits them. Its
+/// owner (the binary's `Application`, or a test) starts it; it ends once every handle of the state is dropped.
+pub struct ApiLoops {
+    dispatcher: courier_scheduler::ingest::Dispatcher,
+}
+
+impl ApiLoops {
+    /// Runs the dispatcher under supervision (should it panic, it restarts on the same queue, and waiting
+    /// requests are kept) until the state is gone.
+    pub fn spawn(self, components: Components, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let dispatcher = self.dispatcher;
+        tokio::spawn(courier_scheduler::supervise::supervise("ingest", components, shutdown, move || {
+            let dispatcher = dispatcher.clone();
+            async move {
+                dispatcher.run().await;
+                Ok::<(), std::convert::Infallible>(())
+            }
+        }))
+    }
+}
+
 impl AppState {
-    pub fn new(pool: PgPool, key: MasterKey, config: ApiConfig) -> Self {
+    /// The state, and the loop it needs running ([`ApiLoops`]), for the caller to start and own.
+    pub fn new(pool: PgPool, key: MasterKey, config: ApiConfig) -> (Self, ApiLoops) {
         Self::with_local_worker(pool, key, config, None)
     }
 
@@ -194,30 +218,17 @@ impl AppState {
         key: MasterKey,
         config: ApiConfig,
         local: Option<courier_scheduler::ingest::LocalWorker>,
-    ) -> Self {
+    ) -> (Self, ApiLoops) {
         let priority = api_pool(&pool, config.statement_timeout, PRIORITY_CONNECTIONS);
         let pool = api_pool(&pool, config.statement_timeout, pool.options().get_max_connections());
         let rate_limit = config.rate_limit;
         let limiter = Arc::new(crate::limits::RateLimiter::new(rate_limit));
         let (wake, handover) = local.map(|l| (l.wake, l.handover)).unzip();
         let notifier = courier_scheduler::wake::Notifier::spawn_with(priority.clone(), wake);
-        let components = crate::supervise::Components::default();
+        let components = Components::default();
         let (ingest, dispatcher) =
             Ingest::new(priority.clone(), courier_scheduler::ingest::Workers { notifier, handover });
-        // Should the dispatcher ever panic, it is restarted on the same queue (waiting requests are kept).
-        tokio::spawn(crate::supervise::supervise(
-            "ingest",
-            components.clone(),
-            tokio_util::sync::CancellationToken::new(),
-            move || {
-                let dispatcher = dispatcher.clone();
-                async move {
-                    dispatcher.run().await;
-                    Ok::<(), std::convert::Infallible>(())
-                }
-            },
-        ));
-        Self {
+        let state = Self {
             pool,
             priority,
             key,
@@ -228,7 +239,8 @@ impl AppState {
             ingest,
             components,
             large_bodies: LargeBodies::new(),
-        }
+        };
+        (state, ApiLoops { dispatcher })
     }
 
     /// Writes the keys used since the last flush in one statement. `serve` calls it every few seconds, so a key's

@@ -25,6 +25,7 @@ pub mod rate;
 pub mod replay;
 pub mod retention;
 pub mod stats;
+pub mod supervise;
 pub mod test_event;
 pub mod wake;
 pub mod webhook_changes;

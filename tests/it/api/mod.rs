@@ -60,7 +60,9 @@ impl Api {
     pub async fn with_config(pool: PgPool, config: ApiConfig) -> Self {
         let tenant = tenants::create(&pool, "Acme").await.expect("tenant");
         let key = key(&pool, tenant.id, Environment::Test, &Scope::ALL).await;
-        let state = AppState::new(pool.clone(), MasterKey::from_bytes(&[9u8; 32]), config);
+        let (state, loops) = AppState::new(pool.clone(), MasterKey::from_bytes(&[9u8; 32]), config);
+        // The test owns the ingest dispatcher; it ends when the router is dropped.
+        loops.spawn(state.components.clone(), tokio_util::sync::CancellationToken::new());
         Self { router: courier_api::router(state), pool, key }
     }
 

@@ -80,7 +80,9 @@ async fn an_unreachable_database_is_503_not_500() {
         .acquire_timeout(Duration::from_millis(300))
         .connect_lazy(&format!("postgres://courier:x@127.0.0.1:{closed_port}/courier"))
         .expect("lazy pool");
-    let state = AppState::new(pool.clone(), MasterKey::from_bytes(&[1u8; 32]), api_config());
+    let (state, loops) = AppState::new(pool.clone(), MasterKey::from_bytes(&[1u8; 32]), api_config());
+    // The test owns the ingest dispatcher; it ends when the router is dropped.
+    loops.spawn(state.components.clone(), tokio_util::sync::CancellationToken::new());
     let api =
         Api { router: courier_api::router(state), pool, key: "as_test_abcdefghijklmnopqrstuvwxyz012345".to_owned() };
     let (status, headers, body) = api.raw(Method::GET, "/readyz", None, Body::empty()).await;

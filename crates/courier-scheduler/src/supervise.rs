@@ -1,5 +1,6 @@
-//! Long-running loops that must not die quietly: the ingest dispatcher, the binary's replay and retention loops and,
-//! under `serve`, the delivery worker.
+//! Long-running loops that must not die quietly: the ingest dispatcher, the replay, retention and key-usage loops
+//! and the delivery worker, each started by the binary's `Application` (or `courier worker`) under its shutdown
+//! token. It lives here, beside the loops, not in the HTTP crate: the API only reads [`Components`] for `/readyz`.
 //!
 //! A loop that fails or panics is restarted with backoff; the restart is logged, counted in
 //! `courier_component_restarts_total{component}`, and `/readyz` answers 503 naming the component until it runs

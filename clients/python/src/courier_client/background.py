@@ -19,8 +19,8 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from .async_client import AsyncCourier
 from .client import Courier
@@ -28,7 +28,10 @@ from .errors import CourierError, QueueFullError
 from .events import Event
 from .models import ItemResult
 
-__all__ = ["AsyncBackgroundSender", "BackgroundSender", "FlushReport"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["AsyncBackgroundSender", "BackgroundSender", "FlushReport", "SenderOptions"]
 
 log = logging.getLogger("courier_client")
 
@@ -44,6 +47,43 @@ class FlushReport:
     failed: list[ItemResult] = field(default_factory=list)
 
 
+class SenderOptions(TypedDict, total=False):
+    """What both senders take beside the client."""
+
+    #: Events per request at most (500; 1 to 1,000).
+    max_batch: int
+    #: Seconds a batch waits for more events after its first (0.2); `flush()` cuts it short.
+    flush_interval: float
+    #: Events the queue holds at most (10,000).
+    max_queue: int
+    #: What `submit` does when the queue is full: `"block"` (the default) waits for room, `"raise"` raises.
+    overflow: Literal["block", "raise"]
+    #: Under `"block"`, the longest `submit` waits before raising `QueueFullError` (`None`: no limit).
+    block_timeout: float | None
+    #: Called with each batch's failed results (on the sender's thread or task); they are in `flush()`'s report too.
+    on_error: Callable[[list[ItemResult]], None] | None
+
+
+@dataclass(frozen=True)
+class _Options:
+    max_batch: int = 500
+    flush_interval: float = 0.2
+    max_queue: int = 10_000
+    overflow: Literal["block", "raise"] = "block"
+    block_timeout: float | None = None
+    on_error: Callable[[list[ItemResult]], None] | None = None
+
+    @classmethod
+    def of(cls, options: SenderOptions) -> _Options:
+        unknown = sorted(set(options) - set(SenderOptions.__annotations__))
+        if unknown:
+            raise TypeError(f"unexpected argument(s): {', '.join(unknown)}")
+        if options.get("overflow", "block") not in ("block", "raise"):
+            raise ValueError("overflow must be 'block' or 'raise'")
+        chosen = cls(**options)
+        return replace(chosen, max_batch=max(1, min(chosen.max_batch, 1000)))
+
+
 class BackgroundSender:
     """Buffers events from any number of threads and sends them in batches on one background thread.
 
@@ -51,27 +91,10 @@ class BackgroundSender:
     kept for the next `flush()`'s report. Use it as a context manager, or call `close()`.
     """
 
-    def __init__(
-        self,
-        client: Courier,
-        *,
-        max_batch: int = 500,
-        flush_interval: float = 0.2,
-        max_queue: int = 10_000,
-        overflow: Literal["block", "raise"] = "block",
-        block_timeout: float | None = None,
-        on_error: Callable[[list[ItemResult]], None] | None = None,
-        exit_timeout: float = 30.0,
-    ) -> None:
-        if overflow not in ("block", "raise"):
-            raise ValueError("overflow must be 'block' or 'raise'")
+    def __init__(self, client: Courier, *, exit_timeout: float = 30.0, **options: Unpack[SenderOptions]) -> None:
         self._client = client
-        self._max_batch = max(1, min(max_batch, 1000))
-        self._flush_interval = flush_interval
-        self._overflow = overflow
-        self._block_timeout = block_timeout
-        self._on_error = on_error
-        self._queue: queue.Queue[Event] = queue.Queue(maxsize=max_queue)
+        self._options = _Options.of(options)
+        self._queue: queue.Queue[Event] = queue.Queue(maxsize=self._options.max_queue)
         self._lock = threading.Condition()
         self._submitted = 0
         self._answered = 0
@@ -92,10 +115,10 @@ class BackgroundSender:
         item = Event.coerce(event).with_id()
         assert item.id is not None
         try:
-            if self._overflow == "raise":
+            if self._options.overflow == "raise":
                 self._queue.put_nowait(item)
             else:
-                self._queue.put(item, timeout=self._block_timeout)
+                self._queue.put(item, timeout=self._options.block_timeout)
         except queue.Full:
             raise QueueFullError(f"the queue holds {self._queue.maxsize} events already") from None
         with self._lock:
@@ -163,8 +186,8 @@ class BackgroundSender:
                 batch.append(self._queue.get(timeout=0.05))
             except queue.Empty:
                 continue
-        window_ends = time.monotonic() + self._flush_interval
-        while len(batch) < self._max_batch:
+        window_ends = time.monotonic() + self._options.flush_interval
+        while len(batch) < self._options.max_batch:
             try:
                 batch.append(self._queue.get_nowait())
                 continue
@@ -190,7 +213,7 @@ class BackgroundSender:
                 results = self._client.send_batch(batch)
             except Exception as error:  # the thread must outlive anything and report it
                 results = _whole_batch_failed(batch, error)
-            failed = _failures(batch, results, self._on_error)
+            failed = _failures(batch, results, self._options.on_error)
             with self._lock:
                 self._answered += len(batch)
                 self._report.sent += len(batch) - len(failed)
@@ -238,26 +261,10 @@ class AsyncBackgroundSender:
     `await aclose()` before the loop ends.
     """
 
-    def __init__(
-        self,
-        client: AsyncCourier,
-        *,
-        max_batch: int = 500,
-        flush_interval: float = 0.2,
-        max_queue: int = 10_000,
-        overflow: Literal["block", "raise"] = "block",
-        block_timeout: float | None = None,
-        on_error: Callable[[list[ItemResult]], None] | None = None,
-    ) -> None:
-        if overflow not in ("block", "raise"):
-            raise ValueError("overflow must be 'block' or 'raise'")
+    def __init__(self, client: AsyncCourier, **options: Unpack[SenderOptions]) -> None:
         self._client = client
-        self._max_batch = max(1, min(max_batch, 1000))
-        self._flush_interval = flush_interval
-        self._overflow = overflow
-        self._block_timeout = block_timeout
-        self._on_error = on_error
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=max_queue)
+        self._options = _Options.of(options)
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=self._options.max_queue)
         self._changed = asyncio.Condition()
         self._flush_now = asyncio.Event()
         self._submitted = 0
@@ -275,10 +282,10 @@ class AsyncBackgroundSender:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="courier-background-sender")
         try:
-            if self._overflow == "raise":
+            if self._options.overflow == "raise":
                 self._queue.put_nowait(item)
             else:
-                await asyncio.wait_for(self._queue.put(item), self._block_timeout)
+                await asyncio.wait_for(self._queue.put(item), self._options.block_timeout)
         except (asyncio.QueueFull, asyncio.TimeoutError):
             raise QueueFullError(f"the queue holds {self._queue.maxsize} events already") from None
         self._submitted += 1
@@ -313,8 +320,8 @@ class AsyncBackgroundSender:
 
     async def _take_batch(self) -> list[Event]:
         batch = [await self._queue.get()]
-        window_ends = time.monotonic() + self._flush_interval
-        while len(batch) < self._max_batch:
+        window_ends = time.monotonic() + self._options.flush_interval
+        while len(batch) < self._options.max_batch:
             try:
                 batch.append(self._queue.get_nowait())
                 continue
@@ -335,7 +342,7 @@ class AsyncBackgroundSender:
                 results = await self._client.send_batch(batch)
             except Exception as error:  # the task must outlive anything and report it
                 results = _whole_batch_failed(batch, error)
-            failed = _failures(batch, results, self._on_error)
+            failed = _failures(batch, results, self._options.on_error)
             async with self._changed:
                 self._answered += len(batch)
                 self._report.sent += len(batch) - len(failed)

@@ -46,7 +46,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         embedded = Some(db);
     }
     if settings.api.secret_key.is_none() {
-        settings.api.secret_key = Some(courier_core::Redacted(master_key(home)?));
+        settings.api.secret_key = Some(secrecy::SecretString::from(master_key(home)?));
     }
     let pool = super::connect(&settings).await?;
     courier_store::MIGRATOR.run(&pool).await.context("migration failed")?;

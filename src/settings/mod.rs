@@ -6,7 +6,7 @@
 //! Values are parsed and validated here, once, with an error that names the variable.
 //! `config/courier.toml` lists every setting with its default and doubles as documentation.
 //! Each component gets its own typed configuration from here ([`Settings::api_config`],
-//! [`Settings::worker_config`]); none reads the environment itself. Secrets are [`Redacted`] or [`DatabaseUrl`],
+//! [`Settings::worker_config`]); none reads the environment itself. Secrets are [`SecretString`] (`secrecy`) or [`DatabaseUrl`],
 //! so no `Debug` output shows them.
 
 mod components;
@@ -20,7 +20,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use courier_core::{Redacted, RetryPolicy};
+use courier_core::RetryPolicy;
+use secrecy::{ExposeSecret, SecretString};
 use ipnet::IpNet;
 
 use layers::Layers;
@@ -52,7 +53,7 @@ pub struct ApiSettings {
     pub metrics_listen: Option<SocketAddr>,
     /// `COURIER_SECRET_KEY`: base64 of the 32-byte master key that encrypts webhook secrets.
     /// Required outside the development mode, which generates and keeps its own.
-    pub secret_key: Option<Redacted<String>>,
+    pub secret_key: Option<SecretString>,
     /// `COURIER_ALLOW_HTTP`: let live-mode webhooks use plain `http`.
     pub allow_http: bool,
     /// `COURIER_ROTATION_GRACE`: how long a rotated-out secret keeps signing.
@@ -177,7 +178,7 @@ impl Settings {
             log: LogSettings::from_layers(&l)?,
         };
         if let Some(key) = &settings.api.secret_key {
-            courier_core::MasterKey::from_base64(&key.0).context("invalid COURIER_SECRET_KEY")?;
+            courier_core::MasterKey::from_base64(key.expose_secret()).context("invalid COURIER_SECRET_KEY")?;
         }
         Ok(settings)
     }
@@ -185,6 +186,6 @@ impl Settings {
     /// The master key, which every command that touches webhook secrets needs.
     pub fn master_key(&self) -> anyhow::Result<courier_core::MasterKey> {
         let text = self.api.secret_key.as_ref().context("COURIER_SECRET_KEY is required (base64 of 32 bytes)")?;
-        Ok(courier_core::MasterKey::from_base64(&text.0)?)
+        Ok(courier_core::MasterKey::from_base64(text.expose_secret())?)
     }
 }

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use courier_core::{Redacted, RetryPolicy};
+use courier_core::RetryPolicy;
+use secrecy::SecretString;
 use ipnet::IpNet;
 
 use super::layers::{Layers, at_least, boolean, duration, otlp_traces_endpoint, positive};
@@ -45,7 +46,7 @@ impl ApiSettings {
                 "" => Ok(None),
                 addr => Ok(Some(addr.parse()?)),
             })?,
-            secret_key: optional(l, "secret_key").map(Redacted),
+            secret_key: optional(l, "secret_key").map(SecretString::from),
             allow_http: l.parse("allow_http", boolean)?,
             rotation_grace: l.parse("rotation_grace", duration)?,
             rate_limit: (rate > 0.0).then_some((rate, burst.max(1.0))),

@@ -98,7 +98,7 @@ mod parsing {
         let text = format!("{s:?}");
         assert!(!text.contains("hunter2"), "{text}");
         assert!(!text.contains("AAAAAAAAAAAA"), "{text}");
-        assert!(text.contains("[redacted]") && text.contains("127.0.0.1:5432"), "{text}");
+        assert!(text.contains("[REDACTED]") && text.contains("127.0.0.1:5432"), "{text}");
     }
 
     #[test]
@@ -153,5 +153,49 @@ mod defaults_file {
         let from_file = Settings::from_sources(Some(&path), |_| None).expect("config/courier.toml is valid");
         let defaults = Settings::from_sources(None, |_| None).expect("defaults are valid");
         assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+    }
+}
+
+mod documented {
+    use std::path::Path;
+
+    use super::layers::{SETTINGS, env_name};
+
+    /// The README's configuration table: variable → default cell.
+    fn readme_table() -> Vec<(String, String)> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        let text = std::fs::read_to_string(path).expect("README.md");
+        let section = text.split("## Configuration").nth(1).expect("a Configuration section");
+        section
+            .lines()
+            .take_while(|l| !l.starts_with("## "))
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let variable = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((variable.to_owned(), (*cells.get(2)?).to_owned()))
+            })
+            .collect()
+    }
+
+    /// Each setting is spelled once, in `SETTINGS`; the README's table lists exactly those, each with the default
+    /// `SETTINGS` gives it (a computed default says so in words), and `config/courier.toml` names each one.
+    #[test]
+    fn the_readme_and_the_defaults_file_list_every_setting_with_its_default() {
+        let table = readme_table();
+        let documented: Vec<&str> = table.iter().map(|(v, _)| v.as_str()).collect();
+        let settings: Vec<String> = SETTINGS.iter().map(|(name, _)| env_name(name)).collect();
+        assert_eq!(documented, settings, "the README's table, in SETTINGS' order");
+        for ((variable, cell), (name, default)) in table.iter().zip(SETTINGS) {
+            match default.filter(|d| !d.is_empty()) {
+                Some(default) if cell.starts_with('`') => {
+                    assert_eq!(cell.trim_matches('`'), default, "{variable}'s default in the README")
+                }
+                Some(default) => assert!(!cell.is_empty(), "{variable} documents its default ({default})"),
+                None => assert!(cell != "`0`" && !cell.is_empty(), "{variable}: {cell}"),
+            }
+            let file = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/courier.toml"))
+                .expect("config/courier.toml");
+            assert!(file.lines().any(|l| l.trim_start_matches("# ").starts_with(&format!("{name} ="))), "{name}");
+        }
     }
 }

@@ -133,6 +133,18 @@ pub(crate) fn catalog() -> BTreeMap<String, String> {
 }
 
 #[test]
+fn the_http_crate_has_no_sql_and_opens_no_transaction() {
+    let broken = http_crate_violations(&production_sources());
+    assert!(broken.is_empty(), "{broken:#?}");
+}
+
+#[test]
+fn configuration_is_read_in_one_place_and_app_uses_no_command() {
+    let broken = binary_violations(&production_sources());
+    assert!(broken.is_empty(), "{broken:#?}");
+}
+
+#[test]
 fn each_use_case_has_one_entry() {
     let broken = single_caller_violations(&production_sources());
     assert!(broken.is_empty(), "{broken:#?}");

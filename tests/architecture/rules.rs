@@ -218,3 +218,35 @@ pub(crate) fn single_caller_violations(sources: &[Source]) -> Vec<String> {
     }
     broken
 }
+
+/// The HTTP crate's boundaries: no SQL of its own (it calls the store and the scheduler), and no transaction
+/// opened by a handler (a use case owns its transaction: `courier_scheduler::webhook_changes`, `ingest`, ...).
+pub(crate) fn http_crate_violations(sources: &[Source]) -> Vec<String> {
+    let api = sources.iter().filter(|s| s.name.starts_with("crates/courier-api/src/"));
+    let mut broken = Vec::new();
+    for source in api {
+        broken.extend(source.parsed.sql.iter().map(|sql| format!("{}: SQL in the HTTP crate: {}", sql.at, sql.text)));
+        let begins = source.parsed.methods.iter().filter(|(_, m)| m.ends_with("pool.begin") || m == "tx.begin");
+        broken.extend(begins.map(|(at, _)| format!("{at}: a handler opens a transaction")));
+    }
+    broken
+}
+
+/// The binary's layering: configuration comes from `settings` (the one reader of the environment, besides the
+/// embedded database looking for PostgreSQL on `PATH`), and `app.rs` builds on nothing in `commands/`.
+pub(crate) fn binary_violations(sources: &[Source]) -> Vec<String> {
+    let mut broken = Vec::new();
+    for source in sources.iter().filter(|s| s.production()) {
+        for (at, path) in &source.parsed.paths {
+            let reads_env = path.ends_with("env::var") || path.ends_with("env::var_os") || path.ends_with("env::vars");
+            let allowed = source.name.starts_with("src/settings/") || source.name == "src/embedded_db.rs";
+            if reads_env && !allowed {
+                broken.push(format!("{at}: reads the environment ({path}); add a setting instead"));
+            }
+            if source.name == "src/app.rs" && (path.starts_with("crate::commands") || path.starts_with("commands::")) {
+                broken.push(format!("{at}: app.rs uses {path}"));
+            }
+        }
+    }
+    broken
+}

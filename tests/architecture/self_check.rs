@@ -1,8 +1,8 @@
 //! A test of the test: each rule, run on a deliberately broken copy, reports it.
 
 use crate::rules::{
-    api_violations, clock_violations, import_circles, length_violations, single_caller_violations, status_violations,
-    table_violations,
+    api_violations, binary_violations, clock_violations, http_crate_violations, import_circles, length_violations,
+    single_caller_violations, status_violations, table_violations,
 };
 use crate::{Source, catalog};
 
@@ -92,4 +92,19 @@ fn a_second_way_into_the_queue_is_found() {
     assert_eq!(single_caller_violations(&[Source::new("crates/courier-scheduler/src/x.rs", copy)]).len(), 1);
     let owner = "fn f() { events::insert_many(conn, owner, &events); }";
     assert!(single_caller_violations(&[Source::new("crates/courier-scheduler/src/fanout.rs", owner)]).is_empty());
+}
+
+#[test]
+fn sql_or_a_transaction_in_the_http_crate_is_found() {
+    let copy = "async fn h(state: S) { let mut tx = state.pool.begin().await?; q(\"SELECT 1 FROM webhooks\"); }";
+    assert_eq!(http_crate_violations(&[Source::new("crates/courier-api/src/routes/x.rs", copy)]).len(), 2);
+}
+
+#[test]
+fn the_environment_read_outside_settings_or_app_using_a_command_is_found() {
+    let env = "fn f() { let x = std::env::var(\"COURIER_X\"); }";
+    assert_eq!(binary_violations(&[Source::new("src/app.rs", env)]).len(), 1);
+    let command = "use crate::commands::dev; fn f() {}";
+    assert_eq!(binary_violations(&[Source::new("src/app.rs", command)]).len(), 1);
+    assert!(binary_violations(&[Source::new("src/settings/mod.rs", env)]).is_empty());
 }

@@ -83,7 +83,9 @@ fn is_sql_start(tokens: &[Token]) -> bool {
         })
         .collect();
     match words.as_slice() {
-        ["select", ..] | ["with", ..] | ["lock", "table"] => true,
+        ["select", ..] | ["lock", "table"] | ["with", "recursive"] => true,
+        // `WITH name AS (`: prose starting with "with" has no `AS (`.
+        ["with", _] => tokens.windows(2).any(|w| w[0] == Token::Word("as".into()) && w[1] == Token::Punct('(')),
         ["insert", "into"] | ["delete", "from"] => true,
         ["update", _] => tokens.iter().any(|t| *t == Token::Word("set".into())),
         ["truncate", _] => true,

@@ -33,6 +33,8 @@ pub struct Parsed {
     pub sql: Vec<SqlText>,
     /// Every path and `use` path the code names, as `a::b::C`, with where.
     pub paths: Vec<(String, String)>,
+    /// Every method called, after its receiver's last name (`state.pool.begin()` is `pool.begin`), with where.
+    pub methods: Vec<(String, String)>,
 }
 
 /// Parses one file; panics with the file's name when it is not Rust.
@@ -200,6 +202,21 @@ impl<'ast> Visit<'ast> for Visitor<'_> {
         } else {
             self.macro_tokens(mac.tokens.clone(), None);
         }
+    }
+
+    fn visit_expr_method_call(&mut self, call: &'ast syn::ExprMethodCall) {
+        // The receiver's last name, so `state.pool.begin()` reads `pool.begin`.
+        let receiver = match &*call.receiver {
+            syn::Expr::Field(field) => match &field.member {
+                syn::Member::Named(name) => name.to_string(),
+                syn::Member::Unnamed(_) => String::new(),
+            },
+            syn::Expr::Path(path) => path.path.segments.last().map(|s| s.ident.to_string()).unwrap_or_default(),
+            _ => String::new(),
+        };
+        let method = format!("{receiver}.{}", call.method);
+        self.parsed.methods.push((self.at(call.method.span().start().line), method));
+        visit::visit_expr_method_call(self, call);
     }
 
     fn visit_path(&mut self, path: &'ast syn::Path) {

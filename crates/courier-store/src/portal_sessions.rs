@@ -88,11 +88,13 @@ fn from_row(row: Row) -> Result<Session> {
     })
 }
 
-/// Stores a new session and forgets the tenant's sessions that ended over a day ago.
-pub async fn mint(conn: &mut sqlx::PgConnection, new: &NewSession) -> Result<Minted> {
+/// Stores a new session and forgets the tenant's sessions that ended over a day ago, in one transaction of its
+/// own (the API calls this, and nothing else, to mint a portal link).
+pub async fn mint(pool: &sqlx::PgPool, new: &NewSession) -> Result<Minted> {
+    let mut tx = pool.begin().await?;
     sqlx::query("DELETE FROM portal_sessions WHERE tenant_id = $1 AND expires_at < now() - interval '1 day'")
         .bind(new.owner.tenant.as_uuid())
-        .execute(&mut *conn)
+        .execute(&mut *tx)
         .await?;
     let id = PortalSessionId::generate();
     let login_token = random_token(LOGIN_PREFIX);
@@ -111,8 +113,9 @@ pub async fn mint(conn: &mut sqlx::PgConnection, new: &NewSession) -> Result<Min
     .bind(digest(&login_token))
     .bind(LOGIN_TTL_SECS as f64)
     .bind(new.expires_in as f64)
-    .fetch_one(&mut *conn)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(Minted { id, login_token, expires_at })
 }
 

@@ -97,9 +97,7 @@ pub async fn create(
         return Err(ApiError::invalid("expires_in", "must be between 60 and 86400 seconds"));
     }
     let new = NewSession { owner: principal.owner, api_key: principal.key_id.clone(), scopes, expires_in };
-    let mut tx = state.pool.begin().await?;
-    let minted = portal_sessions::mint(&mut tx, &new).await?;
-    tx.commit().await?;
+    let minted = portal_sessions::mint(&state.pool, &new).await?;
     let url = format!("{}/portal/login?token={}", state.config.portal.public_url, minted.login_token);
     let out = PortalSessionOutput {
         id: minted.id.to_string(),

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use courier_core::RetryPolicy;
-use secrecy::{ExposeSecret, SecretString};
 use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
 
 use layers::Layers;
 

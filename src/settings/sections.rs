@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use courier_core::RetryPolicy;
-use secrecy::SecretString;
 use ipnet::IpNet;
+use secrecy::SecretString;
 
 use super::layers::{Layers, at_least, boolean, duration, otlp_traces_endpoint, positive};
 use super::{

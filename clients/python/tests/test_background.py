@@ -159,3 +159,38 @@ def test_the_async_sender_batches_from_many_tasks_through_faults_and_stores_each
             assert (await full.aclose()).sent == 2
 
     asyncio.run(scenario())
+
+
+def test_events_submitted_while_closing_are_sent_or_refused_never_lost(server: Server, api_key: str) -> None:
+    """Threads keep submitting while `close` runs: each `submit` either returns an id that is then stored, or
+    raises; none returns an id for an event that is never sent."""
+    client = Courier(server.url, api_key, retry=FAST)
+    sender = BackgroundSender(client, flush_interval=0.01)
+    accepted: list[str] = []
+    refused = 0
+    lock = threading.Lock()
+
+    def keep_submitting(worker: int) -> None:
+        nonlocal refused
+        for i in range(400):
+            try:
+                event_id = sender.send("call.started", {"call_id": f"closing-{worker}-{i}"})
+            except RuntimeError:
+                with lock:
+                    refused += 1
+                continue
+            with lock:
+                accepted.append(event_id)
+
+    threads = [threading.Thread(target=keep_submitting, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(accepted) >= 100)  # close while the threads are in full flow: that race is the test
+    report = sender.close(timeout=60)
+    for thread in threads:
+        thread.join()
+    assert refused > 0, "close began while threads were still submitting"
+    assert sender.pending == 0 and not report.failed
+    stored = {e.id for e in client.events.iter()}
+    assert set(accepted) <= stored, f"{len(set(accepted) - stored)} accepted events were never sent"
+    client.close()

@@ -127,13 +127,17 @@ def test_a_timeout_after_commit_is_retried_and_stored_once(proxy: FaultProxy, ap
 def test_requests_that_are_not_idempotent_retry_only_when_nothing_happened(proxy: FaultProxy, api_key: str) -> None:
     proxy.only = "/api/v1/webhooks"
     with Courier(proxy.url, api_key, retry=FAST) as client:
-        proxy.plan = ["503:0"]  # refused before doing anything: safe to try again
+        proxy.plan = ["429:0"]  # refused by the rate limit before doing anything: safe to try again
         created = client.webhooks.create(url="http://127.0.0.1:9/a")
         assert len(proxy.matching()) == 2
+        proxy.plan = ["503:0"]  # a 503 may come from a commit whose outcome is unknown: not tried again
+        with pytest.raises(ServerError):
+            client.webhooks.create(url="http://127.0.0.1:9/never")
+        assert len(proxy.matching()) == 3
         proxy.plan = ["drop"]  # created, answer lost: a retry could create a second webhook, so none is made
         with pytest.raises(TransportError) as lost:
             client.webhooks.create(url="http://127.0.0.1:9/b")
-        assert lost.value.tries == 1 and len(proxy.matching()) == 3
+        assert lost.value.tries == 1 and len(proxy.matching()) == 4
         assert sorted(w.url for w in client.webhooks.iter()) == ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"]
         proxy.plan = ["drop"]  # a DELETE whose answer was lost is retried; its 404 then means done
         client.webhooks.delete(created.id)

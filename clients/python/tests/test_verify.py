@@ -66,3 +66,8 @@ def test_refuses_tampered_bodies_wrong_secrets_stale_timestamps_and_missing_head
     # Another event's id under the same signature: the standard scheme signs the id too.
     other_id = {**standard_only, "webhook-id": "evt_someone_else"}
     assert reason(request.body, other_id, secret) == "mismatch"
+    # Any characters in a signature header are a mismatch, never a TypeError.
+    t = request.headers["webhook-timestamp"]
+    assert reason(request.body, {"x-webhook-signature": f"t={t},v1=é"}, secret, now=signed_at) == "mismatch"
+    odd = {**standard_only, "webhook-signature": "v1,ü"}
+    assert reason(request.body, odd, secret, now=signed_at) == "mismatch"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import json
 import logging
 import queue
 import threading
@@ -110,19 +111,25 @@ class BackgroundSender:
 
     def submit(self, event: Event | Mapping[str, Any]) -> str:
         """Queue one event and return its id (made now, so it is stable whatever happens next)."""
-        if self._closed:
-            raise RuntimeError("this BackgroundSender is closed")
         item = Event.coerce(event).with_id()
         assert item.id is not None
+        _check_json(item)
+        # Counted before it is queued, under the lock `close` takes: an event `submit` returns for is one `close`
+        # waits for, however the two race.
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this BackgroundSender is closed")
+            self._submitted += 1
         try:
             if self._options.overflow == "raise":
                 self._queue.put_nowait(item)
             else:
                 self._queue.put(item, timeout=self._options.block_timeout)
         except queue.Full:
+            with self._lock:
+                self._submitted -= 1
+                self._lock.notify_all()
             raise QueueFullError(f"the queue holds {self._queue.maxsize} events already") from None
-        with self._lock:
-            self._submitted += 1
         return item.id
 
     def send(self, type: str, data: Mapping[str, Any], *, id: str | None = None, created: int | None = None) -> str:
@@ -148,11 +155,12 @@ class BackgroundSender:
         return report
 
     def close(self, timeout: float | None = None) -> FlushReport:
-        """Flush, then stop the sender thread. Submitting afterwards raises."""
-        if self._closed:
-            return FlushReport()
+        """Refuse new events, send every one submitted so far, then stop the sender thread."""
+        with self._lock:
+            if self._closed:
+                return FlushReport()
+            self._closed = True
         report = self.flush(timeout)
-        self._closed = True
         self._flush_now.set()
         self._thread.join(timeout)
         atexit.unregister(self._atexit)
@@ -180,7 +188,7 @@ class BackgroundSender:
         """Up to `max_batch` events: waits for a first one, then for more until the interval or a flush."""
         batch: list[Event] = []
         while not batch:
-            if self._closed and self._queue.empty():
+            if self._closed and self._queue.empty() and self.pending == 0:
                 return batch
             try:
                 batch.append(self._queue.get(timeout=0.05))
@@ -219,6 +227,14 @@ class BackgroundSender:
                 self._report.sent += len(batch) - len(failed)
                 self._report.failed.extend(failed)
                 self._lock.notify_all()
+
+
+def _check_json(event: Event) -> None:
+    """Refuses, at `submit`, data JSON cannot carry (a `datetime`, a set): later it would fail a whole batch."""
+    try:
+        json.dumps(event.data, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"event {event.id}: its data is not JSON: {error}") from None
 
 
 def _close_at_exit(ref: weakref.ref[BackgroundSender], timeout: float) -> None:
@@ -279,6 +295,7 @@ class AsyncBackgroundSender:
             raise RuntimeError("this AsyncBackgroundSender is closed")
         item = Event.coerce(event).with_id()
         assert item.id is not None
+        _check_json(item)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="courier-background-sender")
         try:
@@ -289,6 +306,9 @@ class AsyncBackgroundSender:
         except (asyncio.QueueFull, asyncio.TimeoutError):
             raise QueueFullError(f"the queue holds {self._queue.maxsize} events already") from None
         self._submitted += 1
+        if self._closed:
+            # `aclose` began while this one waited for room: it is queued and counted, so send it too.
+            await self.flush()
         return item.id
 
     async def flush(self, timeout: float | None = None) -> FlushReport:
@@ -301,11 +321,12 @@ class AsyncBackgroundSender:
         return report
 
     async def aclose(self, timeout: float | None = None) -> FlushReport:
-        """Flush, then stop the sending task."""
+        """Refuse new events, send every one submitted so far, then stop the sending task (which is idle by then:
+        it is cancelled only between batches, never during one)."""
         if self._closed:
             return FlushReport()
-        report = await self.flush(timeout)
         self._closed = True
+        report = await self.flush(timeout)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

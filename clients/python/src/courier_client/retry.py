@@ -7,7 +7,9 @@ once. Every try and every wait fit in `deadline` seconds from the first try: a w
 waited, and the last error is raised at once. No other 4xx is ever retried (409 included).
 
 A request that is not idempotent (creating a webhook, minting a portal link, a replay) is retried only when it
-cannot have been carried out: the connection was refused, or the server answered 429 or 503.
+cannot have been carried out: the connection was refused, or the server answered 429 (its rate limit answers
+before anything is done). A 503 can come from a commit whose outcome the server could not learn, so it is retried
+only for idempotent requests (every event send is: its id is fixed before the first try).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from .errors import APIError, TransportError, error_from_response
 __all__ = ["RetryPolicy"]
 
 #: Statuses that mean the server did not carry the request out, so even a non-idempotent request may go again.
-NOT_DONE_STATUSES = frozenset({429, 503})
+NOT_DONE_STATUSES = frozenset({429})
+#: Statuses whose `Retry-After` says exactly when to come back.
+RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,7 @@ class Tries:
     def after_response(self, response: httpx.Response) -> float:
         """The wait before the next try after an error answer, or raises the answer's exception."""
         status = response.status_code
-        retry_after = parse_retry_after(response.headers.get("retry-after")) if status in NOT_DONE_STATUSES else None
+        retry_after = parse_retry_after(response.headers.get("retry-after")) if status in RETRY_AFTER_STATUSES else None
         retryable = status in NOT_DONE_STATUSES or (self.idempotent and (status == 408 or status >= 500))
         if status not in NOT_DONE_STATUSES and status >= 500:
             self.maybe_done = True

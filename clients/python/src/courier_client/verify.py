@@ -71,6 +71,11 @@ def _check_timestamp(raw: str, tolerance: float, now: float) -> int:
     return timestamp
 
 
+def _same(expected: str, candidate: str) -> bool:
+    """Constant-time equality as bytes: a header may carry any characters, which `compare_digest` refuses as str."""
+    return hmac.compare_digest(expected.encode(), candidate.encode("utf-8", "replace"))
+
+
 def _verify_guide(payload: bytes, header: str, secrets: list[str], tolerance: float, now: float) -> None:
     timestamps: list[str] = []
     signatures: list[str] = []
@@ -88,7 +93,7 @@ def _verify_guide(payload: bytes, header: str, secrets: list[str], tolerance: fl
     signed = f"{timestamp}.".encode() + payload
     for secret in secrets:
         expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
-        if any(hmac.compare_digest(expected, candidate) for candidate in signatures):
+        if any(_same(expected, candidate) for candidate in signatures):
             return
     raise SignatureError("mismatch", "no v1 signature matches the body and secret")
 
@@ -113,6 +118,6 @@ def _verify_standard(
         except binascii.Error:
             raise SignatureError("malformed_secret", "the secret is not whsec_ + base64") from None
         expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-        if any(hmac.compare_digest(expected, candidate) for candidate in candidates):
+        if any(_same(expected, candidate) for candidate in candidates):
             return
     raise SignatureError("mismatch", "no v1 signature matches the body and secret")

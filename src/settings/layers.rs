@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-/// The raw layered values, by setting name.
-pub(super) struct Layers(BTreeMap<&'static str, (String, &'static str)>);
+/// The raw layered values, by setting name, and which names the sections read: [`SETTINGS`] is the one list of
+/// settings, so a setting declared and never read, or read and never declared, is a bug every test run finds.
+pub(super) struct Layers {
+    values: BTreeMap<&'static str, (String, &'static str)>,
+    read: std::cell::RefCell<std::collections::BTreeSet<String>>,
+}
 
 /// Every setting: its name and default. The environment variable is `COURIER_` + upper case, except `database_url`.
 pub(super) const SETTINGS: &[(&str, Option<&str>)] = &[
@@ -61,7 +65,15 @@ pub(super) fn env_name(name: &str) -> String {
 
 impl Layers {
     pub(super) fn get(&self, name: &str) -> Option<&(String, &'static str)> {
-        self.0.get(name)
+        debug_assert!(SETTINGS.iter().any(|(n, _)| *n == name), "`{name}` is not in SETTINGS");
+        self.read.borrow_mut().insert(name.to_owned());
+        self.values.get(name)
+    }
+
+    /// Settings of [`SETTINGS`] that no section read.
+    pub(super) fn unread(&self) -> Vec<&'static str> {
+        let read = self.read.borrow();
+        SETTINGS.iter().map(|(name, _)| *name).filter(|name| !read.contains(*name)).collect()
     }
 
     pub(super) fn parse<T>(&self, name: &str, parse: impl FnOnce(&str) -> anyhow::Result<T>) -> anyhow::Result<T> {
@@ -71,12 +83,7 @@ impl Layers {
 }
 
 pub(super) fn otlp_traces_endpoint(l: &Layers) -> anyhow::Result<Option<String>> {
-    let set = |name| l.get(name).map(|(v, _)| v.trim().to_owned()).filter(|v| !v.is_empty());
-    let endpoint = match (set("otel_exporter_otlp_traces_endpoint"), set("otel_exporter_otlp_endpoint")) {
-        (Some(traces), _) => ("otel_exporter_otlp_traces_endpoint", traces),
-        (None, Some(base)) => ("otel_exporter_otlp_endpoint", format!("{}/v1/traces", base.trim_end_matches('/'))),
-        (None, None) => return Ok(None),
-    };
+    // Checked even without an endpoint: a protocol Courier cannot speak is refused, not silently ignored.
     if let Some((protocol, source)) = l.get("otel_exporter_otlp_protocol")
         && protocol.trim() != "http/protobuf"
     {
@@ -85,6 +92,12 @@ pub(super) fn otlp_traces_endpoint(l: &Layers) -> anyhow::Result<Option<String>>
              only (a collector's port 4318)"
         );
     }
+    let set = |name| l.get(name).map(|(v, _)| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let endpoint = match (set("otel_exporter_otlp_traces_endpoint"), set("otel_exporter_otlp_endpoint")) {
+        (Some(traces), _) => ("otel_exporter_otlp_traces_endpoint", traces),
+        (None, Some(base)) => ("otel_exporter_otlp_endpoint", format!("{}/v1/traces", base.trim_end_matches('/'))),
+        (None, None) => return Ok(None),
+    };
     let (name, url) = endpoint;
     l.parse(name, |_| {
         let parsed = url::Url::parse(&url)?;
@@ -132,10 +145,10 @@ where
 impl Layers {
     /// Defaults, then the optional TOML file, then `env`.
     pub(super) fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let mut layers = Layers(BTreeMap::new());
+        let mut layers = Layers { values: BTreeMap::new(), read: Default::default() };
         for (name, default) in SETTINGS {
             if let Some(default) = default {
-                layers.0.insert(name, ((*default).to_owned(), "default"));
+                layers.values.insert(name, ((*default).to_owned(), "default"));
             }
         }
         if let Some(path) = file {
@@ -154,12 +167,12 @@ impl Layers {
                         .join(","),
                     other => other.to_string(),
                 };
-                layers.0.insert(name, (text, "config file"));
+                layers.values.insert(name, (text, "config file"));
             }
         }
         for (name, _) in SETTINGS {
             if let Some(value) = env(&env_name(name)) {
-                layers.0.insert(name, (value, "environment"));
+                layers.values.insert(name, (value, "environment"));
             }
         }
         Ok(layers)

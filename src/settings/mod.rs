@@ -177,6 +177,8 @@ impl Settings {
             lifecycle: LifecycleSettings::from_layers(&l)?,
             log: LogSettings::from_layers(&l)?,
         };
+        let unread = l.unread();
+        anyhow::ensure!(unread.is_empty(), "settings declared but never read: {unread:?}");
         if let Some(key) = &settings.api.secret_key {
             courier_core::MasterKey::from_base64(key.expose_secret()).context("invalid COURIER_SECRET_KEY")?;
         }

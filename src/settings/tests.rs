@@ -177,6 +177,15 @@ mod documented {
             .collect()
     }
 
+    /// A setting declared in `SETTINGS` that no section reads is found (every `Settings` load checks it).
+    #[test]
+    fn a_setting_no_section_reads_is_found() {
+        let layers = super::super::layers::Layers::load(None, |_| None).expect("defaults");
+        assert!(layers.get("listen").is_some());
+        let unread = layers.unread();
+        assert!(!unread.contains(&"listen") && unread.contains(&"retention"), "{unread:?}");
+    }
+
     /// Each setting is spelled once, in `SETTINGS`; the README's table lists exactly those, each with the default
     /// `SETTINGS` gives it (a computed default says so in words), and `config/courier.toml` names each one.
     #[test]

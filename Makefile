@@ -54,8 +54,11 @@ bench:
 	cargo build --quiet --release --bin courier
 	DATABASE_URL="$${DATABASE_URL:-$$(target/release/courier db start)}" cargo bench --bench load -- $(ARGS)
 
-## The full fault suite in release mode; writes RELIABILITY.md (ARGS go to the suite, e.g. ARGS="--seconds 90").
+## 3,000 rounds of the queue's races (tests/races.rs), then the full fault suite in release mode; writes RELIABILITY.md
+## (ARGS go to the suite, e.g. ARGS="--seconds 90").
 chaos:
+	cargo build --quiet --bin courier
+	DATABASE_URL="$${DATABASE_URL:-$$($(COURIER) db start)}" COURIER_RACE_ROUNDS=3000 cargo test --test races
 	cargo bench --bench chaos -- --report RELIABILITY.md $(ARGS)
 
 db-start:

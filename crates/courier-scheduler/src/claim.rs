@@ -272,7 +272,7 @@ async fn claim_once(
     .bind(&tenants)
     .bind(skip.retries)
     .bind(clock.skew())
-    .bind(DeliveryStatus::Delivering.as_str())
+    .bind(DeliveryStatus::Delivering)
     .bind(crate::ordering::LIVE)
     .bind(TURN.lock().map(|t| *t).unwrap_or_default())
     .bind(TENANTS_PER_CLAIM)

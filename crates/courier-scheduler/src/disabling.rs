@@ -47,8 +47,8 @@ pub async fn cancel_queue(conn: &mut PgConnection, webhooks: &[WebhookId]) -> Re
              WHERE webhook_id = ANY ($1) AND status = ANY ($3)",
         )
         .bind(&ids)
-        .bind(DeliveryStatus::Cancelled.as_str())
-        .bind([DeliveryStatus::Pending.as_str(), DeliveryStatus::Waiting.as_str()])
+        .bind(DeliveryStatus::Cancelled)
+        .bind([DeliveryStatus::Pending, DeliveryStatus::Waiting])
         .execute(&mut *savepoint)
         .await;
         match done {

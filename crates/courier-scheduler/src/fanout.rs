@@ -172,15 +172,15 @@ pub(crate) async fn enqueue(
     .bind(&types)
     .bind(&calls)
     .bind(&traces)
-    .bind(DeliveryStatus::Pending.as_str())
-    .bind(DeliveryStatus::Waiting.as_str())
+    .bind(DeliveryStatus::Pending)
+    .bind(DeliveryStatus::Waiting)
     .bind(crate::ordering::LIVE)
     .bind(&abouts)
     .bind(&operational)
     .bind(&onlys)
     .bind(leases)
     .bind(lease_for)
-    .bind(DeliveryStatus::Delivering.as_str())
+    .bind(DeliveryStatus::Delivering)
     .fetch_all(&mut *conn)
     .await?;
     let mut per_event: HashMap<&str, u64> = HashMap::new();

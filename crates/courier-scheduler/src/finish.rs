@@ -251,7 +251,7 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
         .await?;
     }
     // Retry times come from the database's clock, like the claim's `now()`: workers' clocks may disagree.
-    let finished: Vec<(String, String, String)> = sqlx::query_as(
+    let finished: Vec<(String, DeliveryStatus, String)> = sqlx::query_as(
         "UPDATE deliveries d
             SET status = u.status, next_attempt_at = now() + $7 + u.delay_ms * interval '1 millisecond',
                 lease_expires_at = NULL, last_status_code = u.code, last_error = u.kind, updated_at = now()
@@ -267,12 +267,13 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
     .bind(&codes)
     .bind(&kinds)
     .bind(clock.skew())
-    .bind(DeliveryStatus::Delivering.as_str())
+    .bind(DeliveryStatus::Delivering)
     .fetch_all(&mut *tx)
     .await?;
     let updated = finished.len() as u64;
     let moved = Moved::of(records, &finished);
-    let finished: Vec<(String, String)> = finished.into_iter().map(|(webhook, status, _)| (webhook, status)).collect();
+    let finished: Vec<(String, DeliveryStatus)> =
+        finished.into_iter().map(|(webhook, status, _)| (webhook, status)).collect();
     crate::hourly::add(&mut tx, &finished).await?;
     // Every side effect follows from the rows the fenced update moved, never from the records alone: a delivery
     // the lease sweep already ended (or another claim took over) was announced, counted and promoted there.
@@ -304,7 +305,7 @@ struct Moved<'a> {
 
 impl<'a> Moved<'a> {
     /// From the records whose delivery the update returned (`finished`: webhook, status, id).
-    fn of(records: &'a [AttemptRecord], finished: &[(String, String, String)]) -> Self {
+    fn of(records: &'a [AttemptRecord], finished: &[(String, DeliveryStatus, String)]) -> Self {
         let ids: std::collections::HashSet<&str> = finished.iter().map(|(_, _, id)| id.as_str()).collect();
         let mut moved = Moved {
             gone: Vec::new(),

@@ -118,7 +118,7 @@ pub(crate) async fn load(
         " FROM deliveries_live d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ANY ($1) AND d.status = $2"
     ))
     .bind(&ids)
-    .bind(crate::DeliveryStatus::Delivering.as_str())
+    .bind(crate::DeliveryStatus::Delivering)
     .fetch_all(&mut *conn)
     .await?;
     rows.into_iter()

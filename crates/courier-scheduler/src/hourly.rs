@@ -11,9 +11,9 @@ const KEPT: &str = "2 days";
 /// Adds deliveries that just finished (each webhook and its new status, as the finishing statement returned them)
 /// to the current hour. Other statuses are ignored. Rows are locked in webhook order, so concurrent recorders
 /// cannot deadlock on them.
-pub async fn add(conn: &mut PgConnection, finished: &[(String, String)]) -> Result<()> {
-    let (webhooks, statuses): (Vec<&str>, Vec<&str>) =
-        finished.iter().map(|(w, s)| (w.as_str(), s.as_str())).filter(|(_, s)| is_counted(s)).unzip();
+pub async fn add(conn: &mut PgConnection, finished: &[(String, DeliveryStatus)]) -> Result<()> {
+    let (webhooks, statuses): (Vec<&str>, Vec<DeliveryStatus>) =
+        finished.iter().map(|(w, s)| (w.as_str(), *s)).filter(|(_, s)| is_counted(*s)).unzip();
     if webhooks.is_empty() {
         return Ok(());
     }
@@ -27,15 +27,15 @@ pub async fn add(conn: &mut PgConnection, finished: &[(String, String)]) -> Resu
     )
     .bind(&webhooks)
     .bind(&statuses)
-    .bind(DeliveryStatus::Succeeded.as_str())
-    .bind(DeliveryStatus::Failed.as_str())
+    .bind(DeliveryStatus::Succeeded)
+    .bind(DeliveryStatus::Failed)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-fn is_counted(status: &str) -> bool {
-    status == DeliveryStatus::Succeeded.as_str() || status == DeliveryStatus::Failed.as_str()
+fn is_counted(status: DeliveryStatus) -> bool {
+    matches!(status, DeliveryStatus::Succeeded | DeliveryStatus::Failed)
 }
 
 /// Forgets hours older than the overview can show; the retention loop calls it.

@@ -34,9 +34,9 @@ async fn release_once(pool: &PgPool, clock: &Clock, claimed: &[(DeliveryId, u32)
     .bind(&ids)
     .bind(&attempts)
     .bind(after)
-    .bind(DeliveryStatus::Pending.as_str())
+    .bind(DeliveryStatus::Pending)
     .bind(clock.skew())
-    .bind(DeliveryStatus::Delivering.as_str())
+    .bind(DeliveryStatus::Delivering)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
@@ -62,8 +62,8 @@ async fn cancel_claimed_once(pool: &PgPool, clock: &Clock, claimed: &[(DeliveryI
     )
     .bind(&ids)
     .bind(&attempts)
-    .bind(DeliveryStatus::Cancelled.as_str())
-    .bind(DeliveryStatus::Delivering.as_str())
+    .bind(DeliveryStatus::Cancelled)
+    .bind(DeliveryStatus::Delivering)
     .fetch_all(&mut *tx)
     .await?;
     let ended: Vec<&str> = cancelled.iter().map(String::as_str).collect();
@@ -87,15 +87,15 @@ async fn fail_exhausted_leases_once(pool: &PgPool, clock: &Clock) -> Result<u64>
          WHERE due_at <= now() + $4 AND status = $3 AND attempt_count >= max_attempts
          RETURNING id, webhook_id",
     )
-    .bind(DeliveryStatus::Failed.as_str())
+    .bind(DeliveryStatus::Failed)
     .bind(ErrorKind::LeaseExpired.as_str())
-    .bind(DeliveryStatus::Delivering.as_str())
+    .bind(DeliveryStatus::Delivering)
     .bind(clock.skew())
     .fetch_all(&mut *tx)
     .await?;
     let ended: Vec<&str> = failed.iter().map(|(id, _)| id.as_str()).collect();
-    let counted: Vec<(String, String)> =
-        failed.iter().map(|(_, webhook)| (webhook.clone(), DeliveryStatus::Failed.as_str().to_owned())).collect();
+    let counted: Vec<(String, DeliveryStatus)> =
+        failed.iter().map(|(_, webhook)| (webhook.clone(), DeliveryStatus::Failed)).collect();
     crate::hourly::add(&mut tx, &counted).await?;
     crate::ordering::promote_next(&mut tx, clock, &ended).await?;
     crate::operational::deliveries_exhausted(&mut tx, &ended).await?;

@@ -120,7 +120,7 @@ pub(crate) async fn deliveries_exhausted(conn: &mut PgConnection, deliveries: &[
     )
     .bind(deliveries)
     .bind(&operational)
-    .bind(DeliveryStatus::Failed.as_str())
+    .bind(DeliveryStatus::Failed)
     .fetch_all(&mut *conn)
     .await?;
     let mut announcements = Vec::with_capacity(rows.len());

@@ -40,9 +40,9 @@ pub(crate) async fn promote_next(conn: &mut PgConnection, clock: &Clock, ended: 
     )
     .bind(ended)
     .bind(clock.skew())
-    .bind(DeliveryStatus::Pending.as_str())
+    .bind(DeliveryStatus::Pending)
     .bind(LIVE)
-    .bind(DeliveryStatus::Waiting.as_str())
+    .bind(DeliveryStatus::Waiting)
     .bind(FINAL)
     .execute(conn)
     .await?;
@@ -59,9 +59,9 @@ pub async fn promote_stranded(pool: &PgPool, clock: &Clock) -> Result<u64> {
                              WHERE p.webhook_id = s.webhook_id AND p.call_id = s.call_id AND p.call_seq IS NOT NULL
                                AND p.call_seq < s.call_seq AND p.status = ANY ($4))",
     )
-    .bind(DeliveryStatus::Pending.as_str())
+    .bind(DeliveryStatus::Pending)
     .bind(clock.skew())
-    .bind(DeliveryStatus::Waiting.as_str())
+    .bind(DeliveryStatus::Waiting)
     .bind(LIVE)
     .execute(pool)
     .await?;

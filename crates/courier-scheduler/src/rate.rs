@@ -124,10 +124,10 @@ pub async fn defer(
          RETURNING d.next_attempt_at",
     )
     .bind(webhook.as_str())
-    .bind(DeliveryStatus::Pending.as_str())
+    .bind(DeliveryStatus::Pending)
     .bind(start)
     .bind(claimed.0.as_str())
-    .bind(DeliveryStatus::Delivering.as_str())
+    .bind(DeliveryStatus::Delivering)
     .bind(claimed.1 as i32)
     .bind(i64::from(windows.capacity))
     .bind(windows.window)

@@ -110,17 +110,17 @@ pub async fn expire_batch(pool: &PgPool, clock: &Clock, default_days: u32) -> Re
     )
     .bind(default_days as i32)
     .bind(clock.skew())
-    .bind(DeliveryStatus::Delivering.as_str())
+    .bind(DeliveryStatus::Delivering)
     .bind(BATCH)
-    .bind(DeliveryStatus::Failed.as_str())
+    .bind(DeliveryStatus::Failed)
     .bind(ErrorKind::OutlivedRetention.as_str())
     .bind(crate::ordering::LIVE)
     .fetch_all(&mut *tx)
     .await?;
     // The last response is in the attempts; the delivery's last outcome is now the cap, which the log shows.
     let ended: Vec<&str> = expired.iter().map(|(id, _)| id.as_str()).collect();
-    let counted: Vec<(String, String)> =
-        expired.iter().map(|(_, webhook)| (webhook.clone(), DeliveryStatus::Failed.as_str().to_owned())).collect();
+    let counted: Vec<(String, DeliveryStatus)> =
+        expired.iter().map(|(_, webhook)| (webhook.clone(), DeliveryStatus::Failed)).collect();
     crate::hourly::add(&mut tx, &counted).await?;
     let due = crate::ordering::promote_next(&mut tx, clock, &ended).await?
         + crate::operational::deliveries_exhausted(&mut tx, &ended).await?;

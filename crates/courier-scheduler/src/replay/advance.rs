@@ -172,7 +172,7 @@ fn window_statement(owner: Owner, filter: &DeliveryFilter, open: &Open) -> Query
             SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type,
                    d.call_id, ",
     );
-    q.push_bind(DeliveryStatus::Pending.as_str()).push(", d.max_attempts, now(), d.id, ");
+    q.push_bind(DeliveryStatus::Pending).push(", d.max_attempts, now(), d.id, ");
     q.push_bind(open.trace_parent.as_deref());
     q.push(
         ", d.include_transcript, d.include_metrics FROM picked d RETURNING replay_of

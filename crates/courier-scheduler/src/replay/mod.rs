@@ -63,7 +63,7 @@ pub async fn replay_one(pool: &PgPool, owner: Owner, id: &DeliveryId, trace: Opt
             SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id,
                    ",
     );
-    q.push_bind(DeliveryStatus::Pending.as_str()).push(", w.max_attempts, now(), d.id, ");
+    q.push_bind(DeliveryStatus::Pending).push(", w.max_attempts, now(), d.id, ");
     q.push_bind(trace.map(|t| t.to_string()));
     // A replay is a delivery created now: it sends what the webhook's filter asks for now.
     q.push(", w.include_transcript, w.include_metrics FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ");
@@ -84,7 +84,7 @@ pub async fn replay_one(pool: &PgPool, owner: Owner, id: &DeliveryId, trace: Opt
 /// therefore never doubles anything.
 pub(super) fn push_replayable(q: &mut QueryBuilder<Postgres>) {
     q.push(" w.active AND NOT (d.replay_of IS NOT NULL AND d.status = ANY (");
-    q.push_bind([DeliveryStatus::Pending.as_str(), DeliveryStatus::Delivering.as_str()]);
+    q.push_bind([DeliveryStatus::Pending, DeliveryStatus::Delivering]);
     q.push(")) AND NOT EXISTS (SELECT 1 FROM deliveries r WHERE r.replay_of = d.id)");
 }
 
@@ -119,7 +119,7 @@ async fn replay_chunk(
          SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id,
                 ",
     );
-    q.push_bind(DeliveryStatus::Pending.as_str()).push(", w.max_attempts, now(), d.id, ");
+    q.push_bind(DeliveryStatus::Pending).push(", w.max_attempts, now(), d.id, ");
     q.push_bind(trace.map(str::to_owned));
     q.push(", w.include_transcript, w.include_metrics");
     push_candidates(&mut q, visibility, filter, created_before);

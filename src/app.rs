@@ -88,36 +88,21 @@ impl Application {
         // Every loop of the process starts here, under `shutdown` and the same supervision. The dispatcher ends
         // by itself once the server has drained and dropped the state (requests still draining need it).
         let ingest = api_loops.spawn(state.components.clone(), shutdown.clone());
-        // Under supervision, like the worker below, and on the process's own pool (see the module's comment).
-        let retention = {
-            let (pool, stop) = (pool.clone(), shutdown.clone());
-            tokio::spawn(courier_scheduler::supervise::supervise(
-                "retention",
-                state.components.clone(),
-                stop.clone(),
-                move || retention_loop(pool.clone(), retention_days, stop.clone()),
-            ))
-        };
-        let replays = {
-            let stop = shutdown.clone();
-            tokio::spawn(courier_scheduler::supervise::supervise(
-                "replays",
-                state.components.clone(),
-                stop.clone(),
-                move || replay_loop(pool.clone(), stop.clone()),
-            ))
-        };
-        let flusher = tokio::spawn(key_usage_loop(state.clone(), shutdown.clone()));
-        // Under supervision: a worker loop that fails or panics is restarted with backoff and reported by /readyz,
-        // never left dead behind a live API.
+        // Each restarted with backoff when it fails or panics and reported by /readyz, never left dead behind a live
+        // API; the loops run on the process's own pool (see the module's comment).
+        let supervised = |name, start| spawn_supervised(name, &state.components, &shutdown, start);
+        let (retention_pool, stop) = (pool.clone(), shutdown.clone());
+        let retention = supervised(
+            "retention",
+            boxed(move || retention_loop(retention_pool.clone(), retention_days, stop.clone())),
+        );
+        let stop = shutdown.clone();
+        let replays = supervised("replays", boxed(move || replay_loop(pool.clone(), stop.clone())));
+        let (usage, stop) = (state.clone(), shutdown.clone());
+        let flusher = supervised("key_usage", boxed(move || key_usage_loop(usage.clone(), stop.clone())));
         let worker = worker.map(|w| {
             let stop = shutdown.clone();
-            tokio::spawn(courier_scheduler::supervise::supervise(
-                "worker",
-                state.components.clone(),
-                stop.clone(),
-                move || w.clone().run(stop.clone()),
-            ))
+            supervised("worker", boxed(move || w.clone().run(stop.clone())))
         });
         crate::metrics::install();
         let metrics_server = metrics.map(|listener| tokio::spawn(serve_metrics(listener, &state, shutdown.clone())));
@@ -139,6 +124,32 @@ impl Application {
         ingest.await.context("the ingest dispatcher's supervisor panicked")?;
         Ok(())
     }
+}
+
+/// A loop of the process as `supervise` starts it: each start a fresh future, its error anything displayable.
+type Start = Box<dyn FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>> + Send>;
+
+/// `start` as a [`Start`], so loops of different types share one spawning helper.
+fn boxed<F, Fut, E>(mut start: F) -> Start
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<anyhow::Error> + 'static,
+{
+    Box::new(move || {
+        let run = start();
+        Box::pin(async move { run.await.map_err(Into::into) })
+    })
+}
+
+/// Spawns `start` under the scheduler's supervision until `stop`, reporting to `components`.
+fn spawn_supervised(
+    name: &'static str,
+    components: &courier_scheduler::supervise::Components,
+    stop: &CancellationToken,
+    start: Start,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(courier_scheduler::supervise::supervise(name, components.clone(), stop.clone(), start))
 }
 
 /// Advances bulk replay jobs one bounded chunk at a time, tenants taking turns, until shutdown. A pause between chunks
@@ -268,7 +279,7 @@ async fn history_by_day(pool: &PgPool, days: u32) {
 }
 
 /// Writes which API keys were used every 5 s (and once more at shutdown), so authentication costs no write.
-async fn key_usage_loop(state: AppState, shutdown: CancellationToken) {
+async fn key_usage_loop(state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
     loop {
         let stopping = tokio::select! {
             () = shutdown.cancelled() => true,
@@ -278,7 +289,7 @@ async fn key_usage_loop(state: AppState, shutdown: CancellationToken) {
             tracing::warn!(error = %err, "recording API key usage failed; will retry");
         }
         if stopping {
-            break;
+            return Ok(());
         }
     }
 }

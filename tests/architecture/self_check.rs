@@ -4,7 +4,7 @@ use crate::rules::{
     api_violations, binary_violations, clock_violations, http_crate_violations, import_circles, length_violations,
     single_caller_violations, status_violations, table_violations,
 };
-use crate::{Source, catalog};
+use crate::{Source, catalog, edge_violations, impure_links, unowned_tables};
 
 fn body(lines: usize) -> String {
     "    let x = 1;\n".repeat(lines)
@@ -107,4 +107,19 @@ fn the_environment_read_outside_settings_or_app_using_a_command_is_found() {
     let command = "use crate::commands::dev; fn f() {}";
     assert_eq!(binary_violations(&[Source::new("src/app.rs", command)]).len(), 1);
     assert!(binary_violations(&[Source::new("src/settings/mod.rs", env)]).is_empty());
+}
+
+#[test]
+fn a_forbidden_edge_an_impure_link_and_an_unowned_table_are_found() {
+    let set = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<std::collections::BTreeSet<String>>();
+    let mut deps = std::collections::BTreeMap::new();
+    deps.insert("courier-api".to_owned(), set(&["courier-store", "courier-worker", "axum"]));
+    deps.insert("courier-extra".to_owned(), set(&[]));
+    let broken = edge_violations(&deps);
+    assert!(broken.iter().any(|b| b == "courier-api depends on courier-worker"), "{broken:?}");
+    assert!(broken.iter().any(|b| b.contains("courier-extra has no row")), "{broken:?}");
+    assert_eq!(impure_links(&set(&["serde", "tokio"])), vec!["tokio".to_owned()]);
+    let mut catalog = catalog();
+    catalog.insert("shadow_queue".to_owned(), "shadow_queue".to_owned());
+    assert_eq!(unowned_tables(&catalog), vec!["shadow_queue".to_owned()]);
 }

@@ -172,7 +172,7 @@ async fn a_late_attempt_never_announces_an_exhausted_delivery_twice(pool: PgPool
     f.ingest().await;
     let claimed = claim(&f.pool, &f.clock, 10, Duration::from_millis(1), Skip::default()).await.expect("claim");
     assert_eq!(claimed.len(), 1);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    f.clock.advance(Duration::from_millis(20));
     assert_eq!(lease::fail_exhausted_leases(&f.pool, &f.clock).await.expect("sweep"), 1);
     assert_eq!(announced().await, 1, "the sweep announces the exhausted delivery");
     let recorded = record(&f.pool, &f.clock, &[late(claimed[0].id.clone())]).await.expect("record");

@@ -10,10 +10,10 @@
 //! [`DatabaseUrl`], so no `Debug` output shows them.
 //!
 //! `layers::SETTINGS` is the one list of settings: a load fails on one declared and never read, the README's table and
-//! `config/courier.toml` are tested against it. Why not `figment`: its current release (0.10) reads TOML with
-//! `toml` 0.8 beside the `toml` 1 we ship, and its environment provider parses values with `pear`; it would replace
-//! the sixty lines of `Layers::load` (each value with its source, for the error) and none of the parsers, which are
-//! ours either way (durations, CIDR lists, a URL derived from the listen address).
+//! `config/courier.toml` are tested against it. Why not `figment`: its current release (0.10.19) reads TOML with
+//! `toml_edit` 0.22, a second TOML stack (with `winnow` 0.7 and `toml_datetime` 0.6) beside the `toml` 1 we ship;
+//! and it would replace only the sixty lines of `Layers::load` (each value with its source, for the error), none of
+//! the parsers, which are ours either way (durations, CIDR lists, a URL derived from the listen address).
 
 mod components;
 mod layers;

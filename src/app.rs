@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use courier_api::AppState;
 use courier_api::state::ApiLoops;
+use courier_store::cluster::Database;
 use courier_worker::Worker;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -41,7 +42,8 @@ pub struct Application {
 
 impl Application {
     /// Binds the listener (port 0 picks a free one, for tests) and prepares the parts; serves nothing yet.
-    pub async fn build(settings: &Settings, pool: PgPool, role: Role) -> anyhow::Result<Self> {
+    pub async fn build(settings: &Settings, db: Database, role: Role) -> anyhow::Result<Self> {
+        let pool = db.pool().clone();
         let key = settings.master_key()?;
         let listener = TcpListener::bind(settings.api.listen)
             .await
@@ -67,7 +69,7 @@ impl Application {
         // …and hands it the deliveries it leased to it in the same commit, so those need no claim at all.
         let local =
             worker.as_ref().map(|w| courier_scheduler::ingest::LocalWorker { wake: local, handover: w.handover() });
-        let (state, api_loops) = AppState::with_local_worker(pool.clone(), key, settings.api_config(), local);
+        let (state, api_loops) = AppState::with_local_worker(&db, key, settings.api_config(), local);
         Ok(Self { listener, metrics, state, api_loops, pool, worker, retention_days: settings.retention.days })
     }
 

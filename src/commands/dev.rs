@@ -48,7 +48,8 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     if settings.api.secret_key.is_none() {
         settings.api.secret_key = Some(secrecy::SecretString::from(master_key(home)?));
     }
-    let pool = super::connect(&settings).await?;
+    let db = super::database(&settings).await?;
+    let pool = db.pool().clone();
     courier_store::MIGRATOR.run(&pool).await.context("migration failed")?;
 
     let identity_path = home.join("dev.json");
@@ -76,7 +77,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         settings.delivery.allowed_targets = vec!["127.0.0.0/8".parse()?, "::1/128".parse()?];
     }
     settings.api.allow_http = true;
-    let result = super::serve::serve(settings, pool, crate::app::Role::All).await;
+    let result = super::serve::serve(settings, db, crate::app::Role::All).await;
     if let Some(db) = embedded {
         eprintln!("courier: stopping the development database");
         db.stop()?;

@@ -9,7 +9,7 @@ pub mod worker;
 
 use anyhow::Context;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use courier_store::cluster::{Database, Endpoints};
 
 use crate::cli::{Cli, Command, DbCommand};
 use crate::embedded_db::EmbeddedDb;
@@ -59,14 +59,23 @@ async fn command(command: Command, settings: Settings) -> anyhow::Result<()> {
     }
 }
 
-/// A pool on `DATABASE_URL`, which every command but `dev` and `db` requires.
+/// A pool on `DATABASE_URL`, which every command but `dev` and `db` requires: the primary's, when it lists several
+/// hosts. One-shot commands need no more; `serve`, `api` and `worker` keep the whole [`Database`].
 pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
-    let url =
-        settings.database.url.as_ref().map(|u| u.expose()).context("DATABASE_URL is not set (or run `courier dev`)")?;
-    PgPoolOptions::new()
-        .max_connections(settings.database.max_connections)
-        .acquire_timeout(std::time::Duration::from_secs(10))
-        .connect(url)
-        .await
-        .context("cannot connect to DATABASE_URL")
+    Ok(database(settings).await?.pool().clone())
+}
+
+/// The primary among `DATABASE_URL`'s hosts, followed through failovers, and `COURIER_READ_DATABASE_URL`'s
+/// replicas.
+pub async fn database(settings: &Settings) -> anyhow::Result<Database> {
+    let db = &settings.database;
+    let primary = db.url.as_ref().map(|u| u.expose()).context("DATABASE_URL is not set (or run `courier dev`)")?;
+    let endpoints = Endpoints {
+        primary,
+        replicas: db.read_url.as_ref().map(|u| u.expose()),
+        max_lag: db.read_max_lag,
+        max_connections: db.max_connections,
+        acquire_timeout: std::time::Duration::from_secs(10),
+    };
+    Database::connect(&endpoints).await.context("cannot connect to DATABASE_URL")
 }

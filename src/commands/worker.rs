@@ -15,8 +15,9 @@ pub fn build(settings: &Settings, pool: PgPool) -> anyhow::Result<Worker> {
 }
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let pool = super::connect(&settings).await?;
-    let worker = build(&settings, pool)?;
+    // Kept to the end: while it lives, its pool follows the primary through a failover.
+    let db = super::database(&settings).await?;
+    let worker = build(&settings, db.pool().clone())?;
     let stop = CancellationToken::new();
     crate::shutdown::on_signals(stop.clone(), settings.lifecycle.shutdown_timeout);
     tracing::info!(concurrency = settings.delivery.concurrency, "worker started");
@@ -27,5 +28,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         worker.clone().run(stop.clone())
     })
     .await;
+    drop(db);
     Ok(())
 }

@@ -18,6 +18,8 @@ pub(super) struct Layers {
 pub(super) const SETTINGS: &[(&str, Option<&str>)] = &[
     ("database_url", None),
     ("database_max_connections", Some("20")),
+    ("read_database_url", Some("")),
+    ("read_max_lag", Some("5s")),
     ("listen", Some("127.0.0.1:8080")),
     ("metrics_listen", Some("127.0.0.1:9090")),
     ("secret_key", None),

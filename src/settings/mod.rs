@@ -49,6 +49,10 @@ pub struct DatabaseSettings {
     pub url: Option<DatabaseUrl>,
     /// `COURIER_DATABASE_MAX_CONNECTIONS`: the pool size of one process.
     pub max_connections: u32,
+    /// `COURIER_READ_DATABASE_URL`: replicas for the read-only API and portal queries (several in libpq's syntax).
+    pub read_url: Option<DatabaseUrl>,
+    /// `COURIER_READ_MAX_LAG`: a replica further behind than this is skipped, and the primary serves.
+    pub read_max_lag: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -153,16 +157,19 @@ impl DatabaseUrl {
 }
 
 impl std::fmt::Debug for DatabaseUrl {
+    /// The URL with its password replaced, written by hand: a multi-host URL (`h1:5432,h2:5432`) is no URL to the
+    /// `url` crate.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shown = match url::Url::parse(&self.0) {
-            Ok(mut parsed) if parsed.password().is_some() => {
-                let _ = parsed.set_password(Some("redacted"));
-                parsed.to_string()
+        let Some((scheme, rest)) = self.0.split_once("://") else { return f.write_str("[unparsable]") };
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        match rest[..authority_end].rfind('@') {
+            Some(at) => {
+                let user = rest[..at].split_once(':').map_or(&rest[..at], |(user, _)| user);
+                let redacted = if rest[..at].contains(':') { ":redacted" } else { "" };
+                write!(f, "{scheme}://{user}{redacted}{}", &rest[at..])
             }
-            Ok(parsed) => parsed.to_string(),
-            Err(_) => "[unparsable]".to_owned(),
-        };
-        f.write_str(&shown)
+            None => write!(f, "{scheme}://{rest}"),
+        }
     }
 }
 

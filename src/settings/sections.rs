@@ -23,6 +23,8 @@ impl DatabaseSettings {
         Ok(Self {
             url: optional(l, "database_url").map(DatabaseUrl),
             max_connections: l.parse("database_max_connections", positive)?,
+            read_url: optional(l, "read_database_url").map(DatabaseUrl),
+            read_max_lag: l.parse("read_max_lag", at_least(Duration::from_millis(100)))?,
         })
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use courier_core::{ApiKeyId, MasterKey, TenantId};
 use courier_scheduler::ingest::Ingest;
 use courier_scheduler::supervise::Components;
+use courier_store::cluster::Database;
 use ipnet::IpNet;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -52,22 +53,22 @@ pub struct WebhookRules {
     pub max_webhooks: u32,
 }
 
-/// A pool like `pool` (same server, credentials and size) whose sessions cancel any statement running longer than
-/// `timeout`. The API gets its own: under `serve` it shares the database with delivery, and a tenant's expensive
-/// query must not hold a connection (or a lock) that delivery needs. Connections open lazily.
+/// The database as the API reaches it: pools like the process's (same servers, credentials, size, and following the
+/// primary), whose sessions cancel any statement running longer than `timeout`. The API gets its own: under `serve`
+/// it shares the database with delivery, and a tenant's expensive query must not hold a connection (or a lock) that
+/// delivery needs. Connections open lazily.
 ///
 /// Its sessions also plan each prepared statement once (`plan_cache_mode = force_generic_plan`). History is
 /// partitioned by day (migration 0015), and planning a log query for its actual values costs about 10 ms at 40
 /// day partitions, more than running it; a generic plan prunes the days as it starts, for any values.
-fn api_pool(pool: &PgPool, timeout: Duration, connections: u32) -> PgPool {
-    let options = (*pool.connect_options()).clone().options([
-        ("statement_timeout", timeout.as_millis().to_string()),
-        ("plan_cache_mode", "force_generic_plan".to_owned()),
-    ]);
-    sqlx::postgres::PgPoolOptions::new()
-        .max_connections(connections)
-        .acquire_timeout(pool.options().get_acquire_timeout())
-        .connect_lazy_with(options)
+fn api_database(db: &Database, timeout: Duration, connections: u32) -> Database {
+    db.with_sessions(
+        connections,
+        &[
+            ("statement_timeout", timeout.as_millis().to_string()),
+            ("plan_cache_mode", "force_generic_plan".to_owned()),
+        ],
+    )
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -82,8 +83,10 @@ const PRIORITY_CONNECTIONS: u32 = 8;
 
 #[derive(Clone)]
 pub struct AppState {
-    /// Reads and tenant changes (statement timeout as configured).
+    /// Reads and tenant changes (statement timeout as configured), on the primary.
     pub pool: PgPool,
+    /// The same, with replicas for the reads that need not see a write made just before them ([`AppState::reader`]).
+    database: Database,
     /// Authentication and ingest only: short statements that must never queue behind a tenant's expensive reads
     /// for a connection. Same server and timeout, a pool of its own.
     pub(crate) priority: PgPool,
@@ -207,20 +210,21 @@ impl ApiLoops {
 impl AppState {
     /// The state, and the loop it needs running ([`ApiLoops`]), for the caller to start and own.
     pub fn new(pool: PgPool, key: MasterKey, config: ApiConfig) -> (Self, ApiLoops) {
-        Self::with_local_worker(pool, key, config, None)
+        Self::with_local_worker(&Database::single(pool), key, config, None)
     }
 
     /// The state of an API that shares its process with a worker (`courier serve`): ingest wakes that worker
     /// directly after each commit, besides the `NOTIFY` every other worker gets, and hands it the deliveries it
     /// leased to it (`courier_scheduler::handover`).
     pub fn with_local_worker(
-        pool: PgPool,
+        db: &Database,
         key: MasterKey,
         config: ApiConfig,
         local: Option<courier_scheduler::ingest::LocalWorker>,
     ) -> (Self, ApiLoops) {
-        let priority = api_pool(&pool, config.statement_timeout, PRIORITY_CONNECTIONS);
-        let pool = api_pool(&pool, config.statement_timeout, pool.options().get_max_connections());
+        let priority = api_database(db, config.statement_timeout, PRIORITY_CONNECTIONS).pool().clone();
+        let database = api_database(db, config.statement_timeout, db.pool().options().get_max_connections());
+        let pool = database.pool().clone();
         let rate_limit = config.rate_limit;
         let limiter = Arc::new(crate::limits::RateLimiter::new(rate_limit));
         let (wake, handover) = local.map(|l| (l.wake, l.handover)).unzip();
@@ -230,6 +234,7 @@ impl AppState {
             Ingest::new(priority.clone(), courier_scheduler::ingest::Workers { notifier, handover });
         let state = Self {
             pool,
+            database,
             priority,
             key,
             config: Arc::new(config),
@@ -241,6 +246,18 @@ impl AppState {
             large_bodies: LargeBodies::new(),
         };
         (state, ApiLoops { dispatcher })
+    }
+
+    /// The pool for a read that need not see a write made just before it (logs, lists, counts): a replica's when one
+    /// is fit (`COURIER_READ_DATABASE_URL`, within `COURIER_READ_MAX_LAG`), else the primary's.
+    pub(crate) fn reader(&self) -> &PgPool {
+        self.database.reader()
+    }
+
+    /// Where to look again for one object a replica did not find: the primary, when reads go to replicas at all. A
+    /// client that reads the delivery its replay just created must find it, even on a replica a few ms behind.
+    pub(crate) fn primary_on_miss(&self) -> Option<&PgPool> {
+        self.database.has_replicas().then_some(&self.pool)
     }
 
     /// Writes the keys used since the last flush in one statement. `serve` calls it every few seconds, so a key's

@@ -6,6 +6,7 @@
 //! Operator-only functions that cross tenants live in the [`operator`] module, named as such.
 
 pub mod api_keys;
+pub mod cluster;
 pub mod events;
 pub mod operator;
 pub mod portal_sessions;
@@ -63,7 +64,8 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => {
             let code = db.code();
             let class = code.as_deref().map(|c| &c[..c.len().min(2)]);
-            matches!(class, Some("08" | "40" | "53" | "57"))
+            // 25006: a read-only session (a standby behind a proxy or a moved name), which `cluster` leaves.
+            matches!(class, Some("08" | "40" | "53" | "57")) || code.as_deref() == Some("25006")
         }
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)

@@ -58,10 +58,14 @@ fn attempt_row(a: &Attempt) -> Markup {
 /// older than that record used its webhook's filter, as the worker still does for it).
 async fn envelope(state: &AppState, viewer: &Viewer, d: &Delivery) -> Result<Option<String>, PortalError> {
     let owner = viewer.owner();
-    let Some(stored) = events::get(&state.pool, owner, &d.event_id).await? else { return Ok(None) };
+    let mut stored = events::get(state.reader(), owner, &d.event_id).await?;
+    if let (None, Some(primary)) = (&stored, state.primary_on_miss()) {
+        stored = events::get(primary, owner, &d.event_id).await?;
+    }
+    let Some(stored) = stored else { return Ok(None) };
     let filter = match d.payload {
         Some(recorded) => recorded,
-        None => webhooks::get(&state.pool, owner, &d.webhook_id).await?.map(|w| w.payload).unwrap_or_default(),
+        None => webhooks::get(state.reader(), owner, &d.webhook_id).await?.map(|w| w.payload).unwrap_or_default(),
     };
     let attempt = d.attempt_count.max(1);
     let bytes =
@@ -93,7 +97,11 @@ pub async fn show(
 ) -> Result<Response, PortalError> {
     let owner = viewer.require(Scope::DeliveriesRead)?;
     let id = parse_id(&id)?;
-    let (d, attempts) = logs::get(&state.pool, owner, &id).await?.ok_or(PortalError::NotFound("delivery"))?;
+    let mut found = logs::get(state.reader(), owner, &id).await?;
+    if let (None, Some(primary)) = (&found, state.primary_on_miss()) {
+        found = logs::get(primary, owner, &id).await?;
+    }
+    let (d, attempts) = found.ok_or(PortalError::NotFound("delivery"))?;
     let envelope = envelope(&state, &viewer, &d).await?;
     Ok(render(layout(
         "Delivery",

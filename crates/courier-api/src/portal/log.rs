@@ -171,13 +171,13 @@ pub async fn show(
         .transpose()
         .map_err(|_| PortalError::BadInput("not a page of this log".into()))?;
     let _turn = state.reads.begin(owner.tenant).map_err(PortalError::Busy)?;
-    let page = logs::page(&state.pool, owner, &filter, before.as_ref(), PAGE + 1).await?;
+    let page = logs::page(state.reader(), owner, &filter, before.as_ref(), PAGE + 1).await?;
     let mut rows = page.rows;
     let more = rows.len() > PAGE as usize;
     rows.truncate(PAGE as usize);
     let next = if more { rows.last().map(|d| d.id.clone()) } else { page.resume_before };
     let hooks = if viewer.can(Scope::WebhooksRead) {
-        webhooks::list(&state.pool, owner, None, 200).await?.into_iter().map(|w| (w.id.to_string(), w.url)).collect()
+        webhooks::list(state.reader(), owner, None, 200).await?.into_iter().map(|w| (w.id.to_string(), w.url)).collect()
     } else {
         Vec::new()
     };

@@ -69,9 +69,9 @@ pub async fn show(State(state): State<AppState>, viewer: Viewer) -> Result<Respo
         )));
     }
     let owner = viewer.owner();
-    let hooks = webhooks::list(&state.pool, owner, None, SHOWN).await?;
+    let hooks = webhooks::list(state.reader(), owner, None, SHOWN).await?;
     let ids: Vec<_> = hooks.iter().map(|w| w.id.clone()).collect();
-    let activity = activity::recent(&state.pool, owner, &ids).await?;
+    let activity = activity::recent(state.reader(), owner, &ids).await?;
     let empty = Activity::default();
     Ok(render(layout(
         title,

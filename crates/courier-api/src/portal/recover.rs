@@ -74,14 +74,14 @@ pub async fn show(
 ) -> Result<Response, PortalError> {
     let owner = viewer.require(Scope::DeliveriesReplay)?;
     let hooks: Vec<(String, String)> = if viewer.can(Scope::WebhooksRead) {
-        webhooks::list(&state.pool, owner, None, 200).await?.into_iter().map(|w| (w.id.to_string(), w.url)).collect()
+        webhooks::list(state.reader(), owner, None, 200).await?.into_iter().map(|w| (w.id.to_string(), w.url)).collect()
     } else {
         Vec::new()
     };
     let count = match params.filter()? {
         Some(filter) => {
             let _turn = state.reads.begin(owner.tenant).map_err(PortalError::Busy)?;
-            Some(replay::count_bulk(&state.pool, owner, &filter).await?)
+            Some(replay::count_bulk(state.reader(), owner, &filter).await?)
         }
         None => None,
     };

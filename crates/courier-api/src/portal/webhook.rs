@@ -84,7 +84,7 @@ async fn page(
 ) -> Result<Response, PortalError> {
     let recent = if viewer.can(Scope::DeliveriesRead) {
         let filter = DeliveryFilter { webhook_id: Some(webhook.id.clone()), ..DeliveryFilter::default() };
-        Some(logs::list(&state.pool, viewer.owner(), &filter, None, RECENT).await?)
+        Some(logs::list(state.reader(), viewer.owner(), &filter, None, RECENT).await?)
     } else {
         None
     };

@@ -175,7 +175,7 @@ pub async fn list(
         .map(|c| DeliveryId::parse(&c).map_err(|_| ApiError::invalid("cursor", "not a cursor this list returned")))
         .transpose()?;
     let _turn = state.reads.begin(owner.tenant).map_err(ApiError::busy_reads)?;
-    let page = logs::page(&state.pool, owner, &filter, before.as_ref(), limit + 1).await?;
+    let page = logs::page(state.reader(), owner, &filter, before.as_ref(), limit + 1).await?;
     let mut out = Page::from_rows(page.rows, limit, |d| d.id.to_string(), |d| DeliveryOutput::new(d, None));
     // A short page whose scan stopped early still has a next page: the filters are checked on a bounded window of
     // history per request, so a rare status never makes one request read ten million rows.
@@ -201,8 +201,11 @@ pub async fn get(
 ) -> ApiResult<Json<DeliveryOutput>> {
     let owner = principal.require(Scope::DeliveriesRead)?;
     let id = parse_delivery_id(&id)?;
-    let (delivery, attempts) =
-        logs::get(&state.pool, owner, &id).await?.ok_or_else(|| ApiError::not_found("delivery"))?;
+    let mut found = logs::get(state.reader(), owner, &id).await?;
+    if let (None, Some(primary)) = (&found, state.primary_on_miss()) {
+        found = logs::get(primary, owner, &id).await?;
+    }
+    let (delivery, attempts) = found.ok_or_else(|| ApiError::not_found("delivery"))?;
     Ok(Json(DeliveryOutput::new(delivery, Some(attempts))))
 }
 
@@ -325,7 +328,7 @@ pub async fn replay_bulk(
     filter.status.get_or_insert(DeliveryStatus::Failed);
     if body.dry_run {
         let _turn = state.reads.begin(owner.tenant).map_err(ApiError::busy_reads)?;
-        let queued = replay::count_bulk(&state.pool, owner, &filter).await?;
+        let queued = replay::count_bulk(state.reader(), owner, &filter).await?;
         return Ok(Json(BulkReplayOutput { queued, dry_run: true }).into_response());
     }
     let limit = state.config.max_running_replays;

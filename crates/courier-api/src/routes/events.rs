@@ -328,7 +328,7 @@ pub async fn list(
     let owner = principal.require(Scope::DeliveriesRead)?;
     let limit = page_limit(params.limit)?;
     let before = params.cursor.as_deref().map(parse_event_cursor).transpose()?;
-    let rows = events::list(&state.pool, owner, before.as_ref().map(|(at, id)| (*at, id)), limit + 1).await?;
+    let rows = events::list(state.reader(), owner, before.as_ref().map(|(at, id)| (*at, id)), limit + 1).await?;
     Ok(Json(Page::from_rows(rows, limit, event_cursor, |s| EventOutput::new(s, None))))
 }
 
@@ -344,7 +344,13 @@ pub async fn get(
 ) -> ApiResult<Json<EventOutput>> {
     let owner = principal.require(Scope::DeliveriesRead)?;
     let id = EventId::parse(&id).map_err(|_| ApiError::not_found("event"))?;
-    let stored = events::get(&state.pool, owner, &id).await?.ok_or_else(|| ApiError::not_found("event"))?;
-    let deliveries = logs::for_event(&state.pool, owner, &id).await?;
+    let mut reader = state.reader();
+    let mut found = events::get(reader, owner, &id).await?;
+    if let (None, Some(primary)) = (&found, state.primary_on_miss()) {
+        reader = primary;
+        found = events::get(reader, owner, &id).await?;
+    }
+    let stored = found.ok_or_else(|| ApiError::not_found("event"))?;
+    let deliveries = logs::for_event(reader, owner, &id).await?;
     Ok(Json(EventOutput::new(stored, Some(deliveries.into_iter().map(|d| DeliveryOutput::new(d, None)).collect()))))
 }

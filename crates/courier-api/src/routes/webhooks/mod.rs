@@ -78,7 +78,7 @@ pub async fn list(
         .cursor
         .map(|c| WebhookId::parse(&c).map_err(|_| ApiError::invalid("cursor", "not a cursor this list returned")))
         .transpose()?;
-    let rows = webhooks::list(&state.pool, owner, before.as_ref(), limit + 1).await?;
+    let rows = webhooks::list(state.reader(), owner, before.as_ref(), limit + 1).await?;
     Ok(Json(Page::from_rows(rows, limit, |w| w.id.to_string(), |w| WebhookOutput::new(w, None))))
 }
 

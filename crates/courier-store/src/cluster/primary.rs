@@ -1,0 +1,164 @@
+//! Keeping every pool of the process on the primary: which of the listed hosts is writable, checked every second,
+//! and every pool pointed at the one that is.
+//!
+//! A pool never keeps a session on a standby: [`Epoch::after_connect`] refuses one (the pool retries until its
+//! acquire timeout, so a request during a failover waits, then answers 503), and when the watch moves the pools to
+//! another host, or sees the primary again after an outage, [`Epoch::before_acquire`] closes every connection
+//! opened before that moment. PostgreSQL cannot turn a running primary into a standby, so a session meets
+//! `25006 read_only_sql_transaction` only through something in between (a proxy, or a DNS name that moved while the
+//! old address came back as a standby); the next check finds that too, within a second.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::{Connection, PgConnection};
+
+/// How often a healthy primary is checked, and how often the hosts are tried while none is.
+const HEALTHY_EVERY: Duration = Duration::from_secs(1);
+const SEEKING_EVERY: Duration = Duration::from_millis(250);
+/// How long one check may take before its host counts as down.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// When the pools last moved (or came back): connections older than that are closed as they are acquired.
+#[derive(Default)]
+pub(super) struct Epoch {
+    since: Mutex<Option<Instant>>,
+}
+
+impl Epoch {
+    fn begin(&self) {
+        *self.since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// Whether a connection of this age was opened before the last move.
+    fn outdated(&self, age: Duration) -> bool {
+        self.since.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|at| age > at.elapsed())
+    }
+
+    /// The pool options every pool of a cluster shares: no session on a standby, none from before the last move.
+    pub(super) fn pool_options(self: &Arc<Self>) -> sqlx::postgres::PgPoolOptions {
+        let epoch = self.clone();
+        sqlx::postgres::PgPoolOptions::new()
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    if in_recovery(conn).await? {
+                        return Err(sqlx::Error::Protocol("the server is a standby (read-only); seeking the primary".into()));
+                    }
+                    Ok(())
+                })
+            })
+            .before_acquire(move |_, meta| {
+                let keep = !epoch.outdated(meta.age);
+                Box::pin(async move { Ok(keep) })
+            })
+    }
+}
+
+async fn in_recovery(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_is_in_recovery()").fetch_one(conn).await
+}
+
+/// The hosts, which one the pools use, and the pools.
+pub(super) struct Watch {
+    hosts: Vec<PgConnectOptions>,
+    current: Mutex<usize>,
+    pools: Mutex<Vec<PgPool>>,
+    pub(super) epoch: Arc<Epoch>,
+}
+
+impl Watch {
+    pub(super) fn new(hosts: Vec<PgConnectOptions>) -> Arc<Self> {
+        Arc::new(Self { hosts, current: Mutex::new(0), pools: Mutex::default(), epoch: Arc::default() })
+    }
+
+    pub(super) fn first_host(&self) -> PgConnectOptions {
+        self.hosts[*self.current.lock().unwrap_or_else(|e| e.into_inner())].clone()
+    }
+
+    /// `pool` follows the primary from now on.
+    pub(super) fn follow(&self, pool: &PgPool) {
+        self.pools.lock().unwrap_or_else(|e| e.into_inner()).push(pool.clone());
+    }
+
+    /// The first listed host that answers as a primary, if any: how a process finds it at start.
+    pub(super) async fn find(&self) -> Option<usize> {
+        for (i, host) in self.hosts.iter().enumerate() {
+            if check(host).await == Some(false) {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Points every pool at host `i`; connections from before are closed as they come up.
+    pub(super) fn move_to(&self, i: usize) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = i;
+        let (host, port) = (self.hosts[i].get_host().to_owned(), self.hosts[i].get_port());
+        for pool in self.pools.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            pool.set_connect_options((*pool.connect_options()).clone().host(&host).port(port));
+        }
+        self.epoch.begin();
+    }
+
+    /// Checks the primary every second, on a session kept for it; when it is gone (or read-only), tries every host
+    /// four times a second until one is writable, and moves the pools there. Ends when the process drops its
+    /// `Database`.
+    pub(super) async fn run(watch: Weak<Self>) {
+        let mut healthy = true;
+        let mut probe: Option<PgConnection> = None;
+        loop {
+            tokio::time::sleep(if healthy { HEALTHY_EVERY } else { SEEKING_EVERY }).await;
+            let Some(watch) = watch.upgrade() else { return };
+            let host = watch.first_host();
+            if still_primary(&mut probe, &host).await {
+                if !healthy {
+                    tracing::info!(host = host.get_host(), port = host.get_port(), "the primary answers again");
+                    watch.move_to(*watch.current.lock().unwrap_or_else(|e| e.into_inner()));
+                }
+                healthy = true;
+                continue;
+            }
+            if healthy {
+                tracing::warn!(host = host.get_host(), port = host.get_port(), "the primary is gone; seeking one");
+            }
+            healthy = false;
+            if let Some(i) = watch.find().await {
+                let found = &watch.hosts[i];
+                tracing::warn!(host = found.get_host(), port = found.get_port(), "moved to the primary");
+                watch.move_to(i);
+                healthy = true;
+            }
+        }
+    }
+}
+
+/// Whether `host` still answers as a primary on the session kept for checking it (opened when there is none;
+/// dropped on any failure, so the next check connects afresh, to wherever the name now points).
+async fn still_primary(probe: &mut Option<PgConnection>, host: &PgConnectOptions) -> bool {
+    let ask = async {
+        if probe.is_none() {
+            *probe = Some(PgConnection::connect_with(host).await?);
+        }
+        match probe.as_mut() {
+            Some(conn) => in_recovery(conn).await,
+            None => Err(sqlx::Error::PoolClosed),
+        }
+    };
+    let answer = tokio::time::timeout(CHECK_TIMEOUT, ask).await.ok().and_then(Result::ok);
+    if answer != Some(false) {
+        *probe = None;
+    }
+    answer == Some(false)
+}
+
+/// Whether `host` is in recovery; `None` when it cannot be asked within the check's timeout.
+pub(super) async fn check(host: &PgConnectOptions) -> Option<bool> {
+    let ask = async {
+        let mut conn = PgConnection::connect_with(host).await?;
+        let answer = in_recovery(&mut conn).await;
+        let _ = conn.close().await;
+        answer
+    };
+    tokio::time::timeout(CHECK_TIMEOUT, ask).await.ok()?.ok()
+}

@@ -139,7 +139,15 @@ impl EmbeddedDb {
     }
 
     fn command(&self, program: &str) -> Command {
-        let path = self.bin.join(program);
+        // `bin` may be a directory of a few links (/usr/local/bin on some machines): a tool not linked there is
+        // beside the installed `pg_ctl`.
+        let mut path = self.bin.join(program);
+        let installed = || std::fs::canonicalize(self.bin.join("pg_ctl")).ok()?.parent().map(|dir| dir.join(program));
+        if !path.is_file()
+            && let Some(beside) = installed()
+        {
+            path = beside;
+        }
         match &self.run_as {
             Some(user) => {
                 let mut c = Command::new("runuser");
@@ -202,11 +210,12 @@ impl EmbeddedDb {
         Ok(())
     }
 
-    fn port(&self) -> anyhow::Result<u16> {
+    pub fn port(&self) -> anyhow::Result<u16> {
         Ok(std::fs::read_to_string(self.port_file())?.trim().parse()?)
     }
 
-    fn url_for(&self, database: &str) -> anyhow::Result<String> {
+    /// The URL of `database` on this cluster.
+    pub fn url_for(&self, database: &str) -> anyhow::Result<String> {
         let password = std::fs::read_to_string(self.password_file())?;
         Ok(format!("postgres://{DB_USER}:{}@127.0.0.1:{}/{database}", password.trim(), self.port()?))
     }
@@ -269,6 +278,86 @@ impl EmbeddedDb {
     pub fn stop(&self) -> anyhow::Result<()> {
         if self.is_initialised() && self.is_running() {
             run(self.command("pg_ctl").arg("-D").arg(&self.data).args(["-m", "fast", "-w", "stop"]))?;
+        }
+        Ok(())
+    }
+
+    /// Makes this (not yet initialised) cluster a streaming standby of `primary`, from a base backup, under the name
+    /// `name` (what `synchronous_standby_names` and `pg_stat_replication` call it), and starts it. For the tests of
+    /// replicas and failover; a cluster already here is replaced.
+    pub async fn start_standby_of(&self, primary: &EmbeddedDb, name: &str) -> anyhow::Result<String> {
+        self.stop_hard();
+        if self.data.exists() {
+            std::fs::remove_dir_all(&self.data)?;
+        }
+        let password = std::fs::read_to_string(primary.password_file())?;
+        crate::private_file::write(&self.password_file(), password.trim().as_bytes())?;
+        let port = match self.port() {
+            Ok(port) => port,
+            Err(_) => free_port()?,
+        };
+        std::fs::write(self.port_file(), port.to_string())?;
+        let parent = self.data.parent().context("a data directory has a parent")?;
+        std::fs::create_dir_all(parent)?;
+        if let Some(user) = &self.run_as {
+            run(Command::new("chown").arg(format!("{user}:")).arg(parent))?;
+        }
+        let source = format!("host=127.0.0.1 port={} user={DB_USER} password={}", primary.port()?, password.trim());
+        run(self
+            .command("pg_basebackup")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-X", "stream", "-c", "fast", "-d", &source]))?;
+        let conf = format!(
+            "\n# standby of 127.0.0.1:{}\nport = {port}\nprimary_conninfo = '{source} application_name={name}'\n\
+             synchronous_standby_names = ''\n",
+            primary.port()?
+        );
+        let auto = self.data.join("postgresql.auto.conf");
+        let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
+        text.push_str(&conf);
+        std::fs::write(&auto, text)?;
+        std::fs::write(self.data.join("standby.signal"), "")?;
+        if let Some(user) = &self.run_as {
+            run(Command::new("chown").args(["-R", &format!("{user}:")]).arg(&self.data))?;
+        }
+        run(self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(self.data.join("server.log"))
+            .args(["-w", "-t", "60", "start"]))
+        .context("starting the standby failed; see its server.log")?;
+        self.url()
+    }
+
+    /// Promotes this standby to a primary and waits until it accepts writes.
+    pub fn promote(&self) -> anyhow::Result<()> {
+        run(self.command("pg_ctl").arg("-D").arg(&self.data).args(["-w", "-t", "60", "promote"]))?;
+        Ok(())
+    }
+
+    /// `kill -9` of the postmaster, as a dying machine does: its backends notice and exit on their own.
+    pub fn kill_postmaster(&self) -> anyhow::Result<()> {
+        let pid = std::fs::read_to_string(self.data.join("postmaster.pid"))?;
+        let pid = pid.lines().next().context("postmaster.pid is empty")?.trim().to_owned();
+        run(Command::new("kill").args(["-9", &pid]))?;
+        Ok(())
+    }
+
+    /// Stops the server without a checkpoint when it runs; ignores a server that does not.
+    pub fn stop_hard(&self) {
+        if self.data.join("postmaster.pid").is_file() {
+            let _ = run(self.command("pg_ctl").arg("-D").arg(&self.data).args(["-m", "immediate", "-w", "stop"]));
+        }
+    }
+
+    /// Stops the server and removes its files.
+    pub fn destroy(&self) -> anyhow::Result<()> {
+        self.stop_hard();
+        if self.data.exists() {
+            std::fs::remove_dir_all(&self.data)?;
         }
         Ok(())
     }

@@ -8,8 +8,8 @@ mod terminal;
 pub mod worker;
 
 use anyhow::Context;
-use sqlx::PgPool;
 use courier_store::cluster::{Database, Endpoints};
+use sqlx::PgPool;
 
 use crate::cli::{Cli, Command, DbCommand};
 use crate::embedded_db::EmbeddedDb;

@@ -35,7 +35,8 @@ pub async fn spawn_app_with(pool: PgPool, env: &[(&str, &str)]) -> TestApp {
         .map(str::to_owned)
     })
     .expect("settings");
-    let app = Application::build(&settings, courier_store::cluster::Database::single(pool), Role::All).await.expect("app");
+    let app =
+        Application::build(&settings, courier_store::cluster::Database::single(pool), Role::All).await.expect("app");
     let base = format!("http://{}", app.addr());
     let metrics = format!("http://{}", app.metrics_addr().expect("metrics listener"));
     let stop = CancellationToken::new();

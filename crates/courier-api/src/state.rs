@@ -64,10 +64,7 @@ pub struct WebhookRules {
 fn api_database(db: &Database, timeout: Duration, connections: u32) -> Database {
     db.with_sessions(
         connections,
-        &[
-            ("statement_timeout", timeout.as_millis().to_string()),
-            ("plan_cache_mode", "force_generic_plan".to_owned()),
-        ],
+        &[("statement_timeout", timeout.as_millis().to_string()), ("plan_cache_mode", "force_generic_plan".to_owned())],
     )
 }
 

@@ -66,6 +66,16 @@ impl Api {
         Self { router: courier_api::router(state), pool, key }
     }
 
+    /// The API on a [`Database`](courier_store::cluster::Database): a primary that may move, and replicas.
+    pub async fn on_database(db: &courier_store::cluster::Database) -> Self {
+        let pool = db.pool().clone();
+        let tenant = tenants::create(&pool, "Acme").await.expect("tenant");
+        let key = key(&pool, tenant.id, Environment::Test, &Scope::ALL).await;
+        let (state, loops) = AppState::with_local_worker(db, MasterKey::from_bytes(&[9u8; 32]), api_config(), None);
+        loops.spawn(state.components.clone(), tokio_util::sync::CancellationToken::new());
+        Self { router: courier_api::router(state), pool, key }
+    }
+
     /// A key for a brand-new tenant.
     pub async fn other_tenant_key(&self) -> String {
         let tenant = tenants::create(&self.pool, "Globex").await.expect("tenant");

@@ -51,9 +51,10 @@ mod tests {
 
     #[test]
     fn every_host_gets_the_same_user_database_and_parameters() {
-        let hosts =
-            parse("postgres://u:p%40ss@db1:5433,db2,[::1]:6000/courier?target_session_attrs=read-write&sslmode=disable")
-                .expect("parses");
+        let hosts = parse(
+            "postgres://u:p%40ss@db1:5433,db2,[::1]:6000/courier?target_session_attrs=read-write&sslmode=disable",
+        )
+        .expect("parses");
         let seen: Vec<(String, u16)> = hosts.iter().map(|o| (o.get_host().to_owned(), o.get_port())).collect();
         assert_eq!(seen, vec![("db1".into(), 5433), ("db2".into(), 5432), ("::1".into(), 6000)]);
         for o in &hosts {

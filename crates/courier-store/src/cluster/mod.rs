@@ -47,8 +47,11 @@ impl Database {
             let hosts = hosts::parse(at.primary)?;
             let listed: Vec<String> = hosts.iter().map(|h| format!("{}:{}", h.get_host(), h.get_port())).collect();
             return Err(sqlx::Error::Configuration(
-                format!("no primary among DATABASE_URL's hosts ({}): each is unreachable or a standby", listed.join(", "))
-                    .into(),
+                format!(
+                    "no primary among DATABASE_URL's hosts ({}): each is unreachable or a standby",
+                    listed.join(", ")
+                )
+                .into(),
             ));
         };
         watch.move_to(first);
@@ -97,24 +100,31 @@ impl Database {
     /// statement timeout, say); they follow the primary as this one's do.
     pub fn with_sessions(&self, connections: u32, settings: &[(&str, String)]) -> Self {
         let configure = |o: &PgConnectOptions| o.clone().options(settings.iter().map(|(k, v)| (*k, v.as_str())));
-        let pool =
-            self.pool.options().clone().max_connections(connections).connect_lazy_with(configure(&self.pool.connect_options()));
+        let pool = self
+            .pool
+            .options()
+            .clone()
+            .max_connections(connections)
+            .connect_lazy_with(configure(&self.pool.connect_options()));
         if let Some(watch) = &self.watch {
             watch.follow(&pool);
         }
         let readers = self.readers.as_ref().map(|r| replicas::Readers {
             fitness: r.fitness.clone(),
-            pools: Arc::new(r.pools.iter().map(|p| reader_pool(p, configure(&p.connect_options()), connections)).collect()),
+            pools: Arc::new(
+                r.pools.iter().map(|p| reader_pool(p, configure(&p.connect_options()), connections)).collect(),
+            ),
         });
         Self { pool, watch: self.watch.clone(), readers }
     }
 }
 
 /// A lazily connected pool on a replica, sized like the primary's, without the primary's hooks (a replica is a
-/// standby by design).
+/// standby by design). A read waits at most two seconds for a connection: one that died since its last check
+/// (a quarter of a second ago at most) fails the reads it was given quickly, with a 503, rather than holding them.
 fn reader_pool(like: &PgPool, host: PgConnectOptions, connections: u32) -> PgPool {
     PgPoolOptions::new()
         .max_connections(connections)
-        .acquire_timeout(like.options().get_acquire_timeout())
+        .acquire_timeout(like.options().get_acquire_timeout().min(Duration::from_secs(2)))
         .connect_lazy_with(host)
 }

@@ -43,7 +43,9 @@ impl Epoch {
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     if in_recovery(conn).await? {
-                        return Err(sqlx::Error::Protocol("the server is a standby (read-only); seeking the primary".into()));
+                        return Err(sqlx::Error::Protocol(
+                            "the server is a standby (read-only); seeking the primary".into(),
+                        ));
                     }
                     Ok(())
                 })

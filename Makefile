@@ -17,6 +17,8 @@ test: deny
 	DATABASE_URL="$${DATABASE_URL:-$$($(COURIER) db start)}" cargo bench --profile dev --bench load -- --smoke > /dev/null
 	# A few seconds of the fault suite on its own PostgreSQL cluster: kills, a database crash, hostile receivers.
 	cargo bench --profile dev --bench chaos -- --short > /dev/null
+	# Two failovers under load: a primary and its synchronous standby, the primary killed and the standby promoted.
+	cargo bench --profile dev --bench chaos -- --short --failover > /dev/null
 	# The server against its OpenAPI document (schemathesis, every check and phase).
 	scripts/contract.sh
 	# The tenant portal in Chromium (Playwright for Python), against courier serve and a hostile receiver.
@@ -54,12 +56,13 @@ bench:
 	cargo build --quiet --release --bin courier
 	DATABASE_URL="$${DATABASE_URL:-$$(target/release/courier db start)}" cargo bench --bench load -- $(ARGS)
 
-## 3,000 rounds of the queue's races (tests/races.rs), then the full fault suite in release mode; writes RELIABILITY.md
-## (ARGS go to the suite, e.g. ARGS="--seconds 90").
+## 3,000 rounds of the queue's races (tests/races.rs), then the full fault suite and the failover suite in release
+## mode; both write RELIABILITY.md (ARGS go to the fault suite, e.g. ARGS="--seconds 90").
 chaos:
 	cargo build --quiet --bin courier
 	DATABASE_URL="$${DATABASE_URL:-$$($(COURIER) db start)}" COURIER_RACE_ROUNDS=3000 cargo test --test races
 	cargo bench --bench chaos -- --report RELIABILITY.md $(ARGS)
+	cargo bench --bench chaos -- --failover --report RELIABILITY.md
 
 db-start:
 	cargo build --quiet --bin courier

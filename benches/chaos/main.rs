@@ -4,12 +4,19 @@
 //! hostile way the hostile receiver knows. Then it waits for the queue to drain and checks the promise: no accepted
 //! event lost, no delivery stuck, no 500, no attempt recorded twice. Everything runs on 127.0.0.1.
 //!
+//! `--failover` runs the failover suite instead (`failover.rs`): a primary and its standby, killed and promoted twice
+//! under load.
+//!
 //! `--short` is the few-second version `make test` runs; `--report FILE` writes the figures as Markdown.
 
+mod failover;
 mod faults;
 #[allow(dead_code)] // Some of the hostile receiver is only for the integration tests.
 #[path = "../../tests/it/hostile_receiver.rs"]
 mod hostile_receiver;
+#[allow(dead_code)] // The replica tests pause replay and reach single nodes; the failover suite does not.
+#[path = "../../tests/it/pg_pair.rs"]
+mod pg_pair;
 #[allow(dead_code)] // Shared with the load benchmark, which measures more than this suite does.
 #[path = "../load/process.rs"]
 mod process;
@@ -50,6 +57,9 @@ pub struct Args {
     /// Seed of the harness's choices (which worker, when), for a reproducible sequence.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Fail the database over twice (primary killed, standby promoted) instead of the suite's other faults.
+    #[arg(long)]
+    pub failover: bool,
     /// Write the figures here as Markdown.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -76,7 +86,7 @@ async fn run(a: &Args) -> (Value, bool) {
     let cluster = Cluster::start().await;
     let mut fleet = Fleet::start(&cluster.url).await;
     let base = fleet.base();
-    let flaky = Flaky::start(a.fail_share).await;
+    let flaky = Flaky::start(a.fail_share, std::time::Duration::ZERO).await;
     let main_key = tenant(&cluster.url, &base, "main", std::slice::from_ref(&flaky.url), 12).await;
     let mut hostiles = Vec::new();
     for mode in Mode::ALL {
@@ -117,10 +127,17 @@ async fn run(a: &Args) -> (Value, bool) {
 fn main() {
     let mut args = Args::parse();
     if args.short {
-        args.seconds = 6;
-        args.rate = 40;
+        (args.seconds, args.rate) = if args.failover { (16, 30) } else { (6, 40) };
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    if args.failover {
+        let (report, passed) = runtime.block_on(async {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            failover::run(&args).await
+        });
+        finish_failover(&args, &report, passed);
+        return;
+    }
     let (report, passed) = runtime.block_on(async {
         let _ = rustls::crypto::ring::default_provider().install_default();
         run(&args).await
@@ -148,6 +165,40 @@ fn main() {
             .and_then(|old| old.find("\n## Neighbours").map(|at| old[at..].to_owned()))
             .unwrap_or_default();
         std::fs::write(path, markdown(&report, &command) + &kept).expect("report written");
+    }
+    if !passed {
+        std::process::exit(1);
+    }
+}
+
+/// Prints the failover run, writes its section of the report, and exits non-zero when the promise broke.
+fn finish_failover(args: &Args, report: &Value, passed: bool) {
+    println!("{report}");
+    eprintln!(
+        "chaos failover: {} accepted, {} lost, {} stuck, {} duplicates, failovers {}: {}",
+        report["events_accepted"],
+        report["lost"],
+        report["stuck"],
+        report["duplicates_delivered"],
+        report["failovers"],
+        if passed { "passed" } else { "FAILED" }
+    );
+    if let Some(path) = &args.report {
+        let command =
+            format!("cargo bench --bench chaos -- --failover --seconds {} --rate {}", args.seconds, args.rate);
+        let section = failover::markdown(report, &command);
+        // The section replaces its previous self, or goes last: the main suite keeps everything from `## Neighbours`
+        // on, so a section there survives its runs.
+        let old = std::fs::read_to_string(path).unwrap_or_default();
+        let new = match old.find("\n## Failover") {
+            Some(at) => {
+                let rest = &old[at + 1..];
+                let end = rest[1..].find("\n## ").map_or(old.len(), |e| at + 1 + 1 + e + 1);
+                format!("{}\n{section}{}", &old[..at], &old[end.min(old.len())..])
+            }
+            None => format!("{}\n\n{section}", old.trim_end()),
+        };
+        std::fs::write(path, new).expect("report written");
     }
     if !passed {
         std::process::exit(1);

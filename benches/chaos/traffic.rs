@@ -38,11 +38,14 @@ pub struct Flaky {
 struct FlakyState {
     delivered: Arc<Mutex<HashMap<String, usize>>>,
     fail_share: f64,
+    /// How long each answer takes.
+    delay: Duration,
     counter: Arc<AtomicU64>,
 }
 
 async fn flaky(State(state): State<FlakyState>, body: Bytes) -> StatusCode {
     let n = state.counter.fetch_add(1, Ordering::Relaxed);
+    tokio::time::sleep(state.delay).await;
     // A fixed pattern of failures, spread evenly: n * golden ratio mod 1.
     if ((n as f64) * 0.618_033_988_75).fract() < state.fail_share {
         return StatusCode::INTERNAL_SERVER_ERROR;
@@ -55,9 +58,10 @@ async fn flaky(State(state): State<FlakyState>, body: Bytes) -> StatusCode {
 }
 
 impl Flaky {
-    pub async fn start(fail_share: f64) -> Self {
+    /// Answers after `delay` (zero: at once).
+    pub async fn start(fail_share: f64, delay: Duration) -> Self {
         let delivered = Arc::new(Mutex::new(HashMap::new()));
-        let state = FlakyState { delivered: delivered.clone(), fail_share, counter: Arc::default() };
+        let state = FlakyState { delivered: delivered.clone(), fail_share, delay, counter: Arc::default() };
         let app = Router::new().fallback(flaky).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

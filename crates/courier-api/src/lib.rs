@@ -54,6 +54,24 @@ async fn deadline(req: Request, next: axum::middleware::Next) -> axum::response:
     }
 }
 
+/// Answers an API request 503 with `Retry-After` at once while no database host answers as the primary (a failover
+/// under way), rather than hold it until the pool gives up waiting for a connection (10 s, often past the client's
+/// own timeout). The portal's pages and the health checks still run: they answer for themselves.
+async fn without_primary(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if state.primary_lost() && req.uri().path().starts_with("/api/") {
+        return ApiError::retry_later(
+            "the database has no reachable primary (a failover may be under way); retry shortly",
+            "no primary",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
 /// API request latency by route and status, for `/metrics`.
 async fn record_request(req: Request, next: axum::middleware::Next) -> axum::response::Response {
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
@@ -87,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
         .layer(axum::middleware::from_fn(deadline))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), without_primary))
         .route_layer(axum::middleware::from_fn(record_request))
         .with_state(state);
 

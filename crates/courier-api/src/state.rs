@@ -64,9 +64,15 @@ pub struct WebhookRules {
 fn api_database(db: &Database, timeout: Duration, connections: u32) -> Database {
     db.with_sessions(
         connections,
+        API_CONNECTION_WAIT,
         &[("statement_timeout", timeout.as_millis().to_string()), ("plan_cache_mode", "force_generic_plan".to_owned())],
     )
 }
+
+/// How long a request waits for a database connection before its 503: less than the 10 s clients commonly allow a
+/// request, so a client sees the 503 and its `Retry-After` (a failover's first second, before the watch knows the
+/// primary is gone, or a pool exhausted) rather than its own timeout.
+const API_CONNECTION_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy)]
 pub struct RateLimit {
@@ -249,6 +255,11 @@ impl AppState {
     /// is fit (`COURIER_READ_DATABASE_URL`, within `COURIER_READ_MAX_LAG`), else the primary's.
     pub(crate) fn reader(&self) -> &PgPool {
         self.database.reader()
+    }
+
+    /// Whether the database has no reachable primary right now.
+    pub(crate) fn primary_lost(&self) -> bool {
+        self.database.primary_lost()
     }
 
     /// Where to look again for one object a replica did not find: the primary, when reads go to replicas at all. A

@@ -16,6 +16,14 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 pub use hosts::parse as parse_hosts;
 
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("no primary among the hosts {0}: each is unreachable or a standby")]
+    NoPrimary(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
 /// How to reach the database: what `DATABASE_URL` and its companions say.
 #[derive(Debug, Clone)]
 pub struct Endpoints<'a> {
@@ -40,19 +48,21 @@ pub struct Database {
 }
 
 impl Database {
-    /// Finds the primary among the listed hosts (the first writable one, in order) and starts following it.
-    pub async fn connect(at: &Endpoints<'_>) -> Result<Self, sqlx::Error> {
-        let watch = primary::Watch::new(hosts::parse(at.primary)?);
-        let Some(first) = watch.find().await else {
-            let hosts = hosts::parse(at.primary)?;
-            let listed: Vec<String> = hosts.iter().map(|h| format!("{}:{}", h.get_host(), h.get_port())).collect();
-            return Err(sqlx::Error::Configuration(
-                format!(
-                    "no primary among DATABASE_URL's hosts ({}): each is unreachable or a standby",
-                    listed.join(", ")
-                )
-                .into(),
-            ));
+    /// Finds the primary among the listed hosts (the first writable one, in order; a process started during a
+    /// failover waits for it, four looks a second, up to `acquire_timeout`) and starts following it.
+    pub async fn connect(at: &Endpoints<'_>) -> Result<Self, ConnectError> {
+        let hosts = hosts::parse(at.primary)?;
+        let listed: Vec<String> = hosts.iter().map(|h| format!("{}:{}", h.get_host(), h.get_port())).collect();
+        let watch = primary::Watch::new(hosts);
+        let deadline = tokio::time::Instant::now() + at.acquire_timeout;
+        let first = loop {
+            if let Some(first) = watch.find().await {
+                break first;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ConnectError::NoPrimary(listed.join(", ")));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         };
         watch.move_to(first);
         let pool = watch
@@ -60,7 +70,7 @@ impl Database {
             .pool_options()
             .max_connections(at.max_connections)
             .acquire_timeout(at.acquire_timeout)
-            .connect_with(watch.first_host())
+            .connect_with(watch.current_host())
             .await?;
         watch.follow(&pool);
         tokio::spawn(primary::Watch::run(Arc::downgrade(&watch)));
@@ -91,20 +101,27 @@ impl Database {
         self.readers.as_ref().and_then(replicas::Readers::pick).unwrap_or(&self.pool)
     }
 
+    /// Whether no listed host answered as a primary on the last look (a failover under way): requests that need
+    /// one are better refused at once than held until the pool gives up.
+    pub fn primary_lost(&self) -> bool {
+        self.watch.as_ref().is_some_and(|w| w.lost())
+    }
+
     /// Whether reads may go to replicas.
     pub fn has_replicas(&self) -> bool {
         self.readers.is_some()
     }
 
-    /// The same database through pools of `connections` each, whose sessions carry `settings` (the API's
-    /// statement timeout, say); they follow the primary as this one's do.
-    pub fn with_sessions(&self, connections: u32, settings: &[(&str, String)]) -> Self {
+    /// The same database through pools of `connections` each, waiting at most `wait` for a connection, whose
+    /// sessions carry `settings` (the API's statement timeout, say); they follow the primary as this one's do.
+    pub fn with_sessions(&self, connections: u32, wait: Duration, settings: &[(&str, String)]) -> Self {
         let configure = |o: &PgConnectOptions| o.clone().options(settings.iter().map(|(k, v)| (*k, v.as_str())));
         let pool = self
             .pool
             .options()
             .clone()
             .max_connections(connections)
+            .acquire_timeout(wait)
             .connect_lazy_with(configure(&self.pool.connect_options()));
         if let Some(watch) = &self.watch {
             watch.follow(&pool);

@@ -8,6 +8,7 @@
 //! `25006 read_only_sql_transaction` only through something in between (a proxy, or a DNS name that moved while the
 //! old address came back as a standby); the next check finds that too, within a second.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -67,14 +68,22 @@ pub(super) struct Watch {
     current: Mutex<usize>,
     pools: Mutex<Vec<PgPool>>,
     pub(super) epoch: Arc<Epoch>,
+    /// No host answered as a primary on the last pass: the API refuses requests at once rather than hold them.
+    lost: AtomicBool,
 }
 
 impl Watch {
     pub(super) fn new(hosts: Vec<PgConnectOptions>) -> Arc<Self> {
-        Arc::new(Self { hosts, current: Mutex::new(0), pools: Mutex::default(), epoch: Arc::default() })
+        Arc::new(Self {
+            hosts,
+            current: Mutex::new(0),
+            pools: Mutex::default(),
+            epoch: Arc::default(),
+            lost: AtomicBool::new(false),
+        })
     }
 
-    pub(super) fn first_host(&self) -> PgConnectOptions {
+    pub(super) fn current_host(&self) -> PgConnectOptions {
         self.hosts[*self.current.lock().unwrap_or_else(|e| e.into_inner())].clone()
     }
 
@@ -103,41 +112,61 @@ impl Watch {
         self.epoch.begin();
     }
 
-    /// Checks the primary every second, on a session kept for it; when it is gone (or read-only), tries every host
-    /// four times a second until one is writable, and moves the pools there. Ends when the process drops its
-    /// `Database`.
+    /// Whether the last full pass over the hosts found no primary (and none has answered since).
+    pub(super) fn lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Checks the primary every second, on a session kept for it; when it does not answer as one, tries every host
+    /// in order, four times a second until one is writable, and moves the pools there. Ends when the process drops
+    /// its `Database`.
     pub(super) async fn run(watch: Weak<Self>) {
-        let mut healthy = true;
         let mut probe: Option<PgConnection> = None;
         loop {
-            tokio::time::sleep(if healthy { HEALTHY_EVERY } else { SEEKING_EVERY }).await;
+            let seeking = watch.upgrade().is_some_and(|w| w.lost());
+            tokio::time::sleep(if seeking { SEEKING_EVERY } else { HEALTHY_EVERY }).await;
             let Some(watch) = watch.upgrade() else { return };
-            let host = watch.first_host();
-            if still_primary(&mut probe, &host).await {
-                if !healthy {
+            let current = *watch.current.lock().unwrap_or_else(|e| e.into_inner());
+            let host = &watch.hosts[current];
+            let seen = look(&mut probe, host).await;
+            if seen == Seen::Primary {
+                if watch.lost.swap(false, Ordering::Relaxed) {
                     tracing::info!(host = host.get_host(), port = host.get_port(), "the primary answers again");
-                    watch.move_to(*watch.current.lock().unwrap_or_else(|e| e.into_inner()));
                 }
-                healthy = true;
                 continue;
             }
-            if healthy {
-                tracing::warn!(host = host.get_host(), port = host.get_port(), "the primary is gone; seeking one");
+            match watch.find().await {
+                // The same host, answering after a blip: nothing to move, unless it came back as a standby (its
+                // sessions are read-only now) and the primary is at the same address again (a moved name).
+                Some(i) if i == current && seen == Seen::Unreachable => {}
+                Some(i) => {
+                    let found = &watch.hosts[i];
+                    tracing::warn!(host = found.get_host(), port = found.get_port(), "moved to the primary");
+                    watch.move_to(i);
+                }
+                None => {
+                    if !watch.lost.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(host = host.get_host(), port = host.get_port(), "no primary; seeking one");
+                    }
+                    continue;
+                }
             }
-            healthy = false;
-            if let Some(i) = watch.find().await {
-                let found = &watch.hosts[i];
-                tracing::warn!(host = found.get_host(), port = found.get_port(), "moved to the primary");
-                watch.move_to(i);
-                healthy = true;
-            }
+            watch.lost.store(false, Ordering::Relaxed);
         }
     }
 }
 
-/// Whether `host` still answers as a primary on the session kept for checking it (opened when there is none;
-/// dropped on any failure, so the next check connects afresh, to wherever the name now points).
-async fn still_primary(probe: &mut Option<PgConnection>, host: &PgConnectOptions) -> bool {
+/// What a look at the current primary saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Primary,
+    Standby,
+    Unreachable,
+}
+
+/// Looks at `host` on the session kept for checking it (opened when there is none; dropped on anything but a
+/// primary's answer, so the next look connects afresh, to wherever the name now points).
+async fn look(probe: &mut Option<PgConnection>, host: &PgConnectOptions) -> Seen {
     let ask = async {
         if probe.is_none() {
             *probe = Some(PgConnection::connect_with(host).await?);
@@ -147,11 +176,15 @@ async fn still_primary(probe: &mut Option<PgConnection>, host: &PgConnectOptions
             None => Err(sqlx::Error::PoolClosed),
         }
     };
-    let answer = tokio::time::timeout(CHECK_TIMEOUT, ask).await.ok().and_then(Result::ok);
-    if answer != Some(false) {
+    let seen = match tokio::time::timeout(CHECK_TIMEOUT, ask).await {
+        Ok(Ok(false)) => Seen::Primary,
+        Ok(Ok(true)) => Seen::Standby,
+        _ => Seen::Unreachable,
+    };
+    if seen != Seen::Primary {
         *probe = None;
     }
-    answer == Some(false)
+    seen
 }
 
 /// Whether `host` is in recovery; `None` when it cannot be asked within the check's timeout.

@@ -332,6 +332,11 @@ impl EmbeddedDb {
         self.url()
     }
 
+    /// The postmaster's process id, while it runs.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data.join("postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()
+    }
+
     /// Promotes this standby to a primary and waits until it accepts writes.
     pub fn promote(&self) -> anyhow::Result<()> {
         run(self.command("pg_ctl").arg("-D").arg(&self.data).args(["-w", "-t", "60", "promote"]))?;
@@ -340,9 +345,8 @@ impl EmbeddedDb {
 
     /// `kill -9` of the postmaster, as a dying machine does: its backends notice and exit on their own.
     pub fn kill_postmaster(&self) -> anyhow::Result<()> {
-        let pid = std::fs::read_to_string(self.data.join("postmaster.pid"))?;
-        let pid = pid.lines().next().context("postmaster.pid is empty")?.trim().to_owned();
-        run(Command::new("kill").args(["-9", &pid]))?;
+        let pid = self.postmaster_pid().context("no postmaster.pid")?;
+        run(Command::new("kill").args(["-9", &pid.to_string()]))?;
         Ok(())
     }
 

@@ -9,10 +9,14 @@ mod limited;
 mod logs;
 mod measure;
 mod ordered;
+#[allow(dead_code)] // The replica scenario starts a pair and reads its nodes; the tests use the rest.
+#[path = "../../tests/it/pg_pair.rs"]
+mod pg_pair;
 mod pg_work;
 mod portal;
 mod process;
 mod receiver;
+mod replica;
 mod report;
 mod scaleout;
 mod send;
@@ -35,7 +39,7 @@ use setup::{Setup, setup, setup_as};
 #[command(about = "Courier's end-to-end load benchmark")]
 struct Args {
     /// burst, batch, rate, fairness, tenants, limited, backlog, ordered, scaleout (comma-separated), or all; `logs`, `portal` and `history`
-    /// (slow: they generate millions of rows) run only when named.
+    /// (slow: they generate millions of rows) and `replica` (a cluster of its own) run only when named.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Tiny counts, to prove the harness works (make test runs this).
@@ -385,6 +389,10 @@ async fn run_all(cluster: &str, args: &Args) -> serde_json::Map<String, Value> {
     }
     if args.scenario.split(',').any(|s| s == "portal") || (args.smoke && args.scenario == "all") {
         results.insert("portal".into(), portal::portal(cluster, args).await);
+    }
+    // A primary and a standby of its own (the cluster above has no standby).
+    if args.scenario.split(',').any(|s| s == "replica") || (args.smoke && args.scenario == "all") {
+        results.insert("replica".into(), replica::replica(args).await);
     }
     results
 }

@@ -28,8 +28,25 @@ pub async fn setup_as(
     concurrency: usize,
     command: &str,
 ) -> Setup {
+    setup_with(cluster_url, name, receivers, concurrency, command, &[]).await
+}
+
+/// The database a scenario named `name` runs in.
+pub fn database_name(name: &str) -> String {
+    format!("courier_bench_{name}_{}", std::process::id())
+}
+
+/// [`setup_as`] with more settings for Courier.
+pub async fn setup_with(
+    cluster_url: &str,
+    name: &str,
+    receivers: Vec<Receiver>,
+    concurrency: usize,
+    command: &str,
+    settings: &[(&str, &str)],
+) -> Setup {
     let (prefix, _) = cluster_url.rsplit_once('/').expect("URL has a database");
-    let database = format!("courier_bench_{name}_{}", std::process::id());
+    let database = database_name(name);
     let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(cluster_url).await.expect("connect");
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {database}")))
         .execute(&mut admin)
@@ -39,7 +56,7 @@ pub async fn setup_as(
     let url = format!("{prefix}/{database}");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let secret_key = courier_core::MasterKey::generate_base64();
-    let courier = Courier::start_as(command, &url, port, &secret_key, concurrency).await;
+    let courier = Courier::start_with(command, &url, port, &secret_key, concurrency, settings).await;
     let tenant = cli(&url, &["tenants", "create", "--name", "bench", "--json"]);
     let tenant = tenant["id"].as_str().expect("tenant id");
     let key = |scopes: &str| {

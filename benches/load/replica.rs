@@ -20,12 +20,24 @@ use crate::{Args, logs::tenant_of};
 /// Concurrent readers of the delivery log during the burst: as many as one tenant may run at once.
 const READERS: usize = 4;
 
+/// Rounds of each placement, alternating, so neither always runs on a warmer cache.
+const ROUNDS: usize = 2;
+
 pub async fn replica(a: &Args) -> Value {
     let pair = Pair::start("bench-replica").await;
+    let mut rounds: Vec<Value> = Vec::new();
+    for n in 0..ROUNDS {
+        let order = if n % 2 == 0 { ["primary", "replica"] } else { ["replica", "primary"] };
+        for reads in order {
+            rounds.push(round(&pair, reads, &format!("{reads}{n}"), a).await);
+        }
+    }
     let mut out = serde_json::Map::new();
     for reads in ["primary", "replica"] {
-        out.insert(reads.to_owned(), round(&pair, reads, a).await);
+        let mine: Vec<&Value> = rounds.iter().filter(|r| r["reads_on"] == reads).collect();
+        out.insert(reads.to_owned(), mean(&mine));
     }
+    out.insert("rounds".to_owned(), Value::Array(rounds.clone()));
     let ratio = |key: &str| {
         let (r, p) =
             (out["replica"][key].as_f64().unwrap_or(f64::NAN), out["primary"][key].as_f64().unwrap_or(f64::NAN));
@@ -37,6 +49,25 @@ pub async fn replica(a: &Args) -> Value {
         "read_pages": ratio("read_pages"),
     });
     out.insert("replica_over_primary".to_owned(), ratios);
+    Value::Object(out)
+}
+
+/// The mean of every numeric figure of `rounds` (one placement's).
+fn mean(rounds: &[&Value]) -> Value {
+    let keys = [
+        "deliveries_per_s",
+        "primary_cpu_ms_per_delivery",
+        "standby_cpu_ms_per_delivery",
+        "read_p50_ms",
+        "read_p99_ms",
+    ];
+    let mut out = serde_json::Map::new();
+    for key in keys.iter().chain(["read_pages"].iter()) {
+        let sum: f64 = rounds.iter().map(|r| r[*key].as_f64().unwrap_or(f64::NAN)).sum();
+        out.insert((*key).to_owned(), json!(sum / rounds.len().max(1) as f64));
+    }
+    let p50: f64 = rounds.iter().map(|r| r["latency_ms"]["p50"].as_f64().unwrap_or(f64::NAN)).sum();
+    out.insert("delivery_p50_ms".to_owned(), json!(p50 / rounds.len().max(1) as f64));
     Value::Object(out)
 }
 
@@ -62,8 +93,8 @@ fn server_cpu_seconds(postmaster: u32) -> f64 {
 }
 
 // Long because a round is one measurement: setup, readers beside the burst, both servers' CPU, the figures.
-async fn round(pair: &Pair, reads: &str, a: &Args) -> Value {
-    let name = format!("replica_{reads}");
+async fn round(pair: &Pair, reads: &str, name: &str, a: &Args) -> Value {
+    let name = format!("replica_{name}");
     let standby = pair.node_url(pair.standby());
     let (prefix, _) = standby.rsplit_once('/').expect("a database");
     let read_url = format!("{prefix}/{}", database_name(&name));

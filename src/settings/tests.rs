@@ -99,6 +99,16 @@ mod parsing {
         assert!(!text.contains("hunter2"), "{text}");
         assert!(!text.contains("AAAAAAAAAAAA"), "{text}");
         assert!(text.contains("[REDACTED]") && text.contains("127.0.0.1:5432"), "{text}");
+        // Several hosts, and replicas: no URL to the `url` crate, still redacted.
+        let s = with_env(&[
+            ("DATABASE_URL", "postgres://courier:hunter2@db1:5432,db2:5432/courier?target_session_attrs=read-write"),
+            ("COURIER_READ_DATABASE_URL", "postgres://reader:swordfish@db3,db4/courier"),
+        ])
+        .expect("valid");
+        let text = format!("{s:?}");
+        assert!(!text.contains("hunter2") && !text.contains("swordfish"), "{text}");
+        assert!(text.contains("courier:redacted@db1:5432,db2:5432/courier"), "{text}");
+        assert!(text.contains("reader:redacted@db3,db4/courier"), "{text}");
     }
 
     #[test]

@@ -151,3 +151,36 @@ async fn the_api_follows_a_failover_answering_503_meanwhile_and_loses_nothing() 
     let (status, _) = api.call(Method::GET, "/api/v1/events/evt_synchronous", None).await;
     assert_eq!(status, StatusCode::OK, "a synchronous commit survives the second failover");
 }
+
+/// What a session on a read-only server meets (a standby behind a proxy, a name that moved): `25006`, answered 503
+/// with `Retry-After`, never a 500, and the session is not used again. Made here with
+/// `default_transaction_read_only` on the sessions the API opens, then off for the ones it opens next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_session_is_a_503_and_is_not_used_again() {
+    let url = crate::support::fresh_database().await;
+    let db = connect(&url, None, Duration::from_secs(5)).await;
+    courier_store::MIGRATOR.run(db.pool()).await.expect("migrations");
+    let api = Api::on_database(&db).await;
+    // A session of the test's own, opened while writes are allowed, so it can allow them again.
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.expect("connect");
+    let name: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&mut admin).await.expect("name");
+    let read_only = |on: bool| {
+        let sql = if on { "SET default_transaction_read_only = on" } else { "RESET default_transaction_read_only" };
+        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE {name} {sql}")))
+    };
+    read_only(true).execute(&mut admin).await.expect("alter database");
+    let create = || async {
+        let body = serde_json::json!({"url": "https://example.com/hook"}).to_string();
+        api.raw(Method::POST, "/api/v1/webhooks", Some(&api.key), axum::body::Body::from(body)).await
+    };
+    let (status, headers, value) = create().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{value}");
+    assert!(headers.contains_key("retry-after"), "a 503 says when to retry");
+    let webhooks: i64 = sqlx::query_scalar("SELECT count(*) FROM webhooks").fetch_one(&mut admin).await.expect("count");
+    assert_eq!(webhooks, 0, "nothing was written");
+
+    // The server is writable again for new sessions; the read-only one the API used is closed, not reused.
+    read_only(false).execute(&mut admin).await.expect("alter database");
+    let (status, _, value) = create().await;
+    assert_eq!(status, StatusCode::CREATED, "the next request runs on a fresh session: {value}");
+}

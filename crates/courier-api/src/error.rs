@@ -35,7 +35,14 @@ pub struct ApiError {
     retry_after: Option<u64>,
     /// Logged once (with its source chain) when the response is built; never sent.
     cause: Option<BoxError>,
+    /// The database refused a write as read-only (`25006`): the response carries [`ReadOnlySession`], so the
+    /// router closes the pools' connections and the next request gets fresh ones.
+    read_only: bool,
 }
+
+/// Marks a response whose request met a read-only session.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadOnlySession;
 
 /// Any error, kept as the cause of an API error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -62,6 +69,7 @@ impl ApiError {
             body: ErrorBody { code, message: message.into(), details: Vec::new() },
             retry_after: None,
             cause: None,
+            read_only: false,
         }
     }
 
@@ -211,7 +219,10 @@ impl ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         // The database going away mid-request (shutdown, recovery, a reset) is a 503 the client retries, never a 500.
-        if courier_store::is_transient(&err) { Self::unavailable(err) } else { Self::internal(err) }
+        let read_only = matches!(&err, sqlx::Error::Database(db) if db.code().as_deref() == Some("25006"));
+        let mut api = if courier_store::is_transient(&err) { Self::unavailable(err) } else { Self::internal(err) };
+        api.read_only = read_only;
+        api
     }
 }
 
@@ -264,7 +275,11 @@ impl IntoResponse for ApiError {
         self.log();
         let status = self.status;
         let retry_after = self.retry_after;
+        let read_only = self.read_only;
         let mut response = (status, axum::Json(ErrorResponse { error: self.body })).into_response();
+        if read_only {
+            response.extensions_mut().insert(ReadOnlySession);
+        }
         if let Some(secs) = retry_after
             && let Ok(value) = HeaderValue::from_str(&secs.to_string())
         {

@@ -54,10 +54,14 @@ async fn deadline(req: Request, next: axum::middleware::Next) -> axum::response:
     }
 }
 
-/// Answers an API request 503 with `Retry-After` at once while no database host answers as the primary (a failover
-/// under way), rather than hold it until the pool gives up waiting for a connection (10 s, often past the client's
-/// own timeout). The portal's pages and the health checks still run: they answer for themselves.
-async fn without_primary(
+/// Keeps requests in step with the primary. While no database host answers as one (a failover under way), an API
+/// request is answered 503 with `Retry-After` at once, rather than held until the pool gives up waiting for a
+/// connection; the portal's pages and the health checks still run, they answer for themselves. And when a request
+/// met a read-only session (`25006`: a standby behind a proxy, a name that moved), every connection opened so far is
+/// closed as it is next acquired. The request itself is not run again: no statement a GET runs writes, so only
+/// writes meet `25006`, and whether a write may be repeated is the client's to know (an event's id makes ingest
+/// safe to retry), so it gets the 503.
+async fn follow_the_primary(
     axum::extract::State(state): axum::extract::State<AppState>,
     req: Request,
     next: axum::middleware::Next,
@@ -69,7 +73,11 @@ async fn without_primary(
         )
         .into_response();
     }
-    next.run(req).await
+    let response = next.run(req).await;
+    if response.extensions().get::<error::ReadOnlySession>().is_some() {
+        state.close_connections();
+    }
+    response
 }
 
 /// API request latency by route and status, for `/metrics`.
@@ -105,7 +113,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
         .layer(axum::middleware::from_fn(deadline))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), without_primary))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), follow_the_primary))
         .route_layer(axum::middleware::from_fn(record_request))
         .with_state(state);
 

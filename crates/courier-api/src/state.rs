@@ -262,6 +262,11 @@ impl AppState {
         self.database.primary_lost()
     }
 
+    /// Closes every connection of the process's pools as it is next acquired (one met a read-only session).
+    pub(crate) fn close_connections(&self) {
+        self.database.close_connections();
+    }
+
     /// Where to look again for one object a replica did not find: the primary, when reads go to replicas at all. A
     /// client that reads the delivery its replay just created must find it, even on a replica a few ms behind.
     pub(crate) fn primary_on_miss(&self) -> Option<&PgPool> {

@@ -107,6 +107,14 @@ impl Database {
         self.watch.as_ref().is_some_and(|w| w.lost())
     }
 
+    /// Closes every connection opened so far as it is next acquired, in every pool that follows the primary: one
+    /// met a read-only session, and its siblings may be on the same server.
+    pub fn close_connections(&self) {
+        if let Some(watch) = &self.watch {
+            watch.epoch.begin();
+        }
+    }
+
     /// Whether reads may go to replicas.
     pub fn has_replicas(&self) -> bool {
         self.readers.is_some()

@@ -28,7 +28,7 @@ pub(super) struct Epoch {
 }
 
 impl Epoch {
-    fn begin(&self) {
+    pub(super) fn begin(&self) {
         *self.since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 

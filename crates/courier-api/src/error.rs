@@ -40,7 +40,7 @@ pub struct ApiError {
     read_only: bool,
 }
 
-/// Marks a response whose request met a read-only session.
+/// Marks a response (the API's or a portal page) whose request met a read-only session.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ReadOnlySession;
 
@@ -195,6 +195,11 @@ impl ApiError {
     /// The seconds a client should wait before retrying, when the answer says so (429, 503).
     pub fn retry_after(&self) -> Option<u64> {
         self.retry_after
+    }
+
+    /// Whether the database refused this request's write as read-only (`25006`).
+    pub(crate) fn read_only(&self) -> bool {
+        self.read_only
     }
 
     pub fn status(&self) -> StatusCode {

@@ -138,6 +138,7 @@ impl From<sqlx::Error> for PortalError {
 
 impl IntoResponse for PortalError {
     fn into_response(self) -> Response {
+        let mut read_only = false;
         let mut retry_after = None;
         let (status, title, message) = match self {
             PortalError::SignedOut => (
@@ -171,6 +172,7 @@ impl IntoResponse for PortalError {
                 )
             }
             PortalError::Internal(err) => {
+                read_only = err.read_only();
                 let status = err.status();
                 // A database that is away for a moment says when to come back, on a page as in the API.
                 retry_after = err.retry_after();
@@ -187,6 +189,9 @@ impl IntoResponse for PortalError {
             },
         );
         let mut res = (status, Html(page.into_string())).into_response();
+        if read_only {
+            res.extensions_mut().insert(crate::error::ReadOnlySession);
+        }
         if let Some(secs) = retry_after {
             res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
         }

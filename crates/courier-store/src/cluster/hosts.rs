@@ -21,6 +21,10 @@ pub fn parse(url: &str) -> Result<Vec<PgConnectOptions>, sqlx::Error> {
         None => ("", authority),
     };
     let tail = without_our_parameters(tail);
+    if hosts.is_empty() {
+        // No host in the authority (`postgres:///db?host=/run/postgresql`): sqlx's own parse says where.
+        return Ok(vec![PgConnectOptions::from_str(&format!("{scheme}://{user}{tail}"))?]);
+    }
     hosts
         .split(',')
         .map(|host| {
@@ -66,6 +70,12 @@ mod tests {
     #[test]
     fn one_host_is_one_host_and_a_broken_list_is_an_error() {
         assert_eq!(parse("postgres://u@localhost/x").expect("parses").len(), 1);
+        let socket = parse("postgres:///courier?host=/run/postgresql").expect("parses");
+        assert_eq!(socket.len(), 1);
+        assert_eq!(
+            socket[0].get_socket().map(|p| p.to_string_lossy().into_owned()).as_deref(),
+            Some("/run/postgresql")
+        );
         assert!(parse("postgres://u@a,,b/x").is_err());
         assert!(parse("localhost:5432").is_err());
     }

@@ -65,14 +65,11 @@ impl Database {
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
         watch.move_to(first);
-        let pool = watch
-            .epoch
-            .pool_options()
-            .max_connections(at.max_connections)
-            .acquire_timeout(at.acquire_timeout)
-            .connect_with(watch.current_host())
-            .await?;
-        watch.follow(&pool);
+        let options =
+            watch.epoch.pool_options().max_connections(at.max_connections).acquire_timeout(at.acquire_timeout);
+        let pool = watch.follow(|host| options.connect_lazy_with(host.clone()));
+        // One connection now, so a wrong password or database fails the start, not the first request.
+        drop(pool.acquire().await?);
         tokio::spawn(primary::Watch::run(Arc::downgrade(&watch)));
         let readers = match at.replicas {
             Some(url) => {
@@ -124,16 +121,15 @@ impl Database {
     /// sessions carry `settings` (the API's statement timeout, say); they follow the primary as this one's do.
     pub fn with_sessions(&self, connections: u32, wait: Duration, settings: &[(&str, String)]) -> Self {
         let configure = |o: &PgConnectOptions| o.clone().options(settings.iter().map(|(k, v)| (*k, v.as_str())));
-        let pool = self
-            .pool
-            .options()
-            .clone()
-            .max_connections(connections)
-            .acquire_timeout(wait)
-            .connect_lazy_with(configure(&self.pool.connect_options()));
-        if let Some(watch) = &self.watch {
-            watch.follow(&pool);
-        }
+        let options = self.pool.options().clone().max_connections(connections).acquire_timeout(wait);
+        let base = configure(&self.pool.connect_options());
+        let pool = match &self.watch {
+            // On the host the watch holds, under its lock: a move under way cannot miss this pool.
+            Some(watch) => {
+                watch.follow(|host| options.connect_lazy_with(base.host(host.get_host()).port(host.get_port())))
+            }
+            None => options.connect_lazy_with(base),
+        };
         let readers = self.readers.as_ref().map(|r| replicas::Readers {
             fitness: r.fitness.clone(),
             pools: Arc::new(

@@ -18,8 +18,9 @@ use sqlx::{Connection, PgConnection};
 /// How often a healthy primary is checked, and how often the hosts are tried while none is.
 const HEALTHY_EVERY: Duration = Duration::from_secs(1);
 const SEEKING_EVERY: Duration = Duration::from_millis(250);
-/// How long one check may take before its host counts as down.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one check may take before its host counts as down: long enough that a primary busy under load is not
+/// mistaken for a lost one (connection refused, the usual sign of a dead server, is seen at once).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// When the pools last moved (or came back): connections older than that are closed as they are acquired.
 #[derive(Default)]
@@ -65,8 +66,9 @@ async fn in_recovery(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
 /// The hosts, which one the pools use, and the pools.
 pub(super) struct Watch {
     hosts: Vec<PgConnectOptions>,
-    current: Mutex<usize>,
-    pools: Mutex<Vec<PgPool>>,
+    /// Which host the pools use, and the pools, under one lock: a pool made while the watch moves is pointed at the
+    /// host it moves to, never left on the one it left.
+    pools: Mutex<(usize, Vec<PgPool>)>,
     pub(super) epoch: Arc<Epoch>,
     /// No host answered as a primary on the last pass: the API refuses requests at once rather than hold them.
     lost: AtomicBool,
@@ -76,20 +78,22 @@ impl Watch {
     pub(super) fn new(hosts: Vec<PgConnectOptions>) -> Arc<Self> {
         Arc::new(Self {
             hosts,
-            current: Mutex::new(0),
-            pools: Mutex::default(),
+            pools: Mutex::new((0, Vec::new())),
             epoch: Arc::default(),
             lost: AtomicBool::new(false),
         })
     }
 
-    pub(super) fn current_host(&self) -> PgConnectOptions {
-        self.hosts[*self.current.lock().unwrap_or_else(|e| e.into_inner())].clone()
+    fn current(&self) -> usize {
+        self.pools.lock().unwrap_or_else(|e| e.into_inner()).0
     }
 
-    /// `pool` follows the primary from now on.
-    pub(super) fn follow(&self, pool: &PgPool) {
-        self.pools.lock().unwrap_or_else(|e| e.into_inner()).push(pool.clone());
+    /// A pool `make` builds from the current host's options, following the primary from now on.
+    pub(super) fn follow(&self, make: impl FnOnce(&PgConnectOptions) -> PgPool) -> PgPool {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let pool = make(&self.hosts[pools.0]);
+        pools.1.push(pool.clone());
+        pool
     }
 
     /// The first listed host that answers as a primary, if any: how a process finds it at start.
@@ -104,9 +108,10 @@ impl Watch {
 
     /// Points every pool at host `i`; connections from before are closed as they come up.
     pub(super) fn move_to(&self, i: usize) {
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = i;
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.0 = i;
         let (host, port) = (self.hosts[i].get_host().to_owned(), self.hosts[i].get_port());
-        for pool in self.pools.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for pool in pools.1.iter() {
             pool.set_connect_options((*pool.connect_options()).clone().host(&host).port(port));
         }
         self.epoch.begin();
@@ -122,27 +127,36 @@ impl Watch {
     /// its `Database`.
     pub(super) async fn run(watch: Weak<Self>) {
         let mut probe: Option<PgConnection> = None;
+        // The server last seen as the primary: a different one at the same address (a moved name, a restart) means
+        // every connection opened before may be on the old one.
+        let mut seen_server: Option<Server> = None;
         loop {
             let seeking = watch.upgrade().is_some_and(|w| w.lost());
             tokio::time::sleep(if seeking { SEEKING_EVERY } else { HEALTHY_EVERY }).await;
             let Some(watch) = watch.upgrade() else { return };
-            let current = *watch.current.lock().unwrap_or_else(|e| e.into_inner());
+            let current = watch.current();
             let host = &watch.hosts[current];
             let seen = look(&mut probe, host).await;
-            if seen == Seen::Primary {
+            if let Seen::Primary(server) = seen {
                 if watch.lost.swap(false, Ordering::Relaxed) {
                     tracing::info!(host = host.get_host(), port = host.get_port(), "the primary answers again");
                 }
+                if seen_server.as_ref().is_some_and(|before| *before != server) {
+                    tracing::warn!(host = host.get_host(), port = host.get_port(), "another server answers here now");
+                    watch.epoch.begin();
+                }
+                seen_server = Some(server);
                 continue;
             }
             match watch.find().await {
-                // The same host, answering after a blip: nothing to move, unless it came back as a standby (its
-                // sessions are read-only now) and the primary is at the same address again (a moved name).
+                // The same host answering as a primary after a look that did not reach it: a blip, or the name now
+                // points at another server, which the next look tells apart.
                 Some(i) if i == current && seen == Seen::Unreachable => {}
                 Some(i) => {
                     let found = &watch.hosts[i];
                     tracing::warn!(host = found.get_host(), port = found.get_port(), "moved to the primary");
                     watch.move_to(i);
+                    seen_server = None;
                 }
                 None => {
                     if !watch.lost.swap(true, Ordering::Relaxed) {
@@ -156,10 +170,14 @@ impl Watch {
     }
 }
 
+/// Which server answered: its address as it sees it and when its postmaster started (a promoted standby, or the
+/// same address restarted, differs).
+type Server = (Option<String>, chrono::DateTime<chrono::Utc>);
+
 /// What a look at the current primary saw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Seen {
-    Primary,
+    Primary(Server),
     Standby,
     Unreachable,
 }
@@ -171,17 +189,19 @@ async fn look(probe: &mut Option<PgConnection>, host: &PgConnectOptions) -> Seen
         if probe.is_none() {
             *probe = Some(PgConnection::connect_with(host).await?);
         }
-        match probe.as_mut() {
-            Some(conn) => in_recovery(conn).await,
-            None => Err(sqlx::Error::PoolClosed),
-        }
+        let Some(conn) = probe.as_mut() else { return Err(sqlx::Error::PoolClosed) };
+        sqlx::query_as::<_, (bool, Option<String>, chrono::DateTime<chrono::Utc>)>(
+            "SELECT pg_is_in_recovery(), host(inet_server_addr()), pg_postmaster_start_time()",
+        )
+        .fetch_one(conn)
+        .await
     };
     let seen = match tokio::time::timeout(CHECK_TIMEOUT, ask).await {
-        Ok(Ok(false)) => Seen::Primary,
-        Ok(Ok(true)) => Seen::Standby,
+        Ok(Ok((false, address, started))) => Seen::Primary((address, started)),
+        Ok(Ok((true, _, _))) => Seen::Standby,
         _ => Seen::Unreachable,
     };
-    if seen != Seen::Primary {
+    if !matches!(seen, Seen::Primary(_)) {
         *probe = None;
     }
     seen

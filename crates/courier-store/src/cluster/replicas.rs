@@ -51,6 +51,7 @@ impl Fitness {
     /// `Database`.
     pub(super) async fn run(fitness: Weak<Self>) {
         let mut probes: Vec<Option<PgConnection>> = Vec::new();
+        let mut first = true;
         loop {
             let Some(f) = fitness.upgrade() else { return };
             probes.resize_with(f.hosts.len(), || None);
@@ -58,12 +59,15 @@ impl Fitness {
             let lags = futures_util::future::join_all(checks).await;
             for (i, lag) in lags.into_iter().enumerate() {
                 let fit = lag.is_some_and(|secs| secs <= f.max_lag.as_secs_f64());
-                if f.fit[i].swap(fit, Ordering::Relaxed) != fit {
+                // Every change is logged, and the first verdict: a replica never fit (a user without
+                // `pg_read_all_stats` sees no WAL receiver) must not go unnoticed.
+                if f.fit[i].swap(fit, Ordering::Relaxed) != fit || first {
                     let host = &f.hosts[i];
                     tracing::info!(host = host.get_host(), port = host.get_port(), fit, lag, "replica fitness changed");
                 }
             }
             drop(f);
+            first = false;
             tokio::time::sleep(CHECK_EVERY).await;
         }
     }

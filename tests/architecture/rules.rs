@@ -14,13 +14,14 @@ pub(crate) const OWNERS: &[(&str, &str)] = &[
     ("webhooks", "crates/courier-store/src/webhooks/"),
     ("events", "crates/courier-store/src/events.rs"),
     ("event_keys", "crates/courier-store/src/events.rs"),
-    // The queue: fan-out, claim, lease, record, cancel and replay are all the scheduler's.
-    ("deliveries", "crates/courier-scheduler/src/"),
-    ("delivery_attempts", "crates/courier-scheduler/src/finish.rs"),
-    // Attempts go when their events do (no foreign key cascades across partitions).
-    ("delivery_attempts", "crates/courier-scheduler/src/retention.rs"),
+    // The queue: every transition of a delivery (enqueue, claim, defer, release, finish, cancel, promote, expire,
+    // erase) and its storage by day, in one module.
+    ("deliveries", "crates/courier-scheduler/src/queue/"),
+    ("delivery_attempts", "crates/courier-scheduler/src/queue/finish.rs"),
+    // Attempts go when their deliveries are erased (no foreign key cascades across partitions).
+    ("delivery_attempts", "crates/courier-scheduler/src/queue/erase.rs"),
     // A day's drop keeps the attempts of its deliveries still live, moved to the DEFAULT partition.
-    ("delivery_attempts", "crates/courier-scheduler/src/history.rs"),
+    ("delivery_attempts", "crates/courier-scheduler/src/queue/history.rs"),
     ("replays", "crates/courier-scheduler/src/replay/"),
     ("webhook_rate_windows", "crates/courier-scheduler/src/rate.rs"),
     ("webhook_rate_backlog", "crates/courier-scheduler/src/rate.rs"),

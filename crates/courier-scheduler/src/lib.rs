@@ -7,20 +7,16 @@
 //! Transactions here are short and never span an HTTP call: claim, commit, deliver outside, record in a batch.
 
 pub mod activity;
-pub mod claim;
 pub mod clock;
 pub mod disabling;
 pub mod fanout;
-pub mod finish;
 pub mod handover;
-pub mod history;
 pub mod hourly;
 pub mod ingest;
-pub mod lease;
 pub mod logs;
 mod operational;
 pub mod operator;
-pub mod ordering;
+pub mod queue;
 pub mod rate;
 pub mod replay;
 pub mod retention;
@@ -33,10 +29,12 @@ pub mod webhook_changes;
 use std::fmt;
 use std::str::FromStr;
 
-pub use claim::{ClaimedDelivery, Skip, claim};
 pub use clock::Clock;
-pub use finish::{AttemptRecord, Recorded, record};
-pub use lease::release;
+// The queue's transitions by the names the rest of Courier has always used for them.
+pub use queue::claim::{ClaimedDelivery, Skip, claim};
+pub use queue::finish::{AttemptRecord, Recorded, record};
+pub use queue::lease::release;
+pub use queue::{claim, finish, history, lease, ordering};
 
 /// Where a delivery is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -11,7 +11,8 @@ use std::time::Duration;
 use courier_core::WebhookId;
 use sqlx::PgPool;
 
-use crate::{Clock, DeliveryStatus, Result};
+use crate::queue::defer::Line;
+use crate::{Clock, Result};
 
 /// The shortest window: shorter ones would cost a row per webhook every few milliseconds.
 const MIN_WINDOW_MS: u64 = 50;
@@ -65,7 +66,6 @@ pub struct Backlog {
     pub until: Duration,
 }
 
-// Long because it is one transaction of four statements: take the line's end, slot the backlog, move the end.
 /// Gives `claimed` back unattempted because its webhook's window is full, and with it every pending delivery of
 /// the webhook that would come due before the next window: each gets a slot of its own, `capacity` per window,
 /// from the next window or the end of the webhook's line, whichever is later. The claim then meets none of them
@@ -94,47 +94,8 @@ pub async fn defer(
     .bind(next_window)
     .fetch_one(&mut *tx)
     .await?;
-    let slots: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-        "WITH
-         -- The claimed delivery itself, waiting for its lock: another claim may hold it for a moment (a row it
-         -- read as due before this one's claim committed), and skipping it would strand its counted attempt.
-         own AS (
-            SELECT d.id, d.due_at FROM deliveries_live d
-             WHERE d.id = $4 AND d.status = $5 AND d.attempt_count = $6
-             FOR UPDATE
-         ),
-         -- Due before the next window: what the claim would otherwise meet again and again. Rows already slotted
-         -- further on keep their place in the line; rows a claim holds right now are that claim's.
-         others AS (
-            SELECT d.id, d.due_at FROM deliveries_live d
-             WHERE d.webhook_id = $1 AND d.status = $2 AND d.due_at < now() + $9 + $10
-             FOR UPDATE SKIP LOCKED
-         ),
-         line AS (SELECT * FROM own UNION ALL SELECT * FROM others),
-         slotted AS (
-            SELECT id, (row_number() OVER (ORDER BY due_at, id) - 1) / $7 AS n FROM line
-         )
-         UPDATE deliveries_live d
-            SET status = $2, lease_expires_at = NULL, updated_at = now(),
-                -- The claimed one counted an attempt it never made.
-                attempt_count = CASE WHEN d.status = $5 THEN d.attempt_count - 1 ELSE d.attempt_count END,
-                next_attempt_at = $3 + slotted.n * $8
-           FROM slotted
-          WHERE d.id = slotted.id
-         RETURNING d.next_attempt_at",
-    )
-    .bind(webhook.as_str())
-    .bind(DeliveryStatus::Pending)
-    .bind(start)
-    .bind(claimed.0.as_str())
-    .bind(DeliveryStatus::Delivering)
-    .bind(claimed.1 as i32)
-    .bind(i64::from(windows.capacity))
-    .bind(windows.window)
-    .bind(clock.skew())
-    .bind(next_window)
-    .fetch_all(&mut *tx)
-    .await?;
+    let line = Line { webhook, start, capacity: windows.capacity, window: windows.window, due_before: next_window };
+    let slots = crate::queue::defer::into_slots(&mut tx, clock, claimed, &line).await?;
     // Times here are the queue's clock (`now() + skew`), like every due time.
     let Some(last) = slots.iter().max().copied() else {
         tx.commit().await?;

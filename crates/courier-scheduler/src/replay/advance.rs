@@ -16,7 +16,8 @@ use sqlx::{PgConnection, PgPool, QueryBuilder};
 use super::jobs::{ReplayStatus, StoredFilter};
 use super::{CHUNK, EVENT_HELD, push_replayable};
 use crate::logs::{DeliveryFilter, Visibility, push_conditions, push_row_filters};
-use crate::{DeliveryStatus, Error, Result, corrupt, wake};
+use crate::queue::enqueue::{ReplaySettings, push_replays};
+use crate::{Error, Result, corrupt, wake};
 
 /// The most deliveries one chunk examines. An index range scan of this many rows takes milliseconds, so a chunk
 /// never comes near a statement timeout however sparse its filter; a filter matching nothing in ten million rows
@@ -164,18 +165,10 @@ fn window_statement(owner: Owner, filter: &DeliveryFilter, open: &Open) -> Query
     push_row_filters(&mut q, filter);
     q.push(EVENT_HELD);
     q.push(" ORDER BY d.id LIMIT ").push_bind(i64::from(CHUNK));
+    q.push("), replayed AS (");
+    push_replays(&mut q, ReplaySettings::CarriedByD, open.trace_parent.clone());
     q.push(
-        "), replayed AS (
-            INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
-                                    max_attempts, next_attempt_at, replay_of, trace_parent, include_transcript,
-                                    include_metrics)
-            SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type,
-                   d.call_id, ",
-    );
-    q.push_bind(DeliveryStatus::Pending).push(", d.max_attempts, now(), d.id, ");
-    q.push_bind(open.trace_parent.as_deref());
-    q.push(
-        ", d.include_transcript, d.include_metrics FROM picked d RETURNING replay_of
+        "FROM picked d RETURNING replay_of
         ), progress AS (
             SELECT (SELECT count(*) FROM win) AS window_rows, (SELECT count(*) FROM replayed) AS replayed,
                    CASE WHEN (SELECT count(*) FROM replayed) = ",

@@ -14,6 +14,7 @@ pub use advance::{Advanced, CHUNK_TIMEOUT, MAX_FAILURES, WINDOW, advance};
 pub use jobs::{ReplayJob, ReplayStatus, Started, job, start_bulk};
 
 use crate::logs::{COLUMNS, Delivery, DeliveryFilter, Visibility, push_conditions};
+use crate::queue::enqueue::{ReplaySettings, push_replays};
 use crate::{DeliveryStatus, Result, wake};
 
 /// How many deliveries one bulk-replay transaction creates.
@@ -55,18 +56,9 @@ pub async fn replay_one(pool: &PgPool, owner: Owner, id: &DeliveryId, trace: Opt
         Some(false) => return Ok(Replayed::WebhookInactive),
         Some(true) => {}
     }
-    let mut q = QueryBuilder::new(
-        "WITH r AS (
-            INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
-                                    max_attempts, next_attempt_at, replay_of, trace_parent, include_transcript,
-                                    include_metrics)
-            SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id,
-                   ",
-    );
-    q.push_bind(DeliveryStatus::Pending).push(", w.max_attempts, now(), d.id, ");
-    q.push_bind(trace.map(|t| t.to_string()));
-    // A replay is a delivery created now: it sends what the webhook's filter asks for now.
-    q.push(", w.include_transcript, w.include_metrics FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ");
+    let mut q = QueryBuilder::new("WITH r AS (");
+    push_replays(&mut q, ReplaySettings::FromWebhookW, trace.map(|t| t.to_string()));
+    q.push("FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ");
     q.push_bind(id.as_str().to_owned());
     q.push(EVENT_HELD);
     q.push(format!(" RETURNING *) SELECT {COLUMNS} FROM r AS d"));
@@ -112,16 +104,8 @@ async fn replay_chunk(
     after: Option<&str>,
     trace: Option<&str>,
 ) -> Result<Vec<String>> {
-    let mut q = QueryBuilder::new(
-        "INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
-                                 max_attempts, next_attempt_at, replay_of, trace_parent, include_transcript,
-                                 include_metrics)
-         SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id,
-                ",
-    );
-    q.push_bind(DeliveryStatus::Pending).push(", w.max_attempts, now(), d.id, ");
-    q.push_bind(trace.map(str::to_owned));
-    q.push(", w.include_transcript, w.include_metrics");
+    let mut q = QueryBuilder::new("");
+    push_replays(&mut q, ReplaySettings::FromWebhookW, trace.map(str::to_owned));
     push_candidates(&mut q, visibility, filter, created_before);
     if let Some(after) = after {
         q.push(" AND d.id > ").push_bind(after.to_owned());

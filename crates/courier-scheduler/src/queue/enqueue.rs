@@ -1,0 +1,167 @@
+//! Enqueueing: the deliveries of new events (fan-out, from ingest, operational and test events alike) and replays.
+
+use std::collections::HashMap;
+
+use courier_core::{EventId, EventType, TraceParent, WebhookId};
+use courier_store::Owner;
+use sqlx::PgConnection;
+
+use crate::handover::Reserved;
+use crate::{DeliveryStatus, Result};
+
+/// What fan-out needs to know of one event.
+#[derive(Debug, Clone, Copy)]
+pub struct FanoutEvent<'a> {
+    pub id: &'a EventId,
+    pub event_type: EventType,
+    pub call_id: &'a str,
+    /// The trace context of the request that brought the event, for its deliveries' attempts to link to.
+    pub trace: Option<TraceParent>,
+    /// For an operational event, the webhook it is about: never delivered to that webhook itself.
+    pub about: Option<&'a WebhookId>,
+    /// A test event sent from the portal goes to this one webhook only (still subject to its filter).
+    pub only: Option<&'a WebhookId>,
+}
+
+/// What one fan-out enqueued.
+#[derive(Debug, Default)]
+pub struct Enqueued {
+    /// Deliveries per event, in the order of the events.
+    pub counts: Vec<u64>,
+    /// The deliveries leased for handover (see [`crate::handover`]), as `(event id, delivery id)`.
+    pub leased: Vec<(String, String)>,
+}
+
+// Long because it is one set-based statement (which webhooks, which wait, which are leased, in what order) and its
+// binds.
+/// Enqueues the deliveries of many events in one statement. Runs in the caller's transaction so that an event is
+/// never stored without its deliveries, nor the other way round. It does not wake the workers: after committing,
+/// the caller does ([`crate::wake::Notifier`]); a `NOTIFY` in this transaction would serialise every ingest commit.
+///
+/// With `lease`, up to its count of the deliveries that may go at once (not waiting for their call, to a webhook
+/// without a rate limit) are enqueued already leased to this process's worker, as a claim would leave them.
+pub async fn fan_out(
+    conn: &mut PgConnection,
+    owner: Owner,
+    events: &[FanoutEvent<'_>],
+    lease: Option<&Reserved>,
+) -> Result<Enqueued> {
+    if events.is_empty() {
+        return Ok(Enqueued::default());
+    }
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let calls: Vec<&str> = events.iter().map(|e| e.call_id).collect();
+    let traces: Vec<Option<String>> = events.iter().map(|e| e.trace.map(|t| t.to_string())).collect();
+    let abouts: Vec<Option<&str>> = events.iter().map(|e| e.about.map(WebhookId::as_str)).collect();
+    let onlys: Vec<Option<&str>> = events.iter().map(|e| e.only.map(WebhookId::as_str)).collect();
+    let operational: Vec<&str> = EventType::OPERATIONAL.iter().map(|t| t.as_str()).collect();
+    let (leases, lease_for) = lease.map_or((0, std::time::Duration::ZERO), |r| (r.count() as i64, r.skew + r.lease));
+    // Per-call ordering (see `crate::ordering`): a delivery to an ordered webhook waits when its call already has a
+    // live delivery there, or an earlier event of this statement does. `call_seq` is this statement's sequence
+    // number (statement order) then the event's position (array order; group commit appends requests in order).
+    let rows: Vec<(String, String, bool)> = sqlx::query_as(
+        "WITH e AS (SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $10::text[],
+                                    $12::text[])
+                             WITH ORDINALITY AS e(id, event_type, call_id, trace_parent, about, only_to, n)),
+         base AS (SELECT nextval('delivery_call_seq') AS b),
+         targets AS (
+            SELECT e.id AS event_id, e.event_type, e.call_id, e.trace_parent, e.n, w.id AS webhook_id, w.tenant_id,
+                   w.environment, w.max_attempts, w.include_transcript, w.include_metrics,
+                   (w.ordering = 'call' AND e.call_id <> '') AS ordered,
+                   w.rate_limit_per_second IS NULL AS unlimited,
+                   row_number() OVER (PARTITION BY w.id, e.call_id ORDER BY e.n) AS nth
+              FROM e JOIN webhooks w
+                ON w.tenant_id = $1 AND w.environment = $2 AND w.active
+               -- `*` (NULL) is every call event; operational events go only where they are named, and never to
+               -- the webhook they are about.
+               AND ((w.event_types IS NULL AND NOT e.event_type = ANY ($11)) OR e.event_type = ANY (w.event_types))
+               AND (e.about IS NULL OR w.id <> e.about)
+               AND (e.only_to IS NULL OR w.id = e.only_to)
+         ),
+         decided AS (
+            SELECT t.*, t.ordered AND (t.nth > 1 OR EXISTS (
+                       SELECT 1 FROM deliveries_live p WHERE p.webhook_id = t.webhook_id AND p.call_id = t.call_id
+                                                    AND p.call_seq IS NOT NULL AND p.status = ANY ($9))) AS waits
+              FROM targets t
+         ),
+         -- The first `$13` that may go at once are leased to this process's worker (a rate-limited webhook's
+         -- deliveries take their slots through the claim).
+         leased AS (
+            SELECT d.*, NOT d.waits AND d.unlimited AND row_number() OVER (
+                       PARTITION BY NOT d.waits AND d.unlimited ORDER BY d.n, d.webhook_id) <= $13 AS handed
+              FROM decided d
+         ),
+         inserted AS (
+            INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
+                                    attempt_count, max_attempts, next_attempt_at, lease_expires_at, trace_parent,
+                                    call_seq, include_transcript, include_metrics)
+            SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id,
+                   CASE WHEN d.waits THEN $8 WHEN d.handed THEN $15 ELSE $7 END, CASE WHEN d.handed THEN 1 ELSE 0 END,
+                   d.max_attempts, CASE WHEN NOT d.waits AND NOT d.handed THEN now() END,
+                   CASE WHEN d.handed THEN now() + $14 END,
+                   d.trace_parent, CASE WHEN d.ordered THEN base.b * 65536 + d.n END,
+                   d.include_transcript, d.include_metrics
+              FROM leased d, base
+             ORDER BY d.event_id, d.webhook_id
+            RETURNING event_id, id, status = $15
+         )
+         SELECT * FROM inserted",
+    )
+    .bind(owner.tenant.as_uuid())
+    .bind(owner.environment.as_str())
+    .bind(&ids)
+    .bind(&types)
+    .bind(&calls)
+    .bind(&traces)
+    .bind(DeliveryStatus::Pending)
+    .bind(DeliveryStatus::Waiting)
+    .bind(crate::ordering::LIVE)
+    .bind(&abouts)
+    .bind(&operational)
+    .bind(&onlys)
+    .bind(leases)
+    .bind(lease_for)
+    .bind(DeliveryStatus::Delivering)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut per_event: HashMap<&str, u64> = HashMap::new();
+    for (event, _, _) in &rows {
+        *per_event.entry(event.as_str()).or_default() += 1;
+    }
+    let counts = events.iter().map(|e| per_event.get(e.id.as_str()).copied().unwrap_or(0)).collect();
+    let leased = rows.into_iter().filter(|(_, _, handed)| *handed).map(|(event, id, _)| (event, id)).collect();
+    Ok(Enqueued { counts, leased })
+}
+
+/// Where a replay's settings come from: the webhook joined as `w` (its settings now), or columns the caller's `d`
+/// rows already carry from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplaySettings {
+    FromWebhookW,
+    CarriedByD,
+}
+
+/// Pushes the write of a replay of every row `d` the caller's FROM clause, pushed next, yields: a new pending
+/// delivery of the same event to the same webhook, due now, linked to `d` by `replay_of`, its attempts linking to
+/// `trace`. A replay is a delivery created now, so it takes the webhook's `max_attempts` and payload filter as they
+/// are now (`settings` says where they are). Which rows are replayed is the caller's (`crate::replay`); what a
+/// replay is, is the queue's.
+pub fn push_replays(q: &mut sqlx::QueryBuilder<sqlx::Postgres>, settings: ReplaySettings, trace: Option<String>) {
+    q.push(
+        "INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
+                                 max_attempts, next_attempt_at, replay_of, trace_parent, include_transcript,
+                                 include_metrics)
+         SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id, ",
+    );
+    q.push_bind(DeliveryStatus::Pending);
+    q.push(match settings {
+        ReplaySettings::FromWebhookW => ", w.max_attempts, now(), d.id, ",
+        ReplaySettings::CarriedByD => ", d.max_attempts, now(), d.id, ",
+    });
+    q.push_bind(trace);
+    q.push(match settings {
+        ReplaySettings::FromWebhookW => ", w.include_transcript, w.include_metrics ",
+        ReplaySettings::CarriedByD => ", d.include_transcript, d.include_metrics ",
+    });
+}

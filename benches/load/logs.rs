@@ -73,13 +73,7 @@ pub async fn create_id_function(conn: &mut sqlx::PgConnection) {
 
 /// p50 and p99 of 40 page requests per filter, following cursors, through the API.
 async fn page_latencies(s: &Setup, rows: i64) -> serde_json::Map<String, Value> {
-    let admin = cli(
-        &s.url,
-        &["keys", "create", "--tenant", &tenant_of(&s.url), "--env", "test", "--scopes", "deliveries:read", "--json"],
-    )["key"]
-        .as_str()
-        .expect("key")
-        .to_owned();
+    let admin = reader_key(&s.url);
     let http = reqwest::Client::builder().no_proxy().build().expect("client");
     let mid = chrono::Utc::now() - chrono::Duration::days(15);
     let filters = [
@@ -134,6 +128,13 @@ async fn pages_of(http: &reqwest::Client, base: &str, key: &str, name: &str, que
         latencies.sort_by(f64::total_cmp);
         (latencies, returned)
     }
+}
+
+/// A key of the benchmark's one tenant that may read its delivery log.
+pub fn reader_key(url: &str) -> String {
+    let args =
+        ["keys", "create", "--tenant", &tenant_of(url), "--env", "test", "--scopes", "deliveries:read", "--json"];
+    cli(url, &args)["key"].as_str().expect("key").to_owned()
 }
 
 /// The id of the benchmark's one tenant.

@@ -11,11 +11,10 @@ use serde_json::{Value, json};
 
 use crate::measure::{measure, percentile};
 use crate::pg_pair::Pair;
-use crate::process::cli;
 use crate::receiver::Receiver;
 use crate::send::{Starts, send_singles, wait_for};
 use crate::setup::{database_name, setup_with};
-use crate::{Args, logs::tenant_of};
+use crate::{Args, logs::reader_key};
 
 /// Concurrent readers of the delivery log during the burst: as many as one tenant may run at once.
 const READERS: usize = 4;
@@ -105,13 +104,7 @@ async fn round(pair: &Pair, reads: &str, name: &str, a: &Args) -> Value {
     let receiver = Receiver::start(None).await;
     let s = setup_with(&pair.node_url(pair.primary()), &name, vec![receiver], a.worker_concurrency, "serve", &settings)
         .await;
-    let reader_key = cli(
-        &s.url,
-        &["keys", "create", "--tenant", &tenant_of(&s.url), "--env", "test", "--scopes", "deliveries:read", "--json"],
-    )["key"]
-        .as_str()
-        .expect("key")
-        .to_owned();
+    let reader_key = reader_key(&s.url);
     let pids = |i: usize| pair.node(i).postmaster_pid().expect("a running server");
     let (primary_pid, standby_pid) = (pids(pair.primary()), pids(pair.standby()));
     let cpu_before = (server_cpu_seconds(primary_pid), server_cpu_seconds(standby_pid));

@@ -82,7 +82,7 @@ async fn count_hours(url: &str) {
 }
 
 /// Mints a link through the API and spends it; answers the session cookie's value.
-async fn sign_in(http: &reqwest::Client, base: &str, key: &str) -> String {
+pub async fn sign_in(http: &reqwest::Client, base: &str, key: &str) -> String {
     let res = http
         .post(format!("{base}/api/v1/portal/sessions"))
         .bearer_auth(key)

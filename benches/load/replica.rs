@@ -1,5 +1,5 @@
-//! The `replica` scenario: a burst of single events while readers page through the delivery log, with the reads on
-//! the primary, then on a streaming replica (`COURIER_READ_DATABASE_URL`); a primary and standby of its own.
+//! The `replica` scenario: a burst of single events while readers page through the delivery log (the API's and the
+//! portal's), with the reads on the primary, then on a streaming replica (`COURIER_READ_DATABASE_URL`); a primary and standby of its own.
 //! What it shows: the primary's CPU per delivery and the burst's deliveries/s with and without the readers' load on
 //! the primary, and what the reads cost and took on each.
 
@@ -9,15 +9,21 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::Args;
+use crate::logs::{reader_key, tenant_of};
 use crate::measure::{measure, percentile};
 use crate::pg_pair::Pair;
+use crate::process::cli;
 use crate::receiver::Receiver;
 use crate::send::{Starts, send_singles, wait_for};
 use crate::setup::{database_name, setup_with};
-use crate::{Args, logs::reader_key};
 
-/// Concurrent readers of the delivery log during the burst: as many as one tenant may run at once.
-const READERS: usize = 4;
+/// Concurrent readers during the burst, as many as one tenant may run at once: two page through the API's delivery
+/// log, two through the portal's log and overview.
+const API_READERS: usize = 2;
+const PORTAL_READERS: usize = 2;
+/// The portal's pages a portal reader takes in turn.
+const PORTAL_PAGES: [&str; 2] = ["/portal/deliveries", "/portal"];
 
 /// Rounds of each placement, alternating, so neither always runs on a warmer cache.
 const ROUNDS: usize = 2;
@@ -46,6 +52,7 @@ pub async fn replica(a: &Args) -> Value {
         "deliveries_per_s": ratio("deliveries_per_s"),
         "primary_cpu_ms_per_delivery": ratio("primary_cpu_ms_per_delivery"),
         "read_pages": ratio("read_pages"),
+        "portal_pages": ratio("portal_pages"),
     });
     out.insert("replica_over_primary".to_owned(), ratios);
     Value::Object(out)
@@ -59,9 +66,11 @@ fn mean(rounds: &[&Value]) -> Value {
         "standby_cpu_ms_per_delivery",
         "read_p50_ms",
         "read_p99_ms",
+        "portal_p50_ms",
+        "portal_p99_ms",
     ];
     let mut out = serde_json::Map::new();
-    for key in keys.iter().chain(["read_pages"].iter()) {
+    for key in keys.iter().chain(["read_pages", "portal_pages"].iter()) {
         let sum: f64 = rounds.iter().map(|r| r[*key].as_f64().unwrap_or(f64::NAN)).sum();
         out.insert((*key).to_owned(), json!(sum / rounds.len().max(1) as f64));
     }
@@ -109,9 +118,18 @@ async fn round(pair: &Pair, reads: &str, name: &str, a: &Args) -> Value {
     let (primary_pid, standby_pid) = (pids(pair.primary()), pids(pair.standby()));
     let cpu_before = (server_cpu_seconds(primary_pid), server_cpu_seconds(standby_pid));
 
+    let http =
+        reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let scopes = "webhooks:read,webhooks:write,deliveries:read,deliveries:replay";
+    let args = ["keys", "create", "--tenant", &tenant_of(&s.url), "--env", "test", "--scopes", scopes, "--json"];
+    let portal_key = cli(&s.url, &args)["key"].as_str().expect("key").to_owned();
+    let cookie = crate::portal::sign_in(&http, &s.courier.base, &portal_key).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let readers: Vec<_> = (0..READERS)
+    let readers: Vec<_> = (0..API_READERS)
         .map(|_| tokio::spawn(read_pages(s.courier.base.clone(), reader_key.clone(), stop.clone())))
+        .collect();
+    let portal_readers: Vec<_> = (0..PORTAL_READERS)
+        .map(|_| tokio::spawn(read_portal(http.clone(), s.courier.base.clone(), cookie.clone(), stop.clone())))
         .collect();
     let starts: Starts = Arc::default();
     let ingest = send_singles(&s.courier.base, &s.emitter, a.events, a.concurrency, "r", starts.clone()).await;
@@ -123,6 +141,11 @@ async fn round(pair: &Pair, reads: &str, name: &str, a: &Args) -> Value {
         latencies.extend(reader.await.expect("a reader"));
     }
     latencies.sort_by(f64::total_cmp);
+    let mut portal = Vec::new();
+    for reader in portal_readers {
+        portal.extend(reader.await.expect("a portal reader"));
+    }
+    portal.sort_by(f64::total_cmp);
     let result = measure(&refs, &*starts.lock().await, a.events, ingest);
     let delivered = (a.events as u64).saturating_sub(result["missing"].as_u64().unwrap_or(0)).max(1) as f64;
     let primary_cpu = server_cpu_seconds(primary_pid) - cpu_before.0;
@@ -138,6 +161,9 @@ async fn round(pair: &Pair, reads: &str, name: &str, a: &Args) -> Value {
         "read_pages": latencies.len(),
         "read_p50_ms": percentile(&latencies, 50.0),
         "read_p99_ms": percentile(&latencies, 99.0),
+        "portal_pages": portal.len(),
+        "portal_p50_ms": percentile(&portal, 50.0),
+        "portal_p99_ms": percentile(&portal, 99.0),
     })
 }
 
@@ -157,6 +183,22 @@ async fn read_pages(base: String, key: String, stop: Arc<AtomicBool>) -> Vec<f64
         let page: Value = serde_json::from_str(&res.text().await.expect("body")).expect("json");
         latencies.push(begun.elapsed().as_secs_f64() * 1000.0);
         cursor = page["next_cursor"].as_str().map(str::to_owned);
+    }
+    latencies
+}
+
+/// The portal's log and overview in turn, signed in with `cookie`, until `stop`; their latencies (ms).
+async fn read_portal(http: reqwest::Client, base: String, cookie: String, stop: Arc<AtomicBool>) -> Vec<f64> {
+    let mut latencies = Vec::new();
+    for path in PORTAL_PAGES.iter().cycle() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let begun = Instant::now();
+        let Ok(res) = http.get(format!("{base}{path}")).header("cookie", &cookie).send().await else { continue };
+        assert_eq!(res.status().as_u16(), 200, "{path}");
+        let _ = res.bytes().await;
+        latencies.push(begun.elapsed().as_secs_f64() * 1000.0);
     }
     latencies
 }

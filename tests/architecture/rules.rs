@@ -28,11 +28,11 @@ pub(crate) const OWNERS: &[(&str, &str)] = &[
     ("delivery_hourly", "crates/courier-scheduler/src/hourly.rs"),
 ];
 
-/// What the API crate may not name: the operator's cross-tenant reads, the webhook state machine and the queue's
-/// cancellation by bare id (tenants change webhooks through `webhook_changes`),
-/// the worker.
+/// What the API crate may not name: the operator's cross-tenant reads, the webhook state machine, the queue's
+/// transitions by bare id (`disabling`, and `queue` itself: tenants change webhooks through `webhook_changes` and
+/// replay through `replay`), the worker.
 pub(crate) const API_MAY_NOT_NAME: &[&str] =
-    &["operator", "Operator", "webhooks::state", "disabling", "courier_worker"];
+    &["operator", "Operator", "webhooks::state", "disabling", "queue", "courier_worker"];
 
 /// The values of `DeliveryStatus` and `WebhookStatus`: SQL binds them, never spells them.
 pub(crate) const STATUSES: &[&str] =

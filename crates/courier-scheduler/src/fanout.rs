@@ -1,6 +1,7 @@
-//! Fan-out: one pending delivery per enabled webhook whose filter matches, inside the caller's transaction; and
-//! [`store_events`], the one place an event enters the queue (ingest, Courier's operational events and the
-//! portal's test events all call it).
+//! [`store_events`], the one place an event enters the queue (ingest, Courier's operational events and the portal's
+//! test events all call it): the events, and their deliveries (one per active webhook whose filter matches,
+//! pending, waiting for their call, or leased for the handover: `crate::queue::enqueue::fan_out` writes them),
+//! inside the caller's transaction.
 
 use std::collections::HashMap;
 

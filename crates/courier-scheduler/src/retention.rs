@@ -1,7 +1,7 @@
 //! Retention by row: the events of tenants whose retention is shorter than the longest, the legacy and DEFAULT
 //! partitions' expired events, and erasure requests, each with its deliveries and attempts, in bounded batches that
-//! never block delivery; and the lifetime cap, which ends deliveries older than their tenant's retention. Everything
-//! else leaves whole days at a time ([`crate::history`]).
+//! never block delivery (the deliveries and attempts are deleted by `crate::queue::erase`, which also holds the
+//! lifetime cap, re-exported here). Everything else leaves whole days at a time ([`crate::queue::history`]).
 
 use chrono::{DateTime, Utc};
 use courier_core::{EventId, TenantId};

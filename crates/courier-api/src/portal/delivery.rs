@@ -65,7 +65,8 @@ async fn envelope(state: &AppState, viewer: &Viewer, d: &Delivery) -> Result<Opt
     let Some(stored) = stored else { return Ok(None) };
     let filter = match d.payload {
         Some(recorded) => recorded,
-        None => webhooks::get(state.reader(), owner, &d.webhook_id).await?.map(|w| w.payload).unwrap_or_default(),
+        // One webhook is read on the primary, as everywhere: it may be newer than any replica knows.
+        None => webhooks::get(&state.pool, owner, &d.webhook_id).await?.map(|w| w.payload).unwrap_or_default(),
     };
     let attempt = d.attempt_count.max(1);
     let bytes =

@@ -57,7 +57,7 @@ pub async fn fan_out(
     let onlys: Vec<Option<&str>> = events.iter().map(|e| e.only.map(WebhookId::as_str)).collect();
     let operational: Vec<&str> = EventType::OPERATIONAL.iter().map(|t| t.as_str()).collect();
     let (leases, lease_for) = lease.map_or((0, std::time::Duration::ZERO), |r| (r.count() as i64, r.skew + r.lease));
-    // Per-call ordering (see `crate::ordering`): a delivery to an ordered webhook waits when its call already has a
+    // Per-call ordering (see `super::ordering`): a delivery to an ordered webhook waits when its call already has a
     // live delivery there, or an earlier event of this statement does. `call_seq` is this statement's sequence
     // number (statement order) then the event's position (array order; group commit appends requests in order).
     let rows: Vec<(String, String, bool)> = sqlx::query_as(

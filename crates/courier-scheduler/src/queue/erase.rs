@@ -8,10 +8,10 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::{Clock, DeliveryStatus, Result};
 
-/// Ends up to [`BATCH`] live deliveries older than their tenant's retention, as failed with
+/// Ends up to [`BATCH`](crate::retention::BATCH) live deliveries older than their tenant's retention, as failed with
 /// [`ErrorKind::OutlivedRetention`] and no attempt; returns how many. A delivery's lifetime is capped at the
 /// retention, so no receiver asking for more time (`Retry-After`), nor an ordered chain behind it, keeps history
-/// past it: its day goes anyway ([`crate::history`]), and what it held goes by row once it ends. Each ended one is
+/// past it: its day goes anyway ([`super::history`]), and what it held goes by row once it ends. Each ended one is
 /// counted, announced (`delivery.exhausted`) and lets its chain's next delivery go, in the same transaction, like
 /// any delivery that failed for good.
 ///

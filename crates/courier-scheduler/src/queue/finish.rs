@@ -224,7 +224,7 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
             ),
             Next::Failed | Next::Gone => (DeliveryStatus::Failed, None),
         };
-        statuses.push(status.as_str());
+        statuses.push(status);
         delays.push(delay);
     }
 

@@ -4,7 +4,7 @@
 //! keeps another tenant's expired history. The few rows live deliveries still need (their events, and the attempts
 //! of live deliveries of that day) move to the DEFAULT partitions in the drop's transaction, where retention by row
 //! ([`crate::retention`]) deletes them once nothing live needs them; a delivery's lifetime is capped at its tenant's
-//! retention ([`crate::retention::expire_batch`]), so that is not long. Unfinished work is never lost to a drop.
+//! retention ([`super::erase::expire_batch`]), so that is not long. Unfinished work is never lost to a drop.
 
 use chrono::{DateTime, Duration, Utc};
 use courier_core::EventId;

@@ -4,11 +4,13 @@
 //! webhook (`cancel`), promoted when the delivery before it in its call ends (`ordering`), ended at the retention
 //! cap or erased (`erase`), and stored by day (`history`).
 //!
-//! Every transition is one fenced statement (on the status it expects, and a claim's attempt number) that returns
-//! the rows it moved; its side effects (operational events, hourly counts, the next delivery of a call,
-//! auto-disable) are computed from those rows only, so a row another path moved first is never announced twice.
-//! The rest of the crate decides what to enqueue or end (which webhooks match, which deliveries a replay picks,
-//! which tenant is erased) and calls in here to write it. Checked by
+//! Every transition is fenced on the status it expects (and a claim's attempt number). Those with side effects (the
+//! claim, record, the lease sweep, the lifetime cap) return the rows they moved, and the side effects (operational
+//! events, hourly counts, the next delivery of a call, auto-disable) are computed from those rows only, so a row
+//! another path moved first is never announced twice; the others (cancel, release, promote, erase) have none and
+//! return counts. The rest of the crate decides what to enqueue or end (which webhooks match, which tenant is
+//! erased) and calls in here to write it; a replay is the one write assembled in two places
+//! ([`enqueue::push_replays`] writes what a replay is, `crate::replay` appends which rows and runs it). Checked by
 //! `tests/architecture/main.rs::every_table_is_written_only_by_its_owner` (the `deliveries` row of `OWNERS`).
 
 pub mod cancel;

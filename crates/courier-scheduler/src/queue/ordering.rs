@@ -12,10 +12,11 @@ use sqlx::{PgConnection, PgPool};
 use crate::{Clock, DeliveryStatus, Result};
 
 /// The statuses of a delivery still to be attempted or in flight: what holds back a later delivery of its call.
-pub(crate) const LIVE: [&str; 3] = ["waiting", "pending", "delivering"];
+pub(crate) const LIVE: [DeliveryStatus; 3] =
+    [DeliveryStatus::Waiting, DeliveryStatus::Pending, DeliveryStatus::Delivering];
 
 /// The statuses a delivery ends in.
-const FINAL: [&str; 3] = ["succeeded", "failed", "cancelled"];
+const FINAL: [DeliveryStatus; 3] = [DeliveryStatus::Succeeded, DeliveryStatus::Failed, DeliveryStatus::Cancelled];
 
 /// For every chain one of `ended` belongs to, if that delivery is final now and the chain's earliest live delivery
 /// is waiting, makes it pending. (A fenced write that lost its lease leaves the delivery live: nothing moves.)

@@ -1,14 +1,14 @@
 # Courier: `make run` to try it, `make test` for everything CI checks.
 COURIER := target/debug/courier
 
-.PHONY: run test bench chaos contract portal portal-screenshots client deny db-start db-stop
+.PHONY: run test bench chaos contract portal portal-screenshots client deny brokers db-start db-stop
 
 ## Start the embedded PostgreSQL under .courier/ and run Courier in development mode.
 run:
 	cargo run --quiet -- dev
 
 ## Formatting, lints and the whole test suite against the private PostgreSQL cluster (started or reused).
-test: deny
+test: deny brokers
 	cargo build --quiet --bin courier
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
@@ -45,6 +45,11 @@ portal-screenshots:
 client:
 	cargo build --quiet --bin courier
 	scripts/client-tests.sh
+
+## Debian's redis-server and nats-server, which the destination tests start on 127.0.0.1 (installed on first use).
+brokers:
+	command -v redis-server >/dev/null && { command -v nats-server || test -x /usr/sbin/nats-server; } >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server nats-server; }
 
 ## What may enter the dependency tree (deny.toml); installs cargo-deny when missing.
 deny:

@@ -126,6 +126,7 @@ async fn operators_list_show_replay_and_toggle_webhooks() {
     let owner = Owner { tenant: tenant.id, environment: Environment::Live };
     let new = NewWebhook {
         url: "https://receiver.example/hook".to_owned(),
+        broker: None,
         description: None,
         events: EventSelector::All,
         payload: PayloadFilter::default(),

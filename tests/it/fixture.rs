@@ -81,6 +81,7 @@ impl Fixture {
     ) -> (Webhook, WebhookSecret) {
         let new = NewWebhook {
             url: url.to_owned(),
+            broker: None,
             description: None,
             events: EventSelector::parse(events.iter().copied()).expect("valid selector"),
             payload,

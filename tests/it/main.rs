@@ -3,7 +3,9 @@
 mod abuse;
 pub(crate) mod api;
 mod app;
+pub(crate) mod brokers;
 mod cli;
+mod destinations;
 mod e2e;
 mod expiry;
 mod fairness;

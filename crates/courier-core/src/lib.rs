@@ -5,6 +5,7 @@
 //! Sealing webhook secrets (AES-256-GCM) is pure crypto and lives here too, so the worker opens them without the store.
 //! The webhook envelope's JSON lives here because it *is* the product's wire format.
 
+pub mod destination;
 pub mod envelope;
 pub mod environment;
 pub mod event;
@@ -21,6 +22,7 @@ pub mod signature;
 pub mod target;
 pub mod trace_parent;
 
+pub use destination::Broker;
 pub use envelope::{Envelope, PayloadFilter};
 pub use environment::Environment;
 pub use event::{Event, EventData, EventSelector, EventType};

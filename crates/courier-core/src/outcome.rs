@@ -20,6 +20,10 @@ pub enum ErrorKind {
     InvalidUrl,
     /// The response body could not be read.
     Body,
+    /// A broker answered, refusing the message (no stream for the subject, a wrong password, a wrong key type).
+    Refused,
+    /// A broker took the message but did not acknowledge it within the attempt's time.
+    NotConfirmed,
     /// The worker holding the last allowed attempt stopped before recording it; only the sweep records this (on the
     /// delivery, as its last error), since nobody knows what the receiver answered.
     LeaseExpired,
@@ -31,7 +35,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::Timeout,
         ErrorKind::Connect,
         ErrorKind::Dns,
@@ -39,6 +43,8 @@ impl ErrorKind {
         ErrorKind::BlockedTarget,
         ErrorKind::InvalidUrl,
         ErrorKind::Body,
+        ErrorKind::Refused,
+        ErrorKind::NotConfirmed,
         ErrorKind::LeaseExpired,
         ErrorKind::OutlivedRetention,
         ErrorKind::Other,
@@ -53,6 +59,8 @@ impl ErrorKind {
             ErrorKind::BlockedTarget => "blocked_target",
             ErrorKind::InvalidUrl => "invalid_url",
             ErrorKind::Body => "body",
+            ErrorKind::Refused => "refused",
+            ErrorKind::NotConfirmed => "not_confirmed",
             ErrorKind::LeaseExpired => "lease_expired",
             ErrorKind::OutlivedRetention => "outlived_retention",
             ErrorKind::Other => "other",

@@ -36,6 +36,8 @@ pub enum DecryptError {
     NotASecret(#[source] crate::secret::SecretError),
     #[error("the opened headers are not the list they were sealed as")]
     NotHeaders(#[source] serde_json::Error),
+    #[error("the opened destination is not the broker it was sealed as")]
+    NotABroker(#[source] serde_json::Error),
 }
 
 impl MasterKey {
@@ -94,6 +96,19 @@ impl MasterKey {
     pub fn open_headers(&self, webhook: &WebhookId, sealed: &[u8]) -> Result<Vec<(String, String)>, DecryptError> {
         let json = self.decrypt(format!("{webhook}/headers").as_bytes(), sealed)?;
         serde_json::from_slice(&json).map_err(DecryptError::NotHeaders)
+    }
+
+    /// Seals a webhook's broker destination (its URL and credentials may hold passwords), bound to the webhook and
+    /// to being its destination.
+    pub fn seal_broker(&self, webhook: &WebhookId, broker: &crate::Broker) -> Vec<u8> {
+        let json = serde_json::to_vec(broker).expect("a broker serialises");
+        self.encrypt(format!("{webhook}/destination").as_bytes(), &json)
+    }
+
+    /// Opens what [`MasterKey::seal_broker`] sealed for the same webhook.
+    pub fn open_broker(&self, webhook: &WebhookId, sealed: &[u8]) -> Result<crate::Broker, DecryptError> {
+        let json = self.decrypt(format!("{webhook}/destination").as_bytes(), sealed)?;
+        serde_json::from_slice(&json).map_err(DecryptError::NotABroker)
     }
 
     /// Opens what [`MasterKey::seal`] sealed for the same webhook.

@@ -22,6 +22,7 @@ async fn owner(pool: &PgPool, environment: Environment) -> Owner {
 fn new_webhook(url: &str) -> NewWebhook {
     NewWebhook {
         url: url.to_owned(),
+        broker: None,
         description: Some("billing".to_owned()),
         events: EventSelector::parse(["call.completed", "call.failed"]).expect("valid"),
         payload: PayloadFilter { include_transcript: true, include_metrics: false },

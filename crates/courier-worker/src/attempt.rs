@@ -84,26 +84,32 @@ impl Worker {
     /// Opens the webhook's secrets and custom headers, signs the envelope and sends it; returns what came back and
     /// the signature's timestamp.
     async fn sign_and_send(&self, delivery: &ClaimedDelivery, now: DateTime<Utc>) -> (Sent, i64) {
-        let opened = delivery.webhook.secrets.open(&self.key, now).and_then(|secrets| {
-            let headers = match &delivery.webhook.sealed_headers {
-                Some(sealed) => self.key.open_headers(&delivery.webhook.id, sealed)?,
+        let webhook = &delivery.webhook;
+        let opened = webhook.secrets.open(&self.key, now).and_then(|secrets| {
+            let headers = match &webhook.sealed_headers {
+                Some(sealed) => self.key.open_headers(&webhook.id, sealed)?,
                 None => Vec::new(),
             };
-            Ok((secrets, headers))
+            let broker = webhook.sealed_broker.as_ref().map(|sealed| self.key.open_broker(&webhook.id, sealed));
+            Ok((secrets, headers, broker.transpose()?))
         });
         match opened {
-            Ok((secrets, headers)) => {
+            Ok((secrets, headers, broker)) => {
                 let mut prepared = stages::prepare(delivery, &secrets, now);
                 prepared.headers = courier_core::Redacted(headers);
                 let timestamp = prepared.timestamp;
-                (stages::send(&self.http, &self.policy, delivery, prepared).await, timestamp)
+                let sent = match &broker {
+                    Some(broker) => stages::publish(&self.brokers, broker, delivery, prepared).await,
+                    None => stages::send(&self.http, &self.policy, delivery, prepared).await,
+                };
+                (sent, timestamp)
             }
             Err(err) => {
                 // Our own failure (a wrong master key): recorded as an attempt so it is visible, then retried.
                 tracing::error!(error = %err, "cannot decrypt the webhook secret or headers");
                 let sent = Sent {
                     result: AttemptResult::Error(ErrorKind::Other),
-                    error_message: Some("the webhook secret or headers could not be decrypted".to_owned()),
+                    error_message: Some("the webhook secret, headers or destination could not be decrypted".to_owned()),
                     response_body: None,
                     duration: Duration::ZERO,
                 };

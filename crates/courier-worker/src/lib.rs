@@ -5,6 +5,7 @@
 //! attempt's lease runs out and any worker claims it again.
 
 mod attempt;
+pub mod brokers;
 pub mod client;
 mod config;
 mod holdings;

@@ -39,6 +39,8 @@ pub struct Worker {
     pub(crate) key: MasterKey,
     pub(crate) clock: Clock,
     pub(crate) http: client::Clients,
+    /// Broker connections (Redis, NATS), pooled per destination.
+    pub(crate) brokers: crate::brokers::Brokers,
     pub(crate) policy: Arc<TargetPolicy>,
     pub(crate) config: WorkerConfig,
     /// Wake-ups from ingest in this same process (`courier serve`), which come before their `NOTIFY` does.
@@ -82,11 +84,13 @@ impl Worker {
             connect_timeout: config.connect_timeout,
             policy: policy.clone(),
         })?;
+        let brokers = crate::brokers::Brokers::new(policy.clone(), config.connect_timeout, config.timeout);
         Ok(Self {
             pool,
             key,
             clock: Clock::database(),
             http,
+            brokers,
             policy,
             config,
             local: LocalWake::default(),

@@ -170,15 +170,38 @@ fn build_request(
     for (name, value) in &prepared.headers.0 {
         request = request.header(name, value);
     }
-    request
-        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-        .header("X-Webhook-Signature", &prepared.signature)
-        .header("X-Webhook-Event", delivery.event.event_type.as_str())
-        .header("X-Webhook-Delivery", delivery.id.as_str())
-        .header("webhook-id", delivery.event.id.as_str())
-        .header("webhook-timestamp", prepared.timestamp.to_string())
-        .header("webhook-signature", &prepared.standard_signature)
-        .body(body)
+    for (name, value) in signature_headers(delivery, prepared) {
+        request = request.header(name, value);
+    }
+    request.header(CONTENT_TYPE, HeaderValue::from_static("application/json")).body(body)
+}
+
+/// The headers that carry an attempt's signatures and names, in both schemes: an HTTP request's, and a broker
+/// message's headers or fields.
+pub fn signature_headers(delivery: &ClaimedDelivery, prepared: &Prepared) -> [(&'static str, String); 6] {
+    [
+        ("X-Webhook-Signature", prepared.signature.clone()),
+        ("X-Webhook-Event", delivery.event.event_type.as_str().to_owned()),
+        ("X-Webhook-Delivery", delivery.id.as_str().to_owned()),
+        ("webhook-id", delivery.event.id.as_str().to_owned()),
+        ("webhook-timestamp", prepared.timestamp.to_string()),
+        ("webhook-signature", prepared.standard_signature.clone()),
+    ]
+}
+
+/// Publishes the prepared message to a broker: the same body, with the signature headers and the webhook's own.
+pub async fn publish(
+    brokers: &crate::brokers::Brokers,
+    broker: &courier_core::Broker,
+    delivery: &ClaimedDelivery,
+    prepared: Prepared,
+) -> Sent {
+    let mut headers: Vec<(String, String)> =
+        signature_headers(delivery, &prepared).into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
+    headers.push(("Content-Type".to_owned(), "application/json".to_owned()));
+    headers.extend(prepared.headers.0.iter().cloned());
+    let message = crate::brokers::Message { body: &prepared.body, headers, delivery_id: delivery.id.as_str() };
+    brokers.publish(broker, &message).await
 }
 
 fn failed(kind: ErrorKind, message: String, started: Instant) -> Sent {

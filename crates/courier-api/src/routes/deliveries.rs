@@ -26,7 +26,8 @@ pub struct AttemptOutput {
     pub duration_ms: i32,
     /// The receiver's status; `null` when no response came.
     pub status_code: Option<i32>,
-    /// `timeout`, `connect`, `dns`, `tls`, `blocked_target`, `invalid_url`, `body` or `other`; `null` on a response.
+    /// `timeout`, `connect`, `dns`, `tls`, `blocked_target`, `invalid_url`, `body`, `refused`, `not_confirmed` or
+    /// `other`; `null` on a response (a broker's acknowledgement is recorded as a 200).
     pub error_kind: Option<String>,
     pub error_message: Option<String>,
     /// The first 4 KiB of the receiver's answer as text. When it was not UTF-8 text (`response_body_binary`),

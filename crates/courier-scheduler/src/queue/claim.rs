@@ -24,6 +24,8 @@ pub struct ClaimedWebhook {
     pub secrets: SealedSecrets,
     /// Its custom headers as stored (sealed), when it has any.
     pub sealed_headers: Option<Vec<u8>>,
+    /// Its broker destination as stored (sealed), when it publishes to a broker instead of POSTing to `url`.
+    pub sealed_broker: Option<Vec<u8>>,
     /// Deliveries per second it accepts (`crate::rate`), when limited.
     pub rate_limit: Option<u32>,
 }
@@ -55,6 +57,7 @@ pub(crate) struct WebhookRow {
     previous_secret_ciphertext: Option<Vec<u8>>,
     previous_secret_expires_at: Option<DateTime<Utc>>,
     headers_ciphertext: Option<Vec<u8>>,
+    destination_ciphertext: Option<Vec<u8>>,
     rate_limit_per_second: Option<i32>,
 }
 
@@ -64,7 +67,8 @@ macro_rules! webhook_columns {
     () => {
         "w.id AS webhook_id, w.url, COALESCE(d.include_transcript, w.include_transcript) AS include_transcript,
          COALESCE(d.include_metrics, w.include_metrics) AS include_metrics, w.active, w.secret_ciphertext,
-         w.previous_secret_ciphertext, w.previous_secret_expires_at, w.headers_ciphertext, w.rate_limit_per_second"
+         w.previous_secret_ciphertext, w.previous_secret_expires_at, w.headers_ciphertext, w.destination_ciphertext,
+         w.rate_limit_per_second"
     };
 }
 pub(crate) use webhook_columns;
@@ -86,6 +90,7 @@ impl WebhookRow {
                 previous: self.previous_secret_ciphertext.zip(self.previous_secret_expires_at),
             },
             sealed_headers: self.headers_ciphertext,
+            sealed_broker: self.destination_ciphertext,
             rate_limit: self.rate_limit_per_second.and_then(|n| u32::try_from(n).ok()),
         })
     }

@@ -9,7 +9,8 @@ mod model;
 pub mod state;
 
 pub use model::{
-    DisabledReason, NewWebhook, Ordering, UnknownOrdering, UnknownReason, Webhook, WebhookPatch, WebhookStatus,
+    BrokerDestination, DisabledReason, NewWebhook, Ordering, UnknownOrdering, UnknownReason, Webhook, WebhookPatch,
+    WebhookStatus,
 };
 
 use chrono::{DateTime, Duration, Utc};
@@ -24,6 +25,7 @@ struct Row {
     tenant_id: uuid::Uuid,
     environment: String,
     url: String,
+    destination: Option<serde_json::Value>,
     description: Option<String>,
     event_types: Option<Vec<String>>,
     include_transcript: bool,
@@ -41,7 +43,7 @@ struct Row {
 
 macro_rules! columns {
     () => {
-        "id, tenant_id, environment, url, description, event_types, include_transcript, include_metrics, max_attempts, \
+        "id, tenant_id, environment, url, destination, description, event_types, include_transcript, include_metrics, max_attempts, \
          ordering, header_names, rate_limit_per_second, status, disabled_reason, previous_secret_expires_at, \
          created_at, updated_at"
     };
@@ -71,6 +73,7 @@ fn from_row(row: Row) -> Result<Webhook> {
             environment: row.environment.parse().map_err(Error::corrupt(&row_name, "environment"))?,
         },
         url: row.url,
+        destination: row.destination,
         description: row.description,
         events,
         payload: PayloadFilter { include_transcript: row.include_transcript, include_metrics: row.include_metrics },
@@ -101,7 +104,8 @@ pub async fn create(
     let row: Row = sqlx::query_as(concat!(
         "INSERT INTO webhooks (id, tenant_id, environment, url, description, event_types, include_transcript, \
          include_metrics, max_attempts, secret_ciphertext, ordering, header_names, headers_ciphertext, \
-         rate_limit_per_second) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING ",
+         rate_limit_per_second, destination, destination_ciphertext) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING ",
         columns!()
     ))
     .bind(id.as_str())
@@ -118,6 +122,8 @@ pub async fn create(
     .bind(new.headers.names())
     .bind((!new.headers.is_empty()).then(|| key.seal_headers(&id, &new.headers)))
     .bind(new.rate_limit.map(|n| n as i32))
+    .bind(new.broker.as_ref().map(|b| &b.shown))
+    .bind(new.broker.as_ref().map(|b| key.seal_broker(&id, &b.broker)))
     .fetch_one(db)
     .await?;
     Ok((from_row(row)?, secret))
@@ -221,6 +227,8 @@ pub async fn update(
             header_names = CASE WHEN $13 THEN $14 ELSE header_names END,
             headers_ciphertext = CASE WHEN $13 THEN $15 ELSE headers_ciphertext END,
             rate_limit_per_second = CASE WHEN $16 THEN $17 ELSE rate_limit_per_second END,
+            destination = CASE WHEN $18 THEN $19 ELSE destination END,
+            destination_ciphertext = CASE WHEN $18 THEN $20 ELSE destination_ciphertext END,
             updated_at = now()
          WHERE tenant_id = $1 AND environment = $2 AND id = $3 AND deleted_at IS NULL RETURNING id",
     )
@@ -241,6 +249,9 @@ pub async fn update(
     .bind(patch.headers.as_ref().filter(|h| !h.is_empty()).map(|h| key.seal_headers(id, h)))
     .bind(patch.rate_limit.is_some())
     .bind(patch.rate_limit.flatten().map(|n| n as i32))
+    .bind(patch.broker.is_some())
+    .bind(patch.broker.as_ref().and_then(|b| b.as_ref()).map(|b| &b.shown))
+    .bind(patch.broker.as_ref().and_then(|b| b.as_ref()).map(|b| key.seal_broker(id, &b.broker)))
     .fetch_optional(&mut *conn)
     .await?;
     if found.is_none() {

@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use courier_core::{CustomHeaders, EventSelector, PayloadFilter, WebhookId};
+use courier_core::{Broker, CustomHeaders, EventSelector, PayloadFilter, WebhookId};
 
 use crate::Owner;
 
@@ -122,7 +122,10 @@ impl WebhookStatus {
 pub struct Webhook {
     pub id: WebhookId,
     pub owner: Owner,
+    /// Where it delivers: the URL it POSTs to, or its broker's URL with credentials masked.
     pub url: String,
+    /// Its broker destination as shown (credentials masked); `None` for an HTTP webhook.
+    pub destination: Option<serde_json::Value>,
     pub description: Option<String>,
     pub events: EventSelector,
     pub payload: PayloadFilter,
@@ -139,10 +142,21 @@ pub struct Webhook {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A broker destination to store: the broker as the worker uses it (stored sealed) and as the API shows it.
+#[derive(Debug, Clone)]
+pub struct BrokerDestination {
+    pub broker: Broker,
+    /// [`Broker::shown`]: every field, credentials masked.
+    pub shown: serde_json::Value,
+}
+
 /// A webhook to create. The URL is validated by the caller (the API knows the policy).
 #[derive(Debug, Clone)]
 pub struct NewWebhook {
+    /// The URL it POSTs to, or its broker's URL with credentials masked.
     pub url: String,
+    /// Where it publishes instead of POSTing, when it does.
+    pub broker: Option<BrokerDestination>,
     pub description: Option<String>,
     pub events: EventSelector,
     pub payload: PayloadFilter,
@@ -156,6 +170,8 @@ pub struct NewWebhook {
 #[derive(Debug, Clone, Default)]
 pub struct WebhookPatch {
     pub url: Option<String>,
+    /// Set with `url`: `Some(None)` makes it an HTTP webhook, `Some(Some(_))` a broker's.
+    pub broker: Option<Option<BrokerDestination>>,
     /// `Some(None)` clears the description.
     pub description: Option<Option<String>>,
     pub events: Option<EventSelector>,

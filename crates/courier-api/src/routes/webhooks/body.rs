@@ -30,8 +30,11 @@ pub struct FilterInput {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
+    /// Where to POST deliveries: the short form of `{"destination": {"type": "http", "url": …}}`. Give `url` or
+    /// `destination`.
     #[schema(example = "https://your-backend.com/webhooks/agent-studio", max_length = 2048)]
-    pub url: String,
+    pub url: Option<String>,
+    pub destination: Option<DestinationInput>,
     pub filter: Option<FilterInput>,
     #[schema(max_length = 1024)]
     pub description: Option<String>,
@@ -48,6 +51,91 @@ pub struct CreateWebhook {
     pub headers: Option<BTreeMap<String, String>>,
     /// At most this many deliveries per second, summed over every worker; the excess waits as pending.
     pub rate_limit: Option<WebhookRateLimit>,
+}
+
+/// Where a webhook delivers. Broker URLs may carry credentials (`redis://:password@host:6379/0`,
+/// `nats://user:password@host:4222`, `nats://token@host:4222`): they are stored encrypted and shown masked.
+/// The body is the same envelope an HTTP delivery carries, and the signature headers travel with it (NATS message
+/// headers, Redis stream fields), so the guide's `verify_signature` checks it unchanged.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum DestinationInput {
+    /// POST to a URL (what `url` alone means).
+    Http {
+        #[schema(example = "https://your-backend.com/webhooks/agent-studio", max_length = 2048)]
+        url: String,
+    },
+    /// `XADD` to a Redis stream; the entry's fields are `body` (the envelope) and the signature headers.
+    Redis {
+        #[schema(example = "redis://:password@redis.example.com:6379/0", max_length = 2048)]
+        url: String,
+        #[schema(example = "agent-studio.calls", max_length = 256)]
+        stream: String,
+        /// Trim the stream to about this many entries (`MAXLEN ~`).
+        #[schema(minimum = 1, maximum = 1000000000)]
+        #[serde(default, deserialize_with = "crate::extract::whole::optional")]
+        maxlen: Option<u64>,
+    },
+    /// Publish to a NATS JetStream subject, acknowledged by the stream; `Nats-Msg-Id` is the delivery id, so
+    /// JetStream drops a retried publish it already stored.
+    Nats {
+        #[schema(example = "nats://nats.example.com:4222", max_length = 2048)]
+        url: String,
+        #[schema(example = "agent-studio.calls", max_length = 255)]
+        subject: String,
+        credentials: Option<NatsCredentialsInput>,
+    },
+}
+
+/// A NATS user and password, or a token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NatsCredentialsInput {
+    #[schema(max_length = 1024)]
+    pub username: Option<String>,
+    #[schema(max_length = 1024)]
+    pub password: Option<String>,
+    #[schema(max_length = 1024)]
+    pub token: Option<String>,
+}
+
+/// Where a webhook delivers, as stored: the URL column (for a broker, its URL with credentials masked) and the
+/// broker, when it is one.
+pub(super) type Target = (String, Option<webhooks::BrokerDestination>);
+
+/// The target `url` or `destination` names; a 422 when both or (`required`) neither are given.
+pub(super) fn target_of(
+    url: Option<String>,
+    destination: Option<DestinationInput>,
+    environment: courier_core::Environment,
+    rules: &crate::state::WebhookRules,
+    required: bool,
+) -> Result<Option<Target>, ApiError> {
+    use courier_core::destination::{Broker, NatsCredentials, NatsSubject, RedisStream};
+    let broker = match (url, destination) {
+        (Some(_), Some(_)) => return Err(ApiError::invalid("destination", "give `url` or `destination`, not both")),
+        (None, None) if required => return Err(ApiError::invalid("url", "give `url` or `destination`")),
+        (None, None) => return Ok(None),
+        (Some(url), None) | (None, Some(DestinationInput::Http { url })) => {
+            let field = "url";
+            return Ok(Some((validate_url(field, &url, environment, rules)?, None)));
+        }
+        (None, Some(DestinationInput::Redis { url, stream, maxlen })) => {
+            Broker::Redis(RedisStream { url, stream, maxlen })
+        }
+        (None, Some(DestinationInput::Nats { url, subject, credentials })) => Broker::Nats(NatsSubject {
+            url,
+            subject,
+            credentials: credentials.map(|c| NatsCredentials {
+                username: c.username,
+                password: c.password,
+                token: c.token,
+            }),
+        }),
+    };
+    let masked_url = crate::target::validate_broker(&broker, environment, rules)?;
+    let shown = broker.shown(&masked_url);
+    Ok(Some((masked_url, Some(webhooks::BrokerDestination { broker, shown }))))
 }
 
 /// A webhook's rate limit.
@@ -89,7 +177,10 @@ impl From<OrderingInput> for webhooks::Ordering {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
+    /// Moves the webhook to this HTTP URL (from a broker too).
     pub url: Option<String>,
+    /// Moves the webhook to this destination; give `url` or `destination`, not both.
+    pub destination: Option<DestinationInput>,
     /// `null` clears it.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
@@ -130,7 +221,11 @@ pub struct FilterOutput {
 pub struct WebhookOutput {
     #[schema(example = "wh_01JD3Z6V8Q2N7K4M5P6R7S8T9V")]
     pub id: String,
+    /// The URL it POSTs to, or its broker's URL with credentials masked.
     pub url: String,
+    /// Where it delivers: `{"type": "http", "url": …}`, or a broker's fields with credentials masked.
+    #[schema(value_type = Object, example = json!({"type": "http", "url": "https://your-backend.com/webhooks/agent-studio"}))]
+    pub destination: serde_json::Value,
     pub description: Option<String>,
     pub filter: FilterOutput,
     /// `enabled` or `disabled`.
@@ -160,6 +255,7 @@ impl WebhookOutput {
         let secret = secret.map(courier_core::Redacted);
         Self {
             id: w.id.to_string(),
+            destination: w.destination.unwrap_or_else(|| serde_json::json!({"type": "http", "url": w.url})),
             url: w.url,
             description: w.description,
             filter: FilterOutput {
@@ -243,7 +339,7 @@ pub(super) fn patch_of(
     rules: &crate::state::WebhookRules,
 ) -> Result<WebhookPatch, ApiError> {
     let mut details: Vec<ErrorDetail> = Vec::new();
-    let url = valid(body.url.as_deref().map(|u| validate_url("url", u, environment, rules)), &mut details);
+    let target = valid(target_of(body.url, body.destination, environment, rules, false).transpose(), &mut details);
     let filter = body.filter.unwrap_or_default();
     let events = valid(filter.events.as_deref().map(parse_events), &mut details);
     valid(body.max_attempts.map(check_max_attempts), &mut details);
@@ -253,8 +349,10 @@ pub(super) fn patch_of(
     if !details.is_empty() {
         return Err(ApiError::validation(details));
     }
+    let (url, broker) = target.map_or((None, None), |(url, broker)| (Some(url), Some(broker)));
     Ok(WebhookPatch {
         url,
+        broker,
         description: body.description,
         events,
         include_transcript: filter.include_transcript,

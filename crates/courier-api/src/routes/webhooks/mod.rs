@@ -16,7 +16,6 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorResponse};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::state::AppState;
-use crate::target::validate_url;
 
 pub(crate) fn parse_webhook_id(text: &str) -> Result<WebhookId, ApiError> {
     // A malformed id cannot name anything: 404, the same answer as another tenant's id.
@@ -37,7 +36,9 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<WebhookOutput>)> {
     let owner = principal.require(Scope::WebhooksWrite)?;
-    let url = validate_url("url", &body.url, owner.environment, &state.config.webhooks)?;
+    let rules = &state.config.webhooks;
+    let (url, broker) = target_of(body.url, body.destination, owner.environment, rules, true)?
+        .ok_or_else(|| ApiError::invalid("url", "give `url` or `destination`"))?;
     let filter = body.filter.unwrap_or_default();
     let events = match &filter.events {
         None => EventSelector::All,
@@ -46,6 +47,7 @@ pub async fn create(
     check_description(&body.description)?;
     let new = NewWebhook {
         url,
+        broker,
         description: body.description,
         events,
         payload: PayloadFilter {

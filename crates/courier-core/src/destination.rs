@@ -1,0 +1,175 @@
+//! Where a webhook delivers when it is not an HTTP URL: a broker the tenant's own services read (DESIGN.md §3.2).
+//!
+//! A webhook whose destination is HTTP has only its `url`; one that publishes to a broker also has a [`Broker`],
+//! stored sealed (its URL and credentials may hold passwords) and shown masked. The broker URL's syntax and the
+//! SSRF rules are checked where a URL parser is (the API at creation, the worker at connect time): the core stays
+//! free of IO and of URL parsing.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A destination that is not an HTTP URL.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Broker {
+    /// `XADD` to a Redis stream: the envelope and the signature headers as the entry's fields.
+    Redis(RedisStream),
+    /// A publish to a NATS JetStream subject, acknowledged by the stream that stores it.
+    Nats(NatsSubject),
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisStream {
+    /// `redis://[user:password@]host[:port][/db]`.
+    pub url: String,
+    pub stream: String,
+    /// Trims the stream to about this many entries on every add (`MAXLEN ~`); unbounded when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxlen: Option<u64>,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSubject {
+    /// `nats://[user:password@ | token@]host[:port]`.
+    pub url: String,
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<NatsCredentials>,
+}
+
+/// A user and password, or a token, for a NATS server (instead of putting them in the URL).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsCredentials {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// What stands in for a credential wherever a destination is shown.
+pub const MASK: &str = "********";
+
+impl Broker {
+    /// The name a destination's `type` carries.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Broker::Redis(_) => "redis",
+            Broker::Nats(_) => "nats",
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            Broker::Redis(r) => &r.url,
+            Broker::Nats(n) => &n.url,
+        }
+    }
+
+    /// Every field as given, credentials masked: `masked_url` is the URL with its credentials masked (the caller
+    /// parses URLs), and a NATS `credentials` object keeps its keys with masked values.
+    pub fn shown(&self, masked_url: &str) -> serde_json::Value {
+        let mut shown = serde_json::to_value(self).expect("a broker serialises");
+        shown["url"] = serde_json::Value::String(masked_url.to_owned());
+        if let Some(credentials) = shown.get_mut("credentials").and_then(serde_json::Value::as_object_mut) {
+            for value in credentials.values_mut() {
+                *value = serde_json::Value::String(MASK.to_owned());
+            }
+        }
+        shown
+    }
+
+    /// What the field names a problem in (`destination.<field>`) and why; `None` when the non-URL fields are valid.
+    pub fn invalid_field(&self) -> Option<(&'static str, String)> {
+        match self {
+            Broker::Redis(r) => {
+                if r.stream.is_empty() || r.stream.len() > 256 || r.stream.contains('\0') {
+                    return Some(("stream", "must be 1 to 256 bytes, without NUL".to_owned()));
+                }
+                if r.maxlen.is_some_and(|n| !(1..=1_000_000_000).contains(&n)) {
+                    return Some(("maxlen", "must be between 1 and 1000000000".to_owned()));
+                }
+                None
+            }
+            Broker::Nats(n) => {
+                if !valid_subject(&n.subject) {
+                    let why = "must be dot-separated tokens of printable characters without wildcards (`*`, `>`), \
+                               at most 255 bytes";
+                    return Some(("subject", why.to_owned()));
+                }
+                let fields = n.credentials.iter().flat_map(|c| [&c.username, &c.password, &c.token]).flatten();
+                if fields.clone().any(|v| v.is_empty() || v.len() > 1024 || v.chars().any(char::is_control)) {
+                    return Some(("credentials", "values must be 1 to 1024 bytes without control characters".into()));
+                }
+                None
+            }
+        }
+    }
+}
+
+/// A subject one may publish to: tokens of visible characters, no wildcards, no empty token.
+fn valid_subject(subject: &str) -> bool {
+    subject.len() <= 255
+        && subject
+            .split('.')
+            .all(|token| !token.is_empty() && token.chars().all(|c| c.is_ascii_graphic() && c != '*' && c != '>'))
+}
+
+impl fmt::Debug for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL and credentials may hold passwords.
+        write!(f, "Broker({}, redacted)", self.kind())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nats(subject: &str) -> Broker {
+        Broker::Nats(NatsSubject { url: "nats://u:p@h:4222".into(), subject: subject.into(), credentials: None })
+    }
+
+    #[test]
+    fn parses_by_type_refuses_unknown_fields_and_never_prints_credentials() {
+        let json = r#"{"type":"redis","url":"redis://:pw@h:6379/0","stream":"calls","maxlen":1000}"#;
+        let broker: Broker = serde_json::from_str(json).expect("parses");
+        assert_eq!(broker.kind(), "redis");
+        assert!(!format!("{broker:?}").contains("pw"));
+        assert_eq!(serde_json::to_string(&broker).expect("serialises"), json);
+        assert!(serde_json::from_str::<Broker>(r#"{"type":"redis","url":"u","stream":"s","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Broker>(r#"{"type":"kafka","url":"u"}"#).is_err());
+    }
+
+    #[test]
+    fn shown_masks_the_url_and_every_credential() {
+        let broker = Broker::Nats(NatsSubject {
+            url: "nats://tok@h:4222".into(),
+            subject: "calls".into(),
+            credentials: Some(NatsCredentials { username: Some("u".into()), password: Some("p".into()), token: None }),
+        });
+        let shown = broker.shown("nats://********@h:4222");
+        assert_eq!(shown["url"], "nats://********@h:4222");
+        assert_eq!(shown["credentials"], serde_json::json!({"username": MASK, "password": MASK}));
+        assert_eq!(shown["type"], "nats");
+    }
+
+    #[test]
+    fn subjects_and_streams_are_checked() {
+        assert_eq!(nats("agent-studio.calls").invalid_field(), None);
+        for bad in ["", "a..b", "calls.*", "calls.>", "a b", ".a"] {
+            assert_eq!(nats(bad).invalid_field().map(|(f, _)| f), Some("subject"), "{bad:?}");
+        }
+        let redis = |stream: &str, maxlen| {
+            Broker::Redis(RedisStream { url: "redis://h".into(), stream: stream.into(), maxlen })
+        };
+        assert_eq!(redis("calls", Some(100)).invalid_field(), None);
+        assert_eq!(redis("", None).invalid_field().map(|(f, _)| f), Some("stream"));
+        assert_eq!(redis("calls", Some(0)).invalid_field().map(|(f, _)| f), Some("maxlen"));
+    }
+}

@@ -1,0 +1,141 @@
+//! Publishing to a broker instead of POSTing: a Redis stream (`XADD`) or a NATS JetStream subject (a publish the
+//! stream acknowledges). The body is the same signed envelope, and the signature headers travel with it.
+//!
+//! Each attempt is one publish on a connection taken from a small per-destination pool, inside the attempt's
+//! time, like an HTTP attempt: a broker that hangs holds one of its webhook's slots until the timeout, never
+//! another webhook's. Every address is vetted by the same SSRF guard as a URL, at connect time.
+//!
+//! What an attempt records: a broker's acknowledgement is recorded as a 200 whose body is the broker's answer
+//! (JetStream's `{"stream", "seq"}`, Redis's entry id), so logs, the portal and the retry rules read it as they
+//! read an HTTP answer; a failure is `dns`, `blocked_target`, `connect`, `timeout` (no connection or no answer
+//! in time), `refused` (the broker said no: a wrong password, no stream for the subject) or `not_confirmed` (the
+//! message went out and no acknowledgement came back in time).
+
+mod connect;
+pub mod nats;
+mod pool;
+pub mod redis;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use courier_core::destination::{NatsSubject, RedisStream};
+use courier_core::{AttemptResult, Broker, ErrorKind, ResponseBody};
+
+pub use connect::Failure;
+use pool::Pool;
+
+use crate::ssrf::TargetPolicy;
+use crate::stages::Sent;
+
+/// A message as every broker publishes it.
+#[derive(Debug)]
+pub struct Message<'a> {
+    pub body: &'a [u8],
+    /// The signature headers and the webhook's custom headers, as an HTTP delivery sends them.
+    pub headers: Vec<(String, String)>,
+    pub delivery_id: &'a str,
+}
+
+/// The broker connections of one worker, pooled per destination.
+#[derive(Debug, Clone)]
+pub struct Brokers {
+    redis: Arc<Pool<redis::Connection>>,
+    nats: Arc<Pool<nats::Connection>>,
+    policy: Arc<TargetPolicy>,
+    connect_timeout: Duration,
+    /// An attempt's whole time: connect, publish and acknowledgement.
+    timeout: Duration,
+}
+
+impl Brokers {
+    pub fn new(policy: Arc<TargetPolicy>, connect_timeout: Duration, timeout: Duration) -> Self {
+        Self { redis: Arc::default(), nats: Arc::default(), policy, connect_timeout, timeout }
+    }
+
+    /// One attempt: publish `message` to `broker` within the attempt's time.
+    pub async fn publish(&self, broker: &Broker, message: &Message<'_>) -> Sent {
+        let started = Instant::now();
+        // Set once the message was written: a timeout after it is `not_confirmed`, before it `timeout`.
+        let written = AtomicBool::new(false);
+        let published = match broker {
+            Broker::Redis(stream) => tokio::time::timeout(self.timeout, self.to_redis(stream, message, &written)).await,
+            Broker::Nats(subject) => tokio::time::timeout(self.timeout, self.to_nats(subject, message, &written)).await,
+        };
+        let outcome = published.unwrap_or_else(|_| {
+            Err(if written.load(Ordering::Relaxed) {
+                Failure::new(
+                    ErrorKind::NotConfirmed,
+                    format!("{} did not acknowledge the message in time", broker.kind()),
+                )
+            } else {
+                Failure::new(ErrorKind::Timeout, format!("{} did not answer in time", broker.kind()))
+            })
+        });
+        match outcome {
+            Ok(answer) => Sent {
+                result: AttemptResult::Response { status: 200, retry_after: None },
+                error_message: None,
+                response_body: Some(ResponseBody::capture(answer, false)),
+                duration: started.elapsed(),
+            },
+            Err(failure) => Sent {
+                result: AttemptResult::Error(failure.kind),
+                error_message: Some(failure.message),
+                response_body: None,
+                duration: started.elapsed(),
+            },
+        }
+    }
+
+    async fn to_redis(
+        &self,
+        to: &RedisStream,
+        message: &Message<'_>,
+        written: &AtomicBool,
+    ) -> Result<Vec<u8>, Failure> {
+        let key = to.url.clone();
+        let mut fields: Vec<(&str, &[u8])> =
+            vec![("body", message.body), ("delivery_id", message.delivery_id.as_bytes())];
+        fields.extend(message.headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())));
+        // A pooled connection its server closed fails before anything was stored: try once more on a new one.
+        if let Some(mut connection) = self.redis.take(&key) {
+            if let Ok(id) = connection.xadd(&to.stream, to.maxlen, &fields, written).await {
+                self.redis.put(key, connection);
+                return Ok(id);
+            }
+            written.store(false, Ordering::Relaxed);
+        }
+        let mut connection = redis::Connection::open(&to.url, &self.policy, self.connect_timeout).await?;
+        let id = connection.xadd(&to.stream, to.maxlen, &fields, written).await?;
+        self.redis.put(key, connection);
+        Ok(id)
+    }
+
+    async fn to_nats(&self, to: &NatsSubject, message: &Message<'_>, written: &AtomicBool) -> Result<Vec<u8>, Failure> {
+        let key = serde_json::to_string(&(&to.url, &to.credentials)).unwrap_or_else(|_| to.url.clone());
+        let mut headers = vec![("Nats-Msg-Id".to_owned(), message.delivery_id.to_owned())];
+        headers.extend(message.headers.iter().cloned());
+        // JetStream drops a second publish with the same Nats-Msg-Id, so sending again after a dead pooled
+        // connection cannot store the message twice.
+        if let Some(mut connection) = self.nats.take(&key) {
+            match connection.publish(&to.subject, &headers, message.body, written).await {
+                Ok(ack) => {
+                    self.nats.put(key, connection);
+                    return Ok(ack);
+                }
+                Err(failure) if failure.kind == ErrorKind::Refused => return Err(failure),
+                Err(_) => written.store(false, Ordering::Relaxed),
+            }
+        }
+        let mut connection =
+            nats::Connection::open(&to.url, to.credentials.as_ref(), &self.policy, self.connect_timeout).await?;
+        let ack = connection.publish(&to.subject, &headers, message.body, written).await;
+        // A refusal is an answer: the connection still works. Any other failure leaves it in an unknown state.
+        if ack.is_ok() || matches!(&ack, Err(f) if f.kind == ErrorKind::Refused) {
+            self.nats.put(key, connection);
+        }
+        ack
+    }
+}

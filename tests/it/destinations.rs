@@ -314,6 +314,18 @@ async fn a_bad_destination_is_a_422_naming_its_field_and_creates_nothing(pool: P
             "destination",
         ),
         (json!({"description": "nowhere"}), "url"),
+        (json!({"destination": {"type": "redis", "url": "redis://2130706433:6379", "stream": "s"}}), "destination.url"),
+        (json!({"destination": {"type": "redis", "url": "redis://0x7f.1", "stream": "s"}}), "destination.url"),
+        (
+            json!({"destination": {"type": "redis", "url": "redis://example.com/0?password=x", "stream": "s"}}),
+            "destination.url",
+        ),
+        (json!({"destination": {"type": "nats", "url": "nats://example.com/path", "subject": "s"}}), "destination.url"),
+        (
+            json!({"destination": {"type": "nats", "url": "nats://example.com", "subject": "s"},
+                "headers": {"Nats-Rollup": "all"}}),
+            "headers.Nats-Rollup",
+        ),
     ];
     for (body, field) in cases {
         let (status, error) = api.call(Method::POST, "/api/v1/webhooks", Some(body.clone())).await;

@@ -61,14 +61,24 @@ fn check_host(url: &url::Url, rules: &WebhookRules) -> Result<(), &'static str> 
         None => Err("must have a host"),
         Some(url::Host::Ipv4(ip)) if !policy.permits(IpAddr::V4(ip)) => Err("targets a private or reserved address"),
         Some(url::Host::Ipv6(ip)) if !policy.permits(IpAddr::V6(ip)) => Err("targets a private or reserved address"),
-        // A URL of another scheme than http(s) (a broker's) keeps an IPv4 literal as a name.
-        Some(url::Host::Domain(name)) if name.parse::<IpAddr>().is_ok_and(|ip| !policy.permits(ip)) => {
+        // A URL of another scheme than http(s) (a broker's) keeps its host as a name: read it as an http host
+        // would be, so every IPv4 form (`127.1`, `0x7f.1`, `2130706433`) is judged as the address it is.
+        Some(url::Host::Domain(name)) if literal_of(name).is_some_and(|ip| !policy.permits(ip)) => {
             Err("targets a private or reserved address")
         }
         Some(url::Host::Domain(name)) if local_name(name) && !policy.permits(IpAddr::from([127, 0, 0, 1])) => {
             Err("targets a local host name")
         }
         Some(_) => Ok(()),
+    }
+}
+
+/// The address a host name written as an IP literal stands for, in any of the forms an http URL accepts.
+fn literal_of(name: &str) -> Option<IpAddr> {
+    match url::Host::parse(name).ok()? {
+        url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+        url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+        url::Host::Domain(_) => None,
     }
 }
 
@@ -99,20 +109,30 @@ pub fn validate_broker(
         ));
     }
     check_host(&url, rules).map_err(|message| invalid("url", message))?;
-    if !url.path().trim_start_matches('/').is_empty() && broker.kind() == "redis" {
-        let db = url.path().trim_start_matches('/');
-        if db.parse::<u16>().is_err() {
+    // Only the user and password are masked, so nothing else may carry a secret.
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("url", "must have no query or fragment"));
+    }
+    let path = url.path().trim_start_matches('/');
+    match broker.kind() {
+        "redis" if !path.is_empty() && path.parse::<u16>().is_err() => {
             return Err(invalid("url", "the path names a Redis database by number (/0)"));
         }
+        "nats" if !path.is_empty() => return Err(invalid("url", "must have no path")),
+        _ => {}
     }
     // A password is masked; a user name without a password is a NATS token, masked too.
-    let masked = courier_core::destination::MASK;
+    let mask = courier_core::destination::MASK;
     if url.password().is_some() {
-        let _ = url.set_password(Some(masked));
+        let _ = url.set_password(Some(mask));
     } else if !url.username().is_empty() {
-        let _ = url.set_username(masked);
+        let _ = url.set_username(mask);
     }
-    Ok(url.to_string())
+    let masked = url.to_string();
+    if masked.len() > MAX_URL_LEN {
+        return Err(invalid("url", "must be at most 2048 bytes once its credentials are masked"));
+    }
+    Ok(masked)
 }
 
 #[cfg(test)]

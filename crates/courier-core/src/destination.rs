@@ -112,6 +112,14 @@ impl Broker {
     }
 }
 
+/// Custom header names a broker message cannot carry: the Redis entry's own fields, and NATS's `Nats-*` headers,
+/// which steer JetStream (`Nats-Expected-Stream` fails every publish, `Nats-Rollup` purges the stream). The API
+/// refuses them beside a broker destination; the worker leaves out any that got there by another path.
+pub fn header_reserved_for_brokers(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name == "body" || name == "delivery_id" || name.starts_with("nats-")
+}
+
 /// A subject one may publish to: tokens of visible characters, no wildcards, no empty token.
 fn valid_subject(subject: &str) -> bool {
     subject.len() <= 255
@@ -157,6 +165,14 @@ mod tests {
         assert_eq!(shown["url"], "nats://********@h:4222");
         assert_eq!(shown["credentials"], serde_json::json!({"username": MASK, "password": MASK}));
         assert_eq!(shown["type"], "nats");
+    }
+
+    #[test]
+    fn broker_fields_and_jetstream_headers_are_reserved() {
+        for name in ["body", "Delivery_Id", "Nats-Rollup", "nats-expected-stream"] {
+            assert!(header_reserved_for_brokers(name), "{name}");
+        }
+        assert!(!header_reserved_for_brokers("X-Api-Key"));
     }
 
     #[test]

@@ -199,7 +199,9 @@ pub async fn publish(
     let mut headers: Vec<(String, String)> =
         signature_headers(delivery, &prepared).into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
     headers.push(("Content-Type".to_owned(), "application/json".to_owned()));
-    headers.extend(prepared.headers.0.iter().cloned());
+    let own =
+        prepared.headers.0.iter().filter(|(name, _)| !courier_core::destination::header_reserved_for_brokers(name));
+    headers.extend(own.cloned());
     let message = crate::brokers::Message { body: &prepared.body, headers, delivery_id: delivery.id.as_str() };
     brokers.publish(broker, &message).await
 }

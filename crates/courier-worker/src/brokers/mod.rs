@@ -38,8 +38,9 @@ pub struct Message<'a> {
     pub delivery_id: &'a str,
 }
 
-/// The broker connections of one worker, pooled per destination.
-#[derive(Debug, Clone)]
+/// The broker connections of one worker, pooled per destination (`Debug` shows no destination: pool keys hold
+/// credentials).
+#[derive(Clone)]
 pub struct Brokers {
     redis: Arc<Pool<redis::Connection>>,
     nats: Arc<Pool<nats::Connection>>,
@@ -47,6 +48,12 @@ pub struct Brokers {
     connect_timeout: Duration,
     /// An attempt's whole time: connect, publish and acknowledgement.
     timeout: Duration,
+}
+
+impl std::fmt::Debug for Brokers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Brokers").field("timeout", &self.timeout).finish_non_exhaustive()
+    }
 }
 
 impl Brokers {
@@ -99,13 +106,17 @@ impl Brokers {
         let mut fields: Vec<(&str, &[u8])> =
             vec![("body", message.body), ("delivery_id", message.delivery_id.as_bytes())];
         fields.extend(message.headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())));
-        // A pooled connection its server closed fails before anything was stored: try once more on a new one.
+        // A pooled connection its server closed fails as a connection failure: try once more on a new one. Not
+        // after an answer (a refusal would only repeat) nor a timeout (the entry may be stored already).
         if let Some(mut connection) = self.redis.take(&key) {
-            if let Ok(id) = connection.xadd(&to.stream, to.maxlen, &fields, written).await {
-                self.redis.put(key, connection);
-                return Ok(id);
+            match connection.xadd(&to.stream, to.maxlen, &fields, written).await {
+                Ok(id) => {
+                    self.redis.put(key, connection);
+                    return Ok(id);
+                }
+                Err(failure) if failure.kind != ErrorKind::Connect => return Err(failure),
+                Err(_) => {}
             }
-            written.store(false, Ordering::Relaxed);
         }
         let mut connection = redis::Connection::open(&to.url, &self.policy, self.connect_timeout).await?;
         let id = connection.xadd(&to.stream, to.maxlen, &fields, written).await?;
@@ -117,23 +128,25 @@ impl Brokers {
         let key = serde_json::to_string(&(&to.url, &to.credentials)).unwrap_or_else(|_| to.url.clone());
         let mut headers = vec![("Nats-Msg-Id".to_owned(), message.delivery_id.to_owned())];
         headers.extend(message.headers.iter().cloned());
-        // JetStream drops a second publish with the same Nats-Msg-Id, so sending again after a dead pooled
-        // connection cannot store the message twice.
+        // After a dead pooled connection, publish again on a new one. JetStream drops a second publish with the
+        // same Nats-Msg-Id within the stream's duplicate window (2 minutes by default), so this does not store the
+        // message twice; a retried attempt minutes later may (delivery is at least once; consumers deduplicate on
+        // the event id, as HTTP receivers do).
         if let Some(mut connection) = self.nats.take(&key) {
-            match connection.publish(&to.subject, &headers, message.body, written).await {
-                Ok(ack) => {
-                    self.nats.put(key, connection);
-                    return Ok(ack);
-                }
-                Err(failure) if failure.kind == ErrorKind::Refused => return Err(failure),
-                Err(_) => written.store(false, Ordering::Relaxed),
+            let ack = connection.publish(&to.subject, &headers, message.body, written).await;
+            if connection.reusable() {
+                self.nats.put(key.clone(), connection);
+            }
+            match ack {
+                Err(failure) if failure.kind == ErrorKind::Connect => {}
+                answered => return answered,
             }
         }
         let mut connection =
             nats::Connection::open(&to.url, to.credentials.as_ref(), &self.policy, self.connect_timeout).await?;
         let ack = connection.publish(&to.subject, &headers, message.body, written).await;
-        // A refusal is an answer: the connection still works. Any other failure leaves it in an unknown state.
-        if ack.is_ok() || matches!(&ack, Err(f) if f.kind == ErrorKind::Refused) {
+        // A JetStream refusal is an answer on a working connection; an `-ERR` or a broken read is not.
+        if connection.reusable() {
             self.nats.put(key, connection);
         }
         ack

@@ -26,6 +26,8 @@ pub struct Connection {
     /// This connection's reply subjects are `<inbox>.<n>`.
     inbox: String,
     next: u64,
+    /// Set when the server sent `-ERR` or the connection failed: it must not go back to the pool.
+    broken: bool,
 }
 
 /// A message that arrived on the inbox.
@@ -47,7 +49,7 @@ impl Connection {
         let (host, port) = address(&url, 4222)?;
         let stream = dial(&host, port, policy, timeout).await?;
         let inbox = format!("_INBOX.courier.{}", uuid_like());
-        let mut connection = Self { stream: BufReader::new(stream), inbox, next: 0 };
+        let mut connection = Self { stream: BufReader::new(stream), inbox, next: 0, broken: false };
         let info = connection.line().await?;
         let info: serde_json::Value = info
             .strip_prefix("INFO ")
@@ -63,7 +65,8 @@ impl Connection {
             "verbose": false, "pedantic": false, "tls_required": false, "name": "courier", "lang": "rust",
             "version": env!("CARGO_PKG_VERSION"), "protocol": 1, "headers": true, "no_responders": true,
         });
-        let (user, password) = (decode(url.username()), url.password().map(decode));
+        let text = |part: &str| String::from_utf8_lossy(&decode(part)).into_owned();
+        let (user, password) = (text(url.username()), url.password().map(text));
         match (credentials, password) {
             (Some(c), _) => {
                 for (field, value) in [("user", &c.username), ("pass", &c.password), ("auth_token", &c.token)] {
@@ -79,7 +82,8 @@ impl Connection {
             (None, None) if !user.is_empty() => connect["auth_token"] = user.into(),
             (None, None) => {}
         }
-        let hello = format!("CONNECT {connect}\r\nPING\r\nSUB {}.* 1\r\n", connection.inbox);
+        // PING last: its PONG comes after the server handled the subscription, so a refused SUB is seen here.
+        let hello = format!("CONNECT {connect}\r\nSUB {}.* 1\r\nPING\r\n", connection.inbox);
         connection.write(hello.as_bytes()).await?;
         loop {
             let line = connection.line().await?;
@@ -91,6 +95,11 @@ impl Connection {
                 _ => return Err(malformed("an unexpected line while connecting")),
             }
         }
+    }
+
+    /// Whether the connection may serve another publish: nothing failed on it and the server sent no `-ERR`.
+    pub fn reusable(&self) -> bool {
+        !self.broken
     }
 
     /// Publishes `body` with `headers` to `subject` and waits for JetStream's acknowledgement (its JSON).
@@ -159,7 +168,10 @@ impl Connection {
                 ["PING"] => self.write(b"PONG\r\n").await?,
                 ["PONG"] | ["+OK"] => {}
                 ["INFO", ..] => {}
-                ["-ERR", ..] => return Err(Failure::new(ErrorKind::Refused, format!("the server refused: {line}"))),
+                ["-ERR", ..] => {
+                    self.broken = true;
+                    return Err(Failure::new(ErrorKind::Refused, format!("the server refused: {line}")));
+                }
                 ["MSG", subject, _sid, .., size] => {
                     let payload = self.payload(size).await?;
                     if *subject == reply {
@@ -168,16 +180,17 @@ impl Connection {
                 }
                 ["HMSG", subject, _sid, .., header_size, size] => {
                     let mut message = self.payload(size).await?;
-                    let header_size: usize = header_size.parse().map_err(|_| malformed("a header size"))?;
+                    let header_size: usize =
+                        header_size.parse().map_err(|_| self.failed(malformed("a header size")))?;
                     if header_size > message.len() {
-                        return Err(malformed("a header block longer than its message"));
+                        return Err(self.failed(malformed("a header block longer than its message")));
                     }
                     if *subject == reply {
                         let payload = message.split_off(header_size);
                         return Ok(Answer { status: status_of(&message), payload });
                     }
                 }
-                _ => return Err(malformed("an unexpected line")),
+                _ => return Err(self.failed(malformed("an unexpected line"))),
             }
         }
     }
@@ -186,25 +199,36 @@ impl Connection {
     async fn payload(&mut self, size: &str) -> Result<Vec<u8>, Failure> {
         let size: usize = size.parse().ok().filter(|n| *n <= MAX_MESSAGE).ok_or_else(|| malformed("a message size"))?;
         let mut payload = vec![0; size + 2];
-        self.stream.read_exact(&mut payload).await.map_err(|e| Failure::io("reading from nats", &e))?;
+        let read = self.stream.read_exact(&mut payload).await;
+        read.map_err(|e| self.failed(Failure::io("reading from nats", &e)))?;
+        if !payload.ends_with(b"\r\n") {
+            return Err(self.failed(malformed("a message without its CRLF")));
+        }
         payload.truncate(size);
         Ok(payload)
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), Failure> {
-        self.stream.get_mut().write_all(bytes).await.map_err(|e| Failure::io("writing to nats", &e))
+        let written = self.stream.get_mut().write_all(bytes).await;
+        written.map_err(|e| self.failed(Failure::io("writing to nats", &e)))
+    }
+
+    /// Marks the connection unusable and passes `failure` on.
+    fn failed(&mut self, failure: Failure) -> Failure {
+        self.broken = true;
+        failure
     }
 
     /// One CRLF-terminated line, at most [`MAX_LINE`] bytes, without its CRLF.
     async fn line(&mut self) -> Result<String, Failure> {
         let mut line = Vec::new();
         let read = (&mut self.stream).take(MAX_LINE as u64).read_until(b'\n', &mut line).await;
-        read.map_err(|e| Failure::io("reading from nats", &e))?;
+        read.map_err(|e| self.failed(Failure::io("reading from nats", &e)))?;
         if line.is_empty() {
-            return Err(Failure::new(ErrorKind::Connect, "nats closed the connection"));
+            return Err(self.failed(Failure::new(ErrorKind::Connect, "nats closed the connection")));
         }
         if !line.ends_with(b"\r\n") {
-            return Err(malformed("a line too long or unterminated"));
+            return Err(self.failed(malformed("a line too long or unterminated")));
         }
         line.truncate(line.len() - 2);
         String::from_utf8(line).map_err(|_| malformed("a line that is not UTF-8"))

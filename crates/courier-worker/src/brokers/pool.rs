@@ -10,7 +10,7 @@ const MAX_IDLE: usize = 4;
 /// Destinations whose idle connections are kept; past it a connection is closed after its attempt.
 const MAX_DESTINATIONS: usize = 512;
 
-#[derive(Debug)]
+/// Keyed by what reaches a destination, credentials included, so it has no `Debug`.
 pub(crate) struct Pool<C> {
     idle: Mutex<HashMap<String, Vec<C>>>,
 }

@@ -42,13 +42,9 @@ impl Connection {
         let (host, port) = address(&url, 6379)?;
         let mut connection = Self { stream: BufReader::new(dial(&host, port, policy, timeout).await?) };
         if let Some(password) = url.password() {
-            let password = decode(password);
-            let user = decode(url.username());
-            let auth: Vec<&[u8]> = if user.is_empty() {
-                vec![b"AUTH", password.as_bytes()]
-            } else {
-                vec![b"AUTH", user.as_bytes(), password.as_bytes()]
-            };
+            let (password, user) = (decode(password), decode(url.username()));
+            let auth: Vec<&[u8]> =
+                if user.is_empty() { vec![b"AUTH", &password] } else { vec![b"AUTH", &user, &password] };
             connection.expect_ok(&auth, "AUTH").await?;
         }
         let db = url.path().trim_start_matches('/');
@@ -116,19 +112,26 @@ impl Connection {
     fn read_at(&mut self, depth: usize) -> std::pin::Pin<Box<dyn Future<Output = Result<Reply, Failure>> + Send + '_>> {
         Box::pin(async move {
             let line = self.line().await?;
-            let (kind, rest) = line.split_at(1);
+            // The type is one ASCII byte; anything else (a multi-byte character included) is not RESP.
+            let Some(kind) = line.bytes().next().filter(u8::is_ascii) else {
+                return Err(malformed("a reply of an unknown type"));
+            };
+            let rest = &line[1..];
             match kind {
-                "+" => Ok(Reply::Status(rest.to_owned())),
-                "-" => Ok(Reply::Error(rest.to_owned())),
-                ":" => rest.parse().map(Reply::Integer).map_err(|_| malformed("an integer reply")),
-                "$" => {
+                b'+' => Ok(Reply::Status(rest.to_owned())),
+                b'-' => Ok(Reply::Error(rest.to_owned())),
+                b':' => rest.parse().map(Reply::Integer).map_err(|_| malformed("an integer reply")),
+                b'$' => {
                     let Some(len) = length(rest, MAX_BULK)? else { return Ok(Reply::Bulk(None)) };
                     let mut bulk = vec![0; len + 2];
                     self.stream.read_exact(&mut bulk).await.map_err(|e| Failure::io("reading from redis", &e))?;
+                    if !bulk.ends_with(b"\r\n") {
+                        return Err(malformed("a bulk reply without its CRLF"));
+                    }
                     bulk.truncate(len);
                     Ok(Reply::Bulk(Some(bulk)))
                 }
-                "*" => {
+                b'*' => {
                     let Some(len) = length(rest, MAX_ITEMS)? else { return Ok(Reply::Array(None)) };
                     if depth >= MAX_DEPTH {
                         return Err(malformed("arrays nested too deep"));
@@ -173,7 +176,7 @@ fn malformed(what: &str) -> Failure {
     Failure::new(ErrorKind::Other, format!("redis answered {what}"))
 }
 
-/// A URL's user or password, percent-decoded.
-pub(super) fn decode(text: &str) -> String {
-    percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned()
+/// A URL's user or password, percent-decoded to the bytes they stand for.
+pub(super) fn decode(text: &str) -> Vec<u8> {
+    percent_encoding::percent_decode_str(text).collect()
 }

@@ -57,7 +57,7 @@ pub struct CreateWebhook {
 /// `nats://user:password@host:4222`, `nats://token@host:4222`): they are stored encrypted and shown masked.
 /// The body is the same envelope an HTTP delivery carries, and the signature headers travel with it (NATS message
 /// headers, Redis stream fields), so the guide's `verify_signature` checks it unchanged.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum DestinationInput {
     /// POST to a URL (what `url` alone means).
@@ -87,8 +87,15 @@ pub enum DestinationInput {
     },
 }
 
+impl std::fmt::Debug for DestinationInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Broker URLs and credentials may hold passwords.
+        f.write_str("DestinationInput(redacted)")
+    }
+}
+
 /// A NATS user and password, or a token.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NatsCredentialsInput {
     #[schema(max_length = 1024)]
@@ -97,6 +104,23 @@ pub struct NatsCredentialsInput {
     pub password: Option<String>,
     #[schema(max_length = 1024)]
     pub token: Option<String>,
+}
+
+/// A 422 naming the first custom header a broker message cannot carry, when `broker` is one.
+pub(super) fn check_broker_headers(
+    broker: Option<&webhooks::BrokerDestination>,
+    headers: &CustomHeaders,
+) -> Result<(), ApiError> {
+    if broker.is_none() {
+        return Ok(());
+    }
+    match headers.names().into_iter().find(|name| courier_core::destination::header_reserved_for_brokers(name)) {
+        Some(name) => Err(ApiError::invalid(
+            format!("headers.{name}"),
+            "is reserved on a broker destination (`body`, `delivery_id`, `Nats-*`)",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Where a webhook delivers, as stored: the URL column (for a broker, its URL with credentials masked) and the
@@ -350,6 +374,9 @@ pub(super) fn patch_of(
         return Err(ApiError::validation(details));
     }
     let (url, broker) = target.map_or((None, None), |(url, broker)| (Some(url), Some(broker)));
+    if let (Some(broker), Some(headers)) = (&broker, &headers) {
+        check_broker_headers(broker.as_ref(), headers)?;
+    }
     Ok(WebhookPatch {
         url,
         broker,

@@ -45,6 +45,8 @@ pub async fn create(
         Some(names) => parse_events(names)?,
     };
     check_description(&body.description)?;
+    let headers = body.headers.map(parse_headers).transpose()?.unwrap_or_default();
+    check_broker_headers(broker.as_ref(), &headers)?;
     let new = NewWebhook {
         url,
         broker,
@@ -56,7 +58,7 @@ pub async fn create(
         },
         max_attempts: check_max_attempts(body.max_attempts.unwrap_or(state.config.webhooks.default_max_attempts))?,
         ordering: body.ordering.map(Into::into).unwrap_or_default(),
-        headers: body.headers.map(parse_headers).transpose()?.unwrap_or_default(),
+        headers,
         rate_limit: body.rate_limit.as_ref().map(check_rate).transpose()?,
     };
     let limit = state.config.webhooks.max_webhooks;

@@ -338,8 +338,11 @@ async fn a_bad_destination_is_a_422_naming_its_field_and_creates_nothing(pool: P
     assert!(status.is_client_error(), "an unknown type is refused");
     let (_, list) = api.call(Method::GET, "/api/v1/webhooks", None).await;
     assert_eq!(list["data"].as_array().map(Vec::len), Some(0), "nothing was created");
+}
 
-    // The long form of an HTTP webhook is the short form; PATCH moves a webhook between kinds.
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn the_long_form_of_an_http_webhook_is_the_short_form_and_patch_moves_between_kinds(pool: PgPool) {
+    let api = Api::new(pool).await;
     let (status, created) = api
         .call(
             Method::POST,

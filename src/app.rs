@@ -69,7 +69,13 @@ impl Application {
         // …and hands it the deliveries it leased to it in the same commit, so those need no claim at all.
         let local =
             worker.as_ref().map(|w| courier_scheduler::ingest::LocalWorker { wake: local, handover: w.handover() });
-        let (state, api_loops) = AppState::with_local_worker(&db, key, settings.api_config(), local);
+        let (mut state, api_loops) = AppState::with_local_worker(&db, key, settings.api_config(), local);
+        // …and takes `courier listen` sessions, whose relay webhooks' deliveries that worker hands over in memory.
+        let relays = courier_scheduler::relay::Relays::default();
+        let worker = worker.map(|w| w.with_relays(relays.clone()));
+        if worker.is_some() {
+            state = state.with_relays(relays);
+        }
         Ok(Self { listener, metrics, state, api_loops, pool, worker, retention_days: settings.retention.days })
     }
 

@@ -28,6 +28,12 @@ pub enum Command {
     Api,
     /// Run the delivery worker alone; run more of them on the same database to scale out.
     Worker,
+    /// Forward a test-mode key's events to a local port: real deliveries, signed as in production, without a
+    /// public URL (a `relay` webhook, over a WebSocket to Courier).
+    #[command(
+        after_help = "Example:\n  courier listen --url http://127.0.0.1:8080 --key as_test_… --forward-to http://localhost:3000/webhooks --events call.completed,call.failed"
+    )]
+    Listen(ListenArgs),
     /// Inspect deliveries across tenants.
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
@@ -59,6 +65,22 @@ pub enum Command {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Courier's base URL.
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+    /// An API key with `webhooks:write` (test mode, unless COURIER_RELAY_LIVE).
+    #[arg(long)]
+    pub key: String,
+    /// Where to POST each delivery.
+    #[arg(long, value_name = "URL")]
+    pub forward_to: String,
+    /// Only these event types (comma-separated); every type when omitted.
+    #[arg(long, value_delimiter = ',')]
+    pub events: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,6 +2,7 @@
 
 mod admin;
 mod dev;
+mod listen;
 mod operate;
 pub mod serve;
 mod terminal;
@@ -36,6 +37,7 @@ async fn command(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dev => dev::run(settings).await,
+        Command::Listen(args) => listen::run(args).await,
         Command::Worker => worker::run(settings).await,
         Command::Serve => serve::run(settings, crate::app::Role::All).await,
         Command::Api => serve::run(settings, crate::app::Role::Api).await,

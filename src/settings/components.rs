@@ -23,6 +23,7 @@ impl Settings {
             },
             webhooks: WebhookRules {
                 allow_http: api.allow_http,
+                relay_live: api.relay_live,
                 // The API refuses at creation what the worker would refuse at delivery: one list for both.
                 allowed_targets: self.delivery.allowed_targets.clone(),
                 rotation_grace: api.rotation_grace,

@@ -24,6 +24,7 @@ pub(super) const SETTINGS: &[(&str, Option<&str>)] = &[
     ("metrics_listen", Some("127.0.0.1:9090")),
     ("secret_key", None),
     ("allow_http", Some("false")),
+    ("relay_live", Some("false")),
     ("rotation_grace", Some("24h")),
     ("rate_limit", Some("1000")),
     ("rate_limit_burst", Some("2000")),

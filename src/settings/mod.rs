@@ -66,6 +66,8 @@ pub struct ApiSettings {
     pub secret_key: Option<SecretString>,
     /// `COURIER_ALLOW_HTTP`: let live-mode webhooks use plain `http`.
     pub allow_http: bool,
+    /// `COURIER_RELAY_LIVE`: let live-mode keys create `relay` webhooks (for `courier listen`).
+    pub relay_live: bool,
     /// `COURIER_ROTATION_GRACE`: how long a rotated-out secret keeps signing.
     pub rotation_grace: Duration,
     /// `COURIER_RATE_LIMIT` (requests per second per key) and `COURIER_RATE_LIMIT_BURST`; a rate of 0 turns it off.

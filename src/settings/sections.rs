@@ -50,6 +50,7 @@ impl ApiSettings {
             })?,
             secret_key: optional(l, "secret_key").map(SecretString::from),
             allow_http: l.parse("allow_http", boolean)?,
+            relay_live: l.parse("relay_live", boolean)?,
             rotation_grace: l.parse("rotation_grace", duration)?,
             rate_limit: (rate > 0.0).then_some((rate, burst.max(1.0))),
             trusted_proxies: l.parse("trusted_proxies", cidrs)?,

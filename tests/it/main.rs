@@ -24,6 +24,7 @@ pub(crate) mod pipeline;
 mod rate_limit;
 mod receiver;
 mod recorder;
+mod relay;
 mod replays;
 mod replicas;
 mod retention;

@@ -30,7 +30,7 @@ use tracing::field::Empty;
 pub use error::ApiError;
 pub use state::{ApiConfig, AppState, PortalConfig, RateLimit, WebhookRules};
 
-use crate::routes::{deliveries, events, health, portal_sessions, webhooks};
+use crate::routes::{deliveries, events, health, portal_sessions, relay, webhooks};
 
 /// One event's body: 256 KiB of `data` plus room for the rest of the envelope.
 pub const EVENT_BODY_LIMIT: usize = 256 * 1024 + 4 * 1024;
@@ -96,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/api/v1/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
         .route("/api/v1/webhooks/{id}/rotate-secret", post(webhooks::rotate_secret))
+        .route("/api/v1/webhooks/{id}/listen", get(relay::listen))
         .route("/api/v1/events", post(events::ingest).layer(DefaultBodyLimit::max(EVENT_BODY_LIMIT)).get(events::list))
         .route("/api/v1/events/batch", post(events::ingest_batch).layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)))
         .route("/api/v1/events/{id}", get(events::get))

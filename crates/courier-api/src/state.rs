@@ -43,6 +43,8 @@ pub struct PortalConfig {
 pub struct WebhookRules {
     /// Let live-mode webhooks use plain `http`.
     pub allow_http: bool,
+    /// Let live-mode keys create `relay` webhooks (test mode always may).
+    pub relay_live: bool,
     /// CIDRs a webhook may target although they are private (development, tests); the worker gets the same list.
     pub allowed_targets: Vec<IpNet>,
     /// How long a rotated-out secret keeps signing.
@@ -105,6 +107,8 @@ pub struct AppState {
     pub components: Components,
     /// Turns to read and parse a large body (a batch), so concurrent 16 MiB requests cannot exhaust memory.
     pub(crate) large_bodies: LargeBodies,
+    /// The `courier listen` sessions of this process, when a worker runs beside the API to hand them deliveries.
+    pub(crate) relays: Option<courier_scheduler::relay::Relays>,
 }
 
 /// How many large bodies may be parsed at once, by everyone and by one tenant, and how long a request waits for its
@@ -247,8 +251,14 @@ impl AppState {
             ingest,
             components,
             large_bodies: LargeBodies::new(),
+            relays: None,
         };
         (state, ApiLoops { dispatcher })
+    }
+
+    /// The same state, accepting `courier listen` sessions into `relays`, which this process's worker delivers to.
+    pub fn with_relays(self, relays: courier_scheduler::relay::Relays) -> Self {
+        Self { relays: Some(relays), ..self }
     }
 
     /// The pool for a read that need not see a write made just before it (logs, lists, counts): a replica's when one

@@ -94,7 +94,16 @@ pub fn validate_broker(
     if let Some((field, message)) = broker.invalid_field() {
         return Err(invalid(field, &message));
     }
-    let raw = broker.url();
+    let Some(raw) = broker.url() else {
+        // A relay: `courier listen` connects to Courier, Courier dials nothing.
+        if environment == Environment::Live && !rules.relay_live {
+            return Err(invalid(
+                "type",
+                "relay webhooks are for test-mode keys (COURIER_RELAY_LIVE opens them to live mode)",
+            ));
+        }
+        return Ok(courier_core::destination::RELAY_URL.to_owned());
+    };
     if raw.len() > MAX_URL_LEN {
         return Err(invalid("url", "must be at most 2048 bytes"));
     }
@@ -144,6 +153,7 @@ mod tests {
     fn config(allow_http: bool, allowed: &[&str]) -> WebhookRules {
         WebhookRules {
             allow_http,
+            relay_live: false,
             allowed_targets: allowed.iter().map(|c| c.parse().expect("cidr")).collect(),
             rotation_grace: Duration::from_secs(1),
             default_max_attempts: 5,

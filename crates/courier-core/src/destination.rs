@@ -17,7 +17,13 @@ pub enum Broker {
     Redis(RedisStream),
     /// A publish to a NATS JetStream subject, acknowledged by the stream that stores it.
     Nats(NatsSubject),
+    /// Handed to a `courier listen` connected over a WebSocket, which POSTs it to a developer's local port and
+    /// answers with what that port answered.
+    Relay,
 }
+
+/// What a relay webhook's `url` column holds: it has no URL of its own.
+pub const RELAY_URL: &str = "relay://courier-listen";
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,13 +67,16 @@ impl Broker {
         match self {
             Broker::Redis(_) => "redis",
             Broker::Nats(_) => "nats",
+            Broker::Relay => "relay",
         }
     }
 
-    pub fn url(&self) -> &str {
+    /// The broker's URL; a relay has none.
+    pub fn url(&self) -> Option<&str> {
         match self {
-            Broker::Redis(r) => &r.url,
-            Broker::Nats(n) => &n.url,
+            Broker::Redis(r) => Some(&r.url),
+            Broker::Nats(n) => Some(&n.url),
+            Broker::Relay => None,
         }
     }
 
@@ -75,7 +84,9 @@ impl Broker {
     /// parses URLs), and a NATS `credentials` object keeps its keys with masked values.
     pub fn shown(&self, masked_url: &str) -> serde_json::Value {
         let mut shown = serde_json::to_value(self).expect("a broker serialises");
-        shown["url"] = serde_json::Value::String(masked_url.to_owned());
+        if self.url().is_some() {
+            shown["url"] = serde_json::Value::String(masked_url.to_owned());
+        }
         if let Some(credentials) = shown.get_mut("credentials").and_then(serde_json::Value::as_object_mut) {
             for value in credentials.values_mut() {
                 *value = serde_json::Value::String(MASK.to_owned());
@@ -108,6 +119,7 @@ impl Broker {
                 }
                 None
             }
+            Broker::Relay => None,
         }
     }
 }
@@ -152,6 +164,9 @@ mod tests {
         assert_eq!(serde_json::to_string(&broker).expect("serialises"), json);
         assert!(serde_json::from_str::<Broker>(r#"{"type":"redis","url":"u","stream":"s","x":1}"#).is_err());
         assert!(serde_json::from_str::<Broker>(r#"{"type":"kafka","url":"u"}"#).is_err());
+        let relay: Broker = serde_json::from_str(r#"{"type":"relay"}"#).expect("a relay has no fields");
+        assert_eq!((relay.kind(), relay.url()), ("relay", None));
+        assert_eq!(relay.shown("ignored"), serde_json::json!({"type": "relay"}));
     }
 
     #[test]

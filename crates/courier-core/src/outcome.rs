@@ -24,6 +24,8 @@ pub enum ErrorKind {
     Refused,
     /// A broker took the message but did not acknowledge it within the attempt's time.
     NotConfirmed,
+    /// A relay webhook's delivery found no `courier listen` connected (or it left before answering).
+    NoListener,
     /// The worker holding the last allowed attempt stopped before recording it; only the sweep records this (on the
     /// delivery, as its last error), since nobody knows what the receiver answered.
     LeaseExpired,
@@ -35,7 +37,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::Timeout,
         ErrorKind::Connect,
         ErrorKind::Dns,
@@ -45,6 +47,7 @@ impl ErrorKind {
         ErrorKind::Body,
         ErrorKind::Refused,
         ErrorKind::NotConfirmed,
+        ErrorKind::NoListener,
         ErrorKind::LeaseExpired,
         ErrorKind::OutlivedRetention,
         ErrorKind::Other,
@@ -61,6 +64,7 @@ impl ErrorKind {
             ErrorKind::Body => "body",
             ErrorKind::Refused => "refused",
             ErrorKind::NotConfirmed => "not_confirmed",
+            ErrorKind::NoListener => "no_listener",
             ErrorKind::LeaseExpired => "lease_expired",
             ErrorKind::OutlivedRetention => "outlived_retention",
             ErrorKind::Other => "other",

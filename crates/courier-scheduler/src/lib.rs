@@ -18,6 +18,7 @@ mod operational;
 pub mod operator;
 pub mod queue;
 pub mod rate;
+pub mod relay;
 pub mod replay;
 pub mod retention;
 pub mod stats;

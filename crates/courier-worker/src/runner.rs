@@ -114,6 +114,11 @@ impl Worker {
         Self { local, ..self }
     }
 
+    /// The same worker, handing relay deliveries to the `courier listen` sessions of this process's API.
+    pub fn with_relays(self, relays: courier_scheduler::relay::Relays) -> Self {
+        Self { brokers: self.brokers.with_relays(relays), ..self }
+    }
+
     /// The same worker on another clock (tests step theirs).
     pub fn with_clock(self, clock: Clock) -> Self {
         Self { clock, ..self }

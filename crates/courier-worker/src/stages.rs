@@ -202,7 +202,7 @@ pub async fn publish(
     let own =
         prepared.headers.0.iter().filter(|(name, _)| !courier_core::destination::header_reserved_for_brokers(name));
     headers.extend(own.cloned());
-    let message = crate::brokers::Message { body: &prepared.body, headers, delivery_id: delivery.id.as_str() };
+    let message = crate::brokers::Message { body: &prepared.body, headers, delivery };
     brokers.publish(broker, &message).await
 }
 

@@ -35,6 +35,7 @@ pub fn api_config() -> ApiConfig {
         max_running_replays: 3,
         webhooks: WebhookRules {
             allow_http: false,
+            relay_live: false,
             allowed_targets: vec!["127.0.0.0/8".parse().expect("cidr")],
             rotation_grace: Duration::from_secs(3600),
             default_max_attempts: 5,

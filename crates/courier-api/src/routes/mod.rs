@@ -4,6 +4,7 @@ pub mod deliveries;
 pub mod events;
 pub mod health;
 pub mod portal_sessions;
+pub mod relay;
 pub mod webhooks;
 
 use serde::{Deserialize, Serialize};

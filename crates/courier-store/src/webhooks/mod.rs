@@ -184,6 +184,26 @@ async fn one(db: impl PgExecutor<'_>, sql: &'static str, owner: Owner, id: &Webh
     row.map(from_row).transpose()
 }
 
+/// The owner's webhook's current signing secret, opened: for a `courier listen` session, which shows it to the
+/// developer whose key may rotate it anyway (`webhooks:write`). `None` when the webhook does not exist.
+pub async fn signing_secret(
+    db: impl PgExecutor<'_>,
+    key: &MasterKey,
+    owner: Owner,
+    id: &WebhookId,
+) -> Result<Option<WebhookSecret>> {
+    let sealed: Option<Vec<u8>> =
+        sqlx::query_scalar(concat!("SELECT secret_ciphertext FROM webhooks WHERE ", one_webhook!()))
+            .bind(owner.tenant.as_uuid())
+            .bind(owner.environment.as_str())
+            .bind(id.as_str())
+            .fetch_optional(db)
+            .await?;
+    sealed
+        .map(|sealed| key.open(id, &sealed).map_err(Error::corrupt(format!("webhook {id}"), "secret_ciphertext")))
+        .transpose()
+}
+
 /// Newest first; `before` is the last id of the previous page.
 pub async fn list(
     db: impl PgExecutor<'_>,

@@ -1,5 +1,6 @@
 //! Publishing to a broker instead of POSTing: a Redis stream (`XADD`) or a NATS JetStream subject (a publish the
-//! stream acknowledges). The body is the same signed envelope, and the signature headers travel with it.
+//! stream acknowledges); or handing the delivery to a `courier listen` connected to this process (a relay). The
+//! body is the same signed envelope, and the signature headers travel with it.
 //!
 //! Each attempt is one publish on a connection taken from a small per-destination pool, inside the attempt's
 //! time, like an HTTP attempt: a broker that hangs holds one of its webhook's slots until the timeout, never
@@ -35,7 +36,21 @@ pub struct Message<'a> {
     pub body: &'a [u8],
     /// The signature headers and the webhook's custom headers, as an HTTP delivery sends them.
     pub headers: Vec<(String, String)>,
-    pub delivery_id: &'a str,
+    pub delivery: &'a courier_scheduler::ClaimedDelivery,
+}
+
+/// What came back from a destination: a broker's acknowledgement (a 200 with its answer), or what a relay's
+/// local target answered.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+    truncated: bool,
+}
+
+impl Answer {
+    fn acknowledged(body: Vec<u8>) -> Self {
+        Self { status: 200, body, truncated: false }
+    }
 }
 
 /// The broker connections of one worker, pooled per destination (`Debug` shows no destination: pool keys hold
@@ -44,6 +59,8 @@ pub struct Message<'a> {
 pub struct Brokers {
     redis: Arc<Pool<redis::Connection>>,
     nats: Arc<Pool<nats::Connection>>,
+    /// The `courier listen` sessions connected to this process's API (none unless it runs one).
+    relays: courier_scheduler::relay::Relays,
     policy: Arc<TargetPolicy>,
     connect_timeout: Duration,
     /// An attempt's whole time: connect, publish and acknowledgement.
@@ -58,7 +75,13 @@ impl std::fmt::Debug for Brokers {
 
 impl Brokers {
     pub fn new(policy: Arc<TargetPolicy>, connect_timeout: Duration, timeout: Duration) -> Self {
-        Self { redis: Arc::default(), nats: Arc::default(), policy, connect_timeout, timeout }
+        let relays = courier_scheduler::relay::Relays::default();
+        Self { redis: Arc::default(), nats: Arc::default(), relays, policy, connect_timeout, timeout }
+    }
+
+    /// The same, handing relay deliveries to the listeners connected to this process's API.
+    pub fn with_relays(self, relays: courier_scheduler::relay::Relays) -> Self {
+        Self { relays, ..self }
     }
 
     /// One attempt: publish `message` to `broker` within the attempt's time.
@@ -69,22 +92,23 @@ impl Brokers {
         let published = match broker {
             Broker::Redis(stream) => tokio::time::timeout(self.timeout, self.to_redis(stream, message, &written)).await,
             Broker::Nats(subject) => tokio::time::timeout(self.timeout, self.to_nats(subject, message, &written)).await,
+            Broker::Relay => tokio::time::timeout(self.timeout, self.to_relay(message)).await,
         };
         let outcome = published.unwrap_or_else(|_| {
-            Err(if written.load(Ordering::Relaxed) {
-                Failure::new(
-                    ErrorKind::NotConfirmed,
-                    format!("{} did not acknowledge the message in time", broker.kind()),
-                )
-            } else {
-                Failure::new(ErrorKind::Timeout, format!("{} did not answer in time", broker.kind()))
+            let kind = broker.kind();
+            Err(match broker {
+                Broker::Relay => Failure::new(ErrorKind::Timeout, "the listener's local target did not answer in time"),
+                _ if written.load(Ordering::Relaxed) => {
+                    Failure::new(ErrorKind::NotConfirmed, format!("{kind} did not acknowledge the message in time"))
+                }
+                _ => Failure::new(ErrorKind::Timeout, format!("{kind} did not answer in time")),
             })
         });
         match outcome {
             Ok(answer) => Sent {
-                result: AttemptResult::Response { status: 200, retry_after: None },
+                result: AttemptResult::Response { status: answer.status, retry_after: None },
                 error_message: None,
-                response_body: Some(ResponseBody::capture(answer, false)),
+                response_body: (!answer.body.is_empty()).then(|| ResponseBody::capture(answer.body, answer.truncated)),
                 duration: started.elapsed(),
             },
             Err(failure) => Sent {
@@ -96,15 +120,34 @@ impl Brokers {
         }
     }
 
-    async fn to_redis(
-        &self,
-        to: &RedisStream,
-        message: &Message<'_>,
-        written: &AtomicBool,
-    ) -> Result<Vec<u8>, Failure> {
+    /// Hands the delivery to the webhook's `courier listen` and waits for what its local target answered.
+    async fn to_relay(&self, message: &Message<'_>) -> Result<Answer, Failure> {
+        use courier_scheduler::relay::{RelayAnswer, Relayed};
+        let delivery = message.delivery;
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let relayed = Relayed {
+            delivery_id: delivery.id.as_str().to_owned(),
+            event_id: delivery.event.id.as_str().to_owned(),
+            event_type: delivery.event.event_type.as_str().to_owned(),
+            headers: message.headers.clone(),
+            body: message.body.to_vec(),
+            answer,
+        };
+        let no_listener = |why: String| Failure::new(ErrorKind::NoListener, why);
+        self.relays.send(&delivery.webhook.id, relayed).map_err(|why| no_listener(why.to_string()))?;
+        match answered.await {
+            Ok(RelayAnswer::Response { status, body, truncated }) => Ok(Answer { status, body, truncated }),
+            Ok(RelayAnswer::Unreachable(why)) => {
+                Err(Failure::new(ErrorKind::Connect, format!("the listener could not reach its target: {why}")))
+            }
+            Err(_) => Err(no_listener("the listener disconnected before answering".to_owned())),
+        }
+    }
+
+    async fn to_redis(&self, to: &RedisStream, message: &Message<'_>, written: &AtomicBool) -> Result<Answer, Failure> {
         let key = to.url.clone();
-        let mut fields: Vec<(&str, &[u8])> =
-            vec![("body", message.body), ("delivery_id", message.delivery_id.as_bytes())];
+        let delivery_id = message.delivery.id.as_str().as_bytes();
+        let mut fields: Vec<(&str, &[u8])> = vec![("body", message.body), ("delivery_id", delivery_id)];
         fields.extend(message.headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())));
         // A pooled connection its server closed fails as a connection failure: try once more on a new one. Not
         // after an answer (a refusal would only repeat) nor a timeout (the entry may be stored already).
@@ -112,7 +155,7 @@ impl Brokers {
             match connection.xadd(&to.stream, to.maxlen, &fields, written).await {
                 Ok(id) => {
                     self.redis.put(key, connection);
-                    return Ok(id);
+                    return Ok(Answer::acknowledged(id));
                 }
                 Err(failure) if failure.kind != ErrorKind::Connect => return Err(failure),
                 Err(_) => {}
@@ -121,12 +164,12 @@ impl Brokers {
         let mut connection = redis::Connection::open(&to.url, &self.policy, self.connect_timeout).await?;
         let id = connection.xadd(&to.stream, to.maxlen, &fields, written).await?;
         self.redis.put(key, connection);
-        Ok(id)
+        Ok(Answer::acknowledged(id))
     }
 
-    async fn to_nats(&self, to: &NatsSubject, message: &Message<'_>, written: &AtomicBool) -> Result<Vec<u8>, Failure> {
+    async fn to_nats(&self, to: &NatsSubject, message: &Message<'_>, written: &AtomicBool) -> Result<Answer, Failure> {
         let key = serde_json::to_string(&(&to.url, &to.credentials)).unwrap_or_else(|_| to.url.clone());
-        let mut headers = vec![("Nats-Msg-Id".to_owned(), message.delivery_id.to_owned())];
+        let mut headers = vec![("Nats-Msg-Id".to_owned(), message.delivery.id.as_str().to_owned())];
         headers.extend(message.headers.iter().cloned());
         // After a dead pooled connection, publish again on a new one. JetStream drops a second publish with the
         // same Nats-Msg-Id within the stream's duplicate window (2 minutes by default), so this does not store the
@@ -139,7 +182,7 @@ impl Brokers {
             }
             match ack {
                 Err(failure) if failure.kind == ErrorKind::Connect => {}
-                answered => return answered,
+                answered => return answered.map(Answer::acknowledged),
             }
         }
         let mut connection =
@@ -149,6 +192,6 @@ impl Brokers {
         if connection.reusable() {
             self.nats.put(key, connection);
         }
-        ack
+        ack.map(Answer::acknowledged)
     }
 }

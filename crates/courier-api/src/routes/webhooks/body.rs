@@ -85,6 +85,10 @@ pub enum DestinationInput {
         subject: String,
         credentials: Option<NatsCredentialsInput>,
     },
+    /// Delivered to a `courier listen` connected over a WebSocket (`GET /api/v1/webhooks/{id}/listen`), which
+    /// POSTs it to a local port and answers with that port's status and body. Test-mode keys only, unless
+    /// `COURIER_RELAY_LIVE`.
+    Relay {},
 }
 
 impl std::fmt::Debug for DestinationInput {
@@ -147,6 +151,7 @@ pub(super) fn target_of(
         (None, Some(DestinationInput::Redis { url, stream, maxlen })) => {
             Broker::Redis(RedisStream { url, stream, maxlen })
         }
+        (None, Some(DestinationInput::Relay {})) => Broker::Relay,
         (None, Some(DestinationInput::Nats { url, subject, credentials })) => Broker::Nats(NatsSubject {
             url,
             subject,

@@ -117,9 +117,14 @@ async fn courier_listen_forwards_signed_deliveries_and_its_answers_are_the_attem
         .expect("count");
     assert_eq!(relays, 1, "the relay webhook {relay} is reused");
 
+    // The newer listener took over: the older one stops rather than taking it back.
+    let stopped = tokio::time::timeout(Duration::from_secs(10), listener.wait()).await.expect("the first one stops");
+    assert!(!stopped.expect("exit status").success(), "it says why and exits non-zero");
+    post_event(&app, &test_key, "evt_relay_3").await;
+    line_with(&mut second_lines, "evt_relay_3").await;
+
     // With no listener, the attempt is recorded as `no_listener` and retried later.
     second.kill().await.expect("killed");
-    listener.kill().await.expect("killed");
     tokio::time::sleep(Duration::from_millis(300)).await;
     post_event(&app, &test_key, "evt_relay_2").await;
     assert_eq!(last_attempt(&pool, "evt_relay_2").await.1.as_deref(), Some("no_listener"));

@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use courier_core::WebhookId;
 use tokio::sync::{mpsc, oneshot};
 
-/// Deliveries a listener may have on its way before the next one is refused as busy.
-const QUEUE: usize = 64;
+/// Deliveries a listener may have on its way before the next one is refused as busy; its session also holds at
+/// most this many waiting for an answer.
+pub const QUEUE: usize = 64;
 
 /// Each webhook's listener: which connection it is (so a replaced one leaving removes nothing) and its queue.
 type Listeners = HashMap<WebhookId, (u64, mpsc::Sender<Relayed>)>;
@@ -29,6 +30,9 @@ pub struct Relays {
 #[derive(Debug)]
 pub struct Relayed {
     pub delivery_id: String,
+    /// The attempt this is: with the delivery id, what the listener's answer names (a late answer to an earlier
+    /// attempt is not taken for this one's).
+    pub attempt: u32,
     pub event_id: String,
     pub event_type: String,
     /// The headers a real delivery carries (signatures, custom headers), so the developer's code runs unchanged.
@@ -46,8 +50,11 @@ pub enum RelayAnswer {
         body: Vec<u8>,
         truncated: bool,
     },
-    /// The listener could not reach its local target (nothing listens there, it timed out).
-    Unreachable(String),
+    /// The listener could not reach its local target: nothing listens there, or (`timed_out`) it did not answer.
+    Unreachable {
+        timed_out: bool,
+        why: String,
+    },
 }
 
 /// Why a delivery could not be handed to a listener.
@@ -114,6 +121,7 @@ mod tests {
         let (answer, answered) = oneshot::channel();
         let relayed = Relayed {
             delivery_id: "dlv_1".into(),
+            attempt: 1,
             event_id: "evt_1".into(),
             event_type: "call.completed".into(),
             headers: Vec::new(),

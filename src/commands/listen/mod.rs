@@ -25,21 +25,23 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     let api = args.url.trim_end_matches('/').to_owned();
     let forward_to = reqwest::Url::parse(&args.forward_to).context("--forward-to is not an absolute URL")?;
     let events: Vec<String> = args.events.iter().flat_map(|e| e.split(',')).map(str::trim).map(str::to_owned).collect();
-    let webhook = webhook::find_or_create(&api, &args.key, &events).await?;
+    let mut webhook = webhook::find_or_create(&api, &args.key, &events).await?;
     println!("Forwarding {} to {forward_to} (relay webhook {webhook}); Ctrl-C stops.", describe(&events));
     let forwarder = forward::Forwarder::new(forward_to)?;
     let mut backoff = Duration::from_secs(1);
-    let mut secret_shown = false;
+    let mut shown_secret: Option<String> = None;
     loop {
-        let session = session(&api, &args.key, &webhook, &forwarder, &mut secret_shown);
+        let session = session(&api, &args.key, &webhook, &forwarder, &mut shown_secret);
         let ended = tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
             ended = session => ended,
         };
         match ended {
-            // Connected and then closed: a deploy, a newer listener; start over at once.
-            Ok(true) => backoff = Duration::from_secs(1),
-            Ok(false) => {}
+            // Connected, then closed by the server (a restart, a deploy): reconnect after the shortest wait.
+            Ok(Ended::Closed) => backoff = Duration::from_secs(1),
+            Ok(Ended::Replaced) => bail!("another `courier listen` took this webhook over; stopping"),
+            Ok(Ended::Refused(why)) => bail!("Courier refused the listener: {why}"),
+            Ok(Ended::WebhookGone) => webhook = webhook::find_or_create(&api, &args.key, &events).await?,
             Err(err) => eprintln!("{}  disconnected: {err:#}; reconnecting in {}s", now(), backoff.as_secs()),
         }
         tokio::select! {
@@ -58,14 +60,26 @@ fn now() -> String {
     chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-/// One connection: `Ok(true)` when it was established and closed by the server, an error when it failed.
+/// How a session ended, when not by a transport failure (an error, retried with backoff).
+enum Ended {
+    /// The server closed it (a restart, a deploy): reconnect.
+    Closed,
+    /// A newer listener of the same webhook took over: stop, or the two would take turns forever.
+    Replaced,
+    /// The key, its scope or the environment is not allowed: retrying cannot help.
+    Refused(String),
+    /// The webhook is gone: find or create one again.
+    WebhookGone,
+}
+
+/// One connection, until it ends.
 async fn session(
     api: &str,
     key: &str,
     webhook: &str,
     forwarder: &forward::Forwarder,
-    secret_shown: &mut bool,
-) -> anyhow::Result<bool> {
+    shown_secret: &mut Option<String>,
+) -> anyhow::Result<Ended> {
     let ws_url = match api.split_once("://") {
         Some(("https", rest)) => format!("wss://{rest}"),
         Some(("http", rest)) => format!("ws://{rest}"),
@@ -75,7 +89,19 @@ async fn session(
     request
         .headers_mut()
         .insert("Authorization", format!("Bearer {key}").parse().context("--key is not a header value")?);
-    let (socket, _) = tokio_tungstenite::connect_async(request).await.context("cannot connect")?;
+    let socket = match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, _)) => socket,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status = response.status().as_u16();
+            let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+            return match status {
+                404 => Ok(Ended::WebhookGone),
+                401 | 403 | 409 | 422 => Ok(Ended::Refused(format!("{status} {body}"))),
+                _ => bail!("Courier answered {status} {body}"),
+            };
+        }
+        Err(err) => return Err(anyhow::Error::new(err).context("cannot connect")),
+    };
     let (mut sink, mut stream) = socket.split();
     // Each delivery is forwarded on a task of its own; their results come back here to be sent in order of finish.
     let (results, mut finished) = mpsc::channel::<Value>(64);
@@ -83,19 +109,26 @@ async fn session(
         tokio::select! {
             frame = stream.next() => {
                 let text = match frame {
-                    None | Some(Ok(Message::Close(_))) => return Ok(true),
+                    Some(Ok(Message::Close(Some(close)))) if u16::from(close.code) == 4001 => return Ok(Ended::Replaced),
+                    Some(Ok(Message::Close(Some(close)))) if u16::from(close.code) == 4003 => {
+                        return Ok(Ended::Refused(close.reason.to_string()));
+                    }
+                    None | Some(Ok(Message::Close(_))) => return Ok(Ended::Closed),
                     Some(Err(err)) => return Err(err.into()),
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(_)) => continue,
                 };
                 let frame: Value = serde_json::from_str(&text).context("Courier sent a frame that is not JSON")?;
                 match frame["type"].as_str() {
-                    Some("ready") if !*secret_shown => {
-                        *secret_shown = true;
-                        let secret = frame["secret"].as_str().unwrap_or_default();
-                        println!("Ready. Your webhook signing secret is {secret} (verify with it as in production).");
+                    Some("ready") => {
+                        let secret = frame["secret"].as_str().unwrap_or_default().to_owned();
+                        if shown_secret.as_deref() == Some(secret.as_str()) {
+                            println!("{}  reconnected", now());
+                        } else {
+                            println!("Ready. Your webhook signing secret is {secret} (verify with it as in production).");
+                            *shown_secret = Some(secret);
+                        }
                     }
-                    Some("ready") => println!("{}  reconnected", now()),
                     Some("delivery") => {
                         let (forwarder, results) = (forwarder.clone(), results.clone());
                         tokio::spawn(async move {
@@ -113,7 +146,8 @@ async fn session(
     }
 }
 
-/// The frame that answers a delivery whose local target could not be reached.
-fn unreachable(delivery_id: &str, error: String) -> Value {
-    json!({"type": "result", "delivery_id": delivery_id, "error": error})
+/// The frame that answers a delivery whose local target could not be reached (`timeout`: it did not answer).
+fn unreachable(delivery: &Value, error: String, timeout: bool) -> Value {
+    json!({"type": "result", "delivery_id": delivery["delivery_id"], "attempt": delivery["attempt"],
+           "error": error, "timeout": timeout})
 }

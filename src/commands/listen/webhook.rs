@@ -1,4 +1,5 @@
-//! The relay webhook `courier listen` receives through: the key's first one, or a new one.
+//! The relay webhook `courier listen` receives through: the first one of the key's tenant and environment (every
+//! key of them shares it), or a new one.
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -16,10 +17,11 @@ pub async fn find_or_create(api: &str, key: &str, events: &[String]) -> anyhow::
         let relay = page["data"].as_array().into_iter().flatten().find(|w| w["destination"]["type"] == "relay");
         if let Some(relay) = relay {
             let id = relay["id"].as_str().context("a webhook without an id")?.to_owned();
-            if !events.is_empty() {
-                let filter = json!({"filter": {"events": events}});
-                call(with_json(http.patch(format!("{api}/api/v1/webhooks/{id}")).bearer_auth(key), &filter)).await?;
-            }
+            // This run's filter (every event when --events is absent), and on: a disabled relay receives nothing.
+            let events: Vec<&str> =
+                if events.is_empty() { vec!["*"] } else { events.iter().map(String::as_str).collect() };
+            let change = json!({"filter": {"events": events}, "status": "enabled"});
+            call(with_json(http.patch(format!("{api}/api/v1/webhooks/{id}")).bearer_auth(key), &change)).await?;
             return Ok(id);
         }
         match page["next_cursor"].as_str() {

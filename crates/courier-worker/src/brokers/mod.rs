@@ -127,6 +127,7 @@ impl Brokers {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let relayed = Relayed {
             delivery_id: delivery.id.as_str().to_owned(),
+            attempt: delivery.attempt,
             event_id: delivery.event.id.as_str().to_owned(),
             event_type: delivery.event.event_type.as_str().to_owned(),
             headers: message.headers.clone(),
@@ -137,8 +138,9 @@ impl Brokers {
         self.relays.send(&delivery.webhook.id, relayed).map_err(|why| no_listener(why.to_string()))?;
         match answered.await {
             Ok(RelayAnswer::Response { status, body, truncated }) => Ok(Answer { status, body, truncated }),
-            Ok(RelayAnswer::Unreachable(why)) => {
-                Err(Failure::new(ErrorKind::Connect, format!("the listener could not reach its target: {why}")))
+            Ok(RelayAnswer::Unreachable { timed_out, why }) => {
+                let kind = if timed_out { ErrorKind::Timeout } else { ErrorKind::Connect };
+                Err(Failure::new(kind, format!("the listener could not reach its target: {why}")))
             }
             Err(_) => Err(no_listener("the listener disconnected before answering".to_owned())),
         }

@@ -72,14 +72,10 @@ enum Ended {
     WebhookGone,
 }
 
-/// One connection, until it ends.
-async fn session(
-    api: &str,
-    key: &str,
-    webhook: &str,
-    forwarder: &forward::Forwarder,
-    shown_secret: &mut Option<String>,
-) -> anyhow::Result<Ended> {
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The WebSocket of `webhook`, or why the server refused it.
+async fn connect(api: &str, key: &str, webhook: &str) -> anyhow::Result<Result<Socket, Ended>> {
     let ws_url = match api.split_once("://") {
         Some(("https", rest)) => format!("wss://{rest}"),
         Some(("http", rest)) => format!("ws://{rest}"),
@@ -89,18 +85,32 @@ async fn session(
     request
         .headers_mut()
         .insert("Authorization", format!("Bearer {key}").parse().context("--key is not a header value")?);
-    let socket = match tokio_tungstenite::connect_async(request).await {
-        Ok((socket, _)) => socket,
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, _)) => Ok(Ok(socket)),
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             let status = response.status().as_u16();
             let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
-            return match status {
-                404 => Ok(Ended::WebhookGone),
-                401 | 403 | 409 | 422 => Ok(Ended::Refused(format!("{status} {body}"))),
+            match status {
+                404 => Ok(Err(Ended::WebhookGone)),
+                401 | 403 | 409 | 422 => Ok(Err(Ended::Refused(format!("{status} {body}")))),
                 _ => bail!("Courier answered {status} {body}"),
-            };
+            }
         }
-        Err(err) => return Err(anyhow::Error::new(err).context("cannot connect")),
+        Err(err) => Err(anyhow::Error::new(err).context("cannot connect")),
+    }
+}
+
+/// One connection, until it ends.
+async fn session(
+    api: &str,
+    key: &str,
+    webhook: &str,
+    forwarder: &forward::Forwarder,
+    shown_secret: &mut Option<String>,
+) -> anyhow::Result<Ended> {
+    let socket = match connect(api, key, webhook).await? {
+        Ok(socket) => socket,
+        Err(ended) => return Ok(ended),
     };
     let (mut sink, mut stream) = socket.split();
     // Each delivery is forwarded on a task of its own; their results come back here to be sent in order of finish.
@@ -119,30 +129,36 @@ async fn session(
                     Some(Ok(_)) => continue,
                 };
                 let frame: Value = serde_json::from_str(&text).context("Courier sent a frame that is not JSON")?;
-                match frame["type"].as_str() {
-                    Some("ready") => {
-                        let secret = frame["secret"].as_str().unwrap_or_default().to_owned();
-                        if shown_secret.as_deref() == Some(secret.as_str()) {
-                            println!("{}  reconnected", now());
-                        } else {
-                            println!("Ready. Your webhook signing secret is {secret} (verify with it as in production).");
-                            *shown_secret = Some(secret);
-                        }
-                    }
-                    Some("delivery") => {
-                        let (forwarder, results) = (forwarder.clone(), results.clone());
-                        tokio::spawn(async move {
-                            let result = forwarder.forward(&frame).await;
-                            let _ = results.send(result).await;
-                        });
-                    }
-                    _ => {}
-                }
+                on_frame(frame, forwarder, &results, shown_secret);
             }
             Some(result) = finished.recv() => {
                 sink.send(Message::Text(result.to_string().into())).await?;
             }
         }
+    }
+}
+
+/// What a frame from Courier asks: show the secret, or forward a delivery (on a task; its result comes back
+/// through `results`).
+fn on_frame(frame: Value, forwarder: &forward::Forwarder, results: &mpsc::Sender<Value>, shown: &mut Option<String>) {
+    match frame["type"].as_str() {
+        Some("ready") => {
+            let secret = frame["secret"].as_str().unwrap_or_default().to_owned();
+            if shown.as_deref() == Some(secret.as_str()) {
+                println!("{}  reconnected", now());
+            } else {
+                println!("Ready. Your webhook signing secret is {secret} (verify with it as in production).");
+                *shown = Some(secret);
+            }
+        }
+        Some("delivery") => {
+            let (forwarder, results) = (forwarder.clone(), results.clone());
+            tokio::spawn(async move {
+                let result = forwarder.forward(&frame).await;
+                let _ = results.send(result).await;
+            });
+        }
+        _ => {}
     }
 }
 

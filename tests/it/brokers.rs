@@ -1,6 +1,6 @@
-//! Real brokers for the destination tests: Debian's `redis-server` and `nats-server` (JetStream on), each started
-//! on a free port of 127.0.0.1 with a password, in a temporary directory, and killed when dropped. `make test`
-//! installs both on first use.
+//! Real brokers for the destination tests: Debian's `redis-server`, `nats-server` (JetStream on) and
+//! `rabbitmq-server`, each started on a free port of 127.0.0.1 with a password, in a temporary directory, and killed
+//! when dropped. `make test` installs them on first use.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -19,8 +19,22 @@ fn free_port() -> u16 {
 }
 
 async fn start(program: &str, args: impl FnOnce(u16, &std::path::Path) -> Vec<String>) -> Broker {
+    start_with(program, &[], args).await
+}
+
+async fn start_with(
+    program: &str,
+    env: &[(&str, String)],
+    args: impl FnOnce(u16, &std::path::Path) -> Vec<String>,
+) -> Broker {
     let dir = tempfile::tempdir().expect("a directory");
     let port = free_port();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| {
+            (k.to_string(), v.replace("{port}", &port.to_string()).replace("{dir}", &dir.path().display().to_string()))
+        })
+        .collect();
     // Debian puts nats-server in /usr/sbin, which a user's PATH may lack.
     let path = ["/usr/sbin", "/usr/bin"]
         .iter()
@@ -29,12 +43,15 @@ async fn start(program: &str, args: impl FnOnce(u16, &std::path::Path) -> Vec<St
         .unwrap_or_else(|| program.to_owned());
     let child = Command::new(path)
         .args(args(port, dir.path()))
+        .envs(env)
+        .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("{program} must be installed (make test installs it): {e}"));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    // RabbitMQ (an Erlang VM) takes several seconds to start on a busy machine.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
         assert!(tokio::time::Instant::now() < deadline, "{program} did not start on port {port}");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -63,6 +80,35 @@ pub(crate) async fn nats(user: &str, password: &str) -> Broker {
             .into_iter()
             .map(str::to_owned)
             .collect()
+    })
+    .await
+}
+
+/// A RabbitMQ node of its own (`courier-<port>`), listening on 127.0.0.1 only, with the user `courier`. Its Erlang
+/// distribution and port mapper stay on loopback too.
+pub(crate) async fn rabbitmq(password: &str) -> Broker {
+    let settings = format!(
+        "listeners.tcp.1 = 127.0.0.1:{{port}}\nloopback_users = none\ndefault_user = courier\ndefault_pass = {password}\n"
+    );
+    let env = [
+        ("HOME", "{dir}".to_owned()),
+        ("RABBITMQ_NODENAME", "courier-{port}@localhost".to_owned()),
+        ("RABBITMQ_MNESIA_BASE", "{dir}/mnesia".to_owned()),
+        ("RABBITMQ_LOG_BASE", "{dir}/log".to_owned()),
+        ("RABBITMQ_CONFIG_FILE", "{dir}/rabbitmq".to_owned()),
+        ("RABBITMQ_ENABLED_PLUGINS_FILE", "{dir}/enabled_plugins".to_owned()),
+        ("RABBITMQ_PID_FILE", "{dir}/pid".to_owned()),
+        ("RABBITMQ_DIST_PORT", free_port().to_string()),
+        ("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "-kernel inet_dist_use_interface {127,0,0,1}".to_owned()),
+        ("ERL_EPMD_ADDRESS", "127.0.0.1".to_owned()),
+        // Makes the start script exec the VM, so killing the child kills the broker.
+        ("RUNNING_UNDER_SYSTEMD", "true".to_owned()),
+    ];
+    start_with("/usr/lib/rabbitmq/bin/rabbitmq-server", &env, |port, dir| {
+        let settings = settings.replace("{port}", &port.to_string());
+        std::fs::write(dir.join("rabbitmq.conf"), settings).expect("config");
+        std::fs::write(dir.join("enabled_plugins"), "[].").expect("plugins");
+        Vec::new()
     })
     .await
 }

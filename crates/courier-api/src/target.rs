@@ -73,6 +73,23 @@ fn check_host(url: &url::Url, rules: &WebhookRules) -> Result<(), &'static str> 
     }
 }
 
+/// A broker URL's path, query and fragment: only the user and password are masked, so nothing else may carry a
+/// secret, and the path names only what the broker's URL scheme gives it (a Redis database, a RabbitMQ vhost).
+fn check_broker_rest(kind: &str, url: &url::Url) -> Result<(), &'static str> {
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must have no query or fragment");
+    }
+    let path = url.path().trim_start_matches('/');
+    match kind {
+        "redis" if !path.is_empty() && path.parse::<u16>().is_err() => {
+            Err("the path names a Redis database by number (/0)")
+        }
+        "nats" if !path.is_empty() => Err("must have no path"),
+        "rabbitmq" if path.contains('/') => Err("the path names one virtual host (/%2F is `/`)"),
+        _ => Ok(()),
+    }
+}
+
 /// The address a host name written as an IP literal stands for, in any of the forms an http URL accepts.
 fn literal_of(name: &str) -> Option<IpAddr> {
     match url::Host::parse(name).ok()? {
@@ -108,8 +125,11 @@ pub fn validate_broker(
         return Err(invalid("url", "must be at most 2048 bytes"));
     }
     let mut url = url::Url::parse(raw.trim()).map_err(|e| invalid("url", &format!("not an absolute URL ({e})")))?;
-    if url.scheme() != broker.kind() {
-        return Err(invalid("url", &format!("a {} destination's URL starts with {}://", broker.kind(), broker.kind())));
+    if url.scheme() != broker.scheme() {
+        return Err(invalid(
+            "url",
+            &format!("a {} destination's URL starts with {}://", broker.kind(), broker.scheme()),
+        ));
     }
     if environment == Environment::Live && !rules.allow_http {
         return Err(invalid(
@@ -118,18 +138,7 @@ pub fn validate_broker(
         ));
     }
     check_host(&url, rules).map_err(|message| invalid("url", message))?;
-    // Only the user and password are masked, so nothing else may carry a secret.
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid("url", "must have no query or fragment"));
-    }
-    let path = url.path().trim_start_matches('/');
-    match broker.kind() {
-        "redis" if !path.is_empty() && path.parse::<u16>().is_err() => {
-            return Err(invalid("url", "the path names a Redis database by number (/0)"));
-        }
-        "nats" if !path.is_empty() => return Err(invalid("url", "must have no path")),
-        _ => {}
-    }
+    check_broker_rest(broker.kind(), &url).map_err(|message| invalid("url", message))?;
     // A password is masked; a user name without a password is a NATS token, masked too.
     let mask = courier_core::destination::MASK;
     if url.password().is_some() {

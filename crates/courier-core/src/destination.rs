@@ -17,6 +17,8 @@ pub enum Broker {
     Redis(RedisStream),
     /// A publish to a NATS JetStream subject, acknowledged by the stream that stores it.
     Nats(NatsSubject),
+    /// A persistent publish to a RabbitMQ exchange (AMQP 0-9-1), confirmed by the broker.
+    Rabbitmq(RabbitExchange),
     /// Handed to a `courier listen` connected over a WebSocket, which POSTs it to a developer's local port and
     /// answers with what that port answered.
     Relay,
@@ -46,6 +48,24 @@ pub struct NatsSubject {
     pub credentials: Option<NatsCredentials>,
 }
 
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitExchange {
+    /// `amqp://[user:password@]host[:port][/vhost]`.
+    pub url: String,
+    /// The exchange (`""` is the default exchange, which routes by queue name).
+    pub exchange: String,
+    /// The routing key; `{type}` stands for the event type (`agent-studio.{type}` → `agent-studio.call.completed`).
+    pub routing_key: String,
+}
+
+impl RabbitExchange {
+    /// The routing key of an event of type `event_type`.
+    pub fn routing_key_for(&self, event_type: &str) -> String {
+        self.routing_key.replace("{type}", event_type)
+    }
+}
+
 /// A user and password, or a token, for a NATS server (instead of putting them in the URL).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,7 +87,16 @@ impl Broker {
         match self {
             Broker::Redis(_) => "redis",
             Broker::Nats(_) => "nats",
+            Broker::Rabbitmq(_) => "rabbitmq",
             Broker::Relay => "relay",
+        }
+    }
+
+    /// The scheme its URL has.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Broker::Rabbitmq(_) => "amqp",
+            other => other.kind(),
         }
     }
 
@@ -76,6 +105,7 @@ impl Broker {
         match self {
             Broker::Redis(r) => Some(&r.url),
             Broker::Nats(n) => Some(&n.url),
+            Broker::Rabbitmq(r) => Some(&r.url),
             Broker::Relay => None,
         }
     }
@@ -116,6 +146,17 @@ impl Broker {
                 let fields = n.credentials.iter().flat_map(|c| [&c.username, &c.password, &c.token]).flatten();
                 if fields.clone().any(|v| v.is_empty() || v.len() > 1024 || v.chars().any(char::is_control)) {
                     return Some(("credentials", "values must be 1 to 1024 bytes without control characters".into()));
+                }
+                None
+            }
+            Broker::Rabbitmq(r) => {
+                let name = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+                if r.exchange.len() > 127 || !name(&r.exchange) {
+                    return Some(("exchange", "must be at most 127 letters, digits, `-`, `_`, `.` or `:`".to_owned()));
+                }
+                // The longest event type is well under 55 bytes, so a key this long stays within AMQP's 255.
+                if r.routing_key.len() > 200 || r.routing_key.chars().any(|c| c.is_control()) {
+                    return Some(("routing_key", "must be at most 200 bytes without control characters".to_owned()));
                 }
                 None
             }

@@ -12,6 +12,7 @@
 //! in time), `refused` (the broker said no: a wrong password, no stream for the subject) or `not_confirmed` (the
 //! message went out and no acknowledgement came back in time).
 
+pub mod amqp;
 mod connect;
 pub mod nats;
 mod pool;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use courier_core::destination::{NatsSubject, RedisStream};
+use courier_core::destination::{NatsSubject, RabbitExchange, RedisStream};
 use courier_core::{AttemptResult, Broker, ErrorKind, ResponseBody};
 
 pub use connect::Failure;
@@ -59,6 +60,7 @@ impl Answer {
 pub struct Brokers {
     redis: Arc<Pool<redis::Connection>>,
     nats: Arc<Pool<nats::Connection>>,
+    rabbitmq: Arc<Pool<amqp::Connection>>,
     /// The `courier listen` sessions connected to this process's API (none unless it runs one).
     relays: courier_scheduler::relay::Relays,
     policy: Arc<TargetPolicy>,
@@ -76,7 +78,8 @@ impl std::fmt::Debug for Brokers {
 impl Brokers {
     pub fn new(policy: Arc<TargetPolicy>, connect_timeout: Duration, timeout: Duration) -> Self {
         let relays = courier_scheduler::relay::Relays::default();
-        Self { redis: Arc::default(), nats: Arc::default(), relays, policy, connect_timeout, timeout }
+        let (redis, nats, rabbitmq) = (Arc::default(), Arc::default(), Arc::default());
+        Self { redis, nats, rabbitmq, relays, policy, connect_timeout, timeout }
     }
 
     /// The same, handing relay deliveries to the listeners connected to this process's API.
@@ -92,6 +95,9 @@ impl Brokers {
         let published = match broker {
             Broker::Redis(stream) => tokio::time::timeout(self.timeout, self.to_redis(stream, message, &written)).await,
             Broker::Nats(subject) => tokio::time::timeout(self.timeout, self.to_nats(subject, message, &written)).await,
+            Broker::Rabbitmq(exchange) => {
+                tokio::time::timeout(self.timeout, self.to_rabbitmq(exchange, message, &written)).await
+            }
             Broker::Relay => tokio::time::timeout(self.timeout, self.to_relay(message)).await,
         };
         let outcome = published.unwrap_or_else(|_| {
@@ -118,6 +124,41 @@ impl Brokers {
                 duration: started.elapsed(),
             },
         }
+    }
+
+    async fn to_rabbitmq(
+        &self,
+        to: &RabbitExchange,
+        message: &Message<'_>,
+        written: &AtomicBool,
+    ) -> Result<Answer, Failure> {
+        let key = to.url.clone();
+        let delivery = message.delivery;
+        let routing_key = to.routing_key_for(delivery.event.event_type.as_str());
+        let publish = amqp::Publish {
+            exchange: &to.exchange,
+            routing_key: &routing_key,
+            message_id: delivery.id.as_str(),
+            kind: delivery.event.event_type.as_str(),
+            headers: &message.headers,
+        };
+        // A pooled connection its server closed fails as a connection failure: once more on a new one.
+        if let Some(mut connection) = self.rabbitmq.take(&key) {
+            let confirmed = connection.publish(&publish, message.body, written).await;
+            if connection.reusable() {
+                self.rabbitmq.put(key.clone(), connection);
+            }
+            match confirmed {
+                Err(failure) if failure.kind == ErrorKind::Connect => {}
+                answered => return answered.map(Answer::acknowledged),
+            }
+        }
+        let mut connection = amqp::Connection::open(&to.url, &self.policy, self.connect_timeout).await?;
+        let confirmed = connection.publish(&publish, message.body, written).await;
+        if connection.reusable() {
+            self.rabbitmq.put(key, connection);
+        }
+        confirmed.map(Answer::acknowledged)
     }
 
     /// Hands the delivery to the webhook's `courier listen` and waits for what its local target answered.

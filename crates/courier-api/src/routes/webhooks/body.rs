@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::super::double_option;
+use super::destination::{DestinationInput, check_broker_headers, target_of};
 use crate::error::{ApiError, ErrorDetail};
-use crate::target::validate_url;
 
 /// Which events a webhook receives and what of their data.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -51,120 +51,6 @@ pub struct CreateWebhook {
     pub headers: Option<BTreeMap<String, String>>,
     /// At most this many deliveries per second, summed over every worker; the excess waits as pending.
     pub rate_limit: Option<WebhookRateLimit>,
-}
-
-/// Where a webhook delivers. Broker URLs may carry credentials (`redis://:password@host:6379/0`,
-/// `nats://user:password@host:4222`, `nats://token@host:4222`): they are stored encrypted and shown masked.
-/// The body is the same envelope an HTTP delivery carries, and the signature headers travel with it (NATS message
-/// headers, Redis stream fields), so the guide's `verify_signature` checks it unchanged.
-#[derive(Deserialize, ToSchema)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum DestinationInput {
-    /// POST to a URL (what `url` alone means).
-    Http {
-        #[schema(example = "https://your-backend.com/webhooks/agent-studio", max_length = 2048)]
-        url: String,
-    },
-    /// `XADD` to a Redis stream; the entry's fields are `body` (the envelope) and the signature headers.
-    Redis {
-        #[schema(example = "redis://:password@redis.example.com:6379/0", max_length = 2048)]
-        url: String,
-        #[schema(example = "agent-studio.calls", max_length = 256)]
-        stream: String,
-        /// Trim the stream to about this many entries (`MAXLEN ~`).
-        #[schema(minimum = 1, maximum = 1000000000)]
-        #[serde(default, deserialize_with = "crate::extract::whole::optional")]
-        maxlen: Option<u64>,
-    },
-    /// Publish to a NATS JetStream subject, acknowledged by the stream; `Nats-Msg-Id` is the delivery id, so
-    /// JetStream drops a retried publish it already stored.
-    Nats {
-        #[schema(example = "nats://nats.example.com:4222", max_length = 2048)]
-        url: String,
-        #[schema(example = "agent-studio.calls", max_length = 255)]
-        subject: String,
-        credentials: Option<NatsCredentialsInput>,
-    },
-    /// Delivered to a `courier listen` connected over a WebSocket (`GET /api/v1/webhooks/{id}/listen`), which
-    /// POSTs it to a local port and answers with that port's status and body. Test-mode keys only, unless
-    /// `COURIER_RELAY_LIVE`.
-    Relay {},
-}
-
-impl std::fmt::Debug for DestinationInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Broker URLs and credentials may hold passwords.
-        f.write_str("DestinationInput(redacted)")
-    }
-}
-
-/// A NATS user and password, or a token.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NatsCredentialsInput {
-    #[schema(max_length = 1024)]
-    pub username: Option<String>,
-    #[schema(max_length = 1024)]
-    pub password: Option<String>,
-    #[schema(max_length = 1024)]
-    pub token: Option<String>,
-}
-
-/// A 422 naming the first custom header a broker message cannot carry, when `broker` is one.
-pub(super) fn check_broker_headers(
-    broker: Option<&webhooks::BrokerDestination>,
-    headers: &CustomHeaders,
-) -> Result<(), ApiError> {
-    if broker.is_none() {
-        return Ok(());
-    }
-    match headers.names().into_iter().find(|name| courier_core::destination::header_reserved_for_brokers(name)) {
-        Some(name) => Err(ApiError::invalid(
-            format!("headers.{name}"),
-            "is reserved on a broker destination (`body`, `delivery_id`, `Nats-*`)",
-        )),
-        None => Ok(()),
-    }
-}
-
-/// Where a webhook delivers, as stored: the URL column (for a broker, its URL with credentials masked) and the
-/// broker, when it is one.
-pub(super) type Target = (String, Option<webhooks::BrokerDestination>);
-
-/// The target `url` or `destination` names; a 422 when both or (`required`) neither are given.
-pub(super) fn target_of(
-    url: Option<String>,
-    destination: Option<DestinationInput>,
-    environment: courier_core::Environment,
-    rules: &crate::state::WebhookRules,
-    required: bool,
-) -> Result<Option<Target>, ApiError> {
-    use courier_core::destination::{Broker, NatsCredentials, NatsSubject, RedisStream};
-    let broker = match (url, destination) {
-        (Some(_), Some(_)) => return Err(ApiError::invalid("destination", "give `url` or `destination`, not both")),
-        (None, None) if required => return Err(ApiError::invalid("url", "give `url` or `destination`")),
-        (None, None) => return Ok(None),
-        (Some(url), None) | (None, Some(DestinationInput::Http { url })) => {
-            let field = "url";
-            return Ok(Some((validate_url(field, &url, environment, rules)?, None)));
-        }
-        (None, Some(DestinationInput::Redis { url, stream, maxlen })) => {
-            Broker::Redis(RedisStream { url, stream, maxlen })
-        }
-        (None, Some(DestinationInput::Relay {})) => Broker::Relay,
-        (None, Some(DestinationInput::Nats { url, subject, credentials })) => Broker::Nats(NatsSubject {
-            url,
-            subject,
-            credentials: credentials.map(|c| NatsCredentials {
-                username: c.username,
-                password: c.password,
-                token: c.token,
-            }),
-        }),
-    };
-    let masked_url = crate::target::validate_broker(&broker, environment, rules)?;
-    let shown = broker.shown(&masked_url);
-    Ok(Some((masked_url, Some(webhooks::BrokerDestination { broker, shown }))))
 }
 
 /// A webhook's rate limit.

@@ -1,6 +1,7 @@
 //! `/api/v1/webhooks`: a tenant's endpoints.
 
 mod body;
+mod destination;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -10,6 +11,7 @@ use courier_scheduler::webhook_changes::{self, SetStatus};
 use courier_store::webhooks::{self, NewWebhook};
 
 pub use body::*;
+pub use destination::*;
 
 use super::{Page, PageParams, page_limit};
 use crate::auth::Principal;

@@ -19,6 +19,8 @@ use crate::fixture::config;
 use crate::receiver::{Receiver, Reply};
 use crate::support::guide_accepts;
 
+mod rabbitmq;
+
 fn loopback() -> courier_core::target::TargetPolicy {
     courier_core::target::TargetPolicy::new(vec!["127.0.0.0/8".parse().expect("cidr")])
 }
@@ -314,6 +316,14 @@ async fn a_bad_destination_is_a_422_naming_its_field_and_creates_nothing(pool: P
             "destination",
         ),
         (json!({"description": "nowhere"}), "url"),
+        (
+            json!({"destination": {"type": "rabbitmq", "url": "amqp://example.com", "exchange": "a b", "routing_key": "k"}}),
+            "destination.exchange",
+        ),
+        (
+            json!({"destination": {"type": "rabbitmq", "url": "redis://example.com", "exchange": "x", "routing_key": "k"}}),
+            "destination.url",
+        ),
         (json!({"destination": {"type": "redis", "url": "redis://2130706433:6379", "stream": "s"}}), "destination.url"),
         (json!({"destination": {"type": "redis", "url": "redis://0x7f.1", "stream": "s"}}), "destination.url"),
         (

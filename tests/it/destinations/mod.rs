@@ -20,6 +20,7 @@ use crate::receiver::{Receiver, Reply};
 use crate::support::guide_accepts;
 
 mod rabbitmq;
+mod replay;
 
 fn loopback() -> courier_core::target::TargetPolicy {
     courier_core::target::TargetPolicy::new(vec!["127.0.0.0/8".parse().expect("cidr")])

@@ -38,6 +38,8 @@ pub struct Application {
     pool: PgPool,
     worker: Option<Worker>,
     retention_days: u32,
+    /// The `courier listen` sessions, under `serve`.
+    relays: Option<courier_scheduler::relay::Relays>,
 }
 
 impl Application {
@@ -73,10 +75,11 @@ impl Application {
         // …and takes `courier listen` sessions, whose relay webhooks' deliveries that worker hands over in memory.
         let relays = courier_scheduler::relay::Relays::default();
         let worker = worker.map(|w| w.with_relays(relays.clone()));
-        if worker.is_some() {
-            state = state.with_relays(relays);
+        let relays = worker.is_some().then_some(relays);
+        if let Some(relays) = &relays {
+            state = state.with_relays(relays.clone());
         }
-        Ok(Self { listener, metrics, state, api_loops, pool, worker, retention_days: settings.retention.days })
+        Ok(Self { listener, metrics, state, api_loops, pool, worker, retention_days: settings.retention.days, relays })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -92,7 +95,15 @@ impl Application {
     /// Serves until `shutdown`: then stops accepting, drains requests, stops the worker (which finishes or releases
     /// its in-flight deliveries) and flushes key usage.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { listener, metrics, state, api_loops, pool, worker, retention_days } = self;
+        let Application { listener, metrics, state, api_loops, pool, worker, retention_days, relays } = self;
+        // `courier listen` sessions end with the shutdown, or their WebSockets would hold the server open.
+        if let Some(relays) = relays {
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                relays.close_all();
+            });
+        }
         // Every loop of the process starts here, under `shutdown` and the same supervision. The dispatcher ends
         // by itself once the server has drained and dropped the state (requests still draining need it).
         let ingest = api_loops.spawn(state.components.clone(), shutdown.clone());

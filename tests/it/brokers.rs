@@ -19,7 +19,7 @@ fn free_port() -> u16 {
 }
 
 async fn start(program: &str, args: impl FnOnce(u16, &std::path::Path) -> Vec<String>) -> Broker {
-    start_with(program, &[], args).await
+    start_on(None, program, &[], args).await
 }
 
 async fn start_with(
@@ -27,8 +27,17 @@ async fn start_with(
     env: &[(&str, String)],
     args: impl FnOnce(u16, &std::path::Path) -> Vec<String>,
 ) -> Broker {
+    start_on(None, program, env, args).await
+}
+
+async fn start_on(
+    port: Option<u16>,
+    program: &str,
+    env: &[(&str, String)],
+    args: impl FnOnce(u16, &std::path::Path) -> Vec<String>,
+) -> Broker {
     let dir = tempfile::tempdir().expect("a directory");
-    let port = free_port();
+    let port = port.unwrap_or_else(free_port);
     let env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| {
@@ -61,7 +70,12 @@ async fn start_with(
 
 /// `redis-server` with `requirepass` set to `password`, nothing persisted.
 pub(crate) async fn redis(password: &str) -> Broker {
-    start("redis-server", |port, dir| {
+    redis_on(None, password).await
+}
+
+/// [`redis`] on `port` (a free one when `None`): a broker restarted where it was.
+pub(crate) async fn redis_on(port: Option<u16>, password: &str) -> Broker {
+    start_on(port, "redis-server", &[], |port, dir| {
         let dir = dir.display().to_string();
         ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
             .into_iter()

@@ -83,7 +83,7 @@ async fn last_attempt(pool: &PgPool, event: &str) -> (Option<i32>, Option<String
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
 async fn courier_listen_forwards_signed_deliveries_and_its_answers_are_the_attempts(pool: PgPool) {
-    let app = spawn_app(pool.clone(), "10s").await;
+    let app = spawn_app(pool.clone(), "500ms").await;
     let tenant = courier_store::tenants::create(&pool, "Dev").await.expect("tenant");
     let test_key = key(&pool, tenant.id, Environment::Test, &Scope::ALL).await;
     let local = Receiver::start(Reply::Status(201)).await;
@@ -123,11 +123,18 @@ async fn courier_listen_forwards_signed_deliveries_and_its_answers_are_the_attem
     post_event(&app, &test_key, "evt_relay_3").await;
     line_with(&mut second_lines, "evt_relay_3").await;
 
-    // With no listener, the attempt is recorded as `no_listener` and retried later.
+    // With no listener, the attempt is recorded as `no_listener`; a listener started again gets the retry.
     second.kill().await.expect("killed");
     tokio::time::sleep(Duration::from_millis(300)).await;
     post_event(&app, &test_key, "evt_relay_2").await;
     assert_eq!(last_attempt(&pool, "evt_relay_2").await.1.as_deref(), Some("no_listener"));
+    let (_third, mut third_lines) = listen(&app.base, &test_key, &local.url);
+    line_with(&mut third_lines, "evt_relay_2").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while last_attempt(&pool, "evt_relay_2").await.0 != Some(201) {
+        assert!(tokio::time::Instant::now() < deadline, "the retry that reached the local port is not recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     app.shutdown().await;
 }
 
@@ -144,8 +151,12 @@ async fn relays_are_for_test_keys_and_need_a_worker_beside_the_api(pool: PgPool)
     let (status, created) = api.call(Method::POST, "/api/v1/webhooks", Some(relay)).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["destination"], json!({"type": "relay"}));
-    // This API runs no worker (`courier api`): a listener would never receive anything, so it is refused.
+    // Another tenant's key cannot listen to it.
     let path = format!("/api/v1/webhooks/{}/listen", created["id"].as_str().expect("id"));
+    let stranger = api.other_tenant_key().await;
+    let (status, body) = api.call_as(&stranger, Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    // This API runs no worker (`courier api`): a listener would never receive anything, so it is refused.
     let (status, body) = api.call(Method::GET, &path, None).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     let http = api.webhook("https://example.com/hook").await;

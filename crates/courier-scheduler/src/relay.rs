@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use courier_core::WebhookId;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 /// Deliveries a listener may have on its way before the next one is refused as busy; its session also holds at
 /// most this many waiting for an answer.
@@ -24,6 +25,8 @@ type Listeners = HashMap<WebhookId, (u64, mpsc::Sender<Relayed>)>;
 pub struct Relays {
     listeners: Arc<Mutex<Listeners>>,
     next: Arc<AtomicU64>,
+    /// Cancelled when the process shuts down: every session says goodbye (the listener reconnects later).
+    closing: CancellationToken,
 }
 
 /// One delivery on its way to a listener, and where its answer goes.
@@ -94,6 +97,11 @@ impl Relays {
         })
     }
 
+    /// Ends every session: the process is shutting down (a WebSocket would otherwise hold the server open).
+    pub fn close_all(&self) {
+        self.closing.cancel();
+    }
+
     /// Whether a listener is connected for `webhook`.
     pub fn has_listener(&self, webhook: &WebhookId) -> bool {
         self.lock().contains_key(webhook)
@@ -101,6 +109,13 @@ impl Relays {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Listeners> {
         self.listeners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Listening {
+    /// Cancelled when the process shuts down ([`Relays::close_all`]).
+    pub fn closing(&self) -> CancellationToken {
+        self.relays.closing.clone()
     }
 }
 

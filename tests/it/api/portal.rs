@@ -299,6 +299,20 @@ async fn pages_escape_receivers_check_csrf_scopes_and_tenants(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_broker_destination_shows_its_type_and_fields_with_credentials_masked(pool: PgPool) {
+    let api = Api::new(pool).await;
+    let nats = json!({"destination": {"type": "nats", "url": "nats://courier:s3cret@nats.example.com:4222",
+                                      "subject": "agent-studio.calls", "credentials": {"token": "t0ken"}}});
+    let (status, created) = api.call(Method::POST, "/api/v1/webhooks", Some(nats)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let browser = sign_in(&api, &api.key, &ALL).await;
+    let page = browser.get(&format!("/portal/webhooks/{}", created["id"].as_str().expect("id"))).await;
+    assert!(page.html.contains("NATS JetStream subject") && page.html.contains("agent-studio.calls"), "{}", page.html);
+    assert!(page.html.contains("nats://courier:********@nats.example.com:4222"));
+    assert!(!page.html.contains("s3cret") && !page.html.contains("t0ken"), "no credential on the page");
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
 async fn test_events_disable_rotate_and_recover(pool: PgPool) {
     let api = Api::new(pool.clone()).await;
     let webhook = api.webhook("https://example.com/a").await["id"].as_str().expect("id").to_owned();

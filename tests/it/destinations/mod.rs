@@ -21,6 +21,7 @@ use crate::support::guide_accepts;
 
 mod rabbitmq;
 mod replay;
+mod restart;
 
 fn loopback() -> courier_core::target::TargetPolicy {
     courier_core::target::TargetPolicy::new(vec!["127.0.0.0/8".parse().expect("cidr")])

@@ -29,9 +29,30 @@ async fn load(state: &AppState, viewer: &Viewer, id: &WebhookId) -> Result<Webho
     webhooks::get(&state.pool, owner, id).await?.ok_or(PortalError::NotFound("webhook"))
 }
 
+/// Where the webhook delivers: its type, then each field of a broker destination as stored (credentials masked).
+fn destination(webhook: &Webhook) -> Markup {
+    let Some(fields) = webhook.destination.as_ref().and_then(serde_json::Value::as_object) else {
+        return html! { dt { "Destination" } dd { "HTTP POST to " code { (webhook.url) } } };
+    };
+    let kind = fields.get("type").and_then(serde_json::Value::as_str).unwrap_or("broker");
+    let shown = |value: &serde_json::Value| match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    html! {
+        dt { "Destination" }
+        dd { (match kind { "redis" => "Redis stream", "nats" => "NATS JetStream subject", "rabbitmq" => "RabbitMQ exchange",
+                           "relay" => "relay to courier listen", other => other }) }
+        @for (name, value) in fields.iter().filter(|(name, _)| name.as_str() != "type") {
+            dt { (name.replace('_', " ")) } dd { code { (shown(value)) } }
+        }
+    }
+}
+
 fn settings(webhook: &Webhook) -> Markup {
     html! {
         dl.facts {
+            (destination(webhook))
             dt { "Status" } dd { (status_text(webhook.status)) }
             dt { "Events" } dd { (webhook.events.names().join(", ")) }
             dt { "Transcript / metrics" }

@@ -117,6 +117,7 @@ impl Session {
         let mut waiting: HashMap<(String, u32), oneshot::Sender<RelayAnswer>> = HashMap::new();
         let mut ping = tokio::time::interval(PING_EVERY);
         let mut last_pong = Instant::now();
+        let closing = listening.closing();
         loop {
             tokio::select! {
                 relayed = listening.deliveries.recv(), if waiting.len() < QUEUE => {
@@ -148,6 +149,7 @@ impl Session {
                     Some(Ok(Message::Close(_)) | Err(_)) | None => return,
                     Some(Ok(_)) => {}
                 },
+                () = closing.cancelled() => return close(&mut socket, 1001, "Courier is shutting down").await,
                 _ = ping.tick() => {
                     if last_pong.elapsed() > PING_EVERY * 2 {
                         return close(&mut socket, 1001, "no answer to pings").await;

@@ -19,6 +19,7 @@ use crate::fixture::config;
 use crate::receiver::{Receiver, Reply};
 use crate::support::guide_accepts;
 
+mod ordering;
 mod rabbitmq;
 mod replay;
 mod restart;
@@ -266,9 +267,16 @@ async fn closed_hanging_and_forbidden_brokers_fail_their_own_attempts_and_slow_n
                "max_attempts": 1}),
     )
     .await;
+    // Another tenant's HTTP webhook, delivered by the same worker.
     let receiver = Receiver::start(Reply::Status(200)).await;
-    let http = create(&api, json!({"url": receiver.url})).await;
+    let neighbour = api.other_tenant_key().await;
+    let (status, http) =
+        api.call_as(&neighbour, Method::POST, "/api/v1/webhooks", Some(json!({"url": receiver.url}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{http}");
     let (status, _) = api.event(call_completed("evt_hostile_brokers")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) =
+        api.call_as(&neighbour, Method::POST, "/api/v1/events", Some(call_completed("evt_neighbour"))).await;
     assert_eq!(status, StatusCode::CREATED);
     let started = tokio::time::Instant::now();
     let outcomes = deliver_all(&api, config_targets()).await;

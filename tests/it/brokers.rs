@@ -1,6 +1,7 @@
 //! Real brokers for the destination tests: Debian's `redis-server`, `nats-server` (JetStream on) and
 //! `rabbitmq-server`, each started on a free port of 127.0.0.1 with a password, in a temporary directory, and killed
-//! when dropped. `make test` installs them on first use.
+//! when dropped. A broker can be stopped and started again on its port with its data (`stop`, `start_again`), as an
+//! operator's restart would. `make test` installs them on first use.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -9,8 +10,11 @@ use tokio::process::{Child, Command};
 
 pub(crate) struct Broker {
     pub(crate) port: u16,
-    _child: Child,
-    _dir: tempfile::TempDir,
+    program: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -19,7 +23,7 @@ fn free_port() -> u16 {
 }
 
 async fn start(program: &str, args: impl FnOnce(u16, &std::path::Path) -> Vec<String>) -> Broker {
-    start_on(None, program, &[], args).await
+    start_with(program, &[], args).await
 }
 
 async fn start_with(
@@ -27,17 +31,8 @@ async fn start_with(
     env: &[(&str, String)],
     args: impl FnOnce(u16, &std::path::Path) -> Vec<String>,
 ) -> Broker {
-    start_on(None, program, env, args).await
-}
-
-async fn start_on(
-    port: Option<u16>,
-    program: &str,
-    env: &[(&str, String)],
-    args: impl FnOnce(u16, &std::path::Path) -> Vec<String>,
-) -> Broker {
     let dir = tempfile::tempdir().expect("a directory");
-    let port = port.unwrap_or_else(free_port);
+    let port = free_port();
     let env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| {
@@ -45,41 +40,55 @@ async fn start_on(
         })
         .collect();
     // Debian puts nats-server in /usr/sbin, which a user's PATH may lack.
-    let path = ["/usr/sbin", "/usr/bin"]
+    let program = ["/usr/sbin", "/usr/bin"]
         .iter()
         .map(|dir| format!("{dir}/{program}"))
         .find(|path| std::path::Path::new(path).exists())
         .unwrap_or_else(|| program.to_owned());
-    let child = Command::new(path)
-        .args(args(port, dir.path()))
-        .envs(env)
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program} must be installed (make test installs it): {e}"));
-    // RabbitMQ (an Erlang VM) takes several seconds to start on a busy machine.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "{program} did not start on port {port}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let args = args(port, dir.path());
+    let mut broker = Broker { port, program, args, env, child: None, dir };
+    broker.start_again().await;
+    broker
+}
+
+impl Broker {
+    /// Kills the broker (`kill -9`) and waits until it is gone; its data directory stays.
+    pub(crate) async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
     }
-    Broker { port, _child: child, _dir: dir }
+
+    /// Starts the broker again on its port with its data, and waits until it accepts connections.
+    pub(crate) async fn start_again(&mut self) {
+        self.stop().await;
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .envs(self.env.iter().cloned())
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} must be installed (make test installs it): {e}", self.program));
+        self.child = Some(child);
+        // RabbitMQ (an Erlang VM) takes several seconds to start on a busy machine.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "{} did not start on port {}", self.program, self.port);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
-/// `redis-server` with `requirepass` set to `password`, nothing persisted.
+/// `redis-server` with `requirepass` set to `password`. Every write is in its append-only file before it is
+/// answered (`appendfsync always`), so an acknowledged entry survives a restart.
 pub(crate) async fn redis(password: &str) -> Broker {
-    redis_on(None, password).await
-}
-
-/// [`redis`] on `port` (a free one when `None`): a broker restarted where it was.
-pub(crate) async fn redis_on(port: Option<u16>, password: &str) -> Broker {
-    start_on(port, "redis-server", &[], |port, dir| {
+    start("redis-server", |port, dir| {
         let dir = dir.display().to_string();
-        ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"]
             .into_iter()
-            .chain(["--requirepass", password, "--dir", &dir])
+            .chain(["--appendfsync", "always", "--requirepass", password, "--dir", &dir])
             .map(str::to_owned)
             .collect()
     })

@@ -28,15 +28,18 @@ fn loopback() -> courier_core::target::TargetPolicy {
     courier_core::target::TargetPolicy::new(vec!["127.0.0.0/8".parse().expect("cidr")])
 }
 
-/// Runs a worker (with `allowed` targets) until every delivery ended, at most 20 s; returns each delivery's
+/// Runs a worker (with `allowed` targets) until every delivery ended, at most 60 s; returns each delivery's
 /// status and the error kind of its last attempt, by webhook id.
 async fn deliver_all(api: &Api, allowed: Vec<ipnet::IpNet>) -> Vec<(String, String, Option<String>)> {
-    let mut cfg = config();
-    cfg.allowed_targets = allowed;
+    deliver_all_with(api, courier_worker::WorkerConfig { allowed_targets: allowed, ..config() }).await
+}
+
+/// [`deliver_all`] by a worker configured with `cfg`.
+async fn deliver_all_with(api: &Api, cfg: courier_worker::WorkerConfig) -> Vec<(String, String, Option<String>)> {
     let worker = courier_worker::Worker::new(api.pool.clone(), MasterKey::from_bytes(&[9u8; 32]), cfg).expect("worker");
     let stop = CancellationToken::new();
     let running = tokio::spawn(worker.run(stop.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let live: i64 =
             sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status IN ('waiting', 'pending', 'delivering')")
@@ -148,15 +151,19 @@ async fn a_redis_stream_receives_the_signed_envelope_and_its_password_stays_seal
 }
 
 /// A JetStream stream `CALLS` storing `agent-studio.>` in memory, and the admin connection that made it.
-async fn calls_stream(url: &str) -> nats::Connection {
+async fn nats_admin(url: &str) -> nats::Connection {
     let credentials = courier_core::destination::NatsCredentials {
         username: Some("courier".into()),
         password: Some("n4ts-pw".into()),
         token: None,
     };
-    let mut admin =
-        nats::Connection::open(url, Some(&credentials), &loopback(), Duration::from_secs(2)).await.expect("connects");
-    let config = json!({"name": "CALLS", "subjects": ["agent-studio.>"], "storage": "memory"});
+    nats::Connection::open(url, Some(&credentials), &loopback(), Duration::from_secs(2)).await.expect("connects")
+}
+
+/// Creates the stream `CALLS` of `agent-studio.>` (`storage`: `memory` or `file`); returns the admin connection.
+async fn calls_stream(url: &str, storage: &str) -> nats::Connection {
+    let mut admin = nats_admin(url).await;
+    let config = json!({"name": "CALLS", "subjects": ["agent-studio.>"], "storage": storage});
     let created = admin.request("$JS.API.STREAM.CREATE.CALLS", config.to_string().as_bytes()).await.expect("stream");
     assert!(serde_json::from_slice::<Value>(&created).expect("json").get("error").is_none(), "stream created");
     admin
@@ -177,7 +184,7 @@ async fn stored_message(admin: &mut nats::Connection, seq: u64) -> (String, Vec<
 async fn jetstream_acknowledges_each_delivery_and_a_subject_without_a_stream_is_refused(pool: PgPool) {
     let server = brokers::nats("courier", "n4ts-pw").await;
     let url = format!("nats://127.0.0.1:{}", server.port);
-    let mut admin = calls_stream(&url).await;
+    let mut admin = calls_stream(&url, "memory").await;
     let api = Api::new(pool.clone()).await;
     let stored = create(
         &api,

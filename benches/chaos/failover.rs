@@ -105,7 +105,8 @@ pub async fn run(a: &Args) -> (Value, bool) {
 
     let emitted = Arc::new(Mutex::new(Emitted::default()));
     // Every event to the one tenant (the "hostile" share of the main suite's emitter goes there too).
-    let load = traffic::start_load(a.rate, a.seconds, base.clone(), (key.clone(), key.clone()), emitted.clone());
+    let keys = traffic::Keys { main: key.clone(), hostile: key.clone(), broker: key.clone() };
+    let load = traffic::start_load(a.rate, a.seconds, base.clone(), keys, emitted.clone());
     let begun = Instant::now();
     let mut failovers = Vec::new();
     let mut restarted = 0;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use courier::embedded_db::EmbeddedDb;
 
+use crate::brokers::Broker;
 use crate::process::Courier;
 use crate::traffic::Dice;
 use crate::{Args, SETTINGS, WORKER_CONCURRENCY};
@@ -41,6 +42,8 @@ pub struct Faults {
     pub worker_kills: u64,
     pub api_kills: u64,
     pub postgres_crashes: u64,
+    /// Restarts of the broker tenant's Redis (`kill -9`, down for a second, started again with its data).
+    pub broker_restarts: u64,
     /// Processes that exited by themselves (a start while PostgreSQL was down) and were started again, as a
     /// process supervisor would.
     pub restarted_after_exit: u64,
@@ -84,14 +87,14 @@ impl Fleet {
         }
     }
 
-    /// Kills a worker about every `kill_every` seconds, the API now and then, and crashes PostgreSQL once halfway,
-    /// for `seconds`; returns what it did.
-    pub async fn inject_faults(&mut self, a: &Args, cluster: &Cluster) -> Faults {
+    /// Kills a worker about every `kill_every` seconds, the API now and then, restarts the broker once a quarter
+    /// in and crashes PostgreSQL once halfway, for `seconds`; returns what it did.
+    pub async fn inject_faults(&mut self, a: &Args, cluster: &Cluster, broker: &mut Broker) -> Faults {
         let mut dice = Dice(a.seed.max(1));
         let mut faults = Faults::default();
         let begun = Instant::now();
         let load_for = Duration::from_secs(a.seconds);
-        let mut crashed = false;
+        let (mut crashed, mut restarted) = (false, false);
         let mut next_api_kill = Duration::from_secs_f64(a.kill_every * 5.5);
         while begun.elapsed() < load_for {
             let pause = a.kill_every * (0.5 + (dice.next() % 100) as f64 / 100.0);
@@ -111,6 +114,13 @@ impl Fleet {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 self.api = Some(self.spawn("api").await);
                 next_api_kill += Duration::from_secs_f64(a.kill_every * (5.0 + (dice.next() % 400) as f64 / 100.0));
+            }
+            if !restarted && begun.elapsed() >= load_for / 4 {
+                restarted = true;
+                broker.stop().await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                broker.start_again().await;
+                faults.broker_restarts += 1;
             }
             if !crashed && begun.elapsed() >= load_for / 2 {
                 crashed = true;

@@ -1,7 +1,7 @@
 //! The fault suite (`make chaos`): a release build of `courier api` and two `courier worker` processes on a private
 //! PostgreSQL cluster, under steady load, while this harness `kill -9`s workers about every second, the API now and
 //! then, crashes PostgreSQL once (`pg_ctl -m immediate`), and receivers fail a share of requests or answer in every
-//! hostile way the hostile receiver knows. Then it waits for the queue to drain and checks the promise: no accepted
+//! hostile way the hostile receiver knows, and restarts the Redis a third tenant's webhook publishes to. Then it waits for the queue to drain and checks the promise: no accepted
 //! event lost, no delivery stuck, no 500, no attempt recorded twice. Everything runs on 127.0.0.1.
 //!
 //! `--failover` runs the failover suite instead (`failover.rs`): a primary and its standby, killed and promoted twice
@@ -9,6 +9,9 @@
 //!
 //! `--short` is the few-second version `make test` runs; `--report FILE` writes the figures as Markdown.
 
+#[allow(dead_code)] // The suite restarts a Redis; the destination tests start every broker.
+#[path = "../../tests/it/brokers.rs"]
+mod brokers;
 mod failover;
 mod faults;
 #[allow(dead_code)] // Some of the hostile receiver is only for the integration tests.
@@ -28,12 +31,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use clap::Parser;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use faults::{Cluster, Fleet};
 use hostile_receiver::{Hostile, Mode};
 
-use traffic::{Emitted, Flaky, tenant};
+use traffic::{Emitted, Flaky, Keys, tenant, tenant_with};
 use verdict::markdown;
 
 #[derive(Debug, Clone, Parser)]
@@ -81,6 +84,12 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("RUST_LOG", "off"),
 ];
 pub const WORKER_CONCURRENCY: usize = 64;
+const REDIS_PASSWORD: &str = "chaos-pw";
+
+/// Where the broker tenant's webhook publishes: the suite's `redis-server`, with its password.
+fn redis_url(redis: &brokers::Broker) -> String {
+    format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{}", redis.port)
+}
 
 async fn run(a: &Args) -> (Value, bool) {
     let cluster = Cluster::start().await;
@@ -94,11 +103,16 @@ async fn run(a: &Args) -> (Value, bool) {
     }
     let hostile_urls: Vec<String> = hostiles.iter().map(|h| h.url.clone()).collect();
     let hostile_key = tenant(&cluster.url, &base, "hostile", &hostile_urls, 2).await;
+    let mut redis = brokers::redis(REDIS_PASSWORD).await;
+    let stream =
+        json!({"destination": {"type": "redis", "url": redis_url(&redis), "stream": "calls"}, "max_attempts": 12});
+    let broker_key = tenant_with(&cluster.url, &base, "broker", &[stream]).await;
 
     let emitted = Arc::new(Mutex::new(Emitted::default()));
-    let load = traffic::start_load(a.rate, a.seconds, base, (main_key, hostile_key), emitted.clone());
+    let keys = Keys { main: main_key, hostile: hostile_key, broker: broker_key };
+    let load = traffic::start_load(a.rate, a.seconds, base, keys, emitted.clone());
     let begun = Instant::now();
-    let mut faults = fleet.inject_faults(a, &cluster).await;
+    let mut faults = fleet.inject_faults(a, &cluster, &mut redis).await;
     load.await.expect("the emitter finishes");
     let load_elapsed = begun.elapsed();
     fleet.restart_exited(&mut faults).await;
@@ -110,6 +124,7 @@ async fn run(a: &Args) -> (Value, bool) {
         faults,
         emitted: std::mem::take(&mut *emitted.lock().expect("lock")),
         delivered: flaky.delivered.lock().expect("lock").clone(),
+        streamed: verdict::streamed(&redis_url(&redis)).await,
         live,
         load: load_elapsed,
         drain: drained_in,
@@ -144,7 +159,7 @@ fn main() {
     });
     println!("{report}");
     eprintln!(
-        "chaos: {} accepted, {} lost, {} stuck, {} duplicates, {} worker kills, {} API kills, {} PostgreSQL crash(es): {}",
+        "chaos: {} accepted, {} lost, {} stuck, {} duplicates, {} worker kills, {} API kills, {} PostgreSQL crash(es), {} broker restart(s): {}",
         report["events_accepted"],
         report["lost"],
         report["stuck"],
@@ -152,6 +167,7 @@ fn main() {
         report["faults"]["worker_kills"],
         report["faults"]["api_kills"],
         report["faults"]["postgres_crashes"],
+        report["faults"]["broker_restarts"],
         if passed { "passed" } else { "FAILED" }
     );
     if let Some(path) = &args.report {

@@ -76,6 +76,12 @@ pub fn http() -> reqwest::Client {
 
 /// A tenant with an emitter key and one webhook per URL (each with `max_attempts`).
 pub async fn tenant(db: &str, api: &str, name: &str, urls: &[String], max_attempts: u32) -> String {
+    let webhooks: Vec<Value> = urls.iter().map(|url| json!({"url": url, "max_attempts": max_attempts})).collect();
+    tenant_with(db, api, name, &webhooks).await
+}
+
+/// A tenant with an emitter key and one webhook per body of `POST /api/v1/webhooks`.
+pub async fn tenant_with(db: &str, api: &str, name: &str, webhooks: &[Value]) -> String {
     let tenant = cli(db, &["tenants", "create", "--name", name, "--json"]);
     let tenant = tenant["id"].as_str().expect("tenant id");
     let key = |scopes: &str| {
@@ -85,16 +91,16 @@ pub async fn tenant(db: &str, api: &str, name: &str, urls: &[String], max_attemp
             .to_owned()
     };
     let admin = key("webhooks:write");
-    for url in urls {
+    for webhook in webhooks {
         let res = http()
             .post(format!("{api}/api/v1/webhooks"))
             .bearer_auth(&admin)
             .header("content-type", "application/json")
-            .body(json!({"url": url, "max_attempts": max_attempts}).to_string())
+            .body(webhook.to_string())
             .send()
             .await
             .expect("create webhook");
-        assert_eq!(res.status().as_u16(), 201);
+        assert_eq!(res.status().as_u16(), 201, "{}", res.text().await.unwrap_or_default());
     }
     key("events:write")
 }
@@ -145,31 +151,62 @@ async fn emit(http: reqwest::Client, api: String, key: String, id: String, emitt
     }
 }
 
+/// The emitter keys of the suite's tenants.
+pub struct Keys {
+    pub main: String,
+    pub hostile: String,
+    pub broker: String,
+}
+
+/// Which tenant the emitter sends the `n`th event to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tenant {
+    /// The flaky HTTP receiver.
+    Main,
+    /// Every hostile receiver (one in ten events).
+    Hostile,
+    /// The Redis stream that is restarted during the run (one in ten events).
+    Broker,
+}
+
+impl Tenant {
+    fn of(n: u64) -> Self {
+        match n % 10 {
+            9 => Self::Hostile,
+            4 => Self::Broker,
+            _ => Self::Main,
+        }
+    }
+
+    /// The tenant the emitter sent this event to.
+    pub fn of_event(id: &str) -> Self {
+        id.strip_prefix("evt_chaos").and_then(|n| n.parse::<u64>().ok()).map_or(Self::Main, Self::of)
+    }
+}
+
 /// Offers `rate` events a second for `seconds`, one in ten to the hostile tenant (which fans out to every hostile
-/// mode); finishes when every event was answered 2xx or given up on.
+/// mode) and one in ten to the broker's; finishes when every event was answered 2xx or given up on.
 pub fn start_load(
     rate: u64,
     seconds: u64,
     base: String,
-    keys: (String, String),
+    keys: Keys,
     emitted: Arc<Mutex<Emitted>>,
 ) -> tokio::task::JoinHandle<()> {
-    let (main_key, hostile_key) = keys;
     tokio::spawn(async move {
         let http = http();
         let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..rate * seconds {
             ticker.tick().await;
-            let key = if i % 10 == 9 { hostile_key.clone() } else { main_key.clone() };
+            let key = match Tenant::of(i) {
+                Tenant::Main => keys.main.clone(),
+                Tenant::Hostile => keys.hostile.clone(),
+                Tenant::Broker => keys.broker.clone(),
+            };
             let id = format!("evt_chaos{i}");
             tasks.spawn(emit(http.clone(), base.clone(), key, id, emitted.clone()));
         }
         tasks.join_all().await;
     })
-}
-
-/// Whether the emitter sent this event to the hostile tenant.
-pub fn is_hostile(id: &str) -> bool {
-    id.strip_prefix("evt_chaos").and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n % 10 == 9)
 }

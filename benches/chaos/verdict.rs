@@ -1,5 +1,6 @@
 //! The verdict: drain the queue with no faults, then count what the promise is about (nothing accepted lost,
-//! nothing stuck, no 5xx but 503, no attempt recorded twice) and write it down.
+//! nothing stuck, no 5xx but 503, no attempt recorded twice, every broker tenant's event in its Redis stream) and
+//! write it down.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use sqlx::PgPool;
 use crate::Args;
 use crate::faults::Faults;
 use crate::hostile_receiver::Mode;
-use crate::traffic::{Emitted, is_hostile};
+use crate::traffic::{Emitted, Tenant};
 
 /// Waits until nothing is pending or in flight (leases of killed workers run out first), within a budget; returns
 /// what is still live and how long it took.
@@ -29,9 +30,34 @@ pub async fn drain(pool: &PgPool, short: bool) -> (i64, Duration) {
     }
 }
 
-/// Accepted events that are not stored, stored without deliveries, or (main tenant) never delivered.
-async fn lost(pool: &PgPool, emitted: &Emitted, delivered: &HashMap<String, usize>) -> (i64, usize) {
-    let ids: Vec<&str> = emitted.accepted.iter().map(String::as_str).collect();
+/// How many entries of the broker tenant's stream carry each event id (read after the drain).
+pub async fn streamed(url: &str) -> HashMap<String, usize> {
+    use courier_worker::brokers::redis::{Connection, Reply};
+    let loopback = courier_core::target::TargetPolicy::new(vec!["127.0.0.0/8".parse().expect("cidr")]);
+    let mut reader = Connection::open(url, &loopback, Duration::from_secs(5)).await.expect("the suite's Redis");
+    let Reply::Array(Some(entries)) = reader.command(&[b"XRANGE", b"calls", b"-", b"+"]).await.expect("XRANGE") else {
+        panic!("XRANGE answers an array");
+    };
+    let mut by_event = HashMap::new();
+    for entry in entries {
+        let Reply::Array(Some(parts)) = entry else { continue };
+        let Some(Reply::Array(Some(fields))) = parts.get(1) else { continue };
+        let body = fields.chunks(2).find_map(|pair| match pair {
+            [Reply::Bulk(Some(name)), Reply::Bulk(Some(value))] if name == b"body" => Some(value),
+            _ => None,
+        });
+        let envelope: Value = body.and_then(|b| serde_json::from_slice(b).ok()).unwrap_or(Value::Null);
+        if let Some(id) = envelope["event"]["id"].as_str() {
+            *by_event.entry(id.to_owned()).or_default() += 1;
+        }
+    }
+    by_event
+}
+
+/// Accepted events that are not stored, stored without deliveries, or never delivered (the main tenant's to its
+/// receiver, the broker tenant's to its stream); and how many were accepted for the main tenant and the broker's.
+async fn lost(pool: &PgPool, run: &Run) -> (i64, usize, usize) {
+    let ids: Vec<&str> = run.emitted.accepted.iter().map(String::as_str).collect();
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE id = ANY ($1)")
         .bind(&ids)
         .fetch_one(pool)
@@ -44,9 +70,11 @@ async fn lost(pool: &PgPool, emitted: &Emitted, delivered: &HashMap<String, usiz
     .fetch_one(pool)
     .await
     .expect("count");
-    let main: Vec<&&str> = ids.iter().filter(|id| !is_hostile(id)).collect();
-    let main_missing = main.iter().filter(|id| !delivered.contains_key(***id)).count();
-    ((ids.len() as i64 - stored) + without_deliveries + main_missing as i64, main.len())
+    let of = |tenant: Tenant| ids.iter().filter(move |id| Tenant::of_event(id) == tenant);
+    let main_missing = of(Tenant::Main).filter(|id| !run.delivered.contains_key(**id)).count();
+    let broker_missing = of(Tenant::Broker).filter(|id| !run.streamed.contains_key(**id)).count();
+    let lost = (ids.len() as i64 - stored) + without_deliveries + (main_missing + broker_missing) as i64;
+    (lost, of(Tenant::Main).count(), of(Tenant::Broker).count())
 }
 
 /// The attempts counted on deliveries, the attempt rows recorded, and deliveries with more rows than attempts.
@@ -68,6 +96,8 @@ pub struct Run {
     pub faults: Faults,
     pub emitted: Emitted,
     pub delivered: HashMap<String, usize>,
+    /// Entries per event id in the broker tenant's Redis stream.
+    pub streamed: HashMap<String, usize>,
     pub live: i64,
     pub load: Duration,
     pub drain: Duration,
@@ -75,9 +105,10 @@ pub struct Run {
 
 /// The report and whether it passed.
 pub async fn figures(a: &Args, pool: &PgPool, run: Run) -> (Value, bool) {
-    let Run { faults, emitted, delivered, live, load, drain } = run;
-    let (lost, main_accepted) = lost(pool, &emitted, &delivered).await;
+    let (lost, main_accepted, broker_accepted) = lost(pool, &run).await;
+    let Run { faults, emitted, delivered, streamed, live, load, drain } = run;
     let duplicates: usize = delivered.values().map(|n| n - 1).sum();
+    let broker_duplicates: usize = streamed.values().map(|n| n - 1).sum();
     let (attempt_counts, recorded, over_recorded) = attempts(pool).await;
     let by_status: Vec<(String, i64)> =
         sqlx::query_as("SELECT status, count(*) FROM deliveries GROUP BY status ORDER BY status")
@@ -93,15 +124,18 @@ pub async fn figures(a: &Args, pool: &PgPool, run: Run) -> (Value, bool) {
         && over_recorded == 0
         && emitted.abandoned == 0
         && faults.worker_kills >= min_kills
-        && faults.postgres_crashes == 1;
+        && faults.postgres_crashes == 1
+        && faults.broker_restarts == 1;
     let report = json!({
         "seconds": a.seconds, "rate": a.rate, "seed": a.seed, "fail_share": a.fail_share,
         "load_seconds": load.as_secs_f64(), "drain_seconds": drain.as_secs_f64(),
         "faults": {"worker_kills": faults.worker_kills, "api_kills": faults.api_kills,
                    "postgres_crashes": faults.postgres_crashes, "hostile_receivers": Mode::ALL.len(),
-                   "restarted_after_exit": faults.restarted_after_exit},
+                   "restarted_after_exit": faults.restarted_after_exit, "broker_restarts": faults.broker_restarts},
         "events_accepted": emitted.accepted.len(),
         "events_accepted_main": main_accepted,
+        "events_accepted_broker": broker_accepted,
+        "broker_duplicates": broker_duplicates,
         "events_abandoned": emitted.abandoned,
         "lost": lost,
         "stuck": live,
@@ -135,14 +169,17 @@ pub fn markdown(r: &Value, command: &str) -> String {
          webhook failed {fail:.0} % of requests with 500 (12 attempts allowed); another tenant's events (one in ten) \
          fanned out to {hostile} hostile receivers (NUL and invalid UTF-8 bodies, 100 MB, a one-byte-a-second \
          trickle, silence, resets, closes, non-HTTP bytes, status 999, 302, a 300 KB header, broken chunking, a \
-         false Content-Encoding, 410, 429 with Retry-After; 2 attempts allowed). The emitter retried 503 and \
+         false Content-Encoding, 410, 429 with Retry-After; 2 attempts allowed); a third tenant's events (one in ten) \
+         went to a Redis stream (`XADD`, 12 attempts allowed) whose `redis-server` the suite killed once and \
+         started again a second later. The emitter retried 503 and \
          connection errors with the same event id, as the integration guide says.\n\n\
          | figure | value |\n|---|---|\n\
          | worker kills (`kill -9`) | {wk} |\n| API kills (`kill -9`) | {ak} |\n| PostgreSQL crashes | {pc} |\n\
+         | Redis restarts (`kill -9`, the broker tenant's stream) | {br} |\n\
          | processes that exited by themselves (started while PostgreSQL was down) and were restarted | {rx} |\n\
-         | events accepted | {acc} |\n| events lost | **{lost}** |\n| deliveries stuck after the drain | **{stuck}** |\n\
+         | events accepted | {acc} (of them to the Redis stream: {bacc}) |\n| events lost | **{lost}** |\n| deliveries stuck after the drain | **{stuck}** |\n\
          | deliveries by status | {statuses} |\n\
-         | duplicates delivered (at least once) | {dup} ({dupshare:.2} % of delivered events) |\n\
+         | duplicates delivered (at least once) | {dup} ({dupshare:.2} % of delivered events); in the stream: {bdup} |\n\
          | API answers | {answers} |\n| API 5xx other than 503 | **{errors}** |\n\
          | attempts counted / on record | {ac} / {rec} (the {unrec} unrecorded were in flight in killed workers) |\n\
          | deliveries with more attempts on record than counted | {over} |\n\
@@ -156,6 +193,9 @@ pub fn markdown(r: &Value, command: &str) -> String {
         wk = n(&r["faults"]["worker_kills"]),
         ak = n(&r["faults"]["api_kills"]),
         pc = n(&r["faults"]["postgres_crashes"]),
+        br = n(&r["faults"]["broker_restarts"]),
+        bacc = n(&r["events_accepted_broker"]),
+        bdup = n(&r["broker_duplicates"]),
         rx = n(&r["faults"]["restarted_after_exit"]),
         acc = n(&r["events_accepted"]),
         lost = n(&r["lost"]),

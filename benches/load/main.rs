@@ -3,7 +3,10 @@
 //!
 //! `make bench` runs every scenario with the defaults; `cargo bench --bench load -- --help` lists the knobs.
 
+#[path = "../../tests/it/brokers.rs"]
+mod brokers;
 mod compare;
+mod destinations;
 mod history;
 mod limited;
 mod logs;
@@ -38,7 +41,7 @@ use setup::{Setup, setup, setup_as};
 #[derive(Debug, Clone, Parser)]
 #[command(about = "Courier's end-to-end load benchmark")]
 struct Args {
-    /// burst, batch, rate, fairness, tenants, limited, backlog, ordered, scaleout (comma-separated), or all; `logs`, `portal` and `history`
+    /// burst, batch, rate, fairness, tenants, limited, backlog, ordered, scaleout, brokers (comma-separated), or all; `logs`, `portal` and `history`
     /// (slow: they generate millions of rows) and `replica` (a cluster of its own) run only when named.
     #[arg(long, default_value = "all")]
     scenario: String,
@@ -324,6 +327,7 @@ async fn scenario(name: &str, cluster: &str, args: &Args) -> Value {
         "backlog" => backlog(cluster, args).await,
         "ordered" => ordered::ordered(cluster, args).await,
         "scaleout" => scaleout::scaleout(cluster, args).await,
+        "brokers" => destinations::brokers(cluster, args).await,
         other => panic!("no scenario {other}"),
     }
 }
@@ -361,7 +365,9 @@ fn main() {
         report::print_table(&results);
         let machine = json!({"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "os": std::env::consts::OS});
         println!("{}", json!({"machine": machine, "scenarios": results}));
-        let failed = results.values().any(|r| r.get("missing").and_then(Value::as_u64).unwrap_or(0) > 0);
+        let missing = |r: &Value| r.get("missing").and_then(Value::as_u64).unwrap_or(0) > 0;
+        let per_destination = results.get("brokers").and_then(Value::as_object).into_iter().flat_map(|m| m.values());
+        let failed = results.values().any(missing) || per_destination.into_iter().any(missing);
         // Two APIs and two workers with nothing failing: a second arrival of a delivery is a bug, not a retry.
         let repeated = results.get("scaleout").and_then(|r| r["duplicates"].as_u64()).unwrap_or(0) > 0;
         if args.smoke && (failed || repeated) {
@@ -375,7 +381,8 @@ fn main() {
 async fn run_all(cluster: &str, args: &Args) -> serde_json::Map<String, Value> {
     let wanted = |name: &str| args.scenario == "all" || args.scenario.split(',').any(|s| s == name);
     let mut results = serde_json::Map::new();
-    for name in ["burst", "batch", "rate", "fairness", "tenants", "limited", "backlog", "ordered", "scaleout"] {
+    let all = ["burst", "batch", "rate", "fairness", "tenants", "limited", "backlog", "ordered", "scaleout", "brokers"];
+    for name in all {
         if wanted(name) {
             results.insert(name.into(), scenario(name, cluster, args).await);
         }

@@ -4,6 +4,7 @@ use serde_json::Value;
 
 pub fn row(name: &str, r: &Value) -> String {
     let f = |v: &Value| v.as_f64().map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".to_owned());
+    let n = |v: &Value| if v.is_null() { "-".to_owned() } else { v.to_string() };
     format!(
         "{name:<10} {:>10} {:>12} {:>8} {:>8} {:>8} {:>8} {:>5} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
         f(&r["ingest_events_per_s"]),
@@ -12,8 +13,8 @@ pub fn row(name: &str, r: &Value) -> String {
         f(&r["latency_ms"]["p90"]),
         f(&r["latency_ms"]["p99"]),
         f(&r["latency_ms"]["max"]),
-        r["duplicates"],
-        r["missing"],
+        n(&r["duplicates"]),
+        n(&r["missing"]),
         f(&r["courier_peak_rss_mib"]),
         f(&r["courier_cpu_s"]),
         f(&r["cpu_ms_per_delivery"]),
@@ -79,6 +80,10 @@ pub fn print_table(results: &serde_json::Map<String, Value>) {
                 r["healthy_throughput_ratio"].as_f64().unwrap_or(0.0) * 100.0,
                 r["hanging_deliveries"]
             );
+        } else if name == "brokers" {
+            for (kind, r) in r.as_object().into_iter().flatten() {
+                eprintln!("{}", row(&format!("to-{kind}"), r));
+            }
         } else if name == "limited" {
             print_limited(r);
         } else if name == "fairness" {

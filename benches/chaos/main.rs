@@ -9,7 +9,7 @@
 //!
 //! `--short` is the few-second version `make test` runs; `--report FILE` writes the figures as Markdown.
 
-#[allow(dead_code)] // The suite restarts a Redis; the destination tests start every broker.
+#[allow(dead_code)] // The suite restarts a Redis; the destination tests start every broker, with TLS too.
 #[path = "../../tests/it/brokers.rs"]
 mod brokers;
 mod failover;
@@ -120,11 +120,12 @@ async fn run(a: &Args) -> (Value, bool) {
     // Drain with no faults, then count.
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&cluster.url).await.expect("connect");
     let (live, drained_in) = verdict::drain(&pool, a.short).await;
+    let streamed = verdict::streamed(&redis_url(&redis)).await;
     let run = verdict::Run {
         faults,
         emitted: std::mem::take(&mut *emitted.lock().expect("lock")),
         delivered: flaky.delivered.lock().expect("lock").clone(),
-        streamed: verdict::streamed(&redis_url(&redis)).await,
+        streamed,
         live,
         load: load_elapsed,
         drain: drained_in,

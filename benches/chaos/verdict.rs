@@ -151,6 +151,7 @@ pub async fn figures(a: &Args, pool: &PgPool, run: Run) -> (Value, bool) {
     (report, passed)
 }
 
+// Long because it is one `format!` of the report, a line of the table per figure.
 pub fn markdown(r: &Value, command: &str) -> String {
     let n = |v: &Value| v.to_string();
     let answers: Vec<String> =

@@ -3,6 +3,7 @@
 //!
 //! `make bench` runs every scenario with the defaults; `cargo bench --bench load -- --help` lists the knobs.
 
+#[allow(dead_code)] // The scenario starts plain brokers; the destination tests also start them with TLS.
 #[path = "../../tests/it/brokers.rs"]
 mod brokers;
 mod compare;
@@ -36,7 +37,7 @@ use measure::{claim_cost, measure, merge, resources};
 use process::{Courier, cli};
 use receiver::Receiver;
 use send::{Starts, send_at_rate, send_batches, send_singles, wait_for};
-use setup::{Setup, setup, setup_as};
+use setup::{Setup, cluster, setup, setup_as, start_receivers};
 
 #[derive(Debug, Clone, Parser)]
 #[command(about = "Courier's end-to-end load benchmark")]
@@ -121,7 +122,7 @@ struct Args {
 }
 
 async fn burst(cluster: &str, a: &Args) -> Value {
-    let receivers: Vec<Receiver> = futures(a.webhooks, None).await;
+    let receivers: Vec<Receiver> = start_receivers(a.webhooks, None).await;
     let s = setup(cluster, "burst", receivers, a.worker_concurrency).await;
     let (work, pg) = (pg_work::snapshot(&s.url).await, process::postgres_cpu_seconds());
     let starts: Starts = Arc::default();
@@ -144,7 +145,7 @@ async fn with_work(s: &Setup, result: Value, work: &pg_work::Snapshot, pg_cpu: f
 }
 
 async fn batch(cluster: &str, a: &Args) -> Value {
-    let receivers: Vec<Receiver> = futures(a.webhooks, None).await;
+    let receivers: Vec<Receiver> = start_receivers(a.webhooks, None).await;
     let s = setup(cluster, "batch", receivers, a.worker_concurrency).await;
     let (work, pg) = (pg_work::snapshot(&s.url).await, process::postgres_cpu_seconds());
     let starts: Starts = Arc::default();
@@ -160,7 +161,7 @@ async fn batch(cluster: &str, a: &Args) -> Value {
 }
 
 async fn rate(cluster: &str, a: &Args) -> Value {
-    let receivers: Vec<Receiver> = futures(a.webhooks, None).await;
+    let receivers: Vec<Receiver> = start_receivers(a.webhooks, None).await;
     let s = setup(cluster, "rate", receivers, a.worker_concurrency).await;
     let (work, pg) = (pg_work::snapshot(&s.url).await, process::postgres_cpu_seconds());
     let starts: Starts = Arc::default();
@@ -232,7 +233,7 @@ async fn tenants(cluster: &str, a: &Args) -> Value {
     let solo = measure(&[&healthy], &*starts.lock().await, a.fairness_events, ingest);
     s.teardown().await;
 
-    let hanging = futures(4, Some(Duration::from_secs(30))).await;
+    let hanging = start_receivers(4, Some(Duration::from_secs(30))).await;
     let s = setup(cluster, "ten_hang", hanging, a.worker_concurrency).await;
     let healthy = Receiver::start(None).await;
     let b = add_tenant(&s, "healthy", &[&healthy]).await;
@@ -294,26 +295,6 @@ async fn backlog(cluster: &str, a: &Args) -> Value {
     drop(worker);
     s.teardown().await;
     result
-}
-
-async fn futures(n: usize, hang: Option<Duration>) -> Vec<Receiver> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        out.push(Receiver::start(hang).await);
-    }
-    out
-}
-
-/// The benchmark's PostgreSQL: `DATABASE_URL` when set, else the embedded cluster under `.courier`.
-async fn cluster() -> String {
-    match std::env::var("DATABASE_URL") {
-        Ok(url) => url,
-        Err(_) => courier::embedded_db::EmbeddedDb::locate(std::path::Path::new(".courier"))
-            .expect("PostgreSQL")
-            .start()
-            .await
-            .expect("the embedded PostgreSQL starts"),
-    }
 }
 
 async fn scenario(name: &str, cluster: &str, args: &Args) -> Value {

@@ -1,6 +1,8 @@
 //! One scenario's world: its own database on the cluster, Courier as a child process, a tenant with an emitter
 //! key and an admin key, and webhooks to the scenario's receivers.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::process::{Courier, cli};
@@ -99,5 +101,26 @@ impl Setup {
                 .execute(&mut admin)
                 .await;
         }
+    }
+}
+
+/// `n` receivers, each answering after `hang` when given (see [`Receiver::start`]).
+pub async fn start_receivers(n: usize, hang: Option<Duration>) -> Vec<Receiver> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(Receiver::start(hang).await);
+    }
+    out
+}
+
+/// The benchmark's PostgreSQL: `DATABASE_URL` when set, else the embedded cluster under `.courier`.
+pub async fn cluster() -> String {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) => url,
+        Err(_) => courier::embedded_db::EmbeddedDb::locate(std::path::Path::new(".courier"))
+            .expect("PostgreSQL")
+            .start()
+            .await
+            .expect("the embedded PostgreSQL starts"),
     }
 }

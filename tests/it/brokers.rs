@@ -72,12 +72,17 @@ impl Broker {
             .spawn()
             .unwrap_or_else(|e| panic!("{} must be installed (make test installs it): {e}", self.program));
         self.child = Some(child);
-        // RabbitMQ (an Erlang VM) takes several seconds to start on a busy machine.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "{} did not start on port {}", self.program, self.port);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_port(self.port, &self.program).await;
+    }
+}
+
+/// Waits until something accepts connections on `port` of 127.0.0.1, at most a minute (RabbitMQ, an Erlang VM,
+/// takes several seconds to start on a busy machine).
+pub(crate) async fn wait_for_port(port: u16, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "{what} did not start on port {port}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -110,8 +115,13 @@ pub(crate) async fn nats(user: &str, password: &str) -> Broker {
 /// A RabbitMQ node of its own (`courier-<port>`), listening on 127.0.0.1 only, with the user `courier`. Its Erlang
 /// distribution and port mapper stay on loopback too.
 pub(crate) async fn rabbitmq(password: &str) -> Broker {
+    rabbitmq_with(password, "").await
+}
+
+/// [`rabbitmq`] with more lines of `rabbitmq.conf`.
+async fn rabbitmq_with(password: &str, more: &str) -> Broker {
     let settings = format!(
-        "listeners.tcp.1 = 127.0.0.1:{{port}}\nloopback_users = none\ndefault_user = courier\ndefault_pass = {password}\n"
+        "listeners.tcp.1 = 127.0.0.1:{{port}}\nloopback_users = none\ndefault_user = courier\ndefault_pass = {password}\n{more}"
     );
     let env = [
         ("HOME", "{dir}".to_owned()),
@@ -134,4 +144,100 @@ pub(crate) async fn rabbitmq(password: &str) -> Broker {
         Vec::new()
     })
     .await
+}
+
+/// A certificate authority and a server certificate for 127.0.0.1 it signed (EC P-256, two days), made with
+/// `openssl` in a directory of their own: `ca.crt`, `server.crt`, `server.key`.
+pub(crate) struct Certificates {
+    dir: tempfile::TempDir,
+}
+
+impl Certificates {
+    pub(crate) fn make() -> Self {
+        let dir = tempfile::tempdir().expect("a directory");
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        std::fs::write(dir.path().join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("extensions");
+        let steps: [Vec<&str>; 3] = [
+            [
+                &["req", "-x509"][..],
+                &ec,
+                &["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=courier test CA"],
+            ]
+            .concat(),
+            [&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat(),
+            vec!["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial"]
+                .into_iter()
+                .chain(["-out", "server.crt", "-days", "2", "-extfile", "san.ext"])
+                .collect(),
+        ];
+        for args in steps {
+            let done = std::process::Command::new("openssl")
+                .args(&args)
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl runs");
+            assert!(done.success(), "openssl {args:?}");
+        }
+        Self { dir }
+    }
+
+    /// The path of one of the files.
+    pub(crate) fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+/// [`redis`] that also takes TLS on a port of its own (returned), with `certificates`' server certificate.
+pub(crate) async fn redis_tls(password: &str, certificates: &Certificates) -> (Broker, u16) {
+    let tls_port = free_port();
+    let broker = start("redis-server", |port, dir| {
+        let dir = dir.display().to_string();
+        ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            .into_iter()
+            .chain(["--requirepass", password, "--dir", &dir, "--tls-port", &tls_port.to_string()])
+            .chain(["--tls-cert-file", &certificates.path("server.crt")])
+            .chain(["--tls-key-file", &certificates.path("server.key")])
+            .chain(["--tls-ca-cert-file", &certificates.path("ca.crt"), "--tls-auth-clients", "no"])
+            .map(str::to_owned)
+            .collect()
+    })
+    .await;
+    wait_for_port(tls_port, "redis-server's TLS port").await;
+    (broker, tls_port)
+}
+
+/// [`nats`] that offers TLS on its port beside plain text (`allow_non_tls`), with `certificates`' server
+/// certificate: a client chooses TLS with a `tls://` URL.
+pub(crate) async fn nats_tls(user: &str, password: &str, certificates: &Certificates) -> Broker {
+    start("nats-server", |port, dir| {
+        let config = format!(
+            "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: {dir:?} }}\n\
+             authorization {{ user: {user:?}, password: {password:?} }}\n\
+             tls {{ cert_file: {cert:?}, key_file: {key:?} }}\nallow_non_tls: true\n",
+            dir = dir.display().to_string(),
+            cert = certificates.path("server.crt"),
+            key = certificates.path("server.key"),
+        );
+        std::fs::write(dir.join("nats.conf"), config).expect("config");
+        vec!["-c".to_owned(), dir.join("nats.conf").display().to_string()]
+    })
+    .await
+}
+
+/// [`rabbitmq`] that also takes TLS (AMQPS) on a port of its own (returned), with `certificates`' server
+/// certificate.
+pub(crate) async fn rabbitmq_tls(password: &str, certificates: &Certificates) -> (Broker, u16) {
+    let tls_port = free_port();
+    let more = format!(
+        "listeners.ssl.1 = 127.0.0.1:{tls_port}\nssl_options.cacertfile = {}\nssl_options.certfile = {}\n\
+         ssl_options.keyfile = {}\nssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n",
+        certificates.path("ca.crt"),
+        certificates.path("server.crt"),
+        certificates.path("server.key"),
+    );
+    let broker = rabbitmq_with(password, &more).await;
+    wait_for_port(tls_port, "rabbitmq-server's TLS port").await;
+    (broker, tls_port)
 }

@@ -100,8 +100,9 @@ fn literal_of(name: &str) -> Option<IpAddr> {
 }
 
 /// Checks a broker destination (`destination.<field>` in a 422) and returns its URL with credentials masked, the
-/// form every response and log shows. Brokers are reached without TLS for now, so a live-mode broker needs
-/// `COURIER_ALLOW_HTTP`, like a plain-HTTP URL: credentials would otherwise cross the network in the clear.
+/// form every response and log shows. A live-mode broker is reached over TLS (`rediss://`, `tls://`, `amqps://`)
+/// unless `COURIER_ALLOW_HTTP` is set, as a live-mode URL is `https`: credentials would otherwise cross the network
+/// in the clear.
 pub fn validate_broker(
     broker: &courier_core::Broker,
     environment: Environment,
@@ -125,16 +126,15 @@ pub fn validate_broker(
         return Err(invalid("url", "must be at most 2048 bytes"));
     }
     let mut url = url::Url::parse(raw.trim()).map_err(|e| invalid("url", &format!("not an absolute URL ({e})")))?;
-    if url.scheme() != broker.scheme() {
-        return Err(invalid(
-            "url",
-            &format!("a {} destination's URL starts with {}://", broker.kind(), broker.scheme()),
-        ));
+    let schemes = broker.schemes();
+    if url.scheme() != schemes.plain && url.scheme() != schemes.tls {
+        let (kind, plain, tls) = (broker.kind(), schemes.plain, schemes.tls);
+        return Err(invalid("url", &format!("a {kind} destination's URL starts with {tls}:// (TLS) or {plain}://")));
     }
-    if environment == Environment::Live && !rules.allow_http {
+    if url.scheme() == schemes.plain && environment == Environment::Live && !rules.allow_http {
         return Err(invalid(
             "url",
-            "live-mode broker destinations need COURIER_ALLOW_HTTP (brokers are reached without TLS)",
+            &format!("live-mode broker destinations use TLS ({}://) unless COURIER_ALLOW_HTTP is set", schemes.tls),
         ));
     }
     check_host(&url, rules).map_err(|message| invalid("url", message))?;
@@ -196,5 +196,30 @@ mod tests {
         assert!(validate_url("url", "http://127.0.0.1:9000/hook", live, &dev).is_ok());
         assert!(validate_url("url", "http://localhost:9000/hook", live, &dev).is_ok());
         assert!(validate_url("url", "http://10.0.0.1/", live, &dev).is_err());
+    }
+
+    #[test]
+    fn live_mode_brokers_use_tls_unless_plain_text_is_allowed() {
+        use courier_core::destination::{Broker, NatsSubject, RabbitExchange, RedisStream};
+        let redis = |url: &str| Broker::Redis(RedisStream { url: url.into(), stream: "calls".into(), maxlen: None });
+        let nats =
+            |url: &str| Broker::Nats(NatsSubject { url: url.into(), subject: "calls".into(), credentials: None });
+        let rabbit = |url: &str| {
+            Broker::Rabbitmq(RabbitExchange { url: url.into(), exchange: "x".into(), routing_key: "k".into() })
+        };
+        let (strict, open) = (config(false, &[]), config(true, &[]));
+        let (live, test) = (Environment::Live, Environment::Test);
+        for tls in [redis("rediss://:pw@example.com"), nats("tls://example.com"), rabbit("amqps://example.com/")] {
+            assert!(validate_broker(&tls, live, &strict).is_ok(), "{tls:?}");
+        }
+        for plain in [redis("redis://:pw@example.com"), nats("nats://example.com"), rabbit("amqp://example.com/")] {
+            let refused = validate_broker(&plain, live, &strict).expect_err("plain text in live mode");
+            assert!(format!("{refused:?}").contains("use TLS"), "{refused:?}");
+            assert!(validate_broker(&plain, test, &strict).is_ok(), "{plain:?} in test mode");
+            assert!(validate_broker(&plain, live, &open).is_ok(), "{plain:?} with COURIER_ALLOW_HTTP");
+        }
+        for crossed in [redis("amqps://example.com/"), nats("rediss://example.com"), rabbit("https://example.com/")] {
+            assert!(validate_broker(&crossed, test, &open).is_err(), "{crossed:?}");
+        }
     }
 }

@@ -30,7 +30,7 @@ pub const RELAY_URL: &str = "relay://courier-listen";
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisStream {
-    /// `redis://[user:password@]host[:port][/db]`.
+    /// `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS.
     pub url: String,
     pub stream: String,
     /// Trims the stream to about this many entries on every add (`MAXLEN ~`); unbounded when absent.
@@ -41,7 +41,7 @@ pub struct RedisStream {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSubject {
-    /// `nats://[user:password@ | token@]host[:port]`.
+    /// `nats://[user:password@ | token@]host[:port]`, or `tls://` for TLS.
     pub url: String,
     pub subject: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -51,7 +51,7 @@ pub struct NatsSubject {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RabbitExchange {
-    /// `amqp://[user:password@]host[:port][/vhost]`.
+    /// `amqp://[user:password@]host[:port][/vhost]`, or `amqps://` for TLS (port 5671 by default).
     pub url: String,
     /// The exchange (`""` is the default exchange, which routes by queue name).
     pub exchange: String,
@@ -78,6 +78,13 @@ pub struct NatsCredentials {
     pub token: Option<String>,
 }
 
+/// The URL schemes of a broker type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schemes {
+    pub plain: &'static str,
+    pub tls: &'static str,
+}
+
 /// What stands in for a credential wherever a destination is shown.
 pub const MASK: &str = "********";
 
@@ -92,11 +99,13 @@ impl Broker {
         }
     }
 
-    /// The scheme its URL has.
-    pub fn scheme(&self) -> &'static str {
+    /// The schemes its URL may have: in plain text, and over TLS (`tls://` is NATS's own name for it).
+    pub fn schemes(&self) -> Schemes {
         match self {
-            Broker::Rabbitmq(_) => "amqp",
-            other => other.kind(),
+            Broker::Redis(_) => Schemes { plain: "redis", tls: "rediss" },
+            Broker::Nats(_) => Schemes { plain: "nats", tls: "tls" },
+            Broker::Rabbitmq(_) => Schemes { plain: "amqp", tls: "amqps" },
+            Broker::Relay => Schemes { plain: "relay", tls: "relay" },
         }
     }
 

@@ -23,6 +23,7 @@ mod ordering;
 mod rabbitmq;
 mod replay;
 mod restart;
+mod tls;
 
 fn loopback() -> courier_core::target::TargetPolicy {
     courier_core::target::TargetPolicy::new(vec!["127.0.0.0/8".parse().expect("cidr")])

@@ -1,10 +1,15 @@
-//! A broker's TCP connection, through the same SSRF guard as a webhook URL: every address the host resolves to
-//! is vetted, and only vetted addresses are dialled.
+//! A broker's connection, through the same SSRF guard as a webhook URL: every address the host resolves to is
+//! vetted, and only vetted addresses are dialled; then TLS, verified as an HTTPS delivery is, when the URL asks.
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use courier_core::ErrorKind;
+use rustls_platform_verifier::BuilderVerifierExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::ssrf::TargetPolicy;
@@ -69,4 +74,82 @@ pub async fn dial(host: &str, port: u16, policy: &TargetPolicy, timeout: Duratio
         }
     }
     Err(last)
+}
+
+/// A broker connection: plain TCP, or TLS over it (`rediss://`, `amqps://`, NATS's `tls://` or a NATS server that
+/// requires TLS). The protocols read and write it alike.
+#[derive(Debug)]
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// The TLS settings every broker connection uses: the same platform verifier as an HTTPS delivery (the system's
+/// roots, or `SSL_CERT_FILE`/`SSL_CERT_DIR` when set), built once.
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, Failure> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    let built = CONFIG.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        rustls::ClientConfig::builder()
+            .with_platform_verifier()
+            .map(|builder| Arc::new(builder.with_no_client_auth()))
+            .map_err(|e| format!("no TLS roots to verify brokers with: {e}"))
+    });
+    built.clone().map_err(|message| Failure::new(ErrorKind::Tls, message))
+}
+
+/// Wraps `tcp` in TLS to `host` (its certificate must name it), within `timeout`.
+pub async fn secure(tcp: TcpStream, host: &str, timeout: Duration) -> Result<Stream, Failure> {
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| Failure::new(ErrorKind::Tls, format!("{host} cannot be checked against a certificate: {e}")))?;
+    let connector = tokio_rustls::TlsConnector::from(tls_config()?);
+    match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
+        Ok(Ok(tls)) => Ok(Stream::Tls(Box::new(tls))),
+        Ok(Err(err)) => Err(Failure::new(ErrorKind::Tls, format!("TLS with {host}: {err}"))),
+        Err(_) => Err(Failure::new(ErrorKind::Timeout, format!("the TLS handshake with {host} took too long"))),
+    }
+}
+
+/// [`dial`], then TLS when `tls` is set.
+pub async fn open(
+    host: &str,
+    port: u16,
+    tls: bool,
+    policy: &TargetPolicy,
+    timeout: Duration,
+) -> Result<Stream, Failure> {
+    let tcp = dial(host, port, policy, timeout).await?;
+    if tls { secure(tcp, host, timeout).await } else { Ok(Stream::Plain(tcp)) }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }

@@ -9,9 +9,8 @@ use std::time::Duration;
 use courier_core::ErrorKind;
 use courier_core::destination::NatsCredentials;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
-use super::connect::{Failure, address, dial};
+use super::connect::{Failure, Stream, address, dial, secure};
 use super::redis::decode;
 use crate::ssrf::TargetPolicy;
 
@@ -22,7 +21,7 @@ const MAX_MESSAGE: usize = 8 * 1024 * 1024;
 
 #[derive(Debug)]
 pub struct Connection {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Stream>,
     /// This connection's reply subjects are `<inbox>.<n>`.
     inbox: String,
     next: u64,
@@ -38,7 +37,8 @@ struct Answer {
 }
 
 impl Connection {
-    /// Connects to `nats://[user:password@ | token@]host[:port]`; `credentials`, when given, win over the URL's.
+    /// Connects to `nats://[user:password@ | token@]host[:port]` (`tls://` for TLS); `credentials`, when given, win
+    /// over the URL's.
     pub async fn open(
         url: &str,
         credentials: Option<&NatsCredentials>,
@@ -47,7 +47,7 @@ impl Connection {
     ) -> Result<Self, Failure> {
         let url = reqwest::Url::parse(url).map_err(|e| Failure::new(ErrorKind::InvalidUrl, e.to_string()))?;
         let (host, port) = address(&url, 4222)?;
-        let stream = dial(&host, port, policy, timeout).await?;
+        let stream = Stream::Plain(dial(&host, port, policy, timeout).await?);
         let inbox = format!("_INBOX.courier.{}", uuid_like());
         let mut connection = Self { stream: BufReader::new(stream), inbox, next: 0, broken: false };
         let info = connection.line().await?;
@@ -55,14 +55,17 @@ impl Connection {
             .strip_prefix("INFO ")
             .and_then(|json| serde_json::from_str(json).ok())
             .ok_or_else(|| malformed("a greeting that is not INFO"))?;
-        if info["tls_required"].as_bool() == Some(true) {
-            return Err(Failure::new(
-                ErrorKind::Refused,
-                "the server requires TLS, which Courier does not speak to NATS yet",
-            ));
+        // As NATS's own clients do: the server's INFO comes in the clear, then TLS when the URL (`tls://`) or the
+        // server asks for it. A `tls://` URL never falls back to plain text.
+        let tls = url.scheme() == "tls" || info["tls_required"].as_bool() == Some(true);
+        if tls {
+            let Stream::Plain(tcp) = connection.stream.into_inner() else {
+                return Err(Failure::new(ErrorKind::Other, "TLS asked for twice"));
+            };
+            connection.stream = BufReader::new(secure(tcp, &host, timeout).await?);
         }
         let mut connect = serde_json::json!({
-            "verbose": false, "pedantic": false, "tls_required": false, "name": "courier", "lang": "rust",
+            "verbose": false, "pedantic": false, "tls_required": tls, "name": "courier", "lang": "rust",
             "version": env!("CARGO_PKG_VERSION"), "protocol": 1, "headers": true, "no_responders": true,
         });
         let text = |part: &str| String::from_utf8_lossy(&decode(part)).into_owned();

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use courier_core::ErrorKind;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
-use super::connect::{Failure, address, dial};
+use super::connect::{Failure, Stream, address, open};
 use crate::ssrf::TargetPolicy;
 
 /// The largest bulk reply read (a stream entry read back in a test is far smaller).
@@ -32,15 +31,17 @@ pub enum Reply {
 
 #[derive(Debug)]
 pub struct Connection {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Stream>,
 }
 
 impl Connection {
-    /// Connects to `redis://[user:password@]host[:port][/db]`, authenticates and selects the database.
+    /// Connects to `redis://[user:password@]host[:port][/db]` (`rediss://` for TLS), authenticates and selects the
+    /// database.
     pub async fn open(url: &str, policy: &TargetPolicy, timeout: Duration) -> Result<Self, Failure> {
         let url = reqwest::Url::parse(url).map_err(|e| Failure::new(ErrorKind::InvalidUrl, e.to_string()))?;
         let (host, port) = address(&url, 6379)?;
-        let mut connection = Self { stream: BufReader::new(dial(&host, port, policy, timeout).await?) };
+        let stream = open(&host, port, url.scheme() == "rediss", policy, timeout).await?;
+        let mut connection = Self { stream: BufReader::new(stream) };
         if let Some(password) = url.password() {
             let (password, user) = (decode(password), decode(url.username()));
             let auth: Vec<&[u8]> =

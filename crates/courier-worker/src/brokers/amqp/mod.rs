@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use courier_core::ErrorKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
-use super::connect::{Failure, address, dial};
+use super::connect::{Failure, Stream, address, open};
 use super::redis::decode;
 use crate::ssrf::TargetPolicy;
 
@@ -43,7 +42,7 @@ pub struct Publish<'a> {
 
 #[derive(Debug)]
 pub struct Connection {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Stream>,
     frame_max: u32,
     /// The delivery tag of the next publish (confirm mode numbers them from 1).
     next_tag: u64,
@@ -55,8 +54,9 @@ impl Connection {
     /// channel in confirm mode.
     pub async fn open(url: &str, policy: &TargetPolicy, timeout: Duration) -> Result<Self, Failure> {
         let url = reqwest::Url::parse(url).map_err(|e| Failure::new(ErrorKind::InvalidUrl, e.to_string()))?;
-        let (host, port) = address(&url, 5672)?;
-        let stream = dial(&host, port, policy, timeout).await?;
+        let tls = url.scheme() == "amqps";
+        let (host, port) = address(&url, if tls { 5671 } else { 5672 })?;
+        let stream = open(&host, port, tls, policy, timeout).await?;
         let mut connection = Self { stream: BufReader::new(stream), frame_max: FRAME_MAX, next_tag: 1, broken: false };
         let (user, password) = match (url.username(), url.password()) {
             ("", None) => (b"guest".to_vec(), b"guest".to_vec()),

@@ -7,6 +7,7 @@ pub(crate) mod brokers;
 mod cli;
 mod destinations;
 mod e2e;
+mod event_days;
 mod expiry;
 mod fairness;
 pub(crate) mod fixture;

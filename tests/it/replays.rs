@@ -241,3 +241,34 @@ async fn a_job_that_keeps_failing_ends_failed_with_its_reason_and_passes_its_tur
     let (_, job) = api.call_as(&other, Method::GET, &healthy, None).await;
     assert_eq!((job["status"].as_str(), &job["error"]), (Some("finished"), &Value::Null), "{job}");
 }
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_job_never_replays_a_replay_made_after_it_started(pool: PgPool) {
+    let f = Fixture::new(pool.clone()).await;
+    f.webhook("http://127.0.0.1:9/a", 5).await;
+    f.webhook("http://127.0.0.1:9/b", 5).await;
+    f.ingest().await;
+    let failed = "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, attempt_count = 1
+                  WHERE status = 'pending'";
+    sqlx::query(failed).execute(&pool).await.expect("both failed");
+    let job = queued(&pool, f.owner).await;
+    // After the job started, one delivery is replayed by hand and its replay fails too. The replay's id carries
+    // its event's time, so it is inside the job's range; it was made after the job started, so it is not the
+    // job's to replay.
+    let first: String = sqlx::query_scalar("SELECT min(id) FROM deliveries").fetch_one(&pool).await.expect("id");
+    let first = courier_core::DeliveryId::parse(&first).expect("id");
+    let by_hand = replay::replay_one(&pool, f.owner, &first, None).await.expect("replay");
+    assert!(matches!(by_hand, replay::Replayed::Queued(_)), "{by_hand:?}");
+    sqlx::query(failed).execute(&pool).await.expect("the replay failed");
+
+    let steps = drain(&pool).await;
+    assert_eq!(steps.iter().map(|s| moved(s).0).collect::<Vec<_>>(), [job.as_str()]);
+    let replays_of_replays: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM deliveries r JOIN deliveries d ON d.id = r.replay_of WHERE d.replay_of IS NOT NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(replays_of_replays, 0, "the replay made by hand is not replayed");
+    assert_eq!(steps.iter().map(|s| moved(s).1).sum::<u64>(), 1, "the job replays the one not replayed yet");
+}

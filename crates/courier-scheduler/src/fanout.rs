@@ -55,6 +55,7 @@ pub async fn store_events(
                 id: &s.event.id,
                 event_type: s.event.event_type,
                 call_id: s.event.data.call_id(),
+                received_at: s.received_at,
                 trace: route.trace,
                 about: route.about,
                 only: route.only,

@@ -164,12 +164,6 @@ pub(crate) fn push_conditions(q: &mut QueryBuilder<Postgres>, visibility: Visibi
     if let Some(call_id) = &filter.call_id {
         q.push(" AND d.call_id = ").push_bind(call_id.clone());
     }
-    if let Some(since) = filter.since {
-        q.push(" AND d.created_at >= ").push_bind(since);
-    }
-    if let Some(until) = filter.until {
-        q.push(" AND d.created_at < ").push_bind(until);
-    }
     push_id_range(q, filter);
 }
 
@@ -185,19 +179,23 @@ pub(crate) fn push_row_filters(q: &mut QueryBuilder<Postgres>, filter: &Delivery
     }
 }
 
-/// How far an id's time may run ahead of its row's `created_at` (the id is made during the transaction that
-/// stamps `created_at` at its start): a generous margin, since it only widens a range the exact test narrows.
-const ID_TIME_SLACK_MS: i64 = 60_000;
-
-/// The time range as an id range as well, so the tenant index scans only that stretch of history.
+/// The time range, as an id range: a delivery's id carries its event's `received_at` (migration 0023; an id made
+/// before it, the delivery's own creation), so `since` and `until` bound when the event was received, exactly, and
+/// the tenant's index scans only that stretch of history. A replay is of its event's time, as it is listed.
 fn push_id_range(q: &mut QueryBuilder<Postgres>, filter: &DeliveryFilter) {
     if let Some(since) = filter.since {
-        q.push(" AND d.id >= ").push_bind(DeliveryId::first_at(since.timestamp_millis()).as_str().to_owned());
+        q.push(" AND d.id >= ").push_bind(first_id_from(since));
     }
     if let Some(until) = filter.until {
-        let bound = DeliveryId::first_at(until.timestamp_millis().saturating_add(ID_TIME_SLACK_MS));
-        q.push(" AND d.id < ").push_bind(bound.as_str().to_owned());
+        q.push(" AND d.id < ").push_bind(first_id_from(until));
     }
+}
+
+/// The first id of the first whole millisecond at or after `t`: ids name milliseconds, so an event of millisecond
+/// `m` is at or after `t` exactly when `m` is.
+fn first_id_from(t: DateTime<Utc>) -> String {
+    let partial = !t.timestamp_subsec_nanos().is_multiple_of(1_000_000);
+    DeliveryId::first_at(t.timestamp_millis() + i64::from(partial)).as_str().to_owned()
 }
 
 /// One page of a tenant's delivery log, and where to go on when the page is short only because the scan stopped.

@@ -107,8 +107,9 @@ pub async fn purge_tenant(pool: &PgPool, tenant: TenantId, before: Option<DateTi
             break;
         }
     }
-    // A delivery outlives its event when the event's day was dropped before the delivery's (a replay, or a fan-out
-    // just past midnight, sits in a later day), so no key leads to it any more: found by the tenant instead.
+    // A delivery made before migration 0023 outlives its event when the event's day was dropped before the
+    // delivery's (such a replay, or a fan-out just past midnight, sat in a later day), so no key leads to it any
+    // more: found by the tenant instead.
     loop {
         let done = delete_deliveries_of(pool, tenant, before).await?;
         total.deliveries += done;

@@ -132,7 +132,8 @@ pub async fn list(
     rows.into_iter().map(from_row).collect()
 }
 
-/// Stores a batch of events in one statement; returns what happened to each, in order.
+/// Stores a batch of events in one statement; returns what happened to each, in order. An event is received to the
+/// millisecond, the precision of the delivery ids that carry its day (migration 0023).
 /// Ids repeated inside the batch behave as if posted one after another: the first is `New`, the rest repeats or
 /// conflicts of it.
 pub async fn insert_many(conn: &mut PgConnection, owner: Owner, new: &[NewEvent]) -> Result<Vec<Inserted>> {
@@ -152,11 +153,11 @@ pub async fn insert_many(conn: &mut PgConnection, owner: Owner, new: &[NewEvent]
          -- The key decides which ids are new; an id repeated in the batch is new once, at its first position.
          keys AS (
             INSERT INTO event_keys (tenant_id, environment, id, received_at)
-            SELECT $1, $2, id, now() FROM input ORDER BY n
+            SELECT $1, $2, id, date_trunc('milliseconds', now()) FROM input ORDER BY n
             ON CONFLICT (tenant_id, environment, id) DO NOTHING RETURNING id)
          INSERT INTO events (tenant_id, id, environment, event_type, call_id, created, data, request_hash, received_at)
          SELECT DISTINCT ON (i.id) $1, i.id, $2, i.event_type, i.call_id,
-                COALESCE(i.created, extract(epoch FROM now())::bigint), i.data, i.hash, now()
+                COALESCE(i.created, extract(epoch FROM now())::bigint), i.data, i.hash, date_trunc('milliseconds', now())
            FROM input i JOIN keys USING (id)
           ORDER BY i.id, i.n
          RETURNING ",

@@ -125,10 +125,10 @@ pub struct ListParams {
     pub event_type: Option<String>,
     #[param(max_length = 256)]
     pub call_id: Option<String>,
-    /// RFC 3339; deliveries created at or after.
+    /// RFC 3339; deliveries of events received at or after (a delivery is listed by its event's time).
     #[param(format = DateTime)]
     pub since: Option<String>,
-    /// RFC 3339; deliveries created before.
+    /// RFC 3339; deliveries of events received before.
     #[param(format = DateTime)]
     pub until: Option<String>,
     /// 1 to 100; 20 by default.
@@ -244,10 +244,10 @@ pub struct BulkReplayInput {
     pub status: Option<String>,
     #[schema(value_type = Option<Vec<super::EventTypeName>>)]
     pub event_types: Option<Vec<String>>,
-    /// RFC 3339; deliveries created at or after.
+    /// RFC 3339; deliveries of events received at or after (a delivery is listed by its event's time).
     #[schema(format = DateTime)]
     pub since: Option<String>,
-    /// RFC 3339; deliveries created before.
+    /// RFC 3339; deliveries of events received before.
     #[schema(format = DateTime)]
     pub until: Option<String>,
     /// Count what would be queued without queueing it.

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use courier_core::{EventId, EventType, TraceParent, WebhookId};
 use courier_store::Owner;
 use sqlx::PgConnection;
@@ -15,6 +16,8 @@ pub struct FanoutEvent<'a> {
     pub id: &'a EventId,
     pub event_type: EventType,
     pub call_id: &'a str,
+    /// When the event was received (to the millisecond): its deliveries' ids carry it, so they sit in its day.
+    pub received_at: DateTime<Utc>,
     /// The trace context of the request that brought the event, for its deliveries' attempts to link to.
     pub trace: Option<TraceParent>,
     /// For an operational event, the webhook it is about: never delivered to that webhook itself.
@@ -55,6 +58,7 @@ pub async fn fan_out(
     let traces: Vec<Option<String>> = events.iter().map(|e| e.trace.map(|t| t.to_string())).collect();
     let abouts: Vec<Option<&str>> = events.iter().map(|e| e.about.map(WebhookId::as_str)).collect();
     let onlys: Vec<Option<&str>> = events.iter().map(|e| e.only.map(WebhookId::as_str)).collect();
+    let received: Vec<DateTime<Utc>> = events.iter().map(|e| e.received_at).collect();
     let operational: Vec<&str> = EventType::OPERATIONAL.iter().map(|t| t.as_str()).collect();
     let (leases, lease_for) = lease.map_or((0, std::time::Duration::ZERO), |r| (r.count() as i64, r.skew + r.lease));
     // Per-call ordering (see `super::ordering`): a delivery to an ordered webhook waits when its call already has a
@@ -62,11 +66,13 @@ pub async fn fan_out(
     // number (statement order) then the event's position (array order; group commit appends requests in order).
     let rows: Vec<(String, String, bool)> = sqlx::query_as(
         "WITH e AS (SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $10::text[],
-                                    $12::text[])
-                             WITH ORDINALITY AS e(id, event_type, call_id, trace_parent, about, only_to, n)),
+                                    $12::text[], $16::timestamptz[])
+                             WITH ORDINALITY AS e(id, event_type, call_id, trace_parent, about, only_to, received_at,
+                                                  n)),
          base AS (SELECT nextval('delivery_call_seq') AS b),
          targets AS (
-            SELECT e.id AS event_id, e.event_type, e.call_id, e.trace_parent, e.n, w.id AS webhook_id, w.tenant_id,
+            SELECT e.id AS event_id, e.event_type, e.call_id, e.trace_parent, e.received_at, e.n,
+                   w.id AS webhook_id, w.tenant_id,
                    w.environment, w.max_attempts, w.include_transcript, w.include_metrics,
                    (w.ordering = 'call' AND e.call_id <> '') AS ordered,
                    w.rate_limit_per_second IS NULL AS unlimited,
@@ -96,8 +102,8 @@ pub async fn fan_out(
             INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
                                     attempt_count, max_attempts, next_attempt_at, lease_expires_at, trace_parent,
                                     call_seq, include_transcript, include_metrics)
-            SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id,
-                   CASE WHEN d.waits THEN $8 WHEN d.handed THEN $15 ELSE $7 END, CASE WHEN d.handed THEN 1 ELSE 0 END,
+            SELECT courier_id_at('dlv_', d.received_at), d.tenant_id, d.environment, d.event_id, d.webhook_id,
+                   d.event_type, d.call_id, CASE WHEN d.waits THEN $8 WHEN d.handed THEN $15 ELSE $7 END, CASE WHEN d.handed THEN 1 ELSE 0 END,
                    d.max_attempts, CASE WHEN NOT d.waits AND NOT d.handed THEN now() END,
                    CASE WHEN d.handed THEN now() + $14 END,
                    d.trace_parent, CASE WHEN d.ordered THEN base.b * 65536 + d.n END,
@@ -123,6 +129,7 @@ pub async fn fan_out(
     .bind(leases)
     .bind(lease_for)
     .bind(DeliveryStatus::Delivering)
+    .bind(&received)
     .fetch_all(&mut *conn)
     .await?;
     let mut per_event: HashMap<&str, u64> = HashMap::new();
@@ -144,7 +151,8 @@ pub enum ReplaySettings {
 
 /// Pushes the write of a replay of every row `d` the caller's FROM clause, pushed next, yields: a new pending
 /// delivery of the same event to the same webhook, due now, linked to `d` by `replay_of`, its attempts linking to
-/// `trace`. A replay is a delivery created now, so it takes the webhook's `max_attempts` and payload filter as they
+/// `trace`. Its id carries its event's day, as every delivery's does (migration 0023), so it sits in that day's
+/// partition and leaves with it. A replay is a delivery created now, so it takes the webhook's `max_attempts` and payload filter as they
 /// are now (`settings` says where they are). Which rows are replayed is the caller's (`crate::replay`); what a
 /// replay is, is the queue's.
 pub fn push_replays(q: &mut sqlx::QueryBuilder<sqlx::Postgres>, settings: ReplaySettings, trace: Option<String>) {
@@ -152,7 +160,10 @@ pub fn push_replays(q: &mut sqlx::QueryBuilder<sqlx::Postgres>, settings: Replay
         "INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
                                  max_attempts, next_attempt_at, replay_of, trace_parent, include_transcript,
                                  include_metrics)
-         SELECT courier_id('dlv_'), d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id, ",
+         SELECT courier_id_at('dlv_', COALESCE((SELECT k.received_at FROM event_keys k
+                                                 WHERE k.tenant_id = d.tenant_id AND k.environment = d.environment
+                                                   AND k.id = d.event_id), clock_timestamp())),
+                d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id, ",
     );
     q.push_bind(DeliveryStatus::Pending);
     q.push(match settings {

@@ -211,8 +211,9 @@ pub async fn drop_expired(
     Ok((dropped, kept))
 }
 
-/// The events of the day a live delivery (of any day) is for: a replay, a fan-out just past midnight, or one the
-/// lifetime cap has not ended yet (it leaves a delivery in flight to its worker).
+/// The events of the day a live delivery is for: the day's own live deliveries (a delivery sits in its event's
+/// day since migration 0023: one the lifetime cap has not ended yet, which leaves a delivery in flight to its
+/// worker), or one of a later day made before that migration (a replay then sat in the day it was made).
 async fn needed_by_live(conn: &mut PgConnection, suffix: &PartitionSuffix) -> Result<Vec<(Owner, EventId)>> {
     let events = suffix.table("events");
     let rows: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(

@@ -140,15 +140,17 @@ async fn chunk(conn: &mut PgConnection, open: &Open) -> Result<Chunk> {
 
 /// The chunk as one statement: `win`, the window (the tenant's next [`WINDOW`] deliveries in the filter's webhook
 /// and time range, which an index serves in order); `picked`, the first [`CHUNK`] replayable matches in it, each
-/// holding its event; `replayed`, their replays. Deliveries created after the job started are past the range's
-/// end, so the walk ends even while the tenant keeps sending, and never meets the job's own replays.
+/// holding its event; `replayed`, their replays. Deliveries of events received after the job started are past the
+/// range's end, so the walk ends even while the tenant keeps sending. A replay's id carries its event's time
+/// (migration 0023), so the job's own replays (and anyone's made since it started) are inside the range: they are
+/// never picked, by their `created_at`.
 fn window_statement(owner: Owner, filter: &DeliveryFilter, open: &Open) -> QueryBuilder<sqlx::Postgres> {
     let until = filter.until.map_or(open.created_before, |u| u.min(open.created_before));
     let range = DeliveryFilter { status: None, event_types: Vec::new(), until: Some(until), ..filter.clone() };
     let mut q = QueryBuilder::new(
         "WITH win AS MATERIALIZED (
             SELECT d.id, d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id, d.status,
-                   d.replay_of
+                   d.replay_of, d.created_at
             FROM deliveries d WHERE true",
     );
     push_conditions(&mut q, Visibility::Owner(owner), &range);
@@ -162,6 +164,7 @@ fn window_statement(owner: Owner, filter: &DeliveryFilter, open: &Open) -> Query
               FROM win d JOIN webhooks w ON w.id = d.webhook_id WHERE",
     );
     push_replayable(&mut q);
+    q.push(" AND d.created_at < ").push_bind(open.created_before);
     push_row_filters(&mut q, filter);
     q.push(EVENT_HELD);
     q.push(" ORDER BY d.id LIMIT ").push_bind(i64::from(CHUNK));

@@ -1,0 +1,97 @@
+//! Self-contained days (migration 0023): every delivery of an event, replays included, carries the event's
+//! `received_at` in its id, so it and its attempts sit in the event's day, the claim finds the event without its
+//! key, and a day's drop takes an event with everything of it.
+
+use chrono::{Duration, Utc};
+use courier_core::DeliveryId;
+use courier_scheduler::history::{self, Dropped, Held};
+use courier_scheduler::replay::{self, Replayed};
+use sqlx::PgPool;
+
+use crate::fixture::Fixture;
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(pool).await.expect("count")
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_fan_out_names_its_events_millisecond_and_the_claim_needs_no_key(pool: PgPool) {
+    let f = Fixture::new(pool).await;
+    f.webhook("http://127.0.0.1:9/a", 3).await;
+    f.webhook("http://127.0.0.1:9/b", 3).await;
+    let id = f.ingest().await;
+    let named = "SELECT count(*) FROM deliveries d JOIN events e ON e.id = d.event_id
+                  WHERE courier_id_time(d.id) = e.received_at";
+    assert_eq!(count(&f.pool, named).await, 2, "both deliveries name their event's millisecond");
+    // Without the event's key the claim still finds the event: the id names its day.
+    sqlx::query("DELETE FROM event_keys").execute(&f.pool).await.expect("delete the key");
+    let lease = std::time::Duration::from_secs(30);
+    let claimed = courier_scheduler::claim(&f.pool, &f.clock, 10, lease, Default::default()).await.expect("claim");
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|c| c.event.id == id), "{claimed:?}");
+}
+
+/// An event received `offset` after the start of tomorrow (UTC), its key, and one finished delivery of it to
+/// `webhook` with one attempt, as if it had come then; returns the delivery's id.
+async fn event_of_tomorrow(pool: &PgPool, f: &Fixture, webhook: &str) -> String {
+    sqlx::query_scalar(
+        "WITH t AS (SELECT date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+                           + interval '1 day 5 milliseconds' AS at),
+              k AS (INSERT INTO event_keys (tenant_id, environment, id, received_at)
+                    SELECT $1, 'live', 'evt_tomorrow', at FROM t RETURNING received_at),
+              e AS (INSERT INTO events (tenant_id, id, environment, event_type, call_id, created, data, request_hash,
+                                        received_at)
+                    SELECT $1, 'evt_tomorrow', 'live', 'call.completed', 'c', 0, '{\"call_id\": \"c\"}', '\\x00',
+                           received_at FROM k),
+              d AS (INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id,
+                                            status, attempt_count, max_attempts)
+                    SELECT courier_id_at('dlv_', received_at), $1, 'live', 'evt_tomorrow', $2, 'call.completed',
+                           'c', 'succeeded', 1, 3 FROM k RETURNING id)
+         INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code,
+                                        signature_timestamp)
+         SELECT id, 1, now(), 3, 200, 0 FROM d RETURNING delivery_id",
+    )
+    .bind(f.owner.tenant.as_uuid())
+    .bind(webhook)
+    .fetch_one(pool)
+    .await
+    .expect("tomorrow's event")
+}
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_replay_sits_in_its_events_day_and_leaves_with_it(pool: PgPool) {
+    let f = Fixture::new(pool.clone()).await;
+    let (webhook, _) = f.webhook("http://127.0.0.1:9/hook", 3).await;
+    let original = event_of_tomorrow(&pool, &f, webhook.id.as_str()).await;
+    let tomorrow = (Utc::now() + Duration::days(1)).format("%Y%m%d").to_string();
+
+    // Replayed today, a day before its event's day (as a replay days after an event is made after it): the replay
+    // and its attempt are of the event's day.
+    let original = DeliveryId::parse(&original).expect("id");
+    let Replayed::Queued(replay) = replay::replay_one(&pool, f.owner, &original, None).await.expect("replay") else {
+        panic!("the replay is queued");
+    };
+    sqlx::query(
+        "WITH d AS (UPDATE deliveries SET status = 'succeeded', next_attempt_at = NULL, attempt_count = 1
+                    WHERE status = 'pending' RETURNING id)
+         INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, signature_timestamp)
+         SELECT id, 1, now(), 3, 200, 0 FROM d",
+    )
+    .execute(&pool)
+    .await
+    .expect("the replay finishes");
+    let home: String = sqlx::query_scalar("SELECT tableoid::regclass::text FROM deliveries WHERE id = $1")
+        .bind(replay.id.as_str())
+        .fetch_one(&pool)
+        .await
+        .expect("the replay");
+    assert_eq!(home, format!("deliveries_{tomorrow}"), "the replay sits in its event's day");
+
+    // The event's day goes whole: the event, its key, the delivery, the replay and both attempts.
+    let days = history::days_before(&pool, Utc::now() + Duration::days(3)).await.expect("days");
+    let day = days.into_iter().find(|d| d.suffix.as_str() == tomorrow).expect("tomorrow's day");
+    assert_eq!(history::drop_day(&pool, &day).await.expect("drop"), Dropped::Dropped(Held::default()));
+    for table in ["events", "event_keys", "deliveries", "delivery_attempts"] {
+        assert_eq!(count(&pool, &format!("SELECT count(*) FROM {table}")).await, 0, "{table} is empty");
+    }
+}

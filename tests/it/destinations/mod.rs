@@ -35,24 +35,29 @@ async fn deliver_all(api: &Api, allowed: Vec<ipnet::IpNet>) -> Vec<(String, Stri
     deliver_all_with(api, courier_worker::WorkerConfig { allowed_targets: allowed, ..config() }).await
 }
 
+/// Waits until no delivery is waiting, pending or in flight, at most 60 s.
+async fn until_none_live(pool: &PgPool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let live: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status IN ('waiting', 'pending', 'delivering')")
+                .fetch_one(pool)
+                .await
+                .expect("count");
+        if live == 0 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{live} deliveries never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// [`deliver_all`] by a worker configured with `cfg`.
 async fn deliver_all_with(api: &Api, cfg: courier_worker::WorkerConfig) -> Vec<(String, String, Option<String>)> {
     let worker = courier_worker::Worker::new(api.pool.clone(), MasterKey::from_bytes(&[9u8; 32]), cfg).expect("worker");
     let stop = CancellationToken::new();
     let running = tokio::spawn(worker.run(stop.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let live: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status IN ('waiting', 'pending', 'delivering')")
-                .fetch_one(&api.pool)
-                .await
-                .expect("count");
-        if live == 0 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{live} deliveries never ended");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_none_live(&api.pool).await;
     stop.cancel();
     running.await.expect("joins").expect("stops");
     sqlx::query_as(

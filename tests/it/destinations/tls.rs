@@ -10,7 +10,7 @@ use courier_worker::brokers::amqp;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use super::{calls_stream, create, deliver_all, loopback, nats_admin, outcome_of, stream_entries};
+use super::{calls_stream, create, deliver_all, loopback, nats_admin, outcome_of, stream_entries, until_none_live};
 use crate::api::{Api, call_completed};
 use crate::brokers::{self, Certificates};
 use crate::fixture::config;
@@ -41,19 +41,7 @@ async fn deliver_trusting(pool: &PgPool, ca: &str) {
         .kill_on_drop(true)
         .spawn()
         .expect("courier worker starts");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let live: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status IN ('waiting', 'pending', 'delivering')")
-                .fetch_one(pool)
-                .await
-                .expect("count");
-        if live == 0 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{live} deliveries never ended");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_none_live(pool).await;
     worker.kill().await.expect("the worker stops");
 }
 

@@ -17,9 +17,22 @@ pub(crate) struct Broker {
     dir: tempfile::TempDir,
 }
 
+/// A port for a broker, free now and likely to stay so until the broker binds it: below Linux's ephemeral range
+/// (32768-60999), from which `bind(0)` and every outgoing connection draw (a port `bind(0)` handed out and gave
+/// back can go to another test's broker meanwhile, and a RabbitMQ node takes seconds to bind), and never the same
+/// twice in this process.
 fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("address").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    loop {
+        let port = (FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 async fn start(program: &str, args: impl FnOnce(u16, &std::path::Path) -> Vec<String>) -> Broker {

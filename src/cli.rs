@@ -159,10 +159,10 @@ pub struct SelectArgs {
     /// pending, delivering, succeeded, failed or cancelled.
     #[arg(long)]
     pub status: Option<String>,
-    /// Created within this long (2h, 30m, 7d) or since an RFC 3339 time.
+    /// Of events received within this long (2h, 30m, 7d) or since an RFC 3339 time.
     #[arg(long)]
     pub since: Option<String>,
-    /// Created before this long ago or before an RFC 3339 time.
+    /// Of events received before this long ago or before an RFC 3339 time.
     #[arg(long)]
     pub until: Option<String>,
     /// Event type; repeat for several.

@@ -141,7 +141,7 @@ async fn claim_with_waiting(url: &str) -> (Option<f64>, Option<f64>) {
         format!(
             "INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
                                      max_attempts, next_attempt_at, call_seq)
-             SELECT 'dlv_' || lpad(upper(to_hex(g + {seq})), 26, '0'), d.tenant_id, d.environment, d.event_id,
+             SELECT left(d.id, 14) || lpad(upper(to_hex(g + {seq})), 16, '0'), d.tenant_id, d.environment, d.event_id,
                     d.webhook_id, d.event_type, 'bench-' || ({calls}), '{status}', d.max_attempts,
                     CASE WHEN '{status}' = 'pending' THEN now() END, {seq} + g
              FROM (SELECT * FROM deliveries LIMIT 1) d, generate_series(1, $1) g"

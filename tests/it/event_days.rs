@@ -95,3 +95,26 @@ async fn a_replay_sits_in_its_events_day_and_leaves_with_it(pool: PgPool) {
         assert_eq!(count(&pool, &format!("SELECT count(*) FROM {table}")).await, 0, "{table} is empty");
     }
 }
+
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_replay_of_an_old_event_lives_a_whole_retention_from_when_it_was_made(pool: PgPool) {
+    let f = Fixture::new(pool.clone()).await;
+    f.webhook("http://127.0.0.1:9/hook", 3).await;
+    crate::history::old_event_with_delivery_today(&f, 31, "succeeded").await;
+    let original: String = sqlx::query_scalar("SELECT id FROM deliveries").fetch_one(&pool).await.expect("id");
+    let original = DeliveryId::parse(&original).expect("id");
+    let Replayed::Queued(replay) = replay::replay_one(&pool, f.owner, &original, None).await.expect("replay") else {
+        panic!("the replay is queued");
+    };
+    // Its id is of its event's day, 31 days ago; its age is its own.
+    let old: bool = sqlx::query_scalar("SELECT courier_id_time($1) < now() - interval '30 days'")
+        .bind(replay.id.as_str())
+        .fetch_one(&pool)
+        .await
+        .expect("time");
+    assert!(old, "the replay's id carries its event's time");
+    let expire = || courier_scheduler::retention::expire_batch(&pool, &f.clock, 30);
+    assert_eq!(expire().await.expect("expire"), 0, "a replay made now is not past a 30-day retention");
+    f.clock.advance(std::time::Duration::from_secs(31 * 86_400));
+    assert_eq!(expire().await.expect("expire"), 1, "31 days after it was made, it is");
+}

@@ -51,7 +51,7 @@ async fn finish_all(pool: &PgPool) {
 
 /// An event received `days` ago, so it sits in the legacy partition (everything before the migration), with a
 /// delivery of today to the fixture's webhook, as a replay of it would be.
-async fn old_event_with_delivery_today(f: &Fixture, days: i32, status: &str) -> String {
+pub(crate) async fn old_event_with_delivery_today(f: &Fixture, days: i32, status: &str) -> String {
     let webhook: String = sqlx::query_scalar("SELECT id FROM webhooks LIMIT 1").fetch_one(&f.pool).await.expect("hook");
     sqlx::query(
         "WITH k AS (INSERT INTO event_keys (tenant_id, environment, id, received_at)

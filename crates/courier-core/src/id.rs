@@ -1,7 +1,8 @@
 //! Prefixed, time-sortable identifiers.
 //!
 //! Generated ids are `<prefix>` followed by a 26-character ULID-style Crockford base32 rendering of a UUIDv7,
-//! so their text sorts in creation order and cursor pages can use them directly.
+//! so their text sorts in creation order and cursor pages can use them directly. (A delivery id made in SQL
+//! carries its event's time instead, migration 0023: deliveries sort by their event.)
 
 use std::fmt;
 use std::str::FromStr;
@@ -72,8 +73,8 @@ macro_rules! generated_id {
                 &self.0
             }
 
-            /// The smallest id made at unix millisecond `ms` or later: ids sort by creation time, so a time range
-            /// is an id range (an index range scan) too. Times before 1970 clamp to the first id.
+            /// The smallest id of unix millisecond `ms` or later: ids sort by their time (creation, or a
+            /// delivery's event), so a time range is an id range (an index range scan) too. Times before 1970 clamp to the first id.
             pub fn first_at(ms: i64) -> Self {
                 let ms = u128::try_from(ms.max(0)).unwrap_or(0) & ((1 << 48) - 1);
                 Self(format!("{}{}", $prefix, encode(ms << 80)))

@@ -318,11 +318,12 @@ pub(crate) async fn get_visible(
     Ok(Some((from_row(row)?, attempts.into_iter().map(Attempt::from).collect())))
 }
 
-/// Every delivery of one event, oldest first.
+/// Every delivery of one event, oldest first (by when each was made: they all share their event's time in their
+/// ids).
 pub async fn for_event(db: impl PgExecutor<'_>, owner: Owner, event: &EventId) -> Result<Vec<Delivery>> {
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM deliveries d
-         WHERE d.tenant_id = $1 AND d.environment = $2 AND d.event_id = $3 ORDER BY d.id"
+         WHERE d.tenant_id = $1 AND d.environment = $2 AND d.event_id = $3 ORDER BY d.created_at, d.id"
     )))
     .bind(owner.tenant.as_uuid())
     .bind(owner.environment.as_str())

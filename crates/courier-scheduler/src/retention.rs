@@ -88,8 +88,8 @@ pub struct Erased {
     pub deliveries: u64,
 }
 
-/// Erases a tenant's events received before `before` (all of them by default) and its deliveries created before
-/// it, with their attempts, in bounded batches. For erasure requests: live deliveries go too.
+/// Erases a tenant's events received before `before` (all of them by default) and its deliveries of events
+/// received before it (whatever became of the events), with their attempts, in bounded batches. For erasure requests: live deliveries go too.
 pub async fn purge_tenant(pool: &PgPool, tenant: TenantId, before: Option<DateTime<Utc>>) -> Result<Erased> {
     let before = match before {
         Some(before) => before,
@@ -119,7 +119,8 @@ pub async fn purge_tenant(pool: &PgPool, tenant: TenantId, before: Option<DateTi
     }
 }
 
-/// Deletes up to [`BATCH`] of the tenant's deliveries created before `before`, whatever their event, with their
+/// Deletes up to [`BATCH`] of the tenant's deliveries of events received before `before`, whatever became of the
+/// events, with their
 /// attempts; returns how many deliveries.
 async fn delete_deliveries_of(pool: &PgPool, tenant: TenantId, before: DateTime<Utc>) -> Result<u64> {
     crate::queue::erase::deliveries_of_tenant(pool, tenant, before, BATCH).await

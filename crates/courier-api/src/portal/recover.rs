@@ -90,7 +90,7 @@ pub async fn show(
         Some(viewer.nav(Section::Recover)),
         html! {
             h1 { "Recover failed deliveries" }
-            p { "Replays every delivery that failed since a time: each gets a new delivery with fresh attempts." }
+            p { "Replays every delivery that failed, of events received since a time: each gets a new delivery with fresh attempts." }
             (form(&params, &hooks))
             @if let Some(count) = count {
                 section aria-labelledby="dry-run" {

@@ -19,14 +19,17 @@ use crate::{Clock, DeliveryStatus, Result};
 /// to its worker, whose record is fenced on it; its retry is ended on a later pass. Ages are on `clock`.
 pub async fn expire_batch(pool: &PgPool, clock: &Clock, default_days: u32) -> Result<u64> {
     let mut tx = pool.begin().await?;
-    // Ids carry their creation time, so the age is an id bound: the queue's key is walked from the oldest, up to
-    // the shortest retention's bound, and each tenant's own retention is checked on the rows found.
+    // The age is the delivery's own (`created_at`): a replay of an older event gets the whole retention, as any
+    // delivery does. An id carries its event's time (migration 0023), never later than the delivery's creation
+    // (before that migration, its own, at most a transaction later), so the age bound plus an hour is an id bound:
+    // the queue's key is walked from the oldest up to the shortest retention's bound, and each row's own age is
+    // checked against its tenant's retention.
     let expired: Vec<(String, String)> = sqlx::query_as(
         "WITH expired AS (
             SELECT d.id, d.status FROM deliveries_live d JOIN tenants t ON t.id = d.tenant_id
-             WHERE d.id < courier_id_floor('dlv_', now() + $2
+             WHERE d.id < courier_id_floor('dlv_', now() + $2 + interval '1 hour'
                               - make_interval(days => (SELECT least($1, min(retention_days)) FROM tenants)))
-               AND d.id < courier_id_floor('dlv_', now() + $2 - make_interval(days => COALESCE(t.retention_days, $1)))
+               AND d.created_at < now() + $2 - make_interval(days => COALESCE(t.retention_days, $1))
                AND (d.status <> $3 OR d.due_at <= now() + $2)
              ORDER BY d.id LIMIT $4
              FOR UPDATE OF d SKIP LOCKED)
@@ -60,10 +63,10 @@ pub async fn expire_batch(pool: &PgPool, clock: &Clock, default_days: u32) -> Re
     Ok(expired.len() as u64)
 }
 
-/// Deletes up to `batch` of the tenant's deliveries created before `before`, whatever their event, with their
-/// attempts; returns how many deliveries.
+/// Deletes up to `batch` of the tenant's deliveries of events received before `before` (for ids made before
+/// migration 0023: made before it), whatever became of the events, with their attempts; returns how many.
 pub async fn deliveries_of_tenant(pool: &PgPool, tenant: TenantId, before: DateTime<Utc>, batch: i64) -> Result<u64> {
-    // Ids carry their creation time, so `before` is an id bound, which prunes the log to the days before it.
+    // Ids carry their event's time, so `before` is an id bound, which prunes the log to the days before it.
     let deleted: i64 = sqlx::query_scalar(
         "WITH doomed AS (
             SELECT id, status FROM deliveries WHERE tenant_id = $1 AND id < courier_id_floor('dlv_', $2) LIMIT $3),

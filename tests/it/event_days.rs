@@ -1,6 +1,6 @@
 //! Self-contained days (migration 0023): every delivery of an event, replays included, carries the event's
-//! `received_at` in its id, so it and its attempts sit in the event's day, the claim finds the event without its
-//! key, and a day's drop takes an event with everything of it.
+//! `received_at` in its id, so it and its attempts sit in the event's day, and a day's drop takes an event with
+//! everything of it.
 
 use chrono::{Duration, Utc};
 use courier_core::DeliveryId;
@@ -15,20 +15,14 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
 }
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
-async fn a_fan_out_names_its_events_millisecond_and_the_claim_needs_no_key(pool: PgPool) {
+async fn a_fan_out_names_its_events_millisecond(pool: PgPool) {
     let f = Fixture::new(pool).await;
     f.webhook("http://127.0.0.1:9/a", 3).await;
     f.webhook("http://127.0.0.1:9/b", 3).await;
-    let id = f.ingest().await;
+    f.ingest().await;
     let named = "SELECT count(*) FROM deliveries d JOIN events e ON e.id = d.event_id
                   WHERE courier_id_time(d.id) = e.received_at";
     assert_eq!(count(&f.pool, named).await, 2, "both deliveries name their event's millisecond");
-    // Without the event's key the claim still finds the event: the id names its day.
-    sqlx::query("DELETE FROM event_keys").execute(&f.pool).await.expect("delete the key");
-    let lease = std::time::Duration::from_secs(30);
-    let claimed = courier_scheduler::claim(&f.pool, &f.clock, 10, lease, Default::default()).await.expect("claim");
-    assert_eq!(claimed.len(), 2);
-    assert!(claimed.iter().all(|c| c.event.id == id), "{claimed:?}");
 }
 
 /// An event received `offset` after the start of tomorrow (UTC), its key, and one finished delivery of it to

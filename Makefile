@@ -46,12 +46,13 @@ client:
 	cargo build --quiet --bin courier
 	scripts/client-tests.sh
 
-## Debian's redis-server, nats-server and rabbitmq-server, which the destination tests start on 127.0.0.1
-## (installed on first use).
+## Debian's redis-server, nats-server and rabbitmq-server, and the Kafka-protocol broker Tansu with aiokafka,
+## which the destination tests start on 127.0.0.1 (installed on first use; Tansu is built once, under .courier/tools).
 brokers:
 	command -v redis-server >/dev/null && { command -v nats-server || test -x /usr/sbin/nats-server; } >/dev/null && \
 		test -x /usr/lib/rabbitmq/bin/rabbitmq-server || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server nats-server rabbitmq-server; }
+	scripts/kafka-tools.sh
 
 ## What may enter the dependency tree (deny.toml); installs cargo-deny when missing.
 deny:

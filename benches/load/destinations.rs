@@ -1,6 +1,7 @@
 //! The `brokers` scenario: the burst of single events to one webhook of each destination type, one after another
-//! on the same cluster: an HTTP receiver, a Redis stream, a NATS JetStream subject and a RabbitMQ exchange (real
-//! `redis-server`, `nats-server` and `rabbitmq-server` on 127.0.0.1, started here). A broker's acknowledgement is
+//! on the same cluster: an HTTP receiver, a Redis stream, a NATS JetStream subject, a RabbitMQ exchange and a Kafka
+//! topic (real `redis-server`, `nats-server`, `rabbitmq-server` and Tansu, a Kafka-protocol broker, on 127.0.0.1,
+//! started here). A broker's acknowledgement is
 //! the delivery, so a delivery counts when its row says `succeeded`; the HTTP webhook is counted the same way, so the
 //! four figures compare like with like.
 
@@ -47,6 +48,12 @@ async fn destination(kind: &str) -> (Broker, Value) {
             admin.declare_bound_queue("calls", "amq.topic", "agent-studio.#").await.expect("a durable queue");
             let routing_key = "agent-studio.{type}";
             (broker, json!({"type": "rabbitmq", "url": url, "exchange": "amq.topic", "routing_key": routing_key}))
+        }
+        "kafka" => {
+            let broker = brokers::kafka("127.0.0.1").await;
+            let bootstrap = format!("127.0.0.1:{}", broker.port);
+            brokers::kafka_tool(&["create", &bootstrap, "calls", "3"]).await;
+            (broker, json!({"type": "kafka", "brokers": [bootstrap], "topic": "calls"}))
         }
         other => panic!("no broker {other}"),
     }
@@ -102,7 +109,7 @@ async fn one(cluster: &str, a: &Args, kind: &str) -> Value {
 
 pub async fn brokers(cluster: &str, a: &Args) -> Value {
     let mut out = serde_json::Map::new();
-    for kind in ["http", "redis", "nats", "rabbitmq"] {
+    for kind in ["http", "redis", "nats", "rabbitmq", "kafka"] {
         out.insert(kind.to_owned(), one(cluster, a, kind).await);
     }
     Value::Object(out)

@@ -254,3 +254,34 @@ pub(crate) async fn rabbitmq_tls(password: &str, certificates: &Certificates) ->
     wait_for_port(tls_port, "rabbitmq-server's TLS port").await;
     (broker, tls_port)
 }
+
+/// The Kafka-protocol broker Tansu (`make test` builds it under `.courier/tools`), storing in memory, listening on
+/// a port of 127.0.0.1 and naming `advertised_host` and that port as its address in its metadata. Its data does
+/// not survive [`Broker::stop`]: a test that restarts it creates its topics again.
+pub(crate) async fn kafka(advertised_host: &str) -> Broker {
+    let program = concat!(env!("CARGO_MANIFEST_DIR"), "/.courier/tools/tansu/bin/tansu");
+    start(program, |port, _| {
+        let (listener, advertised) = (format!("tcp://127.0.0.1:{port}"), format!("tcp://{advertised_host}:{port}"));
+        ["broker", "--listener-url", &listener, "--advertised-listener-url", &advertised]
+            .into_iter()
+            .chain(["--storage-engine", "memory://tansu/", "--silent"])
+            .map(str::to_owned)
+            .collect()
+    })
+    .await
+}
+
+/// Runs `tests/fixtures/kafka_tool.py` (aiokafka, as the guide's consumer) with `args`; its standard output.
+pub(crate) async fn kafka_tool(args: &[&str]) -> String {
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.courier/tools/kafka-venv/bin/python");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kafka_tool.py");
+    let output = Command::new(python)
+        .arg(script)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{python} must be installed (make test installs it): {e}"));
+    assert!(output.status.success(), "kafka_tool.py {args:?}: {:?}", output.status);
+    String::from_utf8(output.stdout).expect("utf-8")
+}

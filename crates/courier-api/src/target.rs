@@ -112,6 +112,9 @@ pub fn validate_broker(
     if let Some((field, message)) = broker.invalid_field() {
         return Err(invalid(field, &message));
     }
+    if let courier_core::Broker::Kafka(kafka) = broker {
+        return validate_kafka(kafka, environment, rules);
+    }
     let Some(raw) = broker.url() else {
         // A relay: `courier listen` connects to Courier, Courier dials nothing.
         if environment == Environment::Live && !rules.relay_live {
@@ -151,6 +154,31 @@ pub fn validate_broker(
         return Err(invalid("url", "must be at most 2048 bytes once its credentials are masked"));
     }
     Ok(masked)
+}
+
+/// A Kafka destination's brokers by the URL rules (each `host:port` as a URL's host would be judged), TLS in live
+/// mode unless plain text is allowed; its form for the URL column.
+fn validate_kafka(
+    kafka: &courier_core::destination::KafkaTopic,
+    environment: Environment,
+    rules: &WebhookRules,
+) -> Result<String, ApiError> {
+    let invalid = |field: &str, message: &str| ApiError::invalid(format!("destination.{field}"), message);
+    if !kafka.tls && environment == Environment::Live && !rules.allow_http {
+        return Err(invalid(
+            "tls",
+            "live-mode Kafka destinations use TLS (`\"tls\": true`) unless COURIER_ALLOW_HTTP is set",
+        ));
+    }
+    for broker in &kafka.brokers {
+        let url = url::Url::parse(&format!("kafka://{broker}")).map_err(|e| invalid("brokers", &e.to_string()))?;
+        check_host(&url, rules).map_err(|message| invalid("brokers", &format!("{broker}: {message}")))?;
+    }
+    let shown = kafka.shown_url();
+    if shown.len() > MAX_URL_LEN {
+        return Err(invalid("brokers", "the brokers and topic must be at most 2048 bytes together"));
+    }
+    Ok(shown)
 }
 
 #[cfg(test)]
@@ -217,6 +245,18 @@ mod tests {
             assert!(format!("{refused:?}").contains("use TLS"), "{refused:?}");
             assert!(validate_broker(&plain, test, &strict).is_ok(), "{plain:?} in test mode");
             assert!(validate_broker(&plain, live, &open).is_ok(), "{plain:?} with COURIER_ALLOW_HTTP");
+        }
+        let kafka = |brokers: &[&str], tls| {
+            let brokers = brokers.iter().map(|b| (*b).to_owned()).collect();
+            let key = courier_core::destination::kafka::KafkaKey::CallId;
+            Broker::Kafka(courier_core::destination::KafkaTopic { brokers, topic: "t".into(), key, sasl: None, tls })
+        };
+        assert!(validate_broker(&kafka(&["kafka.example.com:9093"], true), live, &strict).is_ok());
+        assert!(validate_broker(&kafka(&["kafka.example.com:9092"], false), live, &strict).is_err());
+        assert!(validate_broker(&kafka(&["kafka.example.com:9092"], false), test, &strict).is_ok());
+        for private in ["10.0.0.1:9092", "127.1:9092", "localhost:9092", "[::1]:9092"] {
+            let refused = validate_broker(&kafka(&["kafka.example.com:9092", private], false), test, &strict);
+            assert!(format!("{refused:?}").contains("destination.brokers"), "{private}: {refused:?}");
         }
         for crossed in [redis("amqps://example.com/"), nats("rediss://example.com"), rabbit("https://example.com/")] {
             assert!(validate_broker(&crossed, test, &open).is_err(), "{crossed:?}");

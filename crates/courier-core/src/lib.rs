@@ -16,6 +16,7 @@ pub mod response;
 pub mod retry;
 pub mod samples;
 pub mod scope;
+pub mod scram;
 pub mod sealed;
 pub mod secret;
 pub mod signature;

@@ -19,6 +19,7 @@ use crate::fixture::config;
 use crate::receiver::{Receiver, Reply};
 use crate::support::guide_accepts;
 
+mod kafka;
 mod ordering;
 mod rabbitmq;
 mod replay;

@@ -42,7 +42,7 @@ fn destination(webhook: &Webhook) -> Markup {
     html! {
         dt { "Destination" }
         dd { (match kind { "redis" => "Redis stream", "nats" => "NATS JetStream subject", "rabbitmq" => "RabbitMQ exchange",
-                           "relay" => "relay to courier listen", other => other }) }
+                           "kafka" => "Kafka topic", "relay" => "relay to courier listen", other => other }) }
         @for (name, value) in fields.iter().filter(|(name, _)| name.as_str() != "type") {
             dt { (name.replace('_', " ")) } dd { code { (shown(value)) } }
         }

@@ -1,5 +1,6 @@
-//! Publishing to a broker instead of POSTing: a Redis stream (`XADD`) or a NATS JetStream subject (a publish the
-//! stream acknowledges); or handing the delivery to a `courier listen` connected to this process (a relay). The
+//! Publishing to a broker instead of POSTing: a Redis stream (`XADD`), a NATS JetStream subject (a publish the
+//! stream acknowledges), a RabbitMQ exchange (a confirmed publish) or a Kafka topic (an idempotent produce with
+//! `acks=all`); or handing the delivery to a `courier listen` connected to this process (a relay). The
 //! body is the same signed envelope, and the signature headers travel with it.
 //!
 //! Each attempt is one publish on a connection taken from a small per-destination pool, inside the attempt's
@@ -7,13 +8,14 @@
 //! another webhook's. Every address is vetted by the same SSRF guard as a URL, at connect time.
 //!
 //! What an attempt records: a broker's acknowledgement is recorded as a 200 whose body is the broker's answer
-//! (JetStream's `{"stream", "seq"}`, Redis's entry id), so logs, the portal and the retry rules read it as they
+//! (JetStream's `{"stream", "seq"}`, Redis's entry id, Kafka's `{"topic", "partition", "offset"}`), so logs, the portal and the retry rules read it as they
 //! read an HTTP answer; a failure is `dns`, `blocked_target`, `connect`, `timeout` (no connection or no answer
 //! in time), `refused` (the broker said no: a wrong password, no stream for the subject) or `not_confirmed` (the
 //! message went out and no acknowledgement came back in time).
 
 pub mod amqp;
 mod connect;
+pub mod kafka;
 pub mod nats;
 mod pool;
 pub mod redis;
@@ -22,7 +24,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use courier_core::destination::{NatsSubject, RabbitExchange, RedisStream};
+use courier_core::destination::kafka::KafkaKey;
+use courier_core::destination::{KafkaTopic, NatsSubject, RabbitExchange, RedisStream};
 use courier_core::{AttemptResult, Broker, ErrorKind, ResponseBody};
 
 pub use connect::Failure;
@@ -61,6 +64,7 @@ pub struct Brokers {
     redis: Arc<Pool<redis::Connection>>,
     nats: Arc<Pool<nats::Connection>>,
     rabbitmq: Arc<Pool<amqp::Connection>>,
+    kafka: Arc<Pool<kafka::Producer>>,
     /// The `courier listen` sessions connected to this process's API (none unless it runs one).
     relays: courier_scheduler::relay::Relays,
     policy: Arc<TargetPolicy>,
@@ -78,8 +82,8 @@ impl std::fmt::Debug for Brokers {
 impl Brokers {
     pub fn new(policy: Arc<TargetPolicy>, connect_timeout: Duration, timeout: Duration) -> Self {
         let relays = courier_scheduler::relay::Relays::default();
-        let (redis, nats, rabbitmq) = (Arc::default(), Arc::default(), Arc::default());
-        Self { redis, nats, rabbitmq, relays, policy, connect_timeout, timeout }
+        let (redis, nats, rabbitmq, kafka) = (Arc::default(), Arc::default(), Arc::default(), Arc::default());
+        Self { redis, nats, rabbitmq, kafka, relays, policy, connect_timeout, timeout }
     }
 
     /// The same, handing relay deliveries to the listeners connected to this process's API.
@@ -98,12 +102,15 @@ impl Brokers {
             Broker::Rabbitmq(exchange) => {
                 tokio::time::timeout(self.timeout, self.to_rabbitmq(exchange, message, &written)).await
             }
+            Broker::Kafka(topic) => tokio::time::timeout(self.timeout, self.to_kafka(topic, message, &written)).await,
             Broker::Relay => tokio::time::timeout(self.timeout, self.to_relay(message)).await,
         };
         let outcome = published.unwrap_or_else(|_| {
             let kind = broker.kind();
             Err(match broker {
                 Broker::Relay => Failure::new(ErrorKind::Timeout, "the listener's local target did not answer in time"),
+                // Kafka's own name for a record not acknowledged within the delivery timeout.
+                Broker::Kafka(_) => Failure::new(ErrorKind::Timeout, "kafka did not acknowledge the record in time"),
                 _ if written.load(Ordering::Relaxed) => {
                     Failure::new(ErrorKind::NotConfirmed, format!("{kind} did not acknowledge the message in time"))
                 }
@@ -159,6 +166,34 @@ impl Brokers {
             self.rabbitmq.put(key, connection);
         }
         confirmed.map(Answer::acknowledged)
+    }
+
+    /// Produces the envelope as one record, its headers the signature and custom headers, on a pooled producer or
+    /// a new one (a pooled producer resends once on a new connection when its kept one died, which its idempotence
+    /// makes safe).
+    async fn to_kafka(&self, to: &KafkaTopic, message: &Message<'_>, written: &AtomicBool) -> Result<Answer, Failure> {
+        let pool_key = serde_json::to_string(to).unwrap_or_default();
+        let event = &message.delivery.event;
+        let key = match to.key {
+            KafkaKey::CallId => Some(event.data.call_id().as_bytes()).filter(|k| !k.is_empty()),
+            KafkaKey::EventId => Some(event.id.as_str().as_bytes()),
+            KafkaKey::None => None,
+        };
+        let record = kafka::record::Record {
+            key,
+            value: message.body,
+            headers: &message.headers,
+            timestamp_ms: chrono::Utc::now().timestamp_millis(),
+        };
+        let mut producer = match self.kafka.take(&pool_key) {
+            Some(producer) => producer,
+            None => kafka::Producer::open(to, &self.policy, self.connect_timeout).await?,
+        };
+        let stored = producer.produce(to, &record, &self.policy, self.connect_timeout, written).await;
+        if producer.reusable() {
+            self.kafka.put(pool_key, producer);
+        }
+        stored.map(Answer::acknowledged)
     }
 
     /// Hands the delivery to the webhook's `courier listen` and waits for what its local target answered.

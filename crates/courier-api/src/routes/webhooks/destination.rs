@@ -1,5 +1,5 @@
 //! Where a webhook delivers, as a request names it: `url` (HTTP, the short form) or a `destination` object (HTTP,
-//! a Redis stream, a NATS subject, a RabbitMQ exchange, a relay), checked into what the store keeps.
+//! a Redis stream, a NATS subject, a RabbitMQ exchange, a Kafka topic, a relay), checked into what the store keeps.
 
 use courier_core::CustomHeaders;
 use courier_store::webhooks;
@@ -53,6 +53,20 @@ pub enum DestinationInput {
         #[schema(example = "agent-studio.{type}", max_length = 200)]
         routing_key: String,
     },
+    /// A record produced to a Kafka topic by an idempotent producer, acknowledged by every in-sync replica
+    /// (`acks=all`). Its value is the envelope, its headers the signature headers and the webhook's custom headers,
+    /// its key the event's `call_id` (so a call's events share a partition and arrive in order), its `event_id`, or
+    /// none. Every broker the cluster advertises passes the same address rules as a URL.
+    Kafka {
+        #[schema(example = json!(["kafka-1.example.com:9092", "kafka-2.example.com:9092"]), max_items = 16)]
+        brokers: Vec<String>,
+        #[schema(example = "agent-studio.calls", max_length = 249)]
+        topic: String,
+        key: Option<KafkaKeyInput>,
+        sasl: Option<KafkaSaslInput>,
+        /// TLS to every broker (required for live-mode keys unless `COURIER_ALLOW_HTTP`).
+        tls: Option<bool>,
+    },
     /// Delivered to a `courier listen` connected over a WebSocket (`GET /api/v1/webhooks/{id}/listen`), which
     /// POSTs it to a local port and answers with that port's status and body. Test-mode keys only, unless
     /// `COURIER_RELAY_LIVE`.
@@ -76,6 +90,62 @@ pub struct NatsCredentialsInput {
     pub password: Option<String>,
     #[schema(max_length = 1024)]
     pub token: Option<String>,
+}
+
+/// What keys a Kafka record.
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaKeyInput {
+    CallId,
+    EventId,
+    None,
+}
+
+/// SASL credentials for a Kafka cluster (stored encrypted, shown masked).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSaslInput {
+    pub mechanism: SaslMechanismInput,
+    #[schema(max_length = 1024)]
+    pub username: String,
+    #[schema(max_length = 1024)]
+    pub password: String,
+}
+
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+pub enum SaslMechanismInput {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+/// The core's Kafka destination from its request form.
+fn kafka_topic(
+    brokers: Vec<String>,
+    topic: String,
+    key: Option<KafkaKeyInput>,
+    sasl: Option<KafkaSaslInput>,
+    tls: Option<bool>,
+) -> courier_core::destination::KafkaTopic {
+    use courier_core::destination::kafka::{KafkaKey, KafkaSasl, SaslMechanism};
+    let key = match key {
+        None | Some(KafkaKeyInput::CallId) => KafkaKey::CallId,
+        Some(KafkaKeyInput::EventId) => KafkaKey::EventId,
+        Some(KafkaKeyInput::None) => KafkaKey::None,
+    };
+    let sasl = sasl.map(|s| KafkaSasl {
+        mechanism: match s.mechanism {
+            SaslMechanismInput::Plain => SaslMechanism::Plain,
+            SaslMechanismInput::ScramSha256 => SaslMechanism::ScramSha256,
+            SaslMechanismInput::ScramSha512 => SaslMechanism::ScramSha512,
+        },
+        username: s.username,
+        password: s.password,
+    });
+    courier_core::destination::KafkaTopic { brokers, topic, key, sasl, tls: tls.unwrap_or(false) }
 }
 
 /// A 422 naming the first custom header a broker message cannot carry, when `broker` is one.
@@ -120,6 +190,9 @@ pub(super) fn target_of(
             Broker::Redis(RedisStream { url, stream, maxlen })
         }
         (None, Some(DestinationInput::Relay {})) => Broker::Relay,
+        (None, Some(DestinationInput::Kafka { brokers, topic, key, sasl, tls })) => {
+            Broker::Kafka(kafka_topic(brokers, topic, key, sasl, tls))
+        }
         (None, Some(DestinationInput::Rabbitmq { url, exchange, routing_key })) => {
             Broker::Rabbitmq(courier_core::destination::RabbitExchange { url, exchange, routing_key })
         }

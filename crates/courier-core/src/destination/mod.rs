@@ -5,9 +5,13 @@
 //! SSRF rules are checked where a URL parser is (the API at creation, the worker at connect time): the core stays
 //! free of IO and of URL parsing.
 
+pub mod kafka;
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+pub use kafka::KafkaTopic;
 
 /// A destination that is not an HTTP URL.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +23,8 @@ pub enum Broker {
     Nats(NatsSubject),
     /// A persistent publish to a RabbitMQ exchange (AMQP 0-9-1), confirmed by the broker.
     Rabbitmq(RabbitExchange),
+    /// A record produced to a Kafka topic (idempotent, `acks=all`), keyed by call unless told otherwise.
+    Kafka(KafkaTopic),
     /// Handed to a `courier listen` connected over a WebSocket, which POSTs it to a developer's local port and
     /// answers with what that port answered.
     Relay,
@@ -95,6 +101,7 @@ impl Broker {
             Broker::Redis(_) => "redis",
             Broker::Nats(_) => "nats",
             Broker::Rabbitmq(_) => "rabbitmq",
+            Broker::Kafka(_) => "kafka",
             Broker::Relay => "relay",
         }
     }
@@ -105,22 +112,24 @@ impl Broker {
             Broker::Redis(_) => Schemes { plain: "redis", tls: "rediss" },
             Broker::Nats(_) => Schemes { plain: "nats", tls: "tls" },
             Broker::Rabbitmq(_) => Schemes { plain: "amqp", tls: "amqps" },
+            Broker::Kafka(_) => Schemes { plain: "kafka", tls: "kafka+tls" },
             Broker::Relay => Schemes { plain: "relay", tls: "relay" },
         }
     }
 
-    /// The broker's URL; a relay has none.
+    /// The broker's URL; a relay has none, and a Kafka topic lists its brokers instead.
     pub fn url(&self) -> Option<&str> {
         match self {
             Broker::Redis(r) => Some(&r.url),
             Broker::Nats(n) => Some(&n.url),
             Broker::Rabbitmq(r) => Some(&r.url),
-            Broker::Relay => None,
+            Broker::Kafka(_) | Broker::Relay => None,
         }
     }
 
     /// Every field as given, credentials masked: `masked_url` is the URL with its credentials masked (the caller
-    /// parses URLs), and a NATS `credentials` object keeps its keys with masked values.
+    /// parses URLs), and a NATS `credentials` or Kafka `sasl` object keeps its keys with masked values (but the SASL
+    /// mechanism).
     pub fn shown(&self, masked_url: &str) -> serde_json::Value {
         let mut shown = serde_json::to_value(self).expect("a broker serialises");
         if self.url().is_some() {
@@ -128,6 +137,11 @@ impl Broker {
         }
         if let Some(credentials) = shown.get_mut("credentials").and_then(serde_json::Value::as_object_mut) {
             for value in credentials.values_mut() {
+                *value = serde_json::Value::String(MASK.to_owned());
+            }
+        }
+        if let Some(sasl) = shown.get_mut("sasl").and_then(serde_json::Value::as_object_mut) {
+            for (_, value) in sasl.iter_mut().filter(|(key, _)| key.as_str() != "mechanism") {
                 *value = serde_json::Value::String(MASK.to_owned());
             }
         }
@@ -169,6 +183,7 @@ impl Broker {
                 }
                 None
             }
+            Broker::Kafka(k) => k.invalid_field(),
             Broker::Relay => None,
         }
     }
@@ -230,6 +245,14 @@ mod tests {
         assert_eq!(shown["url"], "nats://********@h:4222");
         assert_eq!(shown["credentials"], serde_json::json!({"username": MASK, "password": MASK}));
         assert_eq!(shown["type"], "nats");
+        let kafka: Broker = serde_json::from_str(
+            r#"{"type":"kafka","brokers":["h:9092"],"topic":"t","sasl":{"mechanism":"PLAIN","username":"u","password":"p"}}"#,
+        )
+        .expect("parses");
+        let shown = kafka.shown("kafka://h:9092/t");
+        assert_eq!(shown["sasl"], serde_json::json!({"mechanism": "PLAIN", "username": MASK, "password": MASK}));
+        assert_eq!((shown["key"].as_str(), shown["tls"].as_bool()), (Some("call_id"), Some(false)));
+        assert!(shown.get("url").is_none());
     }
 
     #[test]

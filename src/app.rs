@@ -40,6 +40,33 @@ pub struct Application {
     retention_days: u32,
     /// The `courier listen` sessions, under `serve`.
     relays: Option<courier_scheduler::relay::Relays>,
+    /// Under `serve` with `COURIER_INGEST_KAFKA_BROKERS`: the topics to take events from, and who gets their
+    /// deliveries (this process's worker first, as for the API's ingest).
+    kafka_ingest: Option<KafkaIngest>,
+}
+
+struct KafkaIngest {
+    settings: crate::settings::KafkaIngestSettings,
+    timeout: Duration,
+    workers: courier_scheduler::ingest::Workers,
+}
+
+impl KafkaIngest {
+    /// The consumer loop, under the same supervision as the process's other loops.
+    fn spawn(
+        self,
+        pool: &PgPool,
+        components: &courier_scheduler::supervise::Components,
+        stop: &CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let KafkaIngest { settings, timeout, workers } = self;
+        let (pool, shutdown) = (pool.clone(), stop.clone());
+        let start = move || {
+            let (settings, pool, workers, stop) = (settings.clone(), pool.clone(), workers.clone(), shutdown.clone());
+            crate::kafka_ingest::run(settings, timeout, pool, workers, stop)
+        };
+        spawn_supervised("kafka_ingest", components, stop, boxed(start))
+    }
 }
 
 impl Application {
@@ -68,6 +95,15 @@ impl Application {
             ),
             Role::Api => None,
         };
+        // Kafka ingest, under `serve`, wakes and hands over to the same worker.
+        let kafka_ingest = settings.kafka_ingest.clone().zip(worker.as_ref()).map(|(kafka, w)| KafkaIngest {
+            settings: kafka,
+            timeout: settings.delivery.connect_timeout.max(Duration::from_secs(10)),
+            workers: courier_scheduler::ingest::Workers {
+                notifier: courier_scheduler::wake::Notifier::spawn_with(pool.clone(), Some(local.clone())),
+                handover: Some(w.handover()),
+            },
+        });
         // …and hands it the deliveries it leased to it in the same commit, so those need no claim at all.
         let local =
             worker.as_ref().map(|w| courier_scheduler::ingest::LocalWorker { wake: local, handover: w.handover() });
@@ -79,7 +115,8 @@ impl Application {
         if let Some(relays) = &relays {
             state = state.with_relays(relays.clone());
         }
-        Ok(Self { listener, metrics, state, api_loops, pool, worker, retention_days: settings.retention.days, relays })
+        let retention_days = settings.retention.days;
+        Ok(Self { listener, metrics, state, api_loops, pool, worker, retention_days, relays, kafka_ingest })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -95,7 +132,8 @@ impl Application {
     /// Serves until `shutdown`: then stops accepting, drains requests, stops the worker (which finishes or releases
     /// its in-flight deliveries) and flushes key usage.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { listener, metrics, state, api_loops, pool, worker, retention_days, relays } = self;
+        let Application { listener, metrics, state, api_loops, pool, worker, retention_days, relays, kafka_ingest } =
+            self;
         // `courier listen` sessions end with the shutdown, or their WebSockets would hold the server open.
         if let Some(relays) = relays {
             let stop = shutdown.clone();
@@ -115,8 +153,9 @@ impl Application {
             "retention",
             boxed(move || retention_loop(retention_pool.clone(), retention_days, stop.clone())),
         );
-        let stop = shutdown.clone();
-        let replays = supervised("replays", boxed(move || replay_loop(pool.clone(), stop.clone())));
+        let (replay_pool, stop) = (pool.clone(), shutdown.clone());
+        let replays = supervised("replays", boxed(move || replay_loop(replay_pool.clone(), stop.clone())));
+        let kafka = kafka_ingest.map(|kafka| kafka.spawn(&pool, &state.components, &shutdown));
         let (usage, stop) = (state.clone(), shutdown.clone());
         let flusher = supervised("key_usage", boxed(move || key_usage_loop(usage.clone(), stop.clone())));
         let worker = worker.map(|w| {
@@ -137,6 +176,9 @@ impl Application {
         let _ = flusher.await;
         let _ = retention.await;
         let _ = replays.await;
+        if let Some(kafka) = kafka {
+            let _ = kafka.await;
+        }
         if let Some(server) = metrics_server {
             server.await.context("the metrics server panicked")??;
         }
@@ -205,7 +247,8 @@ async fn replay_loop(pool: PgPool, shutdown: CancellationToken) -> anyhow::Resul
 
 /// Every minute: ends deliveries older than the retention, creates the coming week's history partitions, drops the
 /// days past retention, deletes the expired events that are not dropped by day (one bounded batch at a time with a
-/// pause between batches, so it never holds locks delivery needs for long), and prunes old hourly counts.
+/// pause between batches, so it never holds locks delivery needs for long), and prunes old hourly counts and
+/// set-aside Kafka records.
 async fn retention_loop(pool: PgPool, days: u32, shutdown: CancellationToken) -> anyhow::Result<()> {
     let clock = courier_scheduler::Clock::database();
     loop {
@@ -234,6 +277,9 @@ async fn retention_loop(pool: PgPool, days: u32, shutdown: CancellationToken) ->
         }
         if let Err(err) = courier_scheduler::hourly::prune(&pool).await {
             tracing::warn!(error = %err, "pruning the hourly delivery counts failed; will retry");
+        }
+        if let Err(err) = courier_store::ingest_rejects::prune(&pool, days).await {
+            tracing::warn!(error = %err, "pruning the set-aside Kafka records failed; will retry");
         }
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),

@@ -56,6 +56,9 @@ pub enum Command {
     /// List, enable and disable webhooks.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// What Kafka ingest set aside (COURIER_INGEST_KAFKA_*).
+    #[command(subcommand)]
+    Ingest(IngestCommand),
     /// Manage the embedded development PostgreSQL cluster.
     #[command(subcommand)]
     Db(DbCommand),
@@ -211,4 +214,15 @@ pub enum WebhooksCommand {
     Enable { id: String },
     /// Disable a webhook and cancel its pending deliveries.
     Disable { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IngestCommand {
+    /// Kafka records set aside instead of accepted, newest first: topic, partition, offset, reason, first bytes.
+    Rejects {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod embedded_db;
+pub mod kafka_ingest;
 pub mod metrics;
 pub mod private_file;
 pub mod settings;

@@ -55,6 +55,9 @@ async fn command(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Deliveries(cmd) => operate::deliveries(&connect(&settings).await?, cmd).await,
         Command::Replay(args) => operate::replay(&connect(&settings).await?, args).await,
         Command::Webhooks(cmd) => operate::webhooks(&connect(&settings).await?, cmd).await,
+        Command::Ingest(crate::cli::IngestCommand::Rejects { limit, json }) => {
+            operate::ingest_rejects(&connect(&settings).await?, limit, json).await
+        }
         Command::Purge { tenant, before } => {
             operate::purge(&connect(&settings).await?, &tenant, before.as_deref()).await
         }

@@ -230,3 +230,30 @@ pub async fn purge(pool: &PgPool, tenant: &str, before: Option<&str>) -> anyhow:
     );
     Ok(())
 }
+
+/// `courier ingest rejects`: the Kafka records ingest set aside, newest first.
+pub async fn ingest_rejects(pool: &PgPool, limit: u32, json: bool) -> anyhow::Result<()> {
+    let rejects = courier_store::ingest_rejects::list(pool, i64::from(limit)).await?;
+    for r in rejects {
+        let first = String::from_utf8_lossy(&r.first_bytes);
+        if json {
+            let line = serde_json::json!({
+                "topic": r.topic, "partition": r.partition, "offset": r.offset, "reason": r.reason,
+                "message": r.message, "tenant_id": r.tenant_id, "first_bytes": first, "rejected_at": r.rejected_at,
+            });
+            println!("{line}");
+        } else {
+            let first: String = first.chars().map(|c| if c.is_control() { '.' } else { c }).take(80).collect();
+            println!(
+                "{}  {}/{}@{}  {:<19}  {}  {first}",
+                r.rejected_at.format("%Y-%m-%d %H:%M:%S"),
+                r.topic,
+                r.partition,
+                r.offset,
+                r.reason,
+                r.message
+            );
+        }
+    }
+    Ok(())
+}

@@ -16,6 +16,7 @@
 //! the parsers, which are ours either way (durations, CIDR lists, a URL derived from the listen address).
 
 mod components;
+mod ingest;
 mod layers;
 mod sections;
 #[cfg(test)]
@@ -30,6 +31,7 @@ use courier_core::RetryPolicy;
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 
+pub use ingest::KafkaIngestSettings;
 use layers::Layers;
 
 /// Everything Courier can be told.
@@ -41,6 +43,8 @@ pub struct Settings {
     pub retention: RetentionSettings,
     pub lifecycle: LifecycleSettings,
     pub log: LogSettings,
+    /// Events consumed from Kafka topics by `courier serve`, when brokers are named.
+    pub kafka_ingest: Option<KafkaIngestSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +195,7 @@ impl Settings {
             retention: RetentionSettings::from_layers(&l)?,
             lifecycle: LifecycleSettings::from_layers(&l)?,
             log: LogSettings::from_layers(&l)?,
+            kafka_ingest: KafkaIngestSettings::from_layers(&l)?,
         };
         let unread = l.unread();
         anyhow::ensure!(unread.is_empty(), "settings declared but never read: {unread:?}");

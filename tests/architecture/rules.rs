@@ -26,6 +26,7 @@ pub(crate) const OWNERS: &[(&str, &str)] = &[
     ("webhook_rate_windows", "crates/courier-scheduler/src/rate.rs"),
     ("webhook_rate_backlog", "crates/courier-scheduler/src/rate.rs"),
     ("delivery_hourly", "crates/courier-scheduler/src/hourly.rs"),
+    ("ingest_rejects", "crates/courier-store/src/ingest_rejects.rs"),
 ];
 
 /// What the API crate may not name: the operator's cross-tenant reads, the webhook state machine, the queue's

@@ -273,15 +273,26 @@ pub(crate) async fn kafka(advertised_host: &str) -> Broker {
 
 /// Runs `tests/fixtures/kafka_tool.py` (aiokafka, as the guide's consumer) with `args`; its standard output.
 pub(crate) async fn kafka_tool(args: &[&str]) -> String {
+    kafka_tool_reading(args, b"").await
+}
+
+/// [`kafka_tool`] with `input` on its standard input.
+pub(crate) async fn kafka_tool_reading(args: &[&str], input: &[u8]) -> String {
+    use tokio::io::AsyncWriteExt;
     let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.courier/tools/kafka-venv/bin/python");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kafka_tool.py");
-    let output = Command::new(python)
+    let mut child = Command::new(python)
         .arg(script)
         .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
-        .await
+        .spawn()
         .unwrap_or_else(|e| panic!("{python} must be installed (make test installs it): {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input).await.expect("input written");
+    drop(stdin);
+    let output = child.wait_with_output().await.expect("kafka_tool.py runs");
     assert!(output.status.success(), "kafka_tool.py {args:?}: {:?}", output.status);
     String::from_utf8(output.stdout).expect("utf-8")
 }

@@ -16,6 +16,7 @@ mod headers;
 pub(crate) mod history;
 pub(crate) mod hostile;
 pub(crate) mod hostile_receiver;
+mod kafka_ingest;
 pub(crate) mod lifecycle;
 mod neighbours;
 mod operational;

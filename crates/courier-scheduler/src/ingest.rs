@@ -156,6 +156,18 @@ pub async fn accept(
     Ok(commit(pool, &workers, &[Request { owner, events, trace }]).await?.remove(0))
 }
 
+/// Stores the events of several owners in one transaction and fans them out, then wakes the workers (or hands
+/// them over): a poll of Kafka records, whatever tenants they name. The answers per request, in order.
+pub async fn accept_all(
+    pool: &PgPool,
+    workers: &Workers,
+    requests: Vec<(Owner, Vec<NewEvent>)>,
+) -> Result<Vec<Vec<Answer>>> {
+    let requests: Vec<Request> =
+        requests.into_iter().map(|(owner, events)| Request { owner, events, trace: None }).collect();
+    commit(pool, workers, &requests).await
+}
+
 /// Ends when every handle is gone.
 async fn dispatch(pool: &PgPool, workers: &Workers, rx: &mut mpsc::Receiver<Job>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));

@@ -8,6 +8,7 @@
 pub mod api_keys;
 pub mod cluster;
 pub mod events;
+pub mod ingest_rejects;
 pub mod operator;
 pub mod portal_sessions;
 pub mod schema;

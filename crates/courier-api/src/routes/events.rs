@@ -173,6 +173,36 @@ const EARLIEST_CREATED: i64 = 946_684_800;
 /// 2100-01-01T00:00:00Z: the latest `created` accepted (a fixed bound, so the OpenAPI document can state it).
 const LATEST_CREATED: i64 = 4_102_444_800;
 
+/// Why an event that did not come over HTTP (a Kafka record) was not accepted: the reason as the ingest metrics and
+/// its set-aside list name it (`not_json`, `invalid`, `too_large`), and what is wrong, as the API would say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotAnEvent {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// One event in exactly the JSON `POST /api/v1/events` takes, checked as it checks it (at most
+/// [`crate::EVENT_BODY_LIMIT`] bytes); `id_if_absent` stands in for a missing `id`.
+pub fn event_from_json(bytes: &[u8], id_if_absent: impl FnOnce() -> EventId) -> Result<NewEvent, NotAnEvent> {
+    if bytes.len() > crate::EVENT_BODY_LIMIT {
+        let message = format!("{} bytes; the limit is {}", bytes.len(), crate::EVENT_BODY_LIMIT);
+        return Err(NotAnEvent { reason: "too_large", message });
+    }
+    let mut input: EventInput = serde_json::from_slice(bytes)
+        .map_err(|e| NotAnEvent { reason: "not_json", message: format!("not an event's JSON: {e}") })?;
+    if input.id.is_none() {
+        input.id = Some(id_if_absent().to_string());
+    }
+    validate(input, "").map_err(|refused| {
+        let status = refused.status();
+        let body = refused.into_body();
+        let details: Vec<String> = body.details.iter().map(|d| format!("{}: {}", d.field, d.message)).collect();
+        let reason = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "invalid" };
+        let message = if details.is_empty() { body.message } else { details.join("; ") };
+        NotAnEvent { reason, message }
+    })
+}
+
 /// Validates one posted event; `prefix` names its place in a batch (`events[3].`).
 fn validate(input: EventInput, prefix: &str) -> Result<NewEvent, ApiError> {
     let mut details = Vec::new();

@@ -7,6 +7,8 @@
 //! Every address it connects to goes through the SSRF guard: the bootstrap brokers the tenant named and every
 //! broker the cluster advertises in its metadata, which a hostile cluster could point anywhere.
 
+pub mod consumer;
+mod group;
 pub mod record;
 mod requests;
 mod wire;
@@ -73,11 +75,11 @@ impl Producer {
         timeout: Duration,
     ) -> Result<Self, Failure> {
         let mut bootstrap = connect(host, port, to, policy, timeout).await?;
-        let metadata = requests::metadata(&mut bootstrap, &to.topic).await?;
+        let mut metadata = requests::metadata(&mut bootstrap, &[&to.topic]).await?;
         let (id, epoch) = requests::init_producer_id(&mut bootstrap).await?;
         Ok(Self {
+            partitions: metadata.topics.remove(&to.topic).unwrap_or_default(),
             brokers: metadata.brokers,
-            partitions: metadata.partitions,
             connections: HashMap::new(),
             id,
             epoch,

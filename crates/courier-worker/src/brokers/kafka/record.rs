@@ -117,6 +117,116 @@ fn murmur2(data: &[u8]) -> i32 {
     h as i32
 }
 
+/// A record read back from a fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// What a fetch's bytes hold, in offset order: records, and offsets that cannot be read as records (a compressed
+/// batch, a bad checksum), which the reader sets aside rather than stall on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    Record(Read),
+    Unreadable { first: i64, last: i64, why: &'static str },
+}
+
+/// The records at or after offset `from` in a fetch's record batches, and the offset after the last whole batch
+/// (`from` when there is none). A batch cut short at the end (a fetch stops at its byte limit) is left for the next
+/// fetch; control batches (transaction markers) are skipped.
+pub fn decode(bytes: &[u8], from: i64) -> (Vec<Decoded>, i64) {
+    let (mut out, mut next) = (Vec::new(), from);
+    let mut rest = bytes;
+    while rest.len() >= 12 {
+        let base = i64::from_be_bytes(rest[..8].try_into().expect("eight bytes"));
+        let length = i32::from_be_bytes(rest[8..12].try_into().expect("four bytes"));
+        let Ok(length) = usize::try_from(length) else { break };
+        if length < 49 || rest.len() < 12 + length {
+            break;
+        }
+        let (batch, after) = rest.split_at(12 + length);
+        rest = after;
+        let last = base + i64::from(i32::from_be_bytes(batch[23..27].try_into().expect("four bytes")));
+        if last < from {
+            continue;
+        }
+        next = next.max(last + 1);
+        let attributes = i16::from_be_bytes(batch[21..23].try_into().expect("two bytes"));
+        let crc = u32::from_be_bytes(batch[17..21].try_into().expect("four bytes"));
+        let unreadable = |why| Decoded::Unreadable { first: base.max(from), last, why };
+        if batch[16] != 2 {
+            out.push(unreadable("a record batch of an old format (magic 0 or 1)"));
+        } else if crc != CASTAGNOLI.checksum(&batch[21..]) {
+            out.push(unreadable("a record batch whose checksum does not match"));
+        } else if attributes & 0x20 != 0 {
+            // A transaction marker: no records.
+        } else if attributes & 0x07 != 0 {
+            out.push(unreadable("a compressed record batch (produce without compression)"));
+        } else {
+            match records(&batch[57..], base, from) {
+                Some(read) => out.extend(read.into_iter().map(Decoded::Record)),
+                None => out.push(unreadable("a record batch that does not parse")),
+            }
+        }
+    }
+    (out, next)
+}
+
+/// The records of an uncompressed batch, from its record count on; `None` when they do not parse.
+fn records(mut bytes: &[u8], base: i64, from: i64) -> Option<Vec<Read>> {
+    let count = bytes.get(..4).map(|b| i32::from_be_bytes(b.try_into().expect("four bytes")))?;
+    bytes = &bytes[4..];
+    let mut read = Vec::new();
+    for _ in 0..count.max(0) {
+        let length = usize::try_from(take_varint(&mut bytes)?).ok()?;
+        let mut record = bytes.get(..length)?;
+        bytes = &bytes[length..];
+        record = record.get(1..)?; // attributes
+        take_varint(&mut record)?; // timestamp delta
+        let offset = base + take_varint(&mut record)?;
+        let key = take_bytes(&mut record)?;
+        let value = take_bytes(&mut record)?;
+        let mut headers = Vec::new();
+        for _ in 0..take_varint(&mut record)?.max(0) {
+            let name = take_bytes(&mut record)?.unwrap_or_default();
+            let value = take_bytes(&mut record)?.unwrap_or_default();
+            headers.push((String::from_utf8_lossy(&name).into_owned(), value));
+        }
+        if offset >= from {
+            read.push(Read { offset, key, value, headers });
+        }
+    }
+    Some(read)
+}
+
+/// A zigzag varint, at most ten bytes.
+fn take_varint(bytes: &mut &[u8]) -> Option<i64> {
+    let mut z = 0u64;
+    for (i, byte) in bytes.iter().enumerate().take(10) {
+        z |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            *bytes = &bytes[i + 1..];
+            return Some((z >> 1) as i64 ^ -((z & 1) as i64));
+        }
+    }
+    None
+}
+
+/// A varint length and that many bytes (-1: null).
+fn take_bytes(bytes: &mut &[u8]) -> Option<Option<Vec<u8>>> {
+    let length = take_varint(bytes)?;
+    if length < 0 {
+        return Some(None);
+    }
+    let length = usize::try_from(length).ok()?;
+    let taken = bytes.get(..length)?.to_vec();
+    *bytes = &bytes[length..];
+    Some(Some(taken))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +258,31 @@ mod tests {
         assert_eq!(encode(-1), [1]);
         assert_eq!(encode(1), [2]);
         assert_eq!(encode(300), [0xd8, 0x04]);
+    }
+
+    #[test]
+    fn what_is_written_reads_back_and_a_damaged_batch_is_set_aside() {
+        let headers = [("courier-tenant".to_owned(), "ten_1".to_owned())];
+        let record = Record { key: Some(b"call_1"), value: b"{\"id\":1}", headers: &headers, timestamp_ms: 5 };
+        let mut bytes = batch(&record, Producer { id: -1, epoch: -1, sequence: -1 });
+        bytes[..8].copy_from_slice(&41i64.to_be_bytes());
+        let read = Read {
+            offset: 41,
+            key: Some(b"call_1".to_vec()),
+            value: Some(b"{\"id\":1}".to_vec()),
+            headers: vec![("courier-tenant".to_owned(), b"ten_1".to_vec())],
+        };
+        assert_eq!(decode(&bytes, 0), (vec![Decoded::Record(read)], 42));
+        assert_eq!(decode(&bytes, 42), (vec![], 42), "before the position");
+        assert_eq!(decode(&bytes[..bytes.len() - 1], 0), (vec![], 0), "cut short: left for the next fetch");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert!(matches!(decode(&bytes, 0).0[..], [Decoded::Unreadable { first: 41, last: 41, .. }]));
+        for v in [0, -1, 1, 300, -300, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            varint(&mut out, v);
+            assert_eq!(take_varint(&mut out.as_slice()), Some(v));
+        }
     }
 
     #[test]

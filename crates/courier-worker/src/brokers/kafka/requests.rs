@@ -100,19 +100,23 @@ async fn exchange(connection: &mut Connection, message: &[u8]) -> Result<Vec<u8>
     Ok(reader.bytes()?.to_vec())
 }
 
-/// The cluster as one topic sees it.
+/// The cluster as some topics see it.
 #[derive(Debug)]
 pub struct Metadata {
     /// Every broker by node id: the address it advertises.
     pub brokers: HashMap<i32, (String, u16)>,
-    /// The topic's partitions in index order, each with its leader's node id (-1: none now).
-    pub partitions: Vec<(i32, i32)>,
+    /// Each topic asked for, its partitions in index order, each with its leader's node id (-1: none now).
+    pub topics: HashMap<String, Vec<(i32, i32)>>,
 }
 
-/// `Metadata` for `topic`, never creating it: an unknown topic is a refusal.
-pub async fn metadata(connection: &mut Connection, topic: &str) -> Result<Metadata, Failure> {
+/// `Metadata` for `topics`, never creating one: an unknown topic is a refusal.
+pub async fn metadata(connection: &mut Connection, topics: &[&str]) -> Result<Metadata, Failure> {
     let mut request = Request::new(METADATA, 4);
-    request.array(1).string(topic).i8(0);
+    request.array(topics.len());
+    for topic in topics {
+        request.string(topic);
+    }
+    request.i8(0);
     let body = connection.call(request).await?;
     let mut reader = Reader::new(&body);
     reader.i32()?; // throttle time
@@ -127,15 +131,17 @@ pub async fn metadata(connection: &mut Connection, topic: &str) -> Result<Metada
     }
     reader.string()?; // cluster id
     reader.i32()?; // controller id
-    let mut partitions = Vec::new();
+    let mut found: HashMap<String, Vec<(i32, i32)>> = HashMap::new();
     for _ in 0..reader.array()? {
         let code = reader.i16()?;
         let name = reader.string()?;
         reader.i8()?; // internal
         let count = reader.array()?;
-        if name == topic && code != NONE {
-            return Err(failure(code, &format!("metadata for topic {topic}")));
+        let asked = topics.contains(&name.as_str());
+        if asked && code != NONE {
+            return Err(failure(code, &format!("metadata for topic {name}")));
         }
+        let mut partitions = Vec::new();
         for _ in 0..count {
             reader.i16()?; // the partition's own error: a leader elsewhere is what matters
             let index = reader.i32()?;
@@ -146,16 +152,17 @@ pub async fn metadata(connection: &mut Connection, topic: &str) -> Result<Metada
             for _ in 0..reader.array()? {
                 reader.i32()?; // in-sync replicas
             }
-            if name == topic {
-                partitions.push((index, leader));
-            }
+            partitions.push((index, leader));
+        }
+        if asked && !partitions.is_empty() {
+            partitions.sort_unstable();
+            found.insert(name, partitions);
         }
     }
-    if partitions.is_empty() {
-        return Err(failure(UNKNOWN_TOPIC_OR_PARTITION, &format!("metadata for topic {topic}")));
+    if let Some(missing) = topics.iter().find(|t| !found.contains_key(**t)) {
+        return Err(failure(UNKNOWN_TOPIC_OR_PARTITION, &format!("metadata for topic {missing}")));
     }
-    partitions.sort_unstable();
-    Ok(Metadata { brokers, partitions })
+    Ok(Metadata { brokers, topics: found })
 }
 
 /// A new producer id and epoch for an idempotent producer (no transactions).

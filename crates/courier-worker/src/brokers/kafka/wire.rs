@@ -27,6 +27,16 @@ impl Request {
         request
     }
 
+    /// A buffer of the protocol's types without a header: the consumer protocol's subscription and assignment,
+    /// which travel as bytes inside a request.
+    pub fn bare() -> Self {
+        Self { buf: Vec::new() }
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf
+    }
+
     /// A request of a flexible version: header v2, whose tagged fields (none) follow the client id.
     pub fn flexible(api_key: i16, version: i16) -> Self {
         let mut request = Self::new(api_key, version);

@@ -50,14 +50,24 @@ pub async fn run(
         () = stop.cancelled() => return Ok(()),
     };
     tracing::info!(partitions = ?consumer.partitions(), "kafka ingest: joined the consumer group");
+    let consumed = consume(&mut consumer, &pool, &workers, &stop).await;
+    // Also after a failure: the group deals this member's partitions out at once instead of after its session.
+    consumer.leave().await;
+    consumed
+}
+
+/// Polls, accepts and commits until `stop`.
+async fn consume(
+    consumer: &mut Consumer,
+    pool: &PgPool,
+    workers: &Workers,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
     let mut tenants = Tenants::default();
     loop {
         let polled = tokio::select! {
             polled = consumer.poll(POLL_WAIT) => polled.map_err(|f| anyhow::anyhow!("kafka: {}", f.message))?,
-            () = stop.cancelled() => {
-                consumer.leave().await;
-                return Ok(());
-            }
+            () = stop.cancelled() => return Ok(()),
         };
         for p in &polled {
             let (topic, partition) = (&p.partition.0, p.partition.1.to_string());
@@ -70,7 +80,7 @@ pub async fn run(
             continue;
         }
         let started = Instant::now();
-        accept(&pool, &workers, &mut tenants, &polled).await?;
+        accept(pool, workers, &mut tenants, &polled).await?;
         metrics::histogram!("courier_ingest_kafka_batch_seconds").record(started.elapsed().as_secs_f64());
         consumer.commit(&offsets).await.map_err(|f| anyhow::anyhow!("committing offsets: {}", f.message))?;
     }

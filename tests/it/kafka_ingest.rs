@@ -158,3 +158,117 @@ async fn records_become_events_and_bad_ones_are_set_aside_without_blocking_the_r
     assert_eq!((not_json["topic"].as_str(), not_json["offset"].as_i64()), (Some("agent-studio.events"), Some(1)));
     assert_eq!(not_json["first_bytes"], "{not json");
 }
+
+/// `courier serve` consuming `topic` from `bootstrap` on `url`'s database, and its API's base URL.
+fn serve(url: &str, bootstrap: &str, topic: &str) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_courier"))
+        .arg("serve")
+        .env("DATABASE_URL", url)
+        .env("COURIER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("COURIER_METRICS_LISTEN", "")
+        .env("COURIER_SECRET_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+        .env("COURIER_ALLOWED_TARGETS", "127.0.0.0/8")
+        .env("COURIER_RETRY_INITIAL", "100ms")
+        .env("COURIER_RETRY_CAP", "200ms")
+        .env("COURIER_INGEST_KAFKA_BROKERS", bootstrap)
+        .env("COURIER_INGEST_KAFKA_TOPICS", topic)
+        .env("COURIER_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("courier serve starts");
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+/// Waits until `sql` counts more than `at_least`, at most two minutes; the count.
+async fn until_more_than(pool: &PgPool, sql: &str, at_least: i64) -> i64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let now = count(pool, sql).await;
+        if now > at_least {
+            return now;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{sql}: {now}, waiting for more than {at_least}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// Long because it is one story: a topic of 10,000 events, three kills, and what arrived.
+#[tokio::test]
+async fn ten_thousand_records_through_three_kills_arrive_once_each_and_in_order_per_call() {
+    const CALLS: usize = 100;
+    const PER_CALL: usize = 100;
+    let server = brokers::kafka("127.0.0.1").await;
+    let bootstrap = format!("127.0.0.1:{}", server.port);
+    kafka_tool(&["create", &bootstrap, "calls", "3"]).await;
+    let url = crate::support::fresh_database().await;
+    let key = crate::lifecycle::keys(&url, &[&courier_core::Scope::ALL]).await.remove(0);
+    let pool = PgPool::connect(&url).await.expect("connect");
+    let tenant: String = sqlx::query_scalar("SELECT id::text FROM tenants").fetch_one(&pool).await.expect("tenant");
+    let (mut child, base) = serve(&url, &bootstrap, "calls");
+    let http = crate::lifecycle::http();
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let created = http
+            .post(format!("{base}/api/v1/webhooks"))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(json!({"url": receiver.url, "ordering": "call"}).to_string())
+            .send()
+            .await;
+        if created.is_ok_and(|r| r.status() == 201) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "courier serve did not take the webhook");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let owner = [("courier-tenant", tenant.as_str()), ("courier-environment", "test")];
+    let mut records = Vec::new();
+    for n in 0..PER_CALL {
+        for call in 0..CALLS {
+            let id = format!("evt_{call}_{n}");
+            records.push(record(
+                &format!("call-{call}"),
+                &event(Some(&id), &format!("call-{call}"), "completed"),
+                &owner,
+            ));
+        }
+    }
+    kafka_tool_reading(&["produce", &bootstrap, "calls"], records.join("\n").as_bytes()).await;
+
+    let events = "SELECT count(*) FROM events";
+    let mut killed_at = Vec::new();
+    for threshold in [1_000, 4_000, 7_000] {
+        let seen = until_more_than(&pool, events, threshold).await;
+        child.kill().expect("kill -9");
+        child.wait().expect("reaped");
+        killed_at.push(count(&pool, events).await);
+        assert!(seen < 10_000, "killed while ingesting: {seen}");
+        child = serve(&url, &bootstrap, "calls").0;
+    }
+    until_count(&pool, events, 10_000).await;
+    until_count(&pool, "SELECT count(*) FROM deliveries WHERE status = 'succeeded'", 10_000).await;
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+    assert_eq!(count(&pool, "SELECT count(*) FROM deliveries").await, 10_000, "no event fanned out twice");
+    assert_eq!(count(&pool, "SELECT count(*) FROM ingest_rejects").await, 0);
+    // Every event arrived; per call, in the order it was produced (a kill mid-delivery may repeat one).
+    let mut first_seen: HashMap<String, Vec<String>> = HashMap::new();
+    for received in receiver.received() {
+        let id = received.event_id();
+        let call = received.json()["event"]["data"]["call_id"].as_str().expect("call").to_owned();
+        let seen = first_seen.entry(call).or_default();
+        if !seen.contains(&id) {
+            seen.push(id);
+        }
+    }
+    assert_eq!(first_seen.len(), CALLS);
+    for (call, ids) in first_seen {
+        let number = call.trim_start_matches("call-");
+        let expected: Vec<String> = (0..PER_CALL).map(|n| format!("evt_{number}_{n}")).collect();
+        assert_eq!(ids, expected, "{call} in order (killed at {killed_at:?} events)");
+    }
+}

@@ -17,12 +17,18 @@ use super::requests;
 use super::wire::Connection;
 use crate::ssrf::TargetPolicy;
 
-/// How long the group waits for a silent member before giving its partitions to the others.
-const SESSION_TIMEOUT_MS: i32 = 30_000;
+/// How long the group waits for a silent member before giving its partitions to the others (and, after a crash,
+/// how long the member that comes back waits for the group to drop the dead one).
+const SESSION_TIMEOUT_MS: i32 = 10_000;
+/// Joins in a row a member tries while the group keeps rebalancing.
+const MAX_JOINS: usize = 20;
 /// How often a member says it is alive.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
 /// The most bytes one fetch asks for (below the largest response the client reads).
 const FETCH_MAX_BYTES: i32 = 3 * 1024 * 1024;
+/// About the most records a poll returns of one partition (whole batches up to it), so one poll's transaction stays
+/// a few thousand events at most; the rest is fetched again from there.
+const MAX_RECORDS: usize = 1_000;
 
 /// Where and how to consume.
 #[derive(Clone)]
@@ -57,6 +63,8 @@ pub struct Consumer {
     brokers: HashMap<i32, (String, u16)>,
     leaders: HashMap<Partition, i32>,
     connections: HashMap<i32, Connection>,
+    /// Every partition of the subscribed topics, which a leader deals out.
+    every: Vec<Partition>,
     /// This member's partitions and the next offset to read from each.
     positions: Vec<(Partition, i64)>,
     heartbeat: Instant,
@@ -74,6 +82,7 @@ impl Consumer {
     pub async fn join(config: ConsumerConfig, policy: TargetPolicy) -> Result<Self, Failure> {
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         let mut last = Failure::new(ErrorKind::Connect, "no bootstrap broker given");
+        // The cluster's metadata and the group's coordinator, from the first bootstrap broker that answers.
         let mut found = None;
         for (host, port) in config.brokers.iter().filter_map(|b| split_host_port(b)) {
             let attempt = async {
@@ -92,15 +101,12 @@ impl Consumer {
             }
         }
         let (metadata, (host, port)) = found.ok_or(last)?;
-        let mut coordinator = connect(&config, &policy, &host, port).await?;
-        let joined = group::join(&mut coordinator, &config.group, &topics, SESSION_TIMEOUT_MS).await?;
-        let every: Vec<Partition> = metadata
+        let coordinator = connect(&config, &policy, &host, port).await?;
+        let every = metadata
             .topics
             .iter()
             .flat_map(|(topic, partitions)| partitions.iter().map(move |(index, _)| (topic.clone(), *index)))
             .collect();
-        let assignments = if joined.leader { round_robin(every, &joined.members) } else { Vec::new() };
-        let mine = group::sync(&mut coordinator, &config.group, &joined, &assignments).await?;
         let leaders = metadata
             .topics
             .iter()
@@ -108,19 +114,44 @@ impl Consumer {
                 partitions.iter().map(move |(index, leader)| ((topic.clone(), *index), *leader))
             })
             .collect();
+        let joined = Joined { member_id: String::new(), generation: -1, leader: false, members: Vec::new() };
         let mut consumer = Self {
             config,
             policy,
             coordinator,
             joined,
+            every,
             brokers: metadata.brokers,
             leaders,
             connections: HashMap::new(),
             positions: Vec::new(),
             heartbeat: Instant::now(),
         };
-        consumer.positions = consumer.starting_positions(&mine).await?;
+        consumer.rejoin().await?;
         Ok(consumer)
+    }
+
+    /// Joins the group (again, as the same member when it has an id) until a sync completes, then starts each
+    /// assigned partition where the group left it.
+    async fn rejoin(&mut self) -> Result<(), Failure> {
+        let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
+        for _ in 0..MAX_JOINS {
+            let member = self.joined.member_id.clone();
+            let group = &self.config.group;
+            self.joined = group::join(&mut self.coordinator, group, &topics, SESSION_TIMEOUT_MS, &member).await?;
+            let assignments =
+                if self.joined.leader { round_robin(self.every.clone(), &self.joined.members) } else { Vec::new() };
+            match group::sync(&mut self.coordinator, group, &self.joined, &assignments).await? {
+                Ok(mine) => {
+                    self.heartbeat = Instant::now();
+                    self.positions = self.starting_positions(&mine).await?;
+                    return Ok(());
+                }
+                Err(code) if group::UNKNOWN_MEMBER.contains(&code) => self.joined.member_id.clear(),
+                Err(_) => {}
+            }
+        }
+        Err(Failure::new(ErrorKind::Other, format!("group {} kept rebalancing", self.config.group)))
     }
 
     /// The committed offset of each partition, or the earliest in its log when the group committed none.
@@ -151,11 +182,16 @@ impl Consumer {
     /// when due. A rebalance is an error: the caller joins again.
     pub async fn poll(&mut self, max_wait: Duration) -> Result<Vec<Polled>, Failure> {
         if self.heartbeat.elapsed() >= HEARTBEAT_EVERY {
-            let code = group::heartbeat(&mut self.coordinator, &self.config.group, &self.joined).await?;
-            if code != requests::NONE {
-                return Err(requests::failure(code, "a heartbeat"));
+            match group::heartbeat(&mut self.coordinator, &self.config.group, &self.joined).await? {
+                requests::NONE => self.heartbeat = Instant::now(),
+                // Another member came or went: the partitions are dealt again (what this one read is committed).
+                group::REBALANCE_IN_PROGRESS => self.rejoin().await?,
+                code if group::UNKNOWN_MEMBER.contains(&code) => {
+                    self.joined.member_id.clear();
+                    self.rejoin().await?;
+                }
+                code => return Err(requests::failure(code, "a heartbeat")),
             }
-            self.heartbeat = Instant::now();
         }
         let mut by_leader: HashMap<i32, Vec<(Partition, i64)>> = HashMap::new();
         for (partition, position) in &self.positions {
@@ -167,7 +203,7 @@ impl Consumer {
             let connection = self.connection(leader).await?;
             for fetched in group::fetch(connection, &positions, wait_ms, FETCH_MAX_BYTES).await? {
                 let from = positions.iter().find(|(p, _)| *p == fetched.partition).map_or(0, |(_, o)| *o);
-                let (decoded, next) = decode(&fetched.records, from);
+                let (decoded, next) = decode(&fetched.records, from, MAX_RECORDS);
                 let lag = (fetched.high_watermark - next).max(0);
                 polled.push(Polled { partition: fetched.partition, from, decoded, next, lag });
             }

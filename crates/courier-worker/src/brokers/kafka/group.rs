@@ -18,6 +18,10 @@ const SYNC_GROUP: i16 = 14;
 
 /// Kafka 2.2+ asks a new member to join again with the id it assigned.
 const MEMBER_ID_REQUIRED: i16 = 79;
+/// The group is rebalancing: join again, as the same member.
+pub const REBALANCE_IN_PROGRESS: i16 = 27;
+/// The group no longer knows this member or its generation: join again, as a new member.
+pub const UNKNOWN_MEMBER: [i16; 2] = [22, 25];
 
 /// A topic and partition.
 pub type Partition = (String, i32);
@@ -49,12 +53,14 @@ pub struct Joined {
     pub members: Vec<String>,
 }
 
-/// Joins `group` subscribed to `topics` (one protocol, `roundrobin`); waits for the group to form.
+/// Joins `group` subscribed to `topics` (one protocol, `roundrobin`) as `member_id` (empty for a new member);
+/// waits for the group to form.
 pub async fn join(
     connection: &mut Connection,
     group: &str,
     topics: &[&str],
     session_timeout_ms: i32,
+    member_id: &str,
 ) -> Result<Joined, Failure> {
     let mut subscription = Request::bare();
     subscription.i16(0).array(topics.len());
@@ -63,7 +69,7 @@ pub async fn join(
     }
     subscription.i32(-1); // user data
     let subscription = subscription.into_bytes();
-    let mut member_id = String::new();
+    let mut member_id = member_id.to_owned();
     for _ in 0..2 {
         let mut request = Request::new(JOIN_GROUP, 2);
         request.string(group).i32(session_timeout_ms).i32(session_timeout_ms).string(&member_id).string("consumer");
@@ -92,13 +98,14 @@ pub async fn join(
     Err(malformed("a join that kept asking for a member id"))
 }
 
-/// Sends the leader's assignment (empty for a follower) and returns this member's partitions.
+/// Sends the leader's assignment (empty for a follower) and returns this member's partitions; or the error code
+/// that says to join again ([`REBALANCE_IN_PROGRESS`], or one of [`UNKNOWN_MEMBER`]: as a new member).
 pub async fn sync(
     connection: &mut Connection,
     group: &str,
     joined: &Joined,
     assignments: &[(String, Vec<Partition>)],
-) -> Result<Vec<Partition>, Failure> {
+) -> Result<Result<Vec<Partition>, i16>, Failure> {
     let mut request = Request::new(SYNC_GROUP, 1);
     request.string(group).i32(joined.generation).string(&joined.member_id).array(assignments.len());
     for (member, partitions) in assignments {
@@ -108,12 +115,15 @@ pub async fn sync(
     let mut reader = Reader::new(&body);
     reader.i32()?; // throttle time
     let code = reader.i16()?;
+    if code == REBALANCE_IN_PROGRESS || UNKNOWN_MEMBER.contains(&code) {
+        return Ok(Err(code));
+    }
     if code != NONE {
         return Err(failure(code, &format!("syncing group {group}")));
     }
     let assigned = reader.bytes()?;
     if assigned.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Ok(Vec::new()));
     }
     let mut reader = Reader::new(assigned);
     reader.i16()?; // version
@@ -124,7 +134,7 @@ pub async fn sync(
             partitions.push((topic.clone(), reader.i32()?));
         }
     }
-    Ok(partitions)
+    Ok(Ok(partitions))
 }
 
 /// The consumer protocol's assignment of `partitions`.
@@ -142,7 +152,7 @@ fn assignment(partitions: &[Partition]) -> Vec<u8> {
     bytes.into_bytes()
 }
 
-/// `Heartbeat`: the error code (0, or `REBALANCE_IN_PROGRESS`, 27: join again).
+/// `Heartbeat`: the error code (0, [`REBALANCE_IN_PROGRESS`] or one of [`UNKNOWN_MEMBER`]: join again).
 pub async fn heartbeat(connection: &mut Connection, group: &str, joined: &Joined) -> Result<i16, Failure> {
     let mut request = Request::new(HEARTBEAT, 1);
     request.string(group).i32(joined.generation).string(&joined.member_id);
@@ -268,8 +278,10 @@ pub async fn fetch(
 ) -> Result<Vec<Fetched>, Failure> {
     let mut request = Request::new(FETCH, 4);
     request.i32(-1).i32(max_wait_ms).i32(1).i32(max_bytes).i8(1).array(positions.len());
+    // Each partition a share of the whole, so no broker answers more than `max_bytes` whatever limit it honours.
+    let share = (max_bytes / i32::try_from(positions.len()).unwrap_or(i32::MAX).max(1)).max(64 * 1024);
     for ((topic, index), offset) in positions {
-        request.string(topic).array(1).i32(*index).i64(*offset).i32(max_bytes);
+        request.string(topic).array(1).i32(*index).i64(*offset).i32(share);
     }
     let body = connection.call(request).await?;
     let mut reader = Reader::new(&body);

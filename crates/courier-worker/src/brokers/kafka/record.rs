@@ -134,13 +134,15 @@ pub enum Decoded {
     Unreadable { first: i64, last: i64, why: &'static str },
 }
 
-/// The records at or after offset `from` in a fetch's record batches, and the offset after the last whole batch
-/// (`from` when there is none). A batch cut short at the end (a fetch stops at its byte limit) is left for the next
+/// The records at or after offset `from` in a fetch's record batches, whole batches until `max_records` are read,
+/// and the offset after the last batch read (`from` when there is none). The next position is thus always a batch's
+/// end: a broker that answers a fetch from inside a batch with the batches after it (Tansu does) would otherwise
+/// skip the batch's rest. A batch cut short at the end (a fetch stops at its byte limit) is left for the next
 /// fetch; control batches (transaction markers) are skipped.
-pub fn decode(bytes: &[u8], from: i64) -> (Vec<Decoded>, i64) {
+pub fn decode(bytes: &[u8], from: i64, max_records: usize) -> (Vec<Decoded>, i64) {
     let (mut out, mut next) = (Vec::new(), from);
     let mut rest = bytes;
-    while rest.len() >= 12 {
+    while rest.len() >= 12 && out.len() < max_records {
         let base = i64::from_be_bytes(rest[..8].try_into().expect("eight bytes"));
         let length = i32::from_be_bytes(rest[8..12].try_into().expect("four bytes"));
         let Ok(length) = usize::try_from(length) else { break };
@@ -272,12 +274,14 @@ mod tests {
             value: Some(b"{\"id\":1}".to_vec()),
             headers: vec![("courier-tenant".to_owned(), b"ten_1".to_vec())],
         };
-        assert_eq!(decode(&bytes, 0), (vec![Decoded::Record(read)], 42));
-        assert_eq!(decode(&bytes, 42), (vec![], 42), "before the position");
-        assert_eq!(decode(&bytes[..bytes.len() - 1], 0), (vec![], 0), "cut short: left for the next fetch");
+        assert_eq!(decode(&bytes, 0, 10), (vec![Decoded::Record(read)], 42));
+        assert_eq!(decode(&bytes, 42, 10), (vec![], 42), "before the position");
+        let twice = [bytes.clone(), bytes.clone()].concat();
+        assert_eq!(decode(&twice, 0, 1).1, 42, "whole batches up to the limit");
+        assert_eq!(decode(&bytes[..bytes.len() - 1], 0, 10), (vec![], 0), "cut short: left for the next fetch");
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        assert!(matches!(decode(&bytes, 0).0[..], [Decoded::Unreadable { first: 41, last: 41, .. }]));
+        assert!(matches!(decode(&bytes, 0, 10).0[..], [Decoded::Unreadable { first: 41, last: 41, .. }]));
         for v in [0, -1, 1, 300, -300, i64::MAX, i64::MIN] {
             let mut out = Vec::new();
             varint(&mut out, v);

@@ -9,6 +9,7 @@ mod brokers;
 mod compare;
 mod destinations;
 mod history;
+mod kafka_ingest;
 mod limited;
 mod logs;
 mod measure;
@@ -42,7 +43,7 @@ use setup::{Setup, cluster, setup, setup_as, start_receivers};
 #[derive(Debug, Clone, Parser)]
 #[command(about = "Courier's end-to-end load benchmark")]
 struct Args {
-    /// burst, batch, rate, fairness, tenants, limited, backlog, ordered, scaleout, brokers (comma-separated), or all; `logs`, `portal` and `history`
+    /// burst, batch, rate, fairness, tenants, limited, backlog, ordered, scaleout, brokers, kafka_ingest (comma-separated), or all; `logs`, `portal` and `history`
     /// (slow: they generate millions of rows) and `replica` (a cluster of its own) run only when named.
     #[arg(long, default_value = "all")]
     scenario: String,
@@ -309,6 +310,7 @@ async fn scenario(name: &str, cluster: &str, args: &Args) -> Value {
         "ordered" => ordered::ordered(cluster, args).await,
         "scaleout" => scaleout::scaleout(cluster, args).await,
         "brokers" => destinations::brokers(cluster, args).await,
+        "kafka_ingest" => kafka_ingest::kafka_ingest(cluster, args).await,
         other => panic!("no scenario {other}"),
     }
 }
@@ -362,7 +364,19 @@ fn main() {
 async fn run_all(cluster: &str, args: &Args) -> serde_json::Map<String, Value> {
     let wanted = |name: &str| args.scenario == "all" || args.scenario.split(',').any(|s| s == name);
     let mut results = serde_json::Map::new();
-    let all = ["burst", "batch", "rate", "fairness", "tenants", "limited", "backlog", "ordered", "scaleout", "brokers"];
+    let all = [
+        "burst",
+        "batch",
+        "rate",
+        "fairness",
+        "tenants",
+        "limited",
+        "backlog",
+        "ordered",
+        "scaleout",
+        "brokers",
+        "kafka_ingest",
+    ];
     for name in all {
         if wanted(name) {
             results.insert(name.into(), scenario(name, cluster, args).await);

@@ -44,6 +44,8 @@ pub struct Faults {
     pub postgres_crashes: u64,
     /// Restarts of the broker tenant's Redis (`kill -9`, down for a second, started again with its data).
     pub broker_restarts: u64,
+    /// `kill -9`s of the `courier serve` that consumes the Kafka tenant's topic.
+    pub ingest_kills: u64,
     /// Processes that exited by themselves (a start while PostgreSQL was down) and were started again, as a
     /// process supervisor would.
     pub restarted_after_exit: u64,

@@ -1,7 +1,8 @@
 //! The fault suite (`make chaos`): a release build of `courier api` and two `courier worker` processes on a private
 //! PostgreSQL cluster, under steady load, while this harness `kill -9`s workers about every second, the API now and
 //! then, crashes PostgreSQL once (`pg_ctl -m immediate`), and receivers fail a share of requests or answer in every
-//! hostile way the hostile receiver knows, and restarts the Redis a third tenant's webhook publishes to. Then it waits for the queue to drain and checks the promise: no accepted
+//! hostile way the hostile receiver knows, and restarts the Redis a third tenant's webhook publishes to; a fourth
+//! tenant's events come through a Kafka topic, consumed by a `courier serve` the suite kills too. Then it waits for the queue to drain and checks the promise: no accepted
 //! event lost, no delivery stuck, no 500, no attempt recorded twice. Everything runs on 127.0.0.1.
 //!
 //! `--failover` runs the failover suite instead (`failover.rs`): a primary and its standby, killed and promoted twice
@@ -14,6 +15,7 @@
 mod brokers;
 mod failover;
 mod faults;
+mod kafka;
 #[allow(dead_code)] // Some of the hostile receiver is only for the integration tests.
 #[path = "../../tests/it/hostile_receiver.rs"]
 mod hostile_receiver;
@@ -107,18 +109,24 @@ async fn run(a: &Args) -> (Value, bool) {
     let stream =
         json!({"destination": {"type": "redis", "url": redis_url(&redis), "stream": "calls"}, "max_attempts": 12});
     let broker_key = tenant_with(&cluster.url, &base, "broker", &[stream]).await;
+    let mut kafka = kafka::KafkaIngest::start(&cluster.url, &base, &flaky.url).await;
 
     let emitted = Arc::new(Mutex::new(Emitted::default()));
     let keys = Keys { main: main_key, hostile: hostile_key, broker: broker_key };
     let load = traffic::start_load(a.rate, a.seconds, base, keys, emitted.clone());
+    let produced = kafka.produce(a.rate, a.seconds);
     let begun = Instant::now();
-    let mut faults = fleet.inject_faults(a, &cluster, &mut redis).await;
+    let (mut faults, ()) = tokio::join!(fleet.inject_faults(a, &cluster, &mut redis), kafka.kill_now_and_then(a));
     load.await.expect("the emitter finishes");
+    let produced = produced.await.expect("the producer finishes");
     let load_elapsed = begun.elapsed();
     fleet.restart_exited(&mut faults).await;
+    kafka.restart_exited().await;
+    faults.ingest_kills = kafka.kills;
 
     // Drain with no faults, then count.
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&cluster.url).await.expect("connect");
+    kafka::KafkaIngest::until_stored(&pool, &produced).await;
     let (live, drained_in) = verdict::drain(&pool, a.short).await;
     let streamed = verdict::streamed(&redis_url(&redis)).await;
     let run = verdict::Run {
@@ -126,12 +134,14 @@ async fn run(a: &Args) -> (Value, bool) {
         emitted: std::mem::take(&mut *emitted.lock().expect("lock")),
         delivered: flaky.delivered.lock().expect("lock").clone(),
         streamed,
+        produced,
         live,
         load: load_elapsed,
         drain: drained_in,
     };
     let (report, passed) = verdict::figures(a, &pool, run).await;
     drop(fleet);
+    drop(kafka);
     pool.close().await;
     // The suite's cluster is its own: stop it, so nothing of the run outlives it.
     if let Err(err) = cluster.db.stop() {
@@ -160,8 +170,9 @@ fn main() {
     });
     println!("{report}");
     eprintln!(
-        "chaos: {} accepted, {} lost, {} stuck, {} duplicates, {} worker kills, {} API kills, {} PostgreSQL crash(es), {} broker restart(s): {}",
+        "chaos: {} accepted ({} through Kafka), {} lost, {} stuck, {} duplicates, {} worker kills, {} API kills, {} PostgreSQL crash(es), {} broker restart(s), {} consumer kill(s): {}",
         report["events_accepted"],
+        report["events_produced_kafka"],
         report["lost"],
         report["stuck"],
         report["duplicates_delivered"],
@@ -169,6 +180,7 @@ fn main() {
         report["faults"]["api_kills"],
         report["faults"]["postgres_crashes"],
         report["faults"]["broker_restarts"],
+        report["faults"]["ingest_kills"],
         if passed { "passed" } else { "FAILED" }
     );
     if let Some(path) = &args.report {

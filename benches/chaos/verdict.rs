@@ -73,7 +73,18 @@ async fn lost(pool: &PgPool, run: &Run) -> (i64, usize, usize) {
     let of = |tenant: Tenant| ids.iter().filter(move |id| Tenant::of_event(id) == tenant);
     let main_missing = of(Tenant::Main).filter(|id| !run.delivered.contains_key(**id)).count();
     let broker_missing = of(Tenant::Broker).filter(|id| !run.streamed.contains_key(**id)).count();
-    let lost = (ids.len() as i64 - stored) + without_deliveries + (main_missing + broker_missing) as i64;
+    // A record the broker acknowledged is accepted: stored once, fanned out, delivered to the flaky receiver.
+    let kafka_stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events e WHERE e.id = ANY ($1)
+            AND EXISTS (SELECT 1 FROM deliveries d WHERE d.tenant_id = e.tenant_id AND d.event_id = e.id)",
+    )
+    .bind(&run.produced)
+    .fetch_one(pool)
+    .await
+    .expect("count");
+    let kafka_missing = run.produced.len() as i64 - kafka_stored
+        + run.produced.iter().filter(|id| !run.delivered.contains_key(id.as_str())).count() as i64;
+    let lost = (ids.len() as i64 - stored) + without_deliveries + (main_missing + broker_missing) as i64 + kafka_missing;
     (lost, of(Tenant::Main).count(), of(Tenant::Broker).count())
 }
 
@@ -98,6 +109,8 @@ pub struct Run {
     pub delivered: HashMap<String, usize>,
     /// Entries per event id in the broker tenant's Redis stream.
     pub streamed: HashMap<String, usize>,
+    /// The Kafka tenant's events, as produced (acknowledged by the broker).
+    pub produced: Vec<String>,
     pub live: i64,
     pub load: Duration,
     pub drain: Duration,
@@ -106,7 +119,7 @@ pub struct Run {
 /// The report and whether it passed.
 pub async fn figures(a: &Args, pool: &PgPool, run: Run) -> (Value, bool) {
     let (lost, main_accepted, broker_accepted) = lost(pool, &run).await;
-    let Run { faults, emitted, delivered, streamed, live, load, drain } = run;
+    let Run { faults, emitted, delivered, streamed, produced, live, load, drain } = run;
     let duplicates: usize = delivered.values().map(|n| n - 1).sum();
     let broker_duplicates: usize = streamed.values().map(|n| n - 1).sum();
     let (attempt_counts, recorded, over_recorded) = attempts(pool).await;
@@ -125,16 +138,20 @@ pub async fn figures(a: &Args, pool: &PgPool, run: Run) -> (Value, bool) {
         && emitted.abandoned == 0
         && faults.worker_kills >= min_kills
         && faults.postgres_crashes == 1
-        && faults.broker_restarts == 1;
+        && faults.broker_restarts == 1
+        && faults.ingest_kills >= 1
+        && !produced.is_empty();
     let report = json!({
         "seconds": a.seconds, "rate": a.rate, "seed": a.seed, "fail_share": a.fail_share,
         "load_seconds": load.as_secs_f64(), "drain_seconds": drain.as_secs_f64(),
         "faults": {"worker_kills": faults.worker_kills, "api_kills": faults.api_kills,
                    "postgres_crashes": faults.postgres_crashes, "hostile_receivers": Mode::ALL.len(),
-                   "restarted_after_exit": faults.restarted_after_exit, "broker_restarts": faults.broker_restarts},
+                   "restarted_after_exit": faults.restarted_after_exit, "broker_restarts": faults.broker_restarts,
+                   "ingest_kills": faults.ingest_kills},
         "events_accepted": emitted.accepted.len(),
         "events_accepted_main": main_accepted,
         "events_accepted_broker": broker_accepted,
+        "events_produced_kafka": produced.len(),
         "broker_duplicates": broker_duplicates,
         "events_abandoned": emitted.abandoned,
         "lost": lost,
@@ -172,13 +189,15 @@ pub fn markdown(r: &Value, command: &str) -> String {
          trickle, silence, resets, closes, non-HTTP bytes, status 999, 302, a 300 KB header, broken chunking, a \
          false Content-Encoding, 410, 429 with Retry-After; 2 attempts allowed); a third tenant's events (one in ten) \
          went to a Redis stream (`XADD`, 12 attempts allowed) whose `redis-server` the suite killed once and \
-         started again a second later. The emitter retried 503 and \
+         started again a second later; a fourth tenant's events went into a Kafka topic (Tansu, produced by aiokafka \
+         with acks=all) consumed by a `courier serve` the suite killed with `kill -9` and started again. The emitter retried 503 and \
          connection errors with the same event id, as the integration guide says.\n\n\
          | figure | value |\n|---|---|\n\
          | worker kills (`kill -9`) | {wk} |\n| API kills (`kill -9`) | {ak} |\n| PostgreSQL crashes | {pc} |\n\
          | Redis restarts (`kill -9`, the broker tenant's stream) | {br} |\n\
+         | Kafka consumer (`courier serve`) kills (`kill -9`) | {ik} |\n\
          | processes that exited by themselves (started while PostgreSQL was down) and were restarted | {rx} |\n\
-         | events accepted | {acc} (of them to the Redis stream: {bacc}) |\n| events lost | **{lost}** |\n| deliveries stuck after the drain | **{stuck}** |\n\
+         | events accepted | {acc} through the API (of them to the Redis stream: {bacc}), {kp} through Kafka |\n| events lost | **{lost}** |\n| deliveries stuck after the drain | **{stuck}** |\n\
          | deliveries by status | {statuses} |\n\
          | duplicates delivered (at least once) | {dup} ({dupshare:.2} % of delivered events); in the stream: {bdup} |\n\
          | API answers | {answers} |\n| API 5xx other than 503 | **{errors}** |\n\
@@ -195,6 +214,8 @@ pub fn markdown(r: &Value, command: &str) -> String {
         ak = n(&r["faults"]["api_kills"]),
         pc = n(&r["faults"]["postgres_crashes"]),
         br = n(&r["faults"]["broker_restarts"]),
+        ik = n(&r["faults"]["ingest_kills"]),
+        kp = n(&r["events_produced_kafka"]),
         bacc = n(&r["events_accepted_broker"]),
         bdup = n(&r["broker_duplicates"]),
         rx = n(&r["faults"]["restarted_after_exit"]),

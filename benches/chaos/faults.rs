@@ -70,6 +70,12 @@ impl Fleet {
         fleet
     }
 
+    /// The master key every process of the fleet shares (one that joins it must use it too, or it cannot open the
+    /// webhooks' secrets).
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

@@ -27,8 +27,9 @@ pub struct KafkaIngest {
 }
 
 impl KafkaIngest {
-    /// The broker, the topic, the tenant (its webhook to `receiver`) and the consuming `courier serve`.
-    pub async fn start(url: &str, api: &str, receiver: &str) -> Self {
+    /// The broker, the topic, the tenant (its webhook to `receiver`) and the consuming `courier serve`, with the
+    /// fleet's master key `secret`.
+    pub async fn start(url: &str, api: &str, secret: &str, receiver: &str) -> Self {
         let broker = brokers::kafka("127.0.0.1").await;
         let bootstrap = format!("127.0.0.1:{}", broker.port);
         brokers::kafka_tool(&["create", &bootstrap, TOPIC, "2"]).await;
@@ -38,7 +39,7 @@ impl KafkaIngest {
             .fetch_one(&pool)
             .await
             .expect("the kafka tenant");
-        let secret = courier_core::MasterKey::generate_base64();
+        let secret = secret.to_owned();
         let mut ingest =
             Self { _broker: broker, bootstrap, url: url.to_owned(), secret, tenant, serve: None, kills: 0 };
         ingest.serve = Some(ingest.spawn().await);
@@ -48,7 +49,10 @@ impl KafkaIngest {
     async fn spawn(&self) -> Courier {
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let mut settings = SETTINGS.to_vec();
-        settings.extend([("COURIER_INGEST_KAFKA_BROKERS", self.bootstrap.as_str()), ("COURIER_INGEST_KAFKA_TOPICS", TOPIC)]);
+        settings.extend([
+            ("COURIER_INGEST_KAFKA_BROKERS", self.bootstrap.as_str()),
+            ("COURIER_INGEST_KAFKA_TOPICS", TOPIC),
+        ]);
         Courier::start_with("serve", &self.url, port, &self.secret, WORKER_CONCURRENCY, &settings).await
     }
 

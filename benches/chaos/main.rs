@@ -15,10 +15,10 @@
 mod brokers;
 mod failover;
 mod faults;
-mod kafka;
 #[allow(dead_code)] // Some of the hostile receiver is only for the integration tests.
 #[path = "../../tests/it/hostile_receiver.rs"]
 mod hostile_receiver;
+mod kafka;
 #[allow(dead_code)] // The replica tests pause replay and reach single nodes; the failover suite does not.
 #[path = "../../tests/it/pg_pair.rs"]
 mod pg_pair;
@@ -109,7 +109,7 @@ async fn run(a: &Args) -> (Value, bool) {
     let stream =
         json!({"destination": {"type": "redis", "url": redis_url(&redis), "stream": "calls"}, "max_attempts": 12});
     let broker_key = tenant_with(&cluster.url, &base, "broker", &[stream]).await;
-    let mut kafka = kafka::KafkaIngest::start(&cluster.url, &base, &flaky.url).await;
+    let mut kafka = kafka::KafkaIngest::start(&cluster.url, &base, fleet.secret(), &flaky.url).await;
 
     let emitted = Arc::new(Mutex::new(Emitted::default()));
     let keys = Keys { main: main_key, hostile: hostile_key, broker: broker_key };

@@ -82,9 +82,26 @@ async fn lost(pool: &PgPool, run: &Run) -> (i64, usize, usize) {
     .fetch_one(pool)
     .await
     .expect("count");
-    let kafka_missing = run.produced.len() as i64 - kafka_stored
-        + run.produced.iter().filter(|id| !run.delivered.contains_key(id.as_str())).count() as i64;
-    let lost = (ids.len() as i64 - stored) + without_deliveries + (main_missing + broker_missing) as i64 + kafka_missing;
+    let undelivered: Vec<&String> = run.produced.iter().filter(|id| !run.delivered.contains_key(id.as_str())).collect();
+    let kafka_missing = run.produced.len() as i64 - kafka_stored + undelivered.len() as i64;
+    if kafka_missing > 0 {
+        eprintln!("chaos: Kafka events not delivered: {undelivered:?}; stored with deliveries: {kafka_stored}");
+    }
+    let main = of(Tenant::Main).map(|id| (*id).to_owned());
+    let missing: Vec<String> =
+        main.chain(run.produced.iter().cloned()).filter(|id| !run.delivered.contains_key(id.as_str())).collect();
+    if !missing.is_empty() {
+        let rows: Vec<(String, String, i32, Option<String>)> = sqlx::query_as(
+            "SELECT d.event_id, d.status::text, d.attempt_count, d.last_error FROM deliveries d WHERE d.event_id = ANY ($1)",
+        )
+        .bind(&missing)
+        .fetch_all(pool)
+        .await
+        .expect("deliveries");
+        eprintln!("chaos: events not delivered to their receiver: {missing:?}; their deliveries: {rows:?}");
+    }
+    let lost =
+        (ids.len() as i64 - stored) + without_deliveries + (main_missing + broker_missing) as i64 + kafka_missing;
     (lost, of(Tenant::Main).count(), of(Tenant::Broker).count())
 }
 

@@ -310,6 +310,15 @@ async fn a_broker_destination_shows_its_type_and_fields_with_credentials_masked(
     assert!(page.html.contains("NATS JetStream subject") && page.html.contains("agent-studio.calls"), "{}", page.html);
     assert!(page.html.contains("nats://courier:********@nats.example.com:4222"));
     assert!(!page.html.contains("s3cret") && !page.html.contains("t0ken"), "no credential on the page");
+
+    let kafka = json!({"destination": {"type": "kafka", "brokers": ["kafka-1.example.com:9093"], "topic": "agent-studio.calls",
+                                       "tls": true, "sasl": {"mechanism": "SCRAM-SHA-512", "username": "studio-user", "password": "k4fka-pw"}}});
+    let (status, created) = api.call(Method::POST, "/api/v1/webhooks", Some(kafka)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let page = browser.get(&format!("/portal/webhooks/{}", created["id"].as_str().expect("id"))).await;
+    assert!(page.html.contains("Kafka topic") && page.html.contains("kafka-1.example.com:9093"), "{}", page.html);
+    assert!(page.html.contains("SCRAM-SHA-512") && page.html.contains("********"), "{}", page.html);
+    assert!(!page.html.contains("k4fka-pw") && !page.html.contains("studio-user"), "no credential on the page");
 }
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]

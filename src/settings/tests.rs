@@ -109,6 +109,38 @@ mod parsing {
         assert!(!text.contains("hunter2") && !text.contains("swordfish"), "{text}");
         assert!(text.contains("courier:redacted@db1:5432,db2:5432/courier"), "{text}");
         assert!(text.contains("reader:redacted@db3,db4/courier"), "{text}");
+        // Kafka ingest's SASL password, and its user name.
+        let s = with_env(&[
+            ("COURIER_INGEST_KAFKA_BROKERS", "kafka-1:9092"),
+            ("COURIER_INGEST_KAFKA_TOPICS", "agent-studio.events"),
+            ("COURIER_INGEST_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("COURIER_INGEST_KAFKA_SASL_USERNAME", "studio-reader"),
+            ("COURIER_INGEST_KAFKA_SASL_PASSWORD", "k4fka-pw"),
+        ])
+        .expect("valid");
+        let text = format!("{s:?}");
+        assert!(!text.contains("k4fka-pw") && !text.contains("studio-reader"), "{text}");
+        assert!(text.contains("ScramSha512") && text.contains("kafka-1:9092"), "{text}");
+    }
+
+    #[test]
+    fn kafka_ingest_is_off_without_brokers_and_checks_what_it_is_given() {
+        assert!(with_env(&[]).expect("valid").kafka_ingest.is_none());
+        let brokers = ("COURIER_INGEST_KAFKA_BROKERS", "kafka-1:9092, kafka-2:9092");
+        let on = with_env(&[brokers, ("COURIER_INGEST_KAFKA_TOPICS", "a,b")]).expect("valid").kafka_ingest;
+        let on = on.expect("on");
+        assert_eq!(
+            (on.brokers.len(), on.topics, on.group.as_str()),
+            (2, vec!["a".to_owned(), "b".to_owned()], "courier")
+        );
+        for bad in [
+            vec![brokers],
+            vec![("COURIER_INGEST_KAFKA_BROKERS", "kafka-1"), ("COURIER_INGEST_KAFKA_TOPICS", "a")],
+            vec![brokers, ("COURIER_INGEST_KAFKA_TOPICS", "a"), ("COURIER_INGEST_KAFKA_SASL_MECHANISM", "GSSAPI")],
+            vec![brokers, ("COURIER_INGEST_KAFKA_TOPICS", "a"), ("COURIER_INGEST_KAFKA_SASL_MECHANISM", "PLAIN")],
+        ] {
+            assert!(with_env(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

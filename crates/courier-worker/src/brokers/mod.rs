@@ -82,7 +82,9 @@ impl std::fmt::Debug for Brokers {
 impl Brokers {
     pub fn new(policy: Arc<TargetPolicy>, connect_timeout: Duration, timeout: Duration) -> Self {
         let relays = courier_scheduler::relay::Relays::default();
-        let (redis, nats, rabbitmq, kafka) = (Arc::default(), Arc::default(), Arc::default(), Arc::default());
+        let (redis, nats, rabbitmq) = (Arc::default(), Arc::default(), Arc::default());
+        // A webhook's default concurrency (64) of producers kept warm for up to 64 destinations: 4,096 sockets at most.
+        let kafka = Arc::new(Pool::with_limits(64, 64));
         Self { redis, nats, rabbitmq, kafka, relays, policy, connect_timeout, timeout }
     }
 

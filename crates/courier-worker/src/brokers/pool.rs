@@ -1,5 +1,7 @@
 //! Idle broker connections, per destination, bounded: at most [`MAX_IDLE`] per destination and [`MAX_DESTINATIONS`]
-//! destinations, so a tenant with many brokers holds no more than its share of sockets.
+//! destinations by default, so a tenant with many brokers holds no more than its share of sockets. Kafka's
+//! producers, each one record in flight on one connection and costly to open (metadata and a producer id), keep
+//! more per destination and fewer destinations ([`Pool::with_limits`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,15 +15,22 @@ const MAX_DESTINATIONS: usize = 512;
 /// Keyed by what reaches a destination, credentials included, so it has no `Debug`.
 pub(crate) struct Pool<C> {
     idle: Mutex<HashMap<String, Vec<C>>>,
+    max_idle: usize,
+    max_destinations: usize,
 }
 
 impl<C> Default for Pool<C> {
     fn default() -> Self {
-        Self { idle: Mutex::new(HashMap::new()) }
+        Self::with_limits(MAX_IDLE, MAX_DESTINATIONS)
     }
 }
 
 impl<C> Pool<C> {
+    /// A pool keeping at most `max_idle` per destination, of at most `max_destinations`.
+    pub(crate) fn with_limits(max_idle: usize, max_destinations: usize) -> Self {
+        Self { idle: Mutex::new(HashMap::new()), max_idle, max_destinations }
+    }
+
     pub(crate) fn take(&self, key: &str) -> Option<C> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let connections = idle.get_mut(key)?;
@@ -34,11 +43,11 @@ impl<C> Pool<C> {
 
     pub(crate) fn put(&self, key: String, connection: C) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() >= MAX_DESTINATIONS && !idle.contains_key(&key) {
+        if idle.len() >= self.max_destinations && !idle.contains_key(&key) {
             return;
         }
         let connections = idle.entry(key).or_default();
-        if connections.len() < MAX_IDLE {
+        if connections.len() < self.max_idle {
             connections.push(connection);
         }
     }

@@ -161,6 +161,16 @@ async fn records_become_events_and_bad_ones_are_set_aside_without_blocking_the_r
 
 /// `courier serve` consuming `topic` from `bootstrap` on `url`'s database, and its API's base URL.
 fn serve(url: &str, bootstrap: &str, topic: &str) -> (std::process::Child, String) {
+    serve_logging(url, bootstrap, topic, std::process::Stdio::null())
+}
+
+/// [`serve`], its log lines to `log`.
+fn serve_logging(
+    url: &str,
+    bootstrap: &str,
+    topic: &str,
+    log: impl Into<std::process::Stdio>,
+) -> (std::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_courier"))
         .arg("serve")
@@ -175,7 +185,7 @@ fn serve(url: &str, bootstrap: &str, topic: &str) -> (std::process::Child, Strin
         .env("COURIER_INGEST_KAFKA_TOPICS", topic)
         .env("COURIER_LOG_FORMAT", "json")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("courier serve starts");
     (child, format!("http://127.0.0.1:{port}"))
@@ -271,4 +281,68 @@ async fn ten_thousand_records_through_three_kills_arrive_once_each_and_in_order_
         let expected: Vec<String> = (0..PER_CALL).map(|n| format!("evt_{number}_{n}")).collect();
         assert_eq!(ids, expected, "{call} in order (killed at {killed_at:?} events)");
     }
+}
+
+/// The partitions a `courier serve` log says it was assigned last.
+fn last_assignment(log: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let line = text.lines().rev().find(|l| l.contains("kafka ingest: partitions assigned"));
+    let Some(line) = line else { return Vec::new() };
+    let partitions =
+        serde_json::from_str::<Value>(line).expect("a JSON log line")["partitions"].as_str().map(str::to_owned);
+    // `[("calls", 0), ("calls", 2)]`: the numbers are what tells members apart.
+    let partitions = partitions.unwrap_or_default();
+    partitions
+        .split(')')
+        .filter_map(|p| p.rsplit(", ").next())
+        .filter(|n| n.parse::<u32>().is_ok())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn two_courier_processes_share_the_partitions_and_store_every_event_once() {
+    let server = brokers::kafka("127.0.0.1").await;
+    let bootstrap = format!("127.0.0.1:{}", server.port);
+    kafka_tool(&["create", &bootstrap, "shared", "4"]).await;
+    let url = crate::support::fresh_database().await;
+    crate::lifecycle::keys(&url, &[]).await;
+    let pool = PgPool::connect(&url).await.expect("connect");
+    let tenant: String = sqlx::query_scalar("SELECT id::text FROM tenants").fetch_one(&pool).await.expect("tenant");
+    let logs = tempfile::tempdir().expect("a directory");
+    let mut members = Vec::new();
+    for n in 0..2 {
+        let log = std::fs::File::create(logs.path().join(format!("{n}.log"))).expect("log");
+        members.push(serve_logging(&url, &bootstrap, "shared", log).0);
+    }
+    let owner = [("courier-tenant", tenant.as_str()), ("courier-environment", "test")];
+    let records: Vec<String> = (0..2_000)
+        .map(|n| {
+            record(
+                &format!("call-{}", n % 40),
+                &event(Some(&format!("evt_shared_{n}")), &format!("call-{}", n % 40), "completed"),
+                &owner,
+            )
+        })
+        .collect();
+    kafka_tool_reading(&["produce", &bootstrap, "shared"], records.join("\n").as_bytes()).await;
+    until_count(&pool, "SELECT count(*) FROM events", 2_000).await;
+    // Both members end up with partitions of their own, all four dealt.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (first, second) = loop {
+        let (first, second) =
+            (last_assignment(&logs.path().join("0.log")), last_assignment(&logs.path().join("1.log")));
+        if !first.is_empty() && !second.is_empty() && first.len() + second.len() == 4 {
+            break (first, second);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "assignments: {first:?} and {second:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(first.iter().all(|p| !second.contains(p)), "no partition twice: {first:?} {second:?}");
+    for mut member in members {
+        member.kill().expect("kill");
+        member.wait().expect("reaped");
+    }
+    assert_eq!(count(&pool, "SELECT count(*) FROM events").await, 2_000);
+    assert_eq!(count(&pool, "SELECT count(*) FROM ingest_rejects").await, 0);
 }

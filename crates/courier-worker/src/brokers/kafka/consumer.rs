@@ -143,6 +143,8 @@ impl Consumer {
                 if self.joined.leader { round_robin(self.every.clone(), &self.joined.members) } else { Vec::new() };
             match group::sync(&mut self.coordinator, group, &self.joined, &assignments).await? {
                 Ok(mine) => {
+                    tracing::info!(group = %group, generation = self.joined.generation, partitions = ?mine,
+                        "kafka ingest: partitions assigned");
                     self.heartbeat = Instant::now();
                     self.positions = self.starting_positions(&mine).await?;
                     return Ok(());

@@ -187,10 +187,19 @@ async fn retention_of_one_day(url: &str) -> Value {
         }
     };
     let dropped_rows = rows(oldest).await;
-    let begun = Instant::now();
-    let outcome = history::drop_partitions(&pool, oldest).await.expect("drop");
-    let drop_s = begun.elapsed().as_secs_f64();
-    assert!(matches!(outcome, Dropped::Dropped(_)), "{outcome:?}");
+    // Courier's own retention, in the serve under test, may hold the drop's advisory lock or a lock the drop needs
+    // (it is dropping the partial oldest day): `Busy` means what it means there, try again shortly. Only the
+    // successful try is timed.
+    let mut tries = 0;
+    let drop_s = loop {
+        let begun = Instant::now();
+        match history::drop_partitions(&pool, oldest).await.expect("drop") {
+            Dropped::Dropped(_) => break begun.elapsed().as_secs_f64(),
+            Dropped::Busy if tries < 50 => tries += 1,
+            Dropped::Busy => panic!("the drop found its locks taken 50 times in a row"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
     let begun = Instant::now();
     let keys = history::forget_keys(&pool, oldest.lower, oldest.upper).await.expect("keys");
     let keys_s = begun.elapsed().as_secs_f64();
@@ -210,7 +219,7 @@ async fn retention_of_one_day(url: &str) -> Value {
     }
     tx.commit().await.expect("commit");
     let delete_s = begun.elapsed().as_secs_f64();
-    json!({"drop": {"day": oldest.suffix.as_str(), "deliveries": dropped_rows, "seconds": drop_s,
+    json!({"drop": {"day": oldest.suffix.as_str(), "deliveries": dropped_rows, "seconds": drop_s, "busy_tries": tries,
                     "keys_forgotten_after": keys, "keys_seconds": keys_s},
            "delete": {"day": next.suffix.as_str(), "deliveries": deleted_rows, "seconds": delete_s}})
 }

@@ -38,14 +38,17 @@ pub async fn purge_expired_batch(pool: &PgPool, clock: &Clock, default_days: u32
     let mut tx = pool.begin().await?;
     let mut doomed = Vec::new();
     // Each statement is bounded by an index range, never a scan of every key: the first walks each short-retention
-    // tenant's keys by (tenant, received_at), the second the legacy partition's keys older than the shortest
+    // tenant's events by (tenant, environment, received_at) in the days older than its cut (migration 0026), the second the legacy partition's keys older than the shortest
     // retention, the third the DEFAULT partition's events older than it (migration 0018).
     for sql in [
         "WITH longest AS (SELECT greatest($1, max(retention_days)) AS days FROM tenants)
          SELECT k.tenant_id, k.environment, k.id
-           FROM tenants t, longest, event_keys k
-          WHERE COALESCE(t.retention_days, $1) < longest.days AND k.tenant_id = t.id
-            AND k.received_at < now() + $4 - make_interval(days => COALESCE(t.retention_days, $1))
+           FROM tenants t, longest, events e, event_keys k
+          WHERE COALESCE(t.retention_days, $1) < longest.days AND e.tenant_id = t.id
+            AND e.environment IN ('live', 'test')
+            AND e.received_at < now() + $4 - make_interval(days => COALESCE(t.retention_days, $1))
+            AND k.tenant_id = e.tenant_id AND k.environment = e.environment AND k.id = e.id
+            AND k.received_at = e.received_at
          ",
         "WITH shortest AS (SELECT least($1, min(retention_days)) AS days FROM tenants)
          SELECT k.tenant_id, k.environment, k.id

@@ -289,8 +289,12 @@ pub async fn lock_of_tenant(
     limit: i64,
 ) -> Result<Vec<(Owner, EventId)>> {
     let rows: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(
-        "SELECT tenant_id, environment, id FROM event_keys WHERE tenant_id = $1 AND received_at < $2
-         LIMIT $3 FOR UPDATE",
+        // By the tenant's events (`events_received`), then each one's key (migration 0026).
+        "SELECT k.tenant_id, k.environment, k.id FROM events e, event_keys k
+          WHERE e.tenant_id = $1 AND e.environment IN ('live', 'test') AND e.received_at < $2
+            AND k.tenant_id = e.tenant_id AND k.environment = e.environment AND k.id = e.id
+            AND k.received_at = e.received_at
+         LIMIT $3 FOR UPDATE OF k",
     )
     .bind(tenant.as_uuid())
     .bind(before)

@@ -4,6 +4,7 @@ mod abuse;
 pub(crate) mod api;
 mod app;
 pub(crate) mod brokers;
+mod claim_cost;
 mod cli;
 mod destinations;
 mod e2e;

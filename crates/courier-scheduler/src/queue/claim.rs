@@ -198,7 +198,6 @@ async fn claim_once(
 ) -> Result<Vec<ClaimedDelivery>> {
     let webhooks: Vec<&str> = skip.webhooks.iter().map(WebhookId::as_str).collect();
     let tenants: Vec<uuid::Uuid> = skip.tenants.iter().map(TenantId::as_uuid).collect();
-    let mut tx = pool.begin().await?;
     // Every row the claim reads it finds through an index: each look is an ordered walk stopped by its LIMIT, the
     // rest are lookups by key. With the queue's statistics out of date (a burst into a new or idle queue, before
     // autovacuum's next analyze) the planner chose otherwise, in the batch benchmark: a bitmap scan of a tenant's
@@ -207,13 +206,13 @@ async fn claim_once(
     // (`tests/it/claim_cost.rs`). So this transaction plans with none of them: a look that could sort instead of
     // walking its index in order never does (the sorts of the few candidates, which have no other way, stay).
     // Those sorts are then costed as disabled (10^10), which would make PostgreSQL compile the claim with LLVM: 1.5 s
-    // of JIT for a 1 ms statement. So no JIT either.
-    sqlx::query(
-        "SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true),
-                set_config('enable_sort', 'off', true), set_config('jit', 'off', true)",
-    )
-    .execute(&mut *tx)
-    .await?;
+    // of JIT for a 1 ms statement. So no JIT either. The settings go with the `BEGIN`, in the same round trip.
+    let mut tx = pool
+        .begin_with(
+            "BEGIN; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off;
+             SET LOCAL jit = off",
+        )
+        .await?;
     let rows: Vec<Row> = sqlx::query_as(concat!(
         "WITH RECURSIVE
          -- A claim need not wait for its WAL flush: if PostgreSQL crashes before the flush, the claim is undone and

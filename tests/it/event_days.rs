@@ -115,8 +115,9 @@ async fn a_replay_of_an_old_event_lives_a_whole_retention_from_when_it_was_made(
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
 async fn a_delivery_made_before_event_day_ids_is_claimed_with_its_event(pool: PgPool) {
-    // The claim reads an event from the day its delivery's id names; an id made before migration 0023 names when
-    // the delivery was made, a few milliseconds after its event. The claim then finds the day through the key.
+    // An id made before migration 0023 names when its delivery was made, a few milliseconds after its event: a
+    // claim that took the event's day from the id alone would never find the event, and the delivery would stay
+    // due forever. The claim finds the day through the event's key.
     let f = Fixture::new(pool.clone()).await;
     let (webhook, _) = f.webhook("http://127.0.0.1:9/hook", 3).await;
     let id: String = sqlx::query_scalar(

@@ -275,23 +275,15 @@ async fn claim_once(
             SET status = $7, attempt_count = d.attempt_count + 1, next_attempt_at = NULL,
                 lease_expires_at = now() + $6 + $2, updated_at = now()
            FROM due, relaxed, webhooks w,
-                -- Each event from the one day its delivery's id names (migration 0023): the day is a parameter the
-                -- events' partitions are pruned by, so no plan can probe or scan every day. Ids made before that
-                -- carry their own time; for them, and only when the first lookup finds nothing, the event's key
-                -- names the day (an Append under LIMIT 1 never runs its second branch once the first returned).
-                LATERAL ((SELECT e.created, e.data FROM events e
-                           WHERE e.tenant_id = due.tenant_id AND e.environment = due.environment
-                             AND e.id = due.event_id AND e.received_at = courier_id_time(due.id))
-                         UNION ALL
-                         (SELECT e.created, e.data FROM event_keys k,
-                                 -- Lateral and limited, so it is not flattened into a join: the key's day stays a
-                                 -- parameter the partitions are pruned by.
-                                 LATERAL (SELECT e.created, e.data FROM events e
-                                           WHERE e.tenant_id = k.tenant_id AND e.environment = k.environment
-                                             AND e.id = k.id AND e.received_at = k.received_at LIMIT 1) e
-                           WHERE k.tenant_id = due.tenant_id AND k.environment = due.environment
-                             AND k.id = due.event_id)
-                         LIMIT 1) e
+                -- Each event from the one day its key names: two lateral lookups, so the day is a parameter the
+                -- events' partitions are pruned by, and no plan can probe or scan every day instead.
+                LATERAL (SELECT k.received_at FROM event_keys k
+                          WHERE k.tenant_id = due.tenant_id AND k.environment = due.environment
+                            AND k.id = due.event_id) k,
+                LATERAL (SELECT e.created, e.data FROM events e
+                          WHERE e.tenant_id = due.tenant_id AND e.environment = due.environment
+                            AND e.id = due.event_id AND e.received_at = k.received_at
+                          LIMIT 1) e
           WHERE d.id = due.id AND w.id = d.webhook_id
          RETURNING d.id, d.attempt_count, d.max_attempts, d.tenant_id, d.environment, d.event_id, d.event_type,
                    e.created, e.data, d.trace_parent, d.call_seq IS NOT NULL AS ordered, ",

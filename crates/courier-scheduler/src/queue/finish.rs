@@ -230,21 +230,12 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
 
     let mut tx = pool.begin().await?;
     if detail != Detail::None {
-        // An attempt already on record is one whose batch committed but whose commit's answer was lost: skip it.
-        // `NOT EXISTS` rather than `ON CONFLICT DO NOTHING`, which inserts speculatively and logs a confirmation
-        // per row (48 bytes of WAL per attempt). Two recorders never hold the same attempt of a delivery (every
-        // claim counts a new one), so the check cannot race; were it to, the unique key refuses the batch and it is
-        // written row by row like any refused batch.
         sqlx::query(
             "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error_kind,
                                             error_message, response_body, response_truncated, signature_timestamp)
-             SELECT DISTINCT ON (u.delivery_id, u.attempt) u.*
-               FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::text[],
-                           $7::text[], $8::bytea[], $9::bool[], $10::bigint[])
-                    AS u(delivery_id, attempt, started_at, duration_ms, status_code, error_kind, error_message,
-                         response_body, response_truncated, signature_timestamp)
-              WHERE NOT EXISTS (SELECT 1 FROM delivery_attempts a
-                                 WHERE a.delivery_id = u.delivery_id AND a.attempt = u.attempt)",
+             SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::text[],
+                                  $7::text[], $8::bytea[], $9::bool[], $10::bigint[])
+             ON CONFLICT DO NOTHING",
         )
         .bind(&ids)
         .bind(&attempts)

@@ -115,34 +115,16 @@ async fn a_replay_of_an_old_event_lives_a_whole_retention_from_when_it_was_made(
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
 async fn a_delivery_made_before_event_day_ids_is_claimed_with_its_event(pool: PgPool) {
-    // An id made before migration 0023 names when its delivery was made, a few milliseconds after its event: a
-    // claim that took the event's day from the id alone would never find the event, and the delivery would stay
-    // due forever. The claim finds the day through the event's key.
+    // An id made before migration 0023 names when its delivery was made, not its event's time (here: a delivery of
+    // today for yesterday's event). A claim that took the event's day from the id alone would never find the event,
+    // and the delivery would stay due forever. The claim finds the day through the event's key.
     let f = Fixture::new(pool.clone()).await;
-    let (webhook, _) = f.webhook("http://127.0.0.1:9/hook", 3).await;
-    let id: String = sqlx::query_scalar(
-        "WITH k AS (INSERT INTO event_keys (tenant_id, environment, id, received_at)
-                    VALUES ($1, 'live', 'evt_old', date_trunc('milliseconds', now()) - interval '7 milliseconds')
-                    RETURNING received_at),
-              e AS (INSERT INTO events (tenant_id, id, environment, event_type, call_id, created, data, request_hash,
-                                        received_at)
-                    SELECT $1, 'evt_old', 'live', 'call.completed', 'c', 42, '{\"call_id\": \"c\"}', '\\x00',
-                           received_at FROM k)
-         INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
-                                 max_attempts, next_attempt_at)
-         SELECT courier_id_at('dlv_', received_at + interval '3 milliseconds'), $1, 'live', 'evt_old', $2,
-                'call.completed', 'c', 'pending', 3, now() - interval '1 second' FROM k RETURNING id",
-    )
-    .bind(f.owner.tenant.as_uuid())
-    .bind(webhook.id.as_str())
-    .fetch_one(&pool)
-    .await
-    .expect("an old-style delivery");
+    f.webhook("http://127.0.0.1:9/hook", 3).await;
+    crate::history::old_event_with_delivery_today(&f, 1, "pending").await;
     let claimed = courier_scheduler::claim(&pool, &f.clock, 10, std::time::Duration::from_secs(30), Default::default())
         .await
         .expect("claim");
     assert_eq!(claimed.len(), 1, "the delivery is claimed");
-    assert_eq!(claimed[0].id.as_str(), id);
-    assert_eq!(claimed[0].event.id.as_str(), "evt_old");
-    assert_eq!(claimed[0].event.created, 42, "with its event as stored");
+    assert_eq!(claimed[0].event.id.as_str(), "evt_old", "with its event");
+    assert_eq!(claimed[0].event.data.call_id(), "c", "as stored");
 }

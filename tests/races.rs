@@ -41,6 +41,7 @@ fn succeeded(claimed: &ClaimedDelivery) -> AttemptRecord {
         signature_timestamp: 0,
         next: Next::Succeeded,
         ordered: claimed.ordered,
+        handover: claimed.handover.clone(),
     }
 }
 
@@ -109,4 +110,60 @@ async fn claims_race_cancel_finish_and_the_lease_sweep_without_an_error_and_each
     let attempts: i64 =
         sqlx::query_scalar("SELECT count(*) FROM delivery_attempts").fetch_one(&pool).await.expect("attempts");
     assert!(attempts as u64 >= finished, "an attempt recorded for every finish");
+}
+
+/// Handed-over deliveries (written once, by their first attempt, `courier_scheduler::queue::journal`) raced by their
+/// own records, a release, the journal's sweep and the lease sweep, on a lease that has run out at once: no error,
+/// and every delivery is written exactly once, whoever writes it.
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn handed_over_deliveries_are_written_exactly_once_whoever_races_for_them(pool: PgPool) {
+    use courier_scheduler::handover::Handover;
+    use courier_scheduler::queue::journal;
+
+    let f = Fixture::new(pool.clone()).await;
+    f.webhook("http://127.0.0.1:9/hook", 1).await;
+    let (handover, mut handed) = Handover::new(PER_ROUND, Duration::ZERO, f.clock.clone());
+    let workers = ingest::Workers { notifier: Notifier::spawn(pool.clone()), handover: Some(handover) };
+    let (ingest, dispatcher) = ingest::Ingest::new(pool.clone(), workers);
+    tokio::spawn(async move { dispatcher.run().await });
+    let rounds = rounds() / 3;
+    for round in 0..rounds {
+        let events = Fixture::call_events(&format!("h{round}x"), PER_ROUND);
+        ingest.submit(f.owner, events, None).await.expect("ingest");
+        let mut mine = Vec::new();
+        while let Ok(h) = handed.try_recv() {
+            mine.push(h.delivery);
+        }
+        assert_eq!(mine.len(), PER_ROUND, "round {round}: every delivery handed over");
+        let records: Vec<AttemptRecord> = mine.iter().step_by(2).map(succeeded).collect();
+        let released: Vec<lease::Leased> = mine.iter().skip(1).step_by(2).map(ClaimedDelivery::leased).collect();
+        let finish = async { record(&pool, &f.clock, &records).await.map_err(|e| format!("record: {e:?}")) };
+        let release = async {
+            lease::release(&pool, &f.clock, &released, Duration::ZERO).await.map_err(|e| format!("release: {e:?}"))
+        };
+        let recover = async { journal::recover(&pool, &f.clock).await.map_err(|e| format!("recover: {e:?}")) };
+        let sweep = async { lease::fail_exhausted_leases(&pool, &f.clock).await.map_err(|e| format!("sweep: {e:?}")) };
+        let (a, b, c, d) = tokio::join!(finish, release, recover, sweep);
+        assert!(a.is_ok() && b.is_ok() && c.is_ok() && d.is_ok(), "round {round}: {a:?} {b:?} {c:?} {d:?}");
+    }
+    // What is left: released rows (claim them and finish nothing, so the sweep ends them) and journal rows.
+    loop {
+        journal::recover(&pool, &f.clock).await.expect("recover");
+        claim_and_finish(&pool, &f).await.expect("claim");
+        lease::fail_exhausted_leases(&pool, &f.clock).await.expect("sweep");
+        let journal: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM delivery_handovers").fetch_one(&pool).await.expect("journal");
+        if f.live_deliveries().await == 0 && journal == 0 {
+            break;
+        }
+    }
+    let total = (rounds * PER_ROUND) as i64;
+    let (rows, ids, ended): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT id), count(*) FILTER (WHERE status IN ('succeeded', 'failed'))
+           FROM deliveries",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("deliveries");
+    assert_eq!((rows, ids, ended), (total, total, total), "each delivery written once, and ended");
 }

@@ -17,6 +17,9 @@ pub(crate) const OWNERS: &[(&str, &str)] = &[
     // The queue: every transition of a delivery (enqueue, claim, defer, release, finish, cancel, promote, expire,
     // erase) and its storage by day, in one module.
     ("deliveries", "crates/courier-scheduler/src/queue/"),
+    // Deliveries handed over in memory until each is written: fan-out writes the journal, whatever writes a delivery
+    // of it (or the sweep) deletes it.
+    ("delivery_handovers", "crates/courier-scheduler/src/queue/"),
     ("delivery_attempts", "crates/courier-scheduler/src/queue/finish.rs"),
     // Attempts go when their deliveries are erased (no foreign key cascades across partitions).
     ("delivery_attempts", "crates/courier-scheduler/src/queue/erase.rs"),

@@ -175,9 +175,12 @@ impl Fixture {
         let mut stepped = Vec::new();
         loop {
             assert!(tokio::time::Instant::now() < deadline, "the queue did not drain");
+            // A delivery handed over in memory is in flight, in the journal, until its first attempt writes it.
             let (live, delivering, wait_ms, scheduled_ms): (i64, i64, Option<f64>, Option<f64>) = sqlx::query_as(
-                "SELECT count(*) FILTER (WHERE status IN ('waiting', 'pending', 'delivering')),
-                        count(*) FILTER (WHERE status = 'delivering'),
+                "WITH handed AS (SELECT count(*) AS n FROM delivery_handovers h, unnest(h.delivery_ids) AS x(id)
+                                  WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.id = x.id))
+                 SELECT count(*) FILTER (WHERE status IN ('waiting', 'pending', 'delivering')) + (SELECT n FROM handed),
+                        count(*) FILTER (WHERE status = 'delivering') + (SELECT n FROM handed),
                         (extract(epoch FROM min(next_attempt_at) FILTER (WHERE status = 'pending') - (now() + $1))
                             * 1000)::float8,
                         (SELECT (extract(epoch FROM next_attempt_at - updated_at - $1) * 1000)::float8

@@ -68,6 +68,18 @@ async fn handed_over_deliveries_arrive_once_and_the_rest_are_claimed(pool: PgPoo
     assert_eq!(rows.len(), 48);
     assert!(rows.iter().all(|(status, n)| status == "succeeded" && *n == 1), "{rows:?}");
     assert_eq!(attempts, 48);
+    assert_eq!(unwritten(&pool).await, 0, "every delivery the journal held is written");
+}
+
+/// Deliveries the journal holds that `deliveries` does not: handed over, not written yet.
+async fn unwritten(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM delivery_handovers h, unnest(h.delivery_ids) AS x(id)
+          WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.id = x.id)",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("journal")
 }
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]
@@ -80,18 +92,85 @@ async fn deliveries_handed_to_a_worker_that_never_took_them_are_claimed_when_the
     let stuck = f.worker(fixture::config());
     let handover = stuck.handover();
     let ingest = ingest(&pool, handover.clone());
-    ingest.submit(f.owner, Fixture::call_events("c", 3), None).await.expect("ingest");
+    let answers = ingest.submit(f.owner, Fixture::call_events("c", 3), None).await.expect("ingest");
+    assert!(answers.iter().all(|a| a.as_ref().is_ok_and(|a| a.deliveries == 1)));
     assert_eq!(handover.handed(), 3);
     let (rows, _) = outcome(&pool).await;
-    assert!(rows.iter().all(|(status, n)| status == "delivering" && *n == 1), "leased at once: {rows:?}");
+    assert!(rows.is_empty(), "handed over, written only by their first attempt: {rows:?}");
+    assert_eq!(unwritten(&pool).await, 3, "the journal holds them");
+    // An idempotent repeat counts them all the same.
+    let again = ingest.submit(f.owner, Fixture::call_events("c", 3), None).await.expect("repeat");
+    assert!(again.iter().all(|a| a.as_ref().is_ok_and(|a| !a.first_time && a.deliveries == 1)), "{again:?}");
 
-    // Another worker claims them once their lease (800 ms) runs out, and they arrive.
+    // Another worker's sweep writes them back once their lease (800 ms) runs out, claims them, and they arrive.
     let other = f.worker(fixture::config());
-    f.drain(&other).await;
+    let running = f.start(&other);
+    f.clock.advance(Duration::from_secs(1));
     wait_for(&receiver, 3).await;
+    f.settle().await;
+    running.stop().await;
     let (rows, attempts) = outcome(&pool).await;
+    assert_eq!(rows.len(), 3, "each written once: {rows:?}");
     assert!(rows.iter().all(|(status, n)| status == "succeeded" && *n == 2), "{rows:?}");
     assert_eq!(attempts, 1 + 1 + 1, "one recorded attempt each: the lease that ran out was never sent");
     assert_eq!(receiver.received().len(), 3);
+    let journal: i64 = sqlx::query_scalar("SELECT count(*) FROM delivery_handovers").fetch_one(&pool).await.expect("n");
+    assert_eq!(journal, 0, "the sweep took the journal row");
     drop(stuck);
+}
+
+fn succeeded(d: &courier_scheduler::ClaimedDelivery) -> courier_scheduler::AttemptRecord {
+    courier_scheduler::AttemptRecord {
+        delivery_id: d.id.clone(),
+        webhook_id: d.webhook.id.clone(),
+        attempt: d.attempt,
+        started_at: chrono::Utc::now(),
+        duration: Duration::from_millis(1),
+        result: courier_core::AttemptResult::Response { status: 200, retry_after: None },
+        error_message: None,
+        response_body: None,
+        signature_timestamp: 0,
+        next: courier_core::Next::Succeeded,
+        ordered: d.ordered,
+        handover: d.handover.clone(),
+    }
+}
+
+/// A handed-over delivery is written once, whoever comes first: its record (in its state after the attempt; the
+/// same record again changes nothing), or the sweep once its lease ran out (as the claim would have left it), after
+/// which a late record finishes it through the fenced update, as any late record of a lease nobody claimed again.
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_handed_over_delivery_is_written_once_by_its_record_or_by_the_sweep(pool: PgPool) {
+    use courier_scheduler::queue::journal;
+    let f = Fixture::new(pool.clone()).await;
+    f.webhook("http://127.0.0.1:9/hook", 3).await;
+    let (handover, mut handed) =
+        courier_scheduler::handover::Handover::new(8, Duration::from_millis(800), f.clock.clone());
+    let ingest = ingest(&pool, handover);
+    ingest.submit(f.owner, Fixture::call_events("w", 2), None).await.expect("ingest");
+    let a = handed.try_recv().expect("first").delivery;
+    let b = handed.try_recv().expect("second").delivery;
+    assert!(a.handover.is_some() && b.handover.is_some());
+
+    let (a, b) = (succeeded(&a), succeeded(&b));
+    let record = |d| courier_scheduler::record(&f.pool, &f.clock, std::slice::from_ref(d));
+    assert_eq!(record(&a).await.expect("record").updated, 1);
+    assert_eq!(record(&a).await.expect("again").updated, 0, "written once");
+    assert_eq!(journal::recover(&pool, &f.clock).await.expect("sweep"), 0, "nothing before the lease runs out");
+
+    f.clock.advance(Duration::from_secs(1));
+    assert_eq!(journal::recover(&pool, &f.clock).await.expect("sweep"), 1, "only the unrecorded one");
+    assert_eq!(journal::recover(&pool, &f.clock).await.expect("sweep"), 0, "and once");
+    let b_row: (String, i32) = sqlx::query_as("SELECT status, attempt_count FROM deliveries WHERE id = $1")
+        .bind(b.delivery_id.as_str())
+        .fetch_one(&pool)
+        .await
+        .expect("b");
+    assert_eq!(b_row, ("delivering".to_owned(), 1), "as the claim would have left it, its lease run out");
+
+    assert_eq!(record(&b).await.expect("late").updated, 1, "the late record finishes it");
+    let (rows, attempts) = outcome(&pool).await;
+    assert_eq!(rows, vec![("succeeded".to_owned(), 1); 2]);
+    assert_eq!(attempts, 2);
+    assert_eq!(unwritten(&pool).await, 0);
 }

@@ -166,6 +166,7 @@ async fn a_late_attempt_never_announces_an_exhausted_delivery_twice(pool: PgPool
         signature_timestamp: 0,
         next: Next::Failed,
         ordered: false,
+        handover: None,
     };
 
     // The sweep fails a lease that ran out after the last attempt, and announces it; the attempt comes in late.
@@ -184,7 +185,7 @@ async fn a_late_attempt_never_announces_an_exhausted_delivery_twice(pool: PgPool
     let claimed = claim(&f.pool, &f.clock, 10, Duration::from_secs(30), Skip::default()).await.expect("claim");
     let in_flight: Vec<_> = claimed.iter().filter(|c| c.webhook.id == dead.id).collect();
     assert_eq!(in_flight.len(), 1);
-    let ids = [(in_flight[0].id.clone(), in_flight[0].attempt)];
+    let ids = [in_flight[0].leased()];
     assert_eq!(lease::cancel_claimed(&f.pool, &f.clock, &ids).await.expect("cancel"), 1);
     record(&f.pool, &f.clock, &[late(in_flight[0].id.clone())]).await.expect("record");
     assert_eq!(announced().await, 1, "a cancelled delivery is never announced as exhausted");

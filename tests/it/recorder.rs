@@ -21,6 +21,7 @@ fn attempt_of(d: &ClaimedDelivery, result: AttemptResult, next: Next) -> Attempt
         signature_timestamp: chrono::Utc::now().timestamp(),
         next,
         ordered: d.ordered,
+        handover: d.handover.clone(),
     }
 }
 

@@ -32,8 +32,8 @@ pub struct EventsStored {
     pub inserted: Vec<Inserted>,
     /// Per event, in order: the deliveries it fanned out to, when it was new.
     pub deliveries: Vec<Option<u64>>,
-    /// The deliveries leased for handover, as `(event id, delivery id)`.
-    pub leased: Vec<(String, String)>,
+    /// The journal row of the deliveries handed over, and how many it holds.
+    pub handed: Option<(i64, usize)>,
 }
 
 /// Inserts `events` for `owner` (`routes[i]` routes `events[i]`) and fans out those that are new, in the caller's
@@ -68,17 +68,25 @@ pub async fn store_events(
     let mut counts = enqueued.counts.into_iter();
     let deliveries =
         inserted.iter().map(|i| matches!(i, Inserted::New(_)).then(|| counts.next().unwrap_or(0))).collect();
-    Ok(EventsStored { inserted, deliveries, leased: enqueued.leased })
+    Ok(EventsStored { inserted, deliveries, handed: enqueued.handed })
 }
 
 /// How many deliveries each of these events fanned out to when it was first accepted (replays excluded): the
 /// answer an idempotent repeat gets. Events without deliveries are absent from the map.
 pub async fn counts(db: impl PgExecutor<'_>, owner: Owner, events: &[&EventId]) -> Result<HashMap<String, u64>> {
     let ids: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT event_id, count(*) FROM deliveries
-         WHERE tenant_id = $1 AND environment = $2 AND event_id = ANY ($3) AND replay_of IS NULL GROUP BY event_id",
-    )
+    // A delivery handed over in memory is in the journal until its first attempt writes it (`queue::journal`).
+    let rows: Vec<(String, i64)> = sqlx::query_as(concat!(
+        "SELECT event_id, count(*) FROM (
+            SELECT event_id FROM deliveries
+             WHERE tenant_id = $1 AND environment = $2 AND event_id = ANY ($3) AND replay_of IS NULL
+            UNION ALL
+            SELECT x.event_id FROM delivery_handovers h, ",
+        crate::queue::journal::journal_deliveries!(),
+        " WHERE h.tenant_id = $1 AND h.environment = $2 AND x.event_id = ANY ($3)
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.id = x.id)) c
+         GROUP BY event_id"
+    ))
     .bind(owner.tenant.as_uuid())
     .bind(owner.environment.as_str())
     .bind(&ids)

@@ -1,17 +1,19 @@
 //! Handover: under `courier serve`, ingest leases new deliveries to the worker of its own process in the very
 //! transaction that stores them, and hands them over in memory once it commits.
 //!
-//! A delivery handed over costs no claim statement (no second write of its row and its indexes), no `NOTIFY` and
-//! no wake-up: at a light load those are most of what a lone event costs. Nothing is traded for it: the delivery is
-//! committed `delivering` with a lease exactly as a claim would leave it, so if this process dies before the
-//! attempt is recorded, the lease runs out and any worker claims it again, as after any crash.
+//! A delivery handed over costs no claim statement, no `NOTIFY` and no wake-up, and it is written once: the ingest
+//! transaction stores one journal row per fan-out (its deliveries as arrays, with their lease), and the first attempt
+//! writes each delivery in its final state (`queue::journal`). Nothing is traded for it: if this process dies before
+//! an attempt is recorded, the lease runs out and any worker's sweep writes the deliveries the journal holds that
+//! are still missing as a claim would have left them, and they are claimed again, as after any crash. Until its
+//! first attempt ends (or its lease), such a delivery is not in `deliveries`, so the log does not show it yet.
 //!
 //! The worker lends ingest a budget of credits; each handed-over delivery holds one until its attempt ends, so
 //! ingest never leases more than the worker has room for. What finds no credit, waits for an earlier delivery of
 //! its call, or goes to a rate-limited webhook is enqueued `pending` and claimed as before.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -32,6 +34,7 @@ pub struct Handover {
     lease: Duration,
     clock: Clock,
     handed: Arc<AtomicU64>,
+    settled: Arc<std::sync::Mutex<Vec<i64>>>,
 }
 
 /// The worker's side of a [`Handover`].
@@ -44,6 +47,7 @@ pub struct Reserved {
     pub(crate) leased: usize,
     pub(crate) lease: Duration,
     pub(crate) skew: Duration,
+    pub(crate) settled: Arc<std::sync::Mutex<Vec<i64>>>,
 }
 
 impl Handover {
@@ -51,7 +55,8 @@ impl Handover {
     pub fn new(budget: usize, lease: Duration, clock: Clock) -> (Self, Receiver) {
         let (tx, rx) = mpsc::unbounded_channel();
         let handed = Arc::new(AtomicU64::new(0));
-        (Self { credits: Arc::new(Semaphore::new(budget)), deliveries: tx, lease, clock, handed }, rx)
+        let settled = Arc::default();
+        (Self { credits: Arc::new(Semaphore::new(budget)), deliveries: tx, lease, clock, handed, settled }, rx)
     }
 
     /// Up to `wanted` credits, as many as are free now (never waits); `None` when the worker is gone.
@@ -60,11 +65,12 @@ impl Handover {
             return None;
         }
         let credits: Vec<_> = (0..wanted).map_while(|_| self.credits.clone().try_acquire_owned().ok()).collect();
-        Some(Reserved { credits, leased: 0, lease: self.lease, skew: self.clock.skew() })
+        let settled = self.settled.clone();
+        Some(Reserved { credits, leased: 0, lease: self.lease, skew: self.clock.skew(), settled })
     }
 
     /// Hands committed deliveries to the worker, each with one of `reserved`'s credits. Should the worker have
-    /// stopped, they stay leased and are claimed again when their lease runs out.
+    /// stopped, their journal row brings them back when their lease runs out.
     pub fn hand(&self, deliveries: Vec<ClaimedDelivery>, reserved: Reserved) {
         let count = deliveries.len() as u64;
         for (delivery, credit) in deliveries.into_iter().zip(reserved.credits) {
@@ -89,50 +95,87 @@ impl Reserved {
     }
 }
 
-/// The deliveries a fan-out just leased, as the worker needs them: their rows and webhooks from the database (in
-/// the transaction that inserted them), their events from memory.
+/// A handed-over delivery's claim on the journal row that stands for it until it is written (`queue::journal`):
+/// every delivery of one fan-out shares one. The last of them to be written marks the row settled, and the next
+/// record deletes it; a row never settled (a crash, an attempt the recorder could not keep) waits for its lease to
+/// run out, when any worker's sweep writes what it holds that is still missing.
+#[derive(Debug, Clone)]
+pub struct Ticket(Arc<Journal>);
+
+#[derive(Debug)]
+struct Journal {
+    id: i64,
+    /// Its deliveries not written yet.
+    unwritten: AtomicUsize,
+    /// Journal rows whose deliveries are all written, for the next record to delete; shared by the handover.
+    settled: Arc<std::sync::Mutex<Vec<i64>>>,
+}
+
+impl Ticket {
+    pub(crate) fn new(id: i64, deliveries: usize, settled: Arc<std::sync::Mutex<Vec<i64>>>) -> Self {
+        Self(Arc::new(Journal { id, unwritten: AtomicUsize::new(deliveries), settled }))
+    }
+
+    /// The journal row's id.
+    pub fn journal(&self) -> i64 {
+        self.0.id
+    }
+
+    /// One of its deliveries was written, in a transaction that committed.
+    pub(crate) fn written(&self) {
+        if self.0.unwritten.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.settled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(self.0.id);
+        }
+    }
+
+    /// The journal rows settled so far, taken for deleting.
+    pub(crate) fn take_settled(&self) -> Vec<i64> {
+        std::mem::take(&mut *self.0.settled.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+/// The deliveries a fan-out just handed over (journal row `journal`, holding `count`), as the worker needs them:
+/// their webhooks from the database (in the transaction that stored them), their events from memory.
 pub(crate) async fn load(
     conn: &mut sqlx::PgConnection,
-    leased: &[(String, String)],
+    (journal, count): (i64, usize),
+    reserved: &Reserved,
     events: &std::collections::HashMap<&str, &courier_core::Event>,
 ) -> crate::Result<Vec<ClaimedDelivery>> {
     #[derive(sqlx::FromRow)]
     struct Row {
         id: String,
         event_id: String,
-        attempt_count: i32,
         max_attempts: i32,
         trace_parent: Option<String>,
-        ordered: bool,
         #[sqlx(flatten)]
         webhook: crate::claim::WebhookRow,
     }
-    if leased.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<&str> = leased.iter().map(|(_, id)| id.as_str()).collect();
     let rows: Vec<Row> = sqlx::query_as(concat!(
-        "SELECT d.id, d.event_id, d.attempt_count, d.max_attempts, d.trace_parent,
-                d.call_seq IS NOT NULL AS ordered, ",
+        "SELECT d.id, d.event_id, d.max_attempts, d.trace_parent, ",
         crate::claim::webhook_columns!(),
-        " FROM deliveries_live d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ANY ($1) AND d.status = $2"
+        " FROM (SELECT x.* FROM delivery_handovers h, ",
+        crate::queue::journal::journal_deliveries!(),
+        "        WHERE h.id = $1) d
+           JOIN webhooks w ON w.id = d.webhook_id"
     ))
-    .bind(&ids)
-    .bind(crate::DeliveryStatus::Delivering)
+    .bind(journal)
     .fetch_all(&mut *conn)
     .await?;
+    let ticket = Ticket::new(journal, count, reserved.settled.clone());
     rows.into_iter()
         .filter_map(|row| events.get(row.event_id.as_str()).map(|event| (row, (*event).clone())))
         .map(|(row, event)| {
             let row_name = format!("delivery {}", row.id);
             Ok(ClaimedDelivery {
                 id: courier_core::DeliveryId::parse(&row.id).map_err(crate::corrupt(&row_name, "id"))?,
-                attempt: u32::try_from(row.attempt_count).map_err(crate::corrupt(&row_name, "attempt_count"))?,
+                attempt: 1,
                 max_attempts: u32::try_from(row.max_attempts).map_err(crate::corrupt(&row_name, "max_attempts"))?,
                 event,
                 webhook: row.webhook.parse(&row_name)?,
                 trace_parent: row.trace_parent.and_then(|t| t.parse().ok()),
-                ordered: row.ordered,
+                ordered: false,
+                handover: Some(ticket.clone()),
             })
         })
         .collect()

@@ -272,13 +272,14 @@ async fn store(
 ) -> Result<Stored> {
     let routes: Vec<Route<'_>> = traces.iter().map(|&trace| Route { trace, ..Route::default() }).collect();
     let stored = fanout::store_events(conn, owner, new, &routes, lease.as_deref()).await?;
-    let EventsStored { inserted, deliveries: counts, leased } = stored;
+    let EventsStored { inserted, deliveries: counts, handed } = stored;
     let new_events: HashMap<&str, &courier_core::Event> = inserted
         .iter()
         .filter_map(|i| if let Inserted::New(s) = i { Some((s.event.id.as_str(), &s.event)) } else { None })
         .collect();
-    let leased = crate::handover::load(conn, &leased, &new_events).await?;
-    if let Some(lease) = lease {
+    let mut leased = Vec::new();
+    if let (Some(handed), Some(lease)) = (handed, lease) {
+        leased = crate::handover::load(conn, handed, lease, &new_events).await?;
         lease.leased += leased.len();
     }
     let fanned: HashMap<&str, u64> = inserted

@@ -65,6 +65,7 @@ impl Worker {
                 signature_timestamp,
                 next,
                 ordered: delivery.ordered,
+                handover: delivery.handover,
             })
         }
         .instrument(span)
@@ -73,7 +74,7 @@ impl Worker {
 
     /// The webhook was disabled or deleted after this delivery was queued: cancel it without an attempt.
     async fn cancel_inactive(&self, delivery: &ClaimedDelivery) {
-        let claimed = [(delivery.id.clone(), delivery.attempt)];
+        let claimed = [delivery.leased()];
         if let Err(err) = lease::cancel_claimed(&self.pool, &self.clock, &claimed).await {
             tracing::error!(error = %err, "cancelling a delivery of an inactive webhook failed");
         }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use courier_core::{DeliveryId, MasterKey, WebhookId};
+use courier_core::{MasterKey, WebhookId};
 use courier_scheduler::handover::{self, Handed, Handover};
 use courier_scheduler::wake::Notifier;
 use courier_scheduler::wake::{LocalWake, Wakeup};
@@ -56,7 +56,7 @@ pub struct Worker {
 struct InFlight {
     tasks: JoinSet<()>,
     /// Which delivery each task attempts, so shutdown can release those it aborts.
-    claimed: HashMap<tokio::task::Id, (DeliveryId, u32)>,
+    claimed: HashMap<tokio::task::Id, lease::Leased>,
     holdings: Holdings,
     records: mpsc::Sender<AttemptRecord>,
     /// Where ingest's handed-over deliveries arrive, under `courier serve`.
@@ -269,7 +269,7 @@ impl Worker {
         if let Some(mut handed) = flight.handed.take() {
             handed.close();
             while let Ok(h) = handed.try_recv() {
-                unfinished.push((h.delivery.id, h.delivery.attempt));
+                unfinished.push(h.delivery.leased());
             }
         }
         let release = lease::release(&self.pool, &self.clock, &unfinished, Duration::ZERO);
@@ -284,11 +284,15 @@ impl Worker {
         Ok(())
     }
 
-    /// Housekeeping that needs no hurry: fail deliveries a crashed worker left on their last attempt, let go
+    /// Housekeeping that needs no hurry: queue the handed-over deliveries a crashed process never recorded, fail
+    /// deliveries a crashed worker left on their last attempt, let go
     /// ordered deliveries whose chain head ended unseen (see `courier_scheduler::ordering`), and disable webhooks
     /// that kept failing.
     #[tracing::instrument(level = "debug", skip_all)]
     async fn sweep(&self) -> Result<()> {
+        // First, so that deliveries a crashed process had handed over and never recorded are queued, leases run out,
+        // and those on their last attempt fail in the next statement.
+        courier_scheduler::queue::journal::recover(&self.pool, &self.clock).await?;
         lease::fail_exhausted_leases(&self.pool, &self.clock).await?;
         ordering::promote_stranded(&self.pool, &self.clock).await?;
         rate::forget_old_windows(&self.pool).await?;
@@ -307,10 +311,10 @@ impl Worker {
             // Claims stop short of every share; one batch can still overshoot a share by its own size.
             let taken = flight.holdings.take(&delivery.webhook.id, delivery.event.tenant_id, delivery.attempt > 1);
             let Some(held) = taken else {
-                over_cap.push((delivery.id.clone(), delivery.attempt));
+                over_cap.push(delivery.leased());
                 continue;
             };
-            let key = (delivery.id.clone(), delivery.attempt);
+            let key = delivery.leased();
             let task = self.clone().run_one(delivery, held, flight.records.clone());
             let handle = flight.tasks.spawn(async move {
                 task.await;
@@ -336,7 +340,7 @@ impl Worker {
         // take half the lease, the delivery goes back unattempted rather than risk a second claim.
         let permit = held.permits.clone().acquire_owned().await;
         if claimed_at.elapsed() > self.config.lease() / 2 {
-            let back = [(delivery.id.clone(), delivery.attempt)];
+            let back = [delivery.leased()];
             if let Err(err) = lease::release(&self.pool, &self.clock, &back, Duration::ZERO).await {
                 tracing::warn!(error = %err, "releasing a delivery that waited too long failed; its lease will expire");
             }

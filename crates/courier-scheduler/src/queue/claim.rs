@@ -43,6 +43,15 @@ pub struct ClaimedDelivery {
     pub trace_parent: Option<TraceParent>,
     /// Part of a per-call chain: when it ends, the call's next delivery to this webhook may go.
     pub ordered: bool,
+    /// Handed over by ingest and not written yet (`crate::handover`): its journal row until it is.
+    pub handover: Option<crate::handover::Ticket>,
+}
+
+impl ClaimedDelivery {
+    /// What a release or a cancel fences on.
+    pub fn leased(&self) -> crate::queue::lease::Leased {
+        crate::queue::lease::Leased { id: self.id.clone(), attempt: self.attempt, handover: self.handover.clone() }
+    }
 }
 
 /// The columns of a claimed delivery's webhook, as the claim and the handover read them.
@@ -132,6 +141,7 @@ fn from_row(row: Row) -> Result<ClaimedDelivery> {
         // Only ever written from a parsed TraceParent; a stored value that does not parse only loses the link.
         trace_parent: row.trace_parent.and_then(|t| t.parse().ok()),
         ordered: row.ordered,
+        handover: None,
     })
 }
 

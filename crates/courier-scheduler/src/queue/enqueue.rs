@@ -31,8 +31,8 @@ pub struct FanoutEvent<'a> {
 pub struct Enqueued {
     /// Deliveries per event, in the order of the events.
     pub counts: Vec<u64>,
-    /// The deliveries leased for handover (see [`crate::handover`]), as `(event id, delivery id)`.
-    pub leased: Vec<(String, String)>,
+    /// The journal row of the deliveries handed over (see [`crate::handover`]), and how many it holds.
+    pub handed: Option<(i64, usize)>,
 }
 
 // Long because it is one set-based statement (which webhooks, which wait, which are leased, in what order) and its
@@ -41,8 +41,9 @@ pub struct Enqueued {
 /// never stored without its deliveries, nor the other way round. It does not wake the workers: after committing,
 /// the caller does ([`crate::wake::Notifier`]); a `NOTIFY` in this transaction would serialise every ingest commit.
 ///
-/// With `lease`, up to its count of the deliveries that may go at once (not waiting for their call, to a webhook
-/// without a rate limit) are enqueued already leased to this process's worker, as a claim would leave them.
+/// With `lease`, up to its count of the deliveries that may go at once (not waiting for their call, not ordered, to
+/// a webhook without a rate limit) are handed over to this process's worker: not written to `deliveries` until
+/// their first attempt ends, one journal row for them all (`super::journal`).
 pub async fn fan_out(
     conn: &mut PgConnection,
     owner: Owner,
@@ -64,9 +65,9 @@ pub async fn fan_out(
     // Per-call ordering (see `super::ordering`): a delivery to an ordered webhook waits when its call already has a
     // live delivery there, or an earlier event of this statement does. `call_seq` is this statement's sequence
     // number (statement order) then the event's position (array order; group commit appends requests in order).
-    let rows: Vec<(String, String, bool)> = sqlx::query_as(
+    let rows: Vec<(String, String, Option<i64>)> = sqlx::query_as(
         "WITH e AS (SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $10::text[],
-                                    $12::text[], $16::timestamptz[])
+                                    $12::text[], $15::timestamptz[])
                              WITH ORDINALITY AS e(id, event_type, call_id, trace_parent, about, only_to, received_at,
                                                   n)),
          base AS (SELECT nextval('delivery_call_seq') AS b),
@@ -91,28 +92,47 @@ pub async fn fan_out(
                                                     AND p.call_seq IS NOT NULL AND p.status = ANY ($9))) AS waits
               FROM targets t
          ),
-         -- The first `$13` that may go at once are leased to this process's worker (a rate-limited webhook's
-         -- deliveries take their slots through the claim).
+         -- The first `$13` that may go at once are handed over to this process's worker (not those waiting for
+         -- their call or to an ordered webhook: the call's next delivery must see them in the queue; a rate-limited
+         -- webhook's deliveries take their slots through the claim).
          leased AS (
-            SELECT d.*, NOT d.waits AND d.unlimited AND row_number() OVER (
-                       PARTITION BY NOT d.waits AND d.unlimited ORDER BY d.n, d.webhook_id) <= $13 AS handed
+            SELECT d.*, courier_id_at('dlv_', d.received_at) AS id,
+                   NOT d.waits AND NOT d.ordered AND d.unlimited AND row_number() OVER (
+                       PARTITION BY NOT d.waits AND NOT d.ordered AND d.unlimited ORDER BY d.n, d.webhook_id) <= $13
+                     AS handed
               FROM decided d
          ),
          inserted AS (
             INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
-                                    attempt_count, max_attempts, next_attempt_at, lease_expires_at, trace_parent,
-                                    call_seq, include_transcript, include_metrics)
-            SELECT courier_id_at('dlv_', d.received_at), d.tenant_id, d.environment, d.event_id, d.webhook_id,
-                   d.event_type, d.call_id, CASE WHEN d.waits THEN $8 WHEN d.handed THEN $15 ELSE $7 END, CASE WHEN d.handed THEN 1 ELSE 0 END,
-                   d.max_attempts, CASE WHEN NOT d.waits AND NOT d.handed THEN now() END,
-                   CASE WHEN d.handed THEN now() + $14 END,
+                                    max_attempts, next_attempt_at, trace_parent, call_seq, include_transcript,
+                                    include_metrics)
+            SELECT d.id, d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id,
+                   CASE WHEN d.waits THEN $8 ELSE $7 END, d.max_attempts, CASE WHEN NOT d.waits THEN now() END,
                    d.trace_parent, CASE WHEN d.ordered THEN base.b * 65536 + d.n END,
                    d.include_transcript, d.include_metrics
               FROM leased d, base
+             WHERE NOT d.handed
              ORDER BY d.event_id, d.webhook_id
-            RETURNING event_id, id, status = $15
+            RETURNING event_id, id
+         ),
+         -- Those handed over are written once, by their first attempt; until then one journal row stands for them
+         -- (`super::journal`).
+         journal AS (
+            INSERT INTO delivery_handovers (tenant_id, environment, lease_expires_at, delivery_ids, event_ids,
+                                            webhook_ids, event_types, call_ids, max_attempts, trace_parents,
+                                            include_transcript, include_metrics)
+            SELECT $1, $2, now() + $14, array_agg(id ORDER BY n, webhook_id), array_agg(event_id ORDER BY n, webhook_id),
+                   array_agg(webhook_id ORDER BY n, webhook_id), array_agg(event_type ORDER BY n, webhook_id),
+                   array_agg(call_id ORDER BY n, webhook_id), array_agg(max_attempts ORDER BY n, webhook_id),
+                   array_agg(trace_parent ORDER BY n, webhook_id), array_agg(include_transcript ORDER BY n, webhook_id),
+                   array_agg(include_metrics ORDER BY n, webhook_id)
+              FROM leased WHERE handed
+            HAVING count(*) > 0
+            RETURNING id
          )
-         SELECT * FROM inserted",
+         SELECT event_id, id, NULL::bigint AS journal FROM inserted
+         UNION ALL
+         SELECT l.event_id, l.id, j.id FROM leased l, journal j WHERE l.handed",
     )
     .bind(owner.tenant.as_uuid())
     .bind(owner.environment.as_str())
@@ -128,7 +148,6 @@ pub async fn fan_out(
     .bind(&onlys)
     .bind(leases)
     .bind(lease_for)
-    .bind(DeliveryStatus::Delivering)
     .bind(&received)
     .fetch_all(&mut *conn)
     .await?;
@@ -137,8 +156,9 @@ pub async fn fan_out(
         *per_event.entry(event.as_str()).or_default() += 1;
     }
     let counts = events.iter().map(|e| per_event.get(e.id.as_str()).copied().unwrap_or(0)).collect();
-    let leased = rows.into_iter().filter(|(_, _, handed)| *handed).map(|(event, id, _)| (event, id)).collect();
-    Ok(Enqueued { counts, leased })
+    let journal = rows.iter().find_map(|(_, _, journal)| *journal);
+    let handed = rows.iter().filter(|(_, _, journal)| journal.is_some()).count();
+    Ok(Enqueued { counts, handed: journal.map(|id| (id, handed)) })
 }
 
 /// Where a replay's settings come from: the webhook joined as `w` (its settings now), or columns the caller's `d`

@@ -72,7 +72,9 @@ pub async fn deliveries_of_tenant(pool: &PgPool, tenant: TenantId, before: DateT
             SELECT id, status FROM deliveries WHERE tenant_id = $1 AND id < courier_id_floor('dlv_', $2) LIMIT $3),
          d AS (
             DELETE FROM deliveries d USING doomed x WHERE d.id = x.id AND d.status = x.status RETURNING d.id),
-         a AS (DELETE FROM delivery_attempts a USING d WHERE a.delivery_id = d.id)
+         a AS (DELETE FROM delivery_attempts a USING d WHERE a.delivery_id = d.id),
+         -- Handed over and not written yet: nothing of the tenant's may come back from the journal.
+         j AS (DELETE FROM delivery_handovers WHERE tenant_id = $1 AND created_at < $2)
          SELECT count(*) FROM d",
     )
     .bind(tenant.as_uuid())

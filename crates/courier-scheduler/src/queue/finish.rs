@@ -14,6 +14,7 @@ use courier_core::{AttemptResult, DeliveryId, Next, ResponseBody, WebhookId};
 use courier_store::webhooks::{DisabledReason, state};
 use sqlx::PgPool;
 
+use crate::handover::Ticket;
 use crate::{Clock, DeliveryStatus, Error, Result};
 
 /// The most of an error message kept on record, in bytes.
@@ -37,6 +38,8 @@ pub struct AttemptRecord {
     pub next: Next,
     /// Part of a per-call chain (from the claim): ending it lets the call's next delivery go.
     pub ordered: bool,
+    /// Handed over by ingest and not written yet: the record writes it, once, in its state after this attempt.
+    pub handover: Option<crate::handover::Ticket>,
 }
 
 /// How much of an attempt a write keeps.
@@ -250,16 +253,40 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
         .execute(&mut *tx)
         .await?;
     }
-    // Retry times come from the database's clock, like the claim's `now()`: workers' clocks may disagree.
-    let finished: Vec<(String, DeliveryStatus, String)> = sqlx::query_as(
-        "UPDATE deliveries d
-            SET status = u.status, next_attempt_at = now() + $7 + u.delay_ms * interval '1 millisecond',
-                lease_expires_at = NULL, last_status_code = u.code, last_error = u.kind, updated_at = now()
-           FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::int[], $6::text[])
-                AS u(id, attempt, status, delay_ms, code, kind)
-          WHERE d.id = u.id AND d.status = $8 AND d.attempt_count = u.attempt
-          RETURNING d.webhook_id, d.status, d.id",
-    )
+    // Retry times come from the database's clock, like the claim's `now()`: workers' clocks may disagree. A delivery
+    // handed over by ingest is written here for the first time, from its journal row (`super::journal`), which the
+    // statement holds `FOR KEY SHARE` so the sweep cannot write it too; a row already written by an earlier run of
+    // this batch (its commit was lost to the client) is left alone by `ON CONFLICT`. Journal rows whose deliveries
+    // are all written go in the same statement.
+    let journals: Vec<i64> = records.iter().filter_map(|r| r.handover.as_ref().map(Ticket::journal)).collect();
+    let settled = records.iter().find_map(|r| r.handover.as_ref()).map(Ticket::take_settled).unwrap_or_default();
+    let finished: Vec<(String, DeliveryStatus, String, bool)> = sqlx::query_as(concat!(
+        "WITH forgotten AS (DELETE FROM delivery_handovers WHERE id = ANY ($10)),
+              written AS (
+                INSERT INTO deliveries (",
+        super::journal::journal_columns!(),
+        ", next_attempt_at, last_status_code, last_error)
+                SELECT ",
+        super::journal::journal_values!(),
+        ", u.status, u.attempt, NULL, now() + $7 + u.delay_ms * interval '1 millisecond', u.code, u.kind
+                  FROM (SELECT * FROM delivery_handovers WHERE id = ANY ($9) FOR KEY SHARE) h, ",
+        super::journal::journal_deliveries!(),
+        "         JOIN unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::int[], $6::text[])
+                       AS u(id, attempt, status, delay_ms, code, kind) ON u.id = x.id
+                ON CONFLICT DO NOTHING
+                RETURNING webhook_id, status, id),
+              moved AS (
+                UPDATE deliveries d
+                   SET status = u.status, next_attempt_at = now() + $7 + u.delay_ms * interval '1 millisecond',
+                       lease_expires_at = NULL, last_status_code = u.code, last_error = u.kind, updated_at = now()
+                  FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::int[], $6::text[])
+                       AS u(id, attempt, status, delay_ms, code, kind)
+                 WHERE d.id = u.id AND d.status = $8 AND d.attempt_count = u.attempt
+                RETURNING d.webhook_id, d.status, d.id)
+         SELECT webhook_id, status, id, true FROM written
+         UNION ALL
+         SELECT webhook_id, status, id, false FROM moved"
+    ))
     .bind(&ids)
     .bind(&attempts)
     .bind(&statuses)
@@ -268,8 +295,19 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
     .bind(&kinds)
     .bind(clock.skew())
     .bind(DeliveryStatus::Delivering)
+    .bind(&journals)
+    .bind(&settled)
     .fetch_all(&mut *tx)
     .await?;
+    let inserted: std::collections::HashSet<&str> =
+        finished.iter().filter(|(_, _, _, written)| *written).map(|(_, _, id, _)| id.as_str()).collect();
+    let written: Vec<Ticket> = records
+        .iter()
+        .filter(|r| inserted.contains(r.delivery_id.as_str()))
+        .filter_map(|r| r.handover.clone())
+        .collect();
+    let finished: Vec<(String, DeliveryStatus, String)> =
+        finished.into_iter().map(|(webhook, status, id, _)| (webhook, status, id)).collect();
     let updated = finished.len() as u64;
     let moved = Moved::of(records, &finished);
     let finished: Vec<(String, DeliveryStatus)> =
@@ -287,6 +325,7 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
     promoted += crate::operational::deliveries_exhausted(&mut tx, &exhausted_ids).await?;
     promoted += crate::ordering::promote_next(&mut tx, clock, &ended).await?;
     tx.commit().await?;
+    written.iter().for_each(Ticket::written);
     Ok(Written { updated, promoted })
 }
 

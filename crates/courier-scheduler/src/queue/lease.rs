@@ -4,26 +4,52 @@
 use std::time::Duration;
 
 use courier_core::{DeliveryId, ErrorKind};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
+use crate::handover::Ticket;
 use crate::{Clock, DeliveryStatus, Result};
 
+/// A delivery a worker holds: its id, the attempt number its lease fences on, and for one ingest handed over, the
+/// ticket of the journal row that stands for it until it is written.
+#[derive(Debug, Clone)]
+pub struct Leased {
+    pub id: DeliveryId,
+    pub attempt: u32,
+    pub handover: Option<Ticket>,
+}
+
 /// Claimed deliveries as the two arrays a fenced `UPDATE … FROM unnest($1, $2)` takes: ids and attempt numbers.
-fn fencing_arrays(claimed: &[(DeliveryId, u32)]) -> (Vec<&str>, Vec<i32>) {
-    claimed.iter().map(|(id, attempt)| (id.as_str(), *attempt as i32)).unzip()
+fn fencing_arrays(claimed: &[Leased]) -> (Vec<&str>, Vec<i32>) {
+    claimed.iter().map(|l| (l.id.as_str(), l.attempt as i32)).unzip()
+}
+
+/// Writes the handed-over deliveries among `claimed` that are not written yet, as the claim would have left them,
+/// so the fenced update that follows in the same transaction moves them on. Returns their tickets, to mark written
+/// once the transaction commits.
+async fn write_handed<'a>(conn: &mut PgConnection, claimed: &'a [Leased]) -> Result<Vec<&'a Ticket>> {
+    let unwritten: Vec<(&str, i64)> =
+        claimed.iter().filter_map(|l| l.handover.as_ref().map(|t| (l.id.as_str(), t.journal()))).collect();
+    let written = super::journal::write_leased(conn, &unwritten).await?;
+    Ok(claimed
+        .iter()
+        .filter(|l| written.iter().any(|id| id == l.id.as_str()))
+        .filter_map(|l| l.handover.as_ref())
+        .collect())
 }
 
 /// Gives claimed deliveries back unattempted (shutdown, or a saturated webhook): pending again after `after`,
 /// with the attempt this claim counted taken back.
-pub async fn release(pool: &PgPool, clock: &Clock, claimed: &[(DeliveryId, u32)], after: Duration) -> Result<u64> {
+pub async fn release(pool: &PgPool, clock: &Clock, claimed: &[Leased], after: Duration) -> Result<u64> {
     crate::retry_moved(|| release_once(pool, clock, claimed, after)).await
 }
 
-async fn release_once(pool: &PgPool, clock: &Clock, claimed: &[(DeliveryId, u32)], after: Duration) -> Result<u64> {
+async fn release_once(pool: &PgPool, clock: &Clock, claimed: &[Leased], after: Duration) -> Result<u64> {
     if claimed.is_empty() {
         return Ok(0);
     }
     let (ids, attempts) = fencing_arrays(claimed);
+    let mut tx = pool.begin().await?;
+    let written = write_handed(&mut tx, claimed).await?;
     let done = sqlx::query(
         "UPDATE deliveries d
             SET status = $4, attempt_count = d.attempt_count - 1, lease_expires_at = NULL,
@@ -37,22 +63,25 @@ async fn release_once(pool: &PgPool, clock: &Clock, claimed: &[(DeliveryId, u32)
     .bind(DeliveryStatus::Pending)
     .bind(clock.skew())
     .bind(DeliveryStatus::Delivering)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
+    written.into_iter().for_each(Ticket::written);
     Ok(done.rows_affected())
 }
 
 /// Cancels claimed deliveries whose webhook turned out to be inactive, without an attempt.
-pub async fn cancel_claimed(pool: &PgPool, clock: &Clock, claimed: &[(DeliveryId, u32)]) -> Result<u64> {
+pub async fn cancel_claimed(pool: &PgPool, clock: &Clock, claimed: &[Leased]) -> Result<u64> {
     crate::retry_moved(|| cancel_claimed_once(pool, clock, claimed)).await
 }
 
-async fn cancel_claimed_once(pool: &PgPool, clock: &Clock, claimed: &[(DeliveryId, u32)]) -> Result<u64> {
+async fn cancel_claimed_once(pool: &PgPool, clock: &Clock, claimed: &[Leased]) -> Result<u64> {
     if claimed.is_empty() {
         return Ok(0);
     }
     let (ids, attempts) = fencing_arrays(claimed);
     let mut tx = pool.begin().await?;
+    let written = write_handed(&mut tx, claimed).await?;
     let cancelled: Vec<String> = sqlx::query_scalar(
         "UPDATE deliveries d
             SET status = $3, attempt_count = d.attempt_count - 1, lease_expires_at = NULL, updated_at = now()
@@ -69,6 +98,7 @@ async fn cancel_claimed_once(pool: &PgPool, clock: &Clock, claimed: &[(DeliveryI
     let ended: Vec<&str> = cancelled.iter().map(String::as_str).collect();
     crate::ordering::promote_next(&mut tx, clock, &ended).await?;
     tx.commit().await?;
+    written.into_iter().for_each(Ticket::written);
     Ok(cancelled.len() as u64)
 }
 

@@ -20,5 +20,6 @@ pub mod enqueue;
 pub mod erase;
 pub mod finish;
 pub mod history;
+pub mod journal;
 pub mod lease;
 pub mod ordering;

@@ -23,6 +23,8 @@ pub async fn drain(pool: &PgPool, short: bool) -> (i64, Duration) {
             .fetch_one(pool)
             .await
             .expect("count");
+        // Handed over by a `serve` and not written yet (a killed one's come back when their lease runs out).
+        let live = live + courier_scheduler::queue::journal::unwritten(pool).await.expect("journal");
         if live == 0 || started.elapsed() > budget {
             return (live, started.elapsed());
         }

@@ -151,11 +151,14 @@ impl Fixture {
         Running { handle: tokio::spawn(worker.clone().run(stop.clone())), stop }
     }
 
+    /// Deliveries waiting, pending or in flight, those handed over and not written yet included.
     pub(crate) async fn live_deliveries(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status IN ('waiting', 'pending', 'delivering')")
-            .fetch_one(&self.pool)
-            .await
-            .expect("count")
+        let queued: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status IN ('waiting', 'pending', 'delivering')")
+                .fetch_one(&self.pool)
+                .await
+                .expect("count");
+        queued + courier_scheduler::queue::journal::unwritten(&self.pool).await.expect("journal")
     }
 
     /// Runs `worker` until no delivery is pending or in flight ([`Fixture::settle`]), then stops it. Returns the
@@ -175,12 +178,9 @@ impl Fixture {
         let mut stepped = Vec::new();
         loop {
             assert!(tokio::time::Instant::now() < deadline, "the queue did not drain");
-            // A delivery handed over in memory is in flight, in the journal, until its first attempt writes it.
             let (live, delivering, wait_ms, scheduled_ms): (i64, i64, Option<f64>, Option<f64>) = sqlx::query_as(
-                "WITH handed AS (SELECT count(*) AS n FROM delivery_handovers h, unnest(h.delivery_ids) AS x(id)
-                                  WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.id = x.id))
-                 SELECT count(*) FILTER (WHERE status IN ('waiting', 'pending', 'delivering')) + (SELECT n FROM handed),
-                        count(*) FILTER (WHERE status = 'delivering') + (SELECT n FROM handed),
+                "SELECT count(*) FILTER (WHERE status IN ('waiting', 'pending', 'delivering')),
+                        count(*) FILTER (WHERE status = 'delivering'),
                         (extract(epoch FROM min(next_attempt_at) FILTER (WHERE status = 'pending') - (now() + $1))
                             * 1000)::float8,
                         (SELECT (extract(epoch FROM next_attempt_at - updated_at - $1) * 1000)::float8
@@ -191,6 +191,9 @@ impl Fixture {
             .fetch_one(&self.pool)
             .await
             .expect("queue state");
+            // A delivery handed over in memory is in flight, in the journal, until its first attempt writes it.
+            let handed = courier_scheduler::queue::journal::unwritten(&self.pool).await.expect("journal");
+            let (live, delivering) = (live + handed, delivering + handed);
             if live == 0 {
                 return stepped;
             }

@@ -73,13 +73,7 @@ async fn handed_over_deliveries_arrive_once_and_the_rest_are_claimed(pool: PgPoo
 
 /// Deliveries the journal holds that `deliveries` does not: handed over, not written yet.
 async fn unwritten(pool: &PgPool) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM delivery_handovers h, unnest(h.delivery_ids) AS x(id)
-          WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.id = x.id)",
-    )
-    .fetch_one(pool)
-    .await
-    .expect("journal")
+    courier_scheduler::queue::journal::unwritten(pool).await.expect("journal")
 }
 
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]

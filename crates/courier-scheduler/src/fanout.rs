@@ -26,14 +26,13 @@ pub struct Route<'a> {
 }
 
 /// Events stored and fanned out.
-#[derive(Debug)]
 pub struct EventsStored {
     /// Per event, in order: new, a repeat of a stored one, or a conflict with it.
     pub inserted: Vec<Inserted>,
     /// Per event, in order: the deliveries it fanned out to, when it was new.
     pub deliveries: Vec<Option<u64>>,
-    /// The journal row of the deliveries handed over, and how many it holds.
-    pub handed: Option<(i64, usize)>,
+    /// The journal row of the deliveries handed over, and those deliveries.
+    pub(crate) handed: Option<(i64, Vec<crate::queue::enqueue::Handed>)>,
 }
 
 /// Inserts `events` for `owner` (`routes[i]` routes `events[i]`) and fans out those that are new, in the caller's

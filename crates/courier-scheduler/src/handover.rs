@@ -134,36 +134,16 @@ impl Ticket {
     }
 }
 
-/// The deliveries a fan-out just handed over (journal row `journal`, holding `count`), as the worker needs them:
-/// their webhooks from the database (in the transaction that stored them), their events from memory.
-pub(crate) async fn load(
-    conn: &mut sqlx::PgConnection,
-    (journal, count): (i64, usize),
+/// The deliveries a fan-out just handed over (journal row `journal`) as the worker takes them, their events from
+/// memory, each with its share of the journal row.
+pub(crate) fn claimed(
+    (journal, handed): (i64, Vec<crate::queue::enqueue::Handed>),
     reserved: &Reserved,
     events: &std::collections::HashMap<&str, &courier_core::Event>,
 ) -> crate::Result<Vec<ClaimedDelivery>> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        id: String,
-        event_id: String,
-        max_attempts: i32,
-        trace_parent: Option<String>,
-        #[sqlx(flatten)]
-        webhook: crate::claim::WebhookRow,
-    }
-    let rows: Vec<Row> = sqlx::query_as(concat!(
-        "SELECT d.id, d.event_id, d.max_attempts, d.trace_parent, ",
-        crate::claim::webhook_columns!(),
-        " FROM (SELECT x.* FROM delivery_handovers h, ",
-        crate::queue::journal::journal_deliveries!(),
-        "        WHERE h.id = $1) d
-           JOIN webhooks w ON w.id = d.webhook_id"
-    ))
-    .bind(journal)
-    .fetch_all(&mut *conn)
-    .await?;
-    let ticket = Ticket::new(journal, count, reserved.settled.clone());
-    rows.into_iter()
+    let ticket = Ticket::new(journal, handed.len(), reserved.settled.clone());
+    handed
+        .into_iter()
         .filter_map(|row| events.get(row.event_id.as_str()).map(|event| (row, (*event).clone())))
         .map(|(row, event)| {
             let row_name = format!("delivery {}", row.id);

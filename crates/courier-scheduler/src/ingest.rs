@@ -279,7 +279,7 @@ async fn store(
         .collect();
     let mut leased = Vec::new();
     if let (Some(handed), Some(lease)) = (handed, lease) {
-        leased = crate::handover::load(conn, handed, lease, &new_events).await?;
+        leased = crate::handover::claimed(handed, lease, &new_events)?;
         lease.leased += leased.len();
     }
     let fanned: HashMap<&str, u64> = inserted

@@ -15,13 +15,18 @@ pub struct QueueStats {
     pub lag_seconds: f64,
 }
 
-/// Reads [`QueueStats`] through the claim's partial index, so it costs nothing in finished rows.
+/// Reads [`QueueStats`] through the claim's partial index and the handover's journal, so it costs nothing in
+/// finished rows.
 pub async fn queue_stats(db: impl PgExecutor<'_>) -> Result<QueueStats> {
     let (due, scheduled, lag): (i64, i64, f64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE due_at <= now()),
                 count(*) FILTER (WHERE due_at > now()),
                 COALESCE(extract(epoch FROM now() - min(due_at) FILTER (WHERE due_at <= now()))::float8, 0)
-         FROM deliveries_live WHERE due_at IS NOT NULL",
+         FROM (SELECT due_at FROM deliveries_live WHERE due_at IS NOT NULL
+               UNION ALL
+               -- Handed over in memory and not written yet: held by the handover's lease (`queue::journal`).
+               SELECT h.lease_expires_at FROM delivery_handovers h, unnest(h.delivery_ids) AS x(id)
+                WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.id = x.id)) q",
     )
     .fetch_one(db)
     .await?;

@@ -82,6 +82,17 @@ macro_rules! webhook_columns {
 }
 pub(crate) use webhook_columns;
 
+/// A [`WebhookRow`] where the row may have none (its `webhook_id` NULL): fan-out returns one for the deliveries it
+/// hands over only.
+pub(crate) struct MaybeWebhook(pub(crate) Option<WebhookRow>);
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for MaybeWebhook {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> sqlx::Result<Self> {
+        let id: Option<String> = sqlx::Row::try_get(row, "webhook_id")?;
+        Ok(Self(id.map(|_| WebhookRow::from_row(row)).transpose()?))
+    }
+}
+
 impl WebhookRow {
     pub(crate) fn parse(self, row_name: &str) -> Result<ClaimedWebhook> {
         let webhook = WebhookId::parse(&self.webhook_id).map_err(corrupt(row_name, "webhook id"))?;

@@ -27,12 +27,12 @@ pub struct FanoutEvent<'a> {
 }
 
 /// What one fan-out enqueued.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Enqueued {
     /// Deliveries per event, in the order of the events.
     pub counts: Vec<u64>,
-    /// The journal row of the deliveries handed over (see [`crate::handover`]), and how many it holds.
-    pub handed: Option<(i64, usize)>,
+    /// The journal row of the deliveries handed over (see [`crate::handover`]), and those deliveries.
+    pub(crate) handed: Option<(i64, Vec<Handed>)>,
 }
 
 // Long because it is one set-based statement (which webhooks, which wait, which are leased, in what order) and its
@@ -65,7 +65,7 @@ pub async fn fan_out(
     // Per-call ordering (see `super::ordering`): a delivery to an ordered webhook waits when its call already has a
     // live delivery there, or an earlier event of this statement does. `call_seq` is this statement's sequence
     // number (statement order) then the event's position (array order; group commit appends requests in order).
-    let rows: Vec<(String, String, Option<i64>)> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query_as(concat!(
         "WITH e AS (SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $10::text[],
                                     $12::text[], $15::timestamptz[])
                              WITH ORDINALITY AS e(id, event_type, call_id, trace_parent, about, only_to, received_at,
@@ -129,11 +129,21 @@ pub async fn fan_out(
               FROM leased WHERE handed
             HAVING count(*) > 0
             RETURNING id
+         ),
+         -- Those handed over come back with what the worker needs of them (the events it has in memory).
+         fanned AS (
+            SELECT event_id, id, NULL::bigint AS journal, NULL::int AS max_attempts, NULL::text AS trace_parent,
+                   NULL::text AS webhook_id, NULL::bool AS include_transcript, NULL::bool AS include_metrics
+              FROM inserted
+            UNION ALL
+            SELECT l.event_id, l.id, j.id, l.max_attempts, l.trace_parent, l.webhook_id, l.include_transcript,
+                   l.include_metrics
+              FROM leased l, journal j WHERE l.handed
          )
-         SELECT event_id, id, NULL::bigint AS journal FROM inserted
-         UNION ALL
-         SELECT l.event_id, l.id, j.id FROM leased l, journal j WHERE l.handed",
-    )
+         SELECT d.event_id, d.id, d.journal, d.max_attempts, d.trace_parent, ",
+        crate::claim::webhook_columns!(),
+        " FROM fanned d LEFT JOIN webhooks w ON d.journal IS NOT NULL AND w.id = d.webhook_id"
+    ))
     .bind(owner.tenant.as_uuid())
     .bind(owner.environment.as_str())
     .bind(&ids)
@@ -152,13 +162,42 @@ pub async fn fan_out(
     .fetch_all(&mut *conn)
     .await?;
     let mut per_event: HashMap<&str, u64> = HashMap::new();
-    for (event, _, _) in &rows {
-        *per_event.entry(event.as_str()).or_default() += 1;
+    for row in &rows {
+        *per_event.entry(row.event_id.as_str()).or_default() += 1;
     }
     let counts = events.iter().map(|e| per_event.get(e.id.as_str()).copied().unwrap_or(0)).collect();
-    let journal = rows.iter().find_map(|(_, _, journal)| *journal);
-    let handed = rows.iter().filter(|(_, _, journal)| journal.is_some()).count();
+    drop(per_event);
+    let journal = rows.iter().find_map(|row| row.journal);
+    let handed = rows
+        .into_iter()
+        .filter_map(|row| {
+            let (Some(max_attempts), Some(webhook)) = (row.max_attempts, row.webhook.0) else { return None };
+            Some(Handed { id: row.id, event_id: row.event_id, max_attempts, trace_parent: row.trace_parent, webhook })
+        })
+        .collect();
     Ok(Enqueued { counts, handed: journal.map(|id| (id, handed)) })
+}
+
+/// One row of [`fan_out`]'s statement: a delivery, and for one handed over its journal row and what the worker
+/// needs of it.
+#[derive(sqlx::FromRow)]
+struct Row {
+    event_id: String,
+    id: String,
+    journal: Option<i64>,
+    max_attempts: Option<i32>,
+    trace_parent: Option<String>,
+    #[sqlx(flatten)]
+    webhook: crate::claim::MaybeWebhook,
+}
+
+/// A delivery fan-out handed over, as the worker needs it but for its event (which ingest has in memory).
+pub(crate) struct Handed {
+    pub(crate) id: String,
+    pub(crate) event_id: String,
+    pub(crate) max_attempts: i32,
+    pub(crate) trace_parent: Option<String>,
+    pub(crate) webhook: crate::claim::WebhookRow,
 }
 
 /// Where a replay's settings come from: the webhook joined as `w` (its settings now), or columns the caller's `d`

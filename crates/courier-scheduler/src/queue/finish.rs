@@ -172,8 +172,8 @@ async fn record_refused(
 }
 
 /// One transaction: the attempt rows (as `detail` says) and every delivery's next state.
-// Long because it turns one batch into the column arrays of two set-based statements in one pass; split, the
-// arrays would have to travel between functions.
+// Long because it turns one batch into the column arrays of one set-based statement in one pass; split, the arrays
+// would have to travel between functions.
 async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: Detail<'_>) -> Result<Written> {
     if records.is_empty() {
         return Ok(Written::default());
@@ -232,36 +232,22 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
     }
 
     let mut tx = pool.begin().await?;
-    if detail != Detail::None {
-        sqlx::query(
-            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error_kind,
-                                            error_message, response_body, response_truncated, signature_timestamp)
-             SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::text[],
-                                  $7::text[], $8::bytea[], $9::bool[], $10::bigint[])
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&ids)
-        .bind(&attempts)
-        .bind(&started)
-        .bind(&durations)
-        .bind(&codes)
-        .bind(&kinds)
-        .bind(&messages)
-        .bind(&bodies)
-        .bind(&truncated)
-        .bind(&timestamps)
-        .execute(&mut *tx)
-        .await?;
-    }
     // Retry times come from the database's clock, like the claim's `now()`: workers' clocks may disagree. A delivery
     // handed over by ingest is written here for the first time, from its journal row (`super::journal`), which the
     // statement holds `FOR KEY SHARE` so the sweep cannot write it too; a row already written by an earlier run of
     // this batch (its commit was lost to the client) is left alone by `ON CONFLICT`. Journal rows whose deliveries
-    // are all written go in the same statement.
+    // are all written go in the same statement, and so do the attempts (unless `detail` keeps none).
     let journals: Vec<i64> = records.iter().filter_map(|r| r.handover.as_ref().map(Ticket::journal)).collect();
     let settled = records.iter().find_map(|r| r.handover.as_ref()).map(Ticket::take_settled).unwrap_or_default();
     let finished: Vec<(String, DeliveryStatus, String, bool)> = sqlx::query_as(concat!(
         "WITH forgotten AS (DELETE FROM delivery_handovers WHERE id = ANY ($10)),
+              attempted AS (
+                INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error_kind,
+                                               error_message, response_body, response_truncated, signature_timestamp)
+                SELECT * FROM unnest($1::text[], $2::int[], $11::timestamptz[], $12::int[], $5::int[], $6::text[],
+                                     $13::text[], $14::bytea[], $15::bool[], $16::bigint[])
+                 WHERE $17
+                ON CONFLICT DO NOTHING),
               written AS (
                 INSERT INTO deliveries (",
         super::journal::journal_columns!(),
@@ -297,6 +283,13 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
     .bind(DeliveryStatus::Delivering)
     .bind(&journals)
     .bind(&settled)
+    .bind(&started)
+    .bind(&durations)
+    .bind(&messages)
+    .bind(&bodies)
+    .bind(&truncated)
+    .bind(&timestamps)
+    .bind(detail != Detail::None)
     .fetch_all(&mut *tx)
     .await?;
     let inserted: std::collections::HashSet<&str> =

@@ -124,3 +124,13 @@ pub async fn recover(pool: &PgPool, clock: &Clock) -> Result<u64> {
     }
     Ok(written as u64)
 }
+
+/// How many deliveries are handed over and not written yet: in flight, though not in `deliveries`.
+pub async fn unwritten(db: impl sqlx::PgExecutor<'_>) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM delivery_handovers h, unnest(h.delivery_ids) AS x(id)
+          WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.id = x.id)",
+    )
+    .fetch_one(db)
+    .await?)
+}

@@ -21,6 +21,8 @@ pub(crate) const OWNERS: &[(&str, &str)] = &[
     // of it (or the sweep) deletes it.
     ("delivery_handovers", "crates/courier-scheduler/src/queue/"),
     ("delivery_attempts", "crates/courier-scheduler/src/queue/finish.rs"),
+    // The statement `finish` runs for a batch of attempts.
+    ("delivery_attempts", "crates/courier-scheduler/src/queue/record.rs"),
     // Attempts go when their deliveries are erased (no foreign key cascades across partitions).
     ("delivery_attempts", "crates/courier-scheduler/src/queue/erase.rs"),
     // A day's drop keeps the attempts of its deliveries still live, moved to the DEFAULT partition.

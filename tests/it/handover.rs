@@ -114,6 +114,10 @@ async fn deliveries_handed_to_a_worker_that_never_took_them_are_claimed_when_the
 }
 
 fn succeeded(d: &courier_scheduler::ClaimedDelivery) -> courier_scheduler::AttemptRecord {
+    attempt(d, courier_core::Next::Succeeded)
+}
+
+fn attempt(d: &courier_scheduler::ClaimedDelivery, next: courier_core::Next) -> courier_scheduler::AttemptRecord {
     courier_scheduler::AttemptRecord {
         delivery_id: d.id.clone(),
         webhook_id: d.webhook.id.clone(),
@@ -124,7 +128,7 @@ fn succeeded(d: &courier_scheduler::ClaimedDelivery) -> courier_scheduler::Attem
         error_message: None,
         response_body: None,
         signature_timestamp: 0,
-        next: courier_core::Next::Succeeded,
+        next,
         ordered: d.ordered,
         handover: d.handover.clone(),
     }
@@ -167,4 +171,46 @@ async fn a_handed_over_delivery_is_written_once_by_its_record_or_by_the_sweep(po
     assert_eq!(rows, vec![("succeeded".to_owned(), 1); 2]);
     assert_eq!(attempts, 2);
     assert_eq!(unwritten(&pool).await, 0);
+}
+
+/// A record run again after its first run committed (the answer lost, a split batch retried) writes nothing twice,
+/// even once its delivery has moved on (retried, claimed again); and erasing the tenant takes the deliveries its
+/// journal still holds, so neither a late record nor the sweep brings them back.
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_record_run_twice_writes_once_and_an_erased_tenants_journal_brings_nothing_back(pool: PgPool) {
+    use courier_scheduler::queue::journal;
+    let f = Fixture::new(pool.clone()).await;
+    f.webhook("http://127.0.0.1:9/hook", 3).await;
+    let (handover, mut handed) =
+        courier_scheduler::handover::Handover::new(8, Duration::from_millis(800), f.clock.clone());
+    let ingest = ingest(&pool, handover);
+    ingest.submit(f.owner, Fixture::call_events("t", 2), None).await.expect("ingest");
+    let a = handed.try_recv().expect("first").delivery;
+    let b = handed.try_recv().expect("second").delivery;
+
+    let retry = attempt(&a, courier_core::Next::Retry { after: Duration::from_millis(10) });
+    let record = |r| courier_scheduler::record(&f.pool, &f.clock, std::slice::from_ref(r));
+    assert_eq!(record(&retry).await.expect("record").updated, 1);
+    f.clock.advance(Duration::from_millis(20));
+    let claimed =
+        courier_scheduler::claim(&pool, &f.clock, 8, Duration::from_secs(30), courier_scheduler::Skip::default())
+            .await
+            .expect("claim");
+    assert_eq!(claimed.len(), 1, "the retry is claimed again");
+    assert_eq!(record(&retry).await.expect("again").updated, 0, "the first attempt's record, run again");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE id = $1")
+        .bind(a.id.as_str())
+        .fetch_one(&pool)
+        .await
+        .expect("rows");
+    assert_eq!(rows, 1, "one row, the claim's");
+
+    let erased = courier_scheduler::retention::purge_tenant(&pool, f.owner.tenant, None).await.expect("purge");
+    assert!(erased.events >= 2, "{erased:?}");
+    assert_eq!(unwritten(&pool).await, 0, "the journal went with the tenant");
+    assert_eq!(record(&succeeded(&b)).await.expect("late").updated, 0, "a late record writes nothing");
+    f.clock.advance(Duration::from_secs(1));
+    assert_eq!(journal::recover(&pool, &f.clock).await.expect("sweep"), 0, "nor does the sweep");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries").fetch_one(&pool).await.expect("rows");
+    assert_eq!(left, 0, "nothing of the tenant came back");
 }

@@ -128,9 +128,43 @@ impl Ticket {
         }
     }
 
+    /// Journal rows taken for deleting whose transaction did not commit: settled still.
+    pub(crate) fn give_back(&self, ids: Vec<i64>) {
+        self.0.settled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(ids);
+    }
+
     /// The journal rows settled so far, taken for deleting.
     pub(crate) fn take_settled(&self) -> Vec<i64> {
         std::mem::take(&mut *self.0.settled.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+/// Journal rows whose deliveries are all written, taken for a batch to delete; given back unless it commits.
+pub(crate) struct Settled<'a> {
+    pub(crate) ids: Vec<i64>,
+    from: Option<&'a Ticket>,
+}
+
+impl<'a> Settled<'a> {
+    /// From any of `tickets` (they share the handover's list).
+    pub(crate) fn take(mut tickets: impl Iterator<Item = &'a Ticket>) -> Self {
+        let from = tickets.next();
+        Self { ids: from.map(Ticket::take_settled).unwrap_or_default(), from }
+    }
+
+    /// The batch committed: they are gone.
+    pub(crate) fn deleted(mut self) {
+        self.ids.clear();
+    }
+}
+
+impl Drop for Settled<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.from
+            && !self.ids.is_empty()
+        {
+            ticket.give_back(std::mem::take(&mut self.ids));
+        }
     }
 }
 

@@ -292,7 +292,9 @@ impl Worker {
     async fn sweep(&self) -> Result<()> {
         // First, so that deliveries a crashed process had handed over and never recorded are queued, leases run out,
         // and those on their last attempt fail in the next statement.
-        courier_scheduler::queue::journal::recover(&self.pool, &self.clock).await?;
+        if let Err(err) = courier_scheduler::queue::journal::recover(&self.pool, &self.clock).await {
+            tracing::warn!(error = %err, "writing back handed-over deliveries whose lease ran out failed");
+        }
         lease::fail_exhausted_leases(&self.pool, &self.clock).await?;
         ordering::promote_stranded(&self.pool, &self.clock).await?;
         rate::forget_old_windows(&self.pool).await?;

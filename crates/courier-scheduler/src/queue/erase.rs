@@ -66,15 +66,21 @@ pub async fn expire_batch(pool: &PgPool, clock: &Clock, default_days: u32) -> Re
 /// Deletes up to `batch` of the tenant's deliveries of events received before `before` (for ids made before
 /// migration 0023: made before it), whatever became of the events, with their attempts; returns how many.
 pub async fn deliveries_of_tenant(pool: &PgPool, tenant: TenantId, before: DateTime<Utc>, batch: i64) -> Result<u64> {
+    // Handed over and not written yet: nothing of the tenant's may come back from the journal. First, and in a
+    // statement of its own: it waits for a record writing from one of these rows, whose delivery the next
+    // statement's snapshot then sees.
+    sqlx::query("DELETE FROM delivery_handovers WHERE tenant_id = $1 AND created_at < $2")
+        .bind(tenant.as_uuid())
+        .bind(before)
+        .execute(pool)
+        .await?;
     // Ids carry their event's time, so `before` is an id bound, which prunes the log to the days before it.
     let deleted: i64 = sqlx::query_scalar(
         "WITH doomed AS (
             SELECT id, status FROM deliveries WHERE tenant_id = $1 AND id < courier_id_floor('dlv_', $2) LIMIT $3),
          d AS (
             DELETE FROM deliveries d USING doomed x WHERE d.id = x.id AND d.status = x.status RETURNING d.id),
-         a AS (DELETE FROM delivery_attempts a USING d WHERE a.delivery_id = d.id),
-         -- Handed over and not written yet: nothing of the tenant's may come back from the journal.
-         j AS (DELETE FROM delivery_handovers WHERE tenant_id = $1 AND created_at < $2)
+         a AS (DELETE FROM delivery_attempts a USING d WHERE a.delivery_id = d.id)
          SELECT count(*) FROM d",
     )
     .bind(tenant.as_uuid())
@@ -92,6 +98,18 @@ pub async fn deliveries_of_events(conn: &mut PgConnection, keys: &[(Owner, Event
     let tenants: Vec<uuid::Uuid> = keys.iter().map(|(owner, _)| owner.tenant.as_uuid()).collect();
     let environments: Vec<&str> = keys.iter().map(|(owner, _)| owner.environment.as_str()).collect();
     let ids: Vec<&str> = keys.iter().map(|(_, id)| id.as_str()).collect();
+    // The journal rows of deliveries of these events not written yet go first, in a statement of their own, as in
+    // `deliveries_of_tenant`. A journal row holds one ingest transaction's fan-out, so it holds events of one age.
+    sqlx::query(
+        "DELETE FROM delivery_handovers h
+          WHERE EXISTS (SELECT 1 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS x(tenant_id, environment, id)
+                         WHERE h.tenant_id = x.tenant_id AND h.environment = x.environment AND x.id = ANY (h.event_ids))",
+    )
+    .bind(&tenants)
+    .bind(&environments)
+    .bind(&ids)
+    .execute(&mut *conn)
+    .await?;
     let deleted: i64 = sqlx::query_scalar(
         "WITH d AS (
             DELETE FROM deliveries d USING unnest($1::uuid[], $2::text[], $3::text[]) AS x(tenant_id, environment, id)

@@ -14,7 +14,7 @@ use courier_core::{AttemptResult, DeliveryId, Next, ResponseBody, WebhookId};
 use courier_store::webhooks::{DisabledReason, state};
 use sqlx::PgPool;
 
-use crate::handover::Ticket;
+use crate::handover::{Settled, Ticket};
 use crate::{Clock, DeliveryStatus, Error, Result};
 
 /// The most of an error message kept on record, in bytes.
@@ -232,66 +232,49 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
     }
 
     let mut tx = pool.begin().await?;
-    // Retry times come from the database's clock, like the claim's `now()`: workers' clocks may disagree. A delivery
-    // handed over by ingest is written here for the first time, from its journal row (`super::journal`), which the
-    // statement holds `FOR KEY SHARE` so the sweep cannot write it too; a row already written by an earlier run of
-    // this batch (its commit was lost to the client) is left alone by `ON CONFLICT`. Journal rows whose deliveries
-    // are all written go in the same statement, and so do the attempts (unless `detail` keeps none).
     let journals: Vec<i64> = records.iter().filter_map(|r| r.handover.as_ref().map(Ticket::journal)).collect();
-    let settled = records.iter().find_map(|r| r.handover.as_ref()).map(Ticket::take_settled).unwrap_or_default();
-    let finished: Vec<(String, DeliveryStatus, String, bool)> = sqlx::query_as(concat!(
-        "WITH forgotten AS (DELETE FROM delivery_handovers WHERE id = ANY ($10)),
-              attempted AS (
-                INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error_kind,
-                                               error_message, response_body, response_truncated, signature_timestamp)
-                SELECT * FROM unnest($1::text[], $2::int[], $11::timestamptz[], $12::int[], $5::int[], $6::text[],
-                                     $13::text[], $14::bytea[], $15::bool[], $16::bigint[])
-                 WHERE $17
-                ON CONFLICT DO NOTHING),
-              written AS (
-                INSERT INTO deliveries (",
-        super::journal::journal_columns!(),
-        ", next_attempt_at, last_status_code, last_error)
-                SELECT ",
-        super::journal::journal_values!(),
-        ", u.status, u.attempt, NULL, now() + $7 + u.delay_ms * interval '1 millisecond', u.code, u.kind
-                  FROM (SELECT * FROM delivery_handovers WHERE id = ANY ($9) FOR KEY SHARE) h, ",
-        super::journal::journal_deliveries!(),
-        "         JOIN unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::int[], $6::text[])
-                       AS u(id, attempt, status, delay_ms, code, kind) ON u.id = x.id
-                ON CONFLICT DO NOTHING
-                RETURNING webhook_id, status, id),
-              moved AS (
-                UPDATE deliveries d
-                   SET status = u.status, next_attempt_at = now() + $7 + u.delay_ms * interval '1 millisecond',
-                       lease_expires_at = NULL, last_status_code = u.code, last_error = u.kind, updated_at = now()
-                  FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::int[], $6::text[])
-                       AS u(id, attempt, status, delay_ms, code, kind)
-                 WHERE d.id = u.id AND d.status = $8 AND d.attempt_count = u.attempt
-                RETURNING d.webhook_id, d.status, d.id)
-         SELECT webhook_id, status, id, true FROM written
-         UNION ALL
-         SELECT webhook_id, status, id, false FROM moved"
-    ))
-    .bind(&ids)
-    .bind(&attempts)
-    .bind(&statuses)
-    .bind(&delays)
-    .bind(&codes)
-    .bind(&kinds)
-    .bind(clock.skew())
-    .bind(DeliveryStatus::Delivering)
-    .bind(&journals)
-    .bind(&settled)
-    .bind(&started)
-    .bind(&durations)
-    .bind(&messages)
-    .bind(&bodies)
-    .bind(&truncated)
-    .bind(&timestamps)
-    .bind(detail != Detail::None)
-    .fetch_all(&mut *tx)
-    .await?;
+    let settled = Settled::take(records.iter().filter_map(|r| r.handover.as_ref()));
+    let mut finished: Vec<(String, DeliveryStatus, String, bool)> = sqlx::query_as(super::record::RECORD)
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&statuses)
+        .bind(&delays)
+        .bind(&codes)
+        .bind(&kinds)
+        .bind(clock.skew())
+        .bind(DeliveryStatus::Delivering)
+        .bind(&journals)
+        .bind(&settled.ids)
+        .bind(&started)
+        .bind(&durations)
+        .bind(&messages)
+        .bind(&bodies)
+        .bind(&truncated)
+        .bind(&timestamps)
+        .bind(detail != Detail::None)
+        .fetch_all(&mut *tx)
+        .await?;
+    // A handed-over delivery neither written nor moved: its journal row went to the sweep while this statement
+    // waited for it, and the row the sweep wrote is newer than the statement's snapshot. Look again.
+    let stray: Vec<usize> = (0..n)
+        .filter(|&i| records[i].handover.is_some())
+        .filter(|&i| !finished.iter().any(|(_, _, id, _)| id == records[i].delivery_id.as_str()))
+        .collect();
+    if !stray.is_empty() {
+        let pick = |i: &usize| *i;
+        let again: Vec<(String, DeliveryStatus, String, bool)> = sqlx::query_as(super::record::MOVE_AGAIN)
+            .bind(stray.iter().map(pick).map(|i| ids[i]).collect::<Vec<_>>())
+            .bind(stray.iter().map(pick).map(|i| attempts[i]).collect::<Vec<_>>())
+            .bind(stray.iter().map(pick).map(|i| statuses[i]).collect::<Vec<_>>())
+            .bind(stray.iter().map(pick).map(|i| delays[i]).collect::<Vec<_>>())
+            .bind(stray.iter().map(pick).map(|i| codes[i]).collect::<Vec<_>>())
+            .bind(stray.iter().map(pick).map(|i| kinds[i]).collect::<Vec<_>>())
+            .bind(clock.skew())
+            .bind(DeliveryStatus::Delivering)
+            .fetch_all(&mut *tx)
+            .await?;
+        finished.extend(again);
+    }
     let inserted: std::collections::HashSet<&str> =
         finished.iter().filter(|(_, _, _, written)| *written).map(|(_, _, id, _)| id.as_str()).collect();
     let written: Vec<Ticket> = records
@@ -318,6 +301,7 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
     promoted += crate::operational::deliveries_exhausted(&mut tx, &exhausted_ids).await?;
     promoted += crate::ordering::promote_next(&mut tx, clock, &ended).await?;
     tx.commit().await?;
+    settled.deleted();
     written.iter().for_each(Ticket::written);
     Ok(Written { updated, promoted })
 }

@@ -82,6 +82,18 @@ const RECOVER_BATCH: i64 = 100;
 /// those with no attempt left ([`ErrorKind::LeaseExpired`]), and deletes the rows. Returns how many deliveries it
 /// wrote (wake the workers).
 pub async fn recover(pool: &PgPool, clock: &Clock) -> Result<u64> {
+    let mut written = 0;
+    loop {
+        let (rows, deliveries) = recover_batch(pool, clock).await?;
+        written += deliveries;
+        if rows < RECOVER_BATCH as usize {
+            return Ok(written);
+        }
+    }
+}
+
+/// One batch of [`recover`]: how many journal rows it took, and how many deliveries it wrote.
+async fn recover_batch(pool: &PgPool, clock: &Clock) -> Result<(usize, u64)> {
     let mut tx = sqlx::Acquire::begin(pool).await?;
     // Taken first, skipping rows a worker is writing from: once this commits, a worker finds no row and writes
     // nothing. What the workers wrote before is visible to the next statement, which takes a snapshot of its own.
@@ -94,7 +106,7 @@ pub async fn recover(pool: &PgPool, clock: &Clock) -> Result<u64> {
     .fetch_all(&mut *tx)
     .await?;
     if expired.is_empty() {
-        return Ok(0);
+        return Ok((0, 0));
     }
     let written: i64 = sqlx::query_scalar(concat!(
         "WITH h AS (DELETE FROM delivery_handovers WHERE id = ANY ($1) RETURNING *),
@@ -122,7 +134,7 @@ pub async fn recover(pool: &PgPool, clock: &Clock) -> Result<u64> {
             "handed-over deliveries whose lease ran out unrecorded were written back to the queue"
         );
     }
-    Ok(written as u64)
+    Ok((expired.len(), written as u64))
 }
 
 /// How many deliveries are handed over and not written yet: in flight, though not in `deliveries`.

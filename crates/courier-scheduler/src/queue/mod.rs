@@ -23,3 +23,4 @@ pub mod history;
 pub mod journal;
 pub mod lease;
 pub mod ordering;
+pub mod record;

@@ -134,6 +134,21 @@ fn attempt(d: &courier_scheduler::ClaimedDelivery, next: courier_core::Next) -> 
     }
 }
 
+/// Two events to one webhook, handed over by ingest to a worker that is this test (lease 800 ms).
+async fn two_handed_over(
+    f: &Fixture,
+    prefix: &str,
+) -> (courier_scheduler::ClaimedDelivery, courier_scheduler::ClaimedDelivery) {
+    f.webhook("http://127.0.0.1:9/hook", 3).await;
+    let (handover, mut handed) =
+        courier_scheduler::handover::Handover::new(8, Duration::from_millis(800), f.clock.clone());
+    let ingest = ingest(&f.pool, handover);
+    ingest.submit(f.owner, Fixture::call_events(prefix, 2), None).await.expect("ingest");
+    let a = handed.try_recv().expect("first").delivery;
+    let b = handed.try_recv().expect("second").delivery;
+    (a, b)
+}
+
 /// A handed-over delivery is written once, whoever comes first: its record (in its state after the attempt; the
 /// same record again changes nothing), or the sweep once its lease ran out (as the claim would have left it), after
 /// which a late record finishes it through the fenced update, as any late record of a lease nobody claimed again.
@@ -141,13 +156,7 @@ fn attempt(d: &courier_scheduler::ClaimedDelivery, next: courier_core::Next) -> 
 async fn a_handed_over_delivery_is_written_once_by_its_record_or_by_the_sweep(pool: PgPool) {
     use courier_scheduler::queue::journal;
     let f = Fixture::new(pool.clone()).await;
-    f.webhook("http://127.0.0.1:9/hook", 3).await;
-    let (handover, mut handed) =
-        courier_scheduler::handover::Handover::new(8, Duration::from_millis(800), f.clock.clone());
-    let ingest = ingest(&pool, handover);
-    ingest.submit(f.owner, Fixture::call_events("w", 2), None).await.expect("ingest");
-    let a = handed.try_recv().expect("first").delivery;
-    let b = handed.try_recv().expect("second").delivery;
+    let (a, b) = two_handed_over(&f, "w").await;
     assert!(a.handover.is_some() && b.handover.is_some());
 
     let (a, b) = (succeeded(&a), succeeded(&b));
@@ -180,13 +189,7 @@ async fn a_handed_over_delivery_is_written_once_by_its_record_or_by_the_sweep(po
 async fn a_record_run_twice_writes_once_and_an_erased_tenants_journal_brings_nothing_back(pool: PgPool) {
     use courier_scheduler::queue::journal;
     let f = Fixture::new(pool.clone()).await;
-    f.webhook("http://127.0.0.1:9/hook", 3).await;
-    let (handover, mut handed) =
-        courier_scheduler::handover::Handover::new(8, Duration::from_millis(800), f.clock.clone());
-    let ingest = ingest(&pool, handover);
-    ingest.submit(f.owner, Fixture::call_events("t", 2), None).await.expect("ingest");
-    let a = handed.try_recv().expect("first").delivery;
-    let b = handed.try_recv().expect("second").delivery;
+    let (a, b) = two_handed_over(&f, "t").await;
 
     let retry = attempt(&a, courier_core::Next::Retry { after: Duration::from_millis(10) });
     let record = |r| courier_scheduler::record(&f.pool, &f.clock, std::slice::from_ref(r));

@@ -64,13 +64,19 @@ async fn fail_over(pair: &mut Pair, api: &str, key: &str, emitted: &Arc<Mutex<Em
     Failover { without_primary, recovered_after_promotion, reattached_in: begun.elapsed() }
 }
 
-/// The deliveries leased at this moment (by either process).
+/// The deliveries leased at this moment (by either process): claimed, or handed over by `serve` and not written
+/// yet (in its journal).
 async fn leased(url: &str) -> Vec<String> {
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.expect("connect to the primary");
-    sqlx::query_scalar("SELECT id FROM deliveries WHERE status = 'delivering'")
-        .fetch_all(&mut conn)
-        .await
-        .expect("leased deliveries")
+    sqlx::query_scalar(
+        "SELECT id FROM deliveries WHERE status = 'delivering'
+         UNION ALL
+         SELECT x.id FROM delivery_handovers h, unnest(h.delivery_ids) AS x(id)
+          WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.id = x.id)",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("leased deliveries")
 }
 
 /// Accepted events the receiver never got, duplicates it got, and of the deliveries leased when the worker died
@@ -81,7 +87,9 @@ async fn verdict(pool: &sqlx::PgPool, emitted: &Emitted, flaky: &Flaky, leased: 
     let lost = emitted.accepted.iter().filter(|id| !delivered.contains_key(*id)).count();
     let duplicates: usize = delivered.values().map(|n| n - 1).sum();
     let unfinished: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM deliveries WHERE id = ANY ($1) AND status IN ('waiting', 'pending', 'delivering')",
+        "SELECT (SELECT count(*) FROM deliveries WHERE id = ANY ($1) AND status IN ('waiting', 'pending', 'delivering'))
+              + (SELECT count(*) FROM delivery_handovers h, unnest(h.delivery_ids) AS x(id)
+                  WHERE x.id = ANY ($1) AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.id = x.id))",
     )
     .bind(leased)
     .fetch_one(pool)
@@ -210,7 +218,7 @@ pub fn markdown(r: &Value, command: &str) -> String {
          | figure | value |\n|---|---|\n\
          | events accepted | {acc} |\n| events lost | **{lost}** |\n| deliveries stuck after the drain | **{stuck}** \
          |\n| duplicates delivered | {dup} ({share:.2} % of accepted events) |\n\
-         | deliveries leased when the worker died with the primary / of them still live after the drain | {lease} / \
+         | deliveries in flight when the worker died with the primary (claimed, or handed over by `serve` and not written yet) / of them still live after the drain | {lease} / \
          {unfinished} |\n\
          | API answers | {answers} |\n| API 5xx other than 503 | **{errors}** |\n\
          | load / drain | {load:.1} s / {drain:.1} s |\n\n\

@@ -194,6 +194,15 @@ async fn a_webhook_that_keeps_failing_is_disabled_and_a_success_resets_the_clock
     assert_eq!(n, 2);
     f.drain(&worker).await;
     assert_eq!(recovering.received().len(), 3);
+    // The statement that recorded each attempt counted it in its webhook's hour.
+    let hourly: Vec<(String, i32, i32)> =
+        sqlx::query_as("SELECT webhook_id, succeeded, failed FROM delivery_hourly ORDER BY webhook_id")
+            .fetch_all(&f.pool)
+            .await
+            .expect("hourly");
+    let mut expected = vec![(dead.id.to_string(), 0, 3), (flaky.id.to_string(), 1, 2)];
+    expected.sort();
+    assert_eq!(hourly, expected);
 
     // A minute passes on the queue's clock: the running worker's sweep disables the dead one, and only it (one
     // statement decides both).

@@ -15,13 +15,29 @@ macro_rules! fenced_update {
     };
 }
 
+/// What the deliveries in a CTE `finished` (webhook_id, status) decide for their webhooks, as two more CTEs: the
+/// hourly counts (`$succeeded` and `$failed` bind those statuses) and the end of a succeeding webhook's failure
+/// streak. In the statement that moves the deliveries, so the common batch needs no other.
+macro_rules! webhooks_moved_on {
+    ($succeeded:literal, $failed:literal) => {
+        concat!(
+            "counted AS (",
+            crate::hourly::count_finished!("finished", $succeeded, $failed),
+            "), recovered AS (",
+            courier_store::reset_failure_streak!("(SELECT webhook_id FROM finished WHERE status = ", $succeeded, ") s"),
+            ")"
+        )
+    };
+}
+
 /// A batch's one statement. Retry times come from the database's clock, like the claim's `now()`: workers' clocks
 /// may disagree. The attempts go first (unless `$17` is false: no attempt row). A delivery handed over by ingest is
 /// written here for the first time, from its journal row (`super::journal`), which the statement holds `FOR KEY
 /// SHARE` so the sweep cannot write it too, and only when this statement stored its attempt: a record run again
 /// after its first run committed (a commit whose answer was lost, a split batch retried) finds its attempt stored
 /// and writes nothing twice, whatever became of the delivery since. Stored deliveries move through the fenced
-/// update. Journal rows whose deliveries are all written (`$10`) go too.
+/// update. Journal rows whose deliveries are all written (`$10`) go too, and the webhooks of the written and moved
+/// rows are counted and their streaks ended ([`webhooks_moved_on`], `$18` succeeded, `$19` failed).
 pub(crate) const RECORD: &str = concat!(
     "WITH forgotten AS (DELETE FROM delivery_handovers WHERE id = ANY ($10)),
           attempted AS (
@@ -49,12 +65,20 @@ pub(crate) const RECORD: &str = concat!(
             RETURNING webhook_id, status, id),
           moved AS (",
     fenced_update!(),
-    ")
-     SELECT webhook_id, status, id, true FROM written
-     UNION ALL
-     SELECT webhook_id, status, id, false FROM moved"
+    "),
+          finished AS (SELECT webhook_id, status, id, true AS written FROM written
+                       UNION ALL
+                       SELECT webhook_id, status, id, false FROM moved), ",
+    webhooks_moved_on!("$18", "$19"),
+    " SELECT webhook_id, status, id, written FROM finished"
 );
 
-/// The fenced update alone, in a statement (and a snapshot) of its own.
-pub(crate) const MOVE_AGAIN: &str =
-    concat!("WITH moved AS (", fenced_update!(), ") SELECT webhook_id, status, id, false FROM moved");
+/// The fenced update alone, in a statement (and a snapshot) of its own, with what it decides for the webhooks.
+pub(crate) const MOVE_AGAIN: &str = concat!(
+    "WITH moved AS (",
+    fenced_update!(),
+    "),
+          finished AS (SELECT webhook_id, status, id, false AS written FROM moved), ",
+    webhooks_moved_on!("$9", "$10"),
+    " SELECT webhook_id, status, id, written FROM finished"
+);

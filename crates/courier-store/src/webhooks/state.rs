@@ -92,6 +92,21 @@ pub async fn disable_failing(
     parse_ids(done)
 }
 
+/// The statement that ends the failure streak of the webhooks `$from` names (a relation of webhook ids, spelled
+/// as SQL, in pieces for `concat!`), for `concat!`: [`track_failures`] runs it, and the scheduler's record statement embeds it as a CTE, so
+/// a delivery that succeeded resets its webhook's streak in the statement that records it.
+#[macro_export]
+macro_rules! reset_failure_streak {
+    ($($from:literal),+) => {
+        concat!(
+            "UPDATE webhooks SET failing_since = NULL, exhausted_since_failing = 0
+              WHERE id IN (SELECT * FROM ",
+            $($from),+,
+            ") AND failing_since IS NOT NULL"
+        )
+    };
+}
+
 /// Moves failure streaks on: each id in `exhausted` (once per delivery that failed for good) starts or lengthens
 /// its webhook's streak; any id in `succeeded` ends it. Healthy webhooks have no streak, so a success writes
 /// nothing for them.
@@ -116,13 +131,7 @@ pub async fn track_failures(
     }
     if !succeeded.is_empty() {
         let ids: Vec<&str> = succeeded.iter().map(|id| id.as_str()).collect();
-        sqlx::query(
-            "UPDATE webhooks SET failing_since = NULL, exhausted_since_failing = 0
-             WHERE id = ANY ($1) AND failing_since IS NOT NULL",
-        )
-        .bind(&ids)
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query(crate::reset_failure_streak!("unnest($1::text[])")).bind(&ids).execute(&mut *conn).await?;
     }
     Ok(())
 }

@@ -92,9 +92,10 @@ pub async fn disable_failing(
     parse_ids(done)
 }
 
-/// The statement that ends the failure streak of the webhooks `$from` names (a relation of webhook ids, spelled
-/// as SQL, in pieces for `concat!`), for `concat!`: [`track_failures`] runs it, and the scheduler's record statement embeds it as a CTE, so
-/// a delivery that succeeded resets its webhook's streak in the statement that records it.
+/// The statement, for `concat!`, that ends the failure streak of the webhooks `$from` names (a relation of webhook
+/// ids, spelled as SQL, in one or more pieces). [`track_failures`] runs it, and the scheduler's record statement
+/// embeds it as a CTE, so a delivery that succeeded ends its webhook's streak in the statement that records it
+/// (before that transaction adds any exhausted delivery of the same batch, which then starts a new streak).
 #[macro_export]
 macro_rules! reset_failure_streak {
     ($($from:literal),+) => {

@@ -305,7 +305,7 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
     // the lease sweep already ended (or another claim took over) was announced, counted and promoted there.
     let Moved { gone, exhausted, ended, exhausted_ids } = moved;
     // The failure streak auto-disable reads, and a 410's disabling, belong to the webhook's owner.
-    state::track_failures(&mut tx, &exhausted, &[], clock.skew()).await?;
+    state::track_failures(&mut tx, &exhausted, clock.skew()).await?;
     let mut promoted = 0;
     if !gone.is_empty() {
         promoted += crate::disabling::disable(&mut tx, &gone, DisabledReason::Gone).await?.announced;

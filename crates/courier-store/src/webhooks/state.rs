@@ -93,46 +93,39 @@ pub async fn disable_failing(
 }
 
 /// The statement, for `concat!`, that ends the failure streak of the webhooks `$from` names (a relation of webhook
-/// ids, spelled as SQL, in one or more pieces). [`track_failures`] runs it, and the scheduler's record statement
-/// embeds it as a CTE, so a delivery that succeeded ends its webhook's streak in the statement that records it
-/// (before that transaction adds any exhausted delivery of the same batch, which then starts a new streak).
+/// ids, spelled as SQL, in one or more pieces): the scheduler's record statement embeds it as a CTE, so a delivery
+/// that succeeded ends its webhook's streak in the statement that records it (before that transaction adds any
+/// exhausted delivery of the same batch, which then starts a new streak). The ids go through an array, as they did
+/// when this was a statement of its own: an index scan takes an array's keys in order, so two recorders lock the
+/// webhooks they share in one order. Healthy webhooks have no streak, so a success writes nothing for them.
 #[macro_export]
 macro_rules! reset_failure_streak {
     ($($from:literal),+) => {
         concat!(
             "UPDATE webhooks SET failing_since = NULL, exhausted_since_failing = 0
-              WHERE id IN (SELECT * FROM ",
+              WHERE id = ANY (ARRAY(SELECT * FROM ",
             $($from),+,
-            ") AND failing_since IS NOT NULL"
+            ")) AND failing_since IS NOT NULL"
         )
     };
 }
 
-/// Moves failure streaks on: each id in `exhausted` (once per delivery that failed for good) starts or lengthens
-/// its webhook's streak; any id in `succeeded` ends it. Healthy webhooks have no streak, so a success writes
-/// nothing for them.
-pub async fn track_failures(
-    conn: &mut PgConnection,
-    exhausted: &[&WebhookId],
-    succeeded: &[&WebhookId],
-    skew: Duration,
-) -> Result<()> {
-    if !exhausted.is_empty() {
-        let ids: Vec<&str> = exhausted.iter().map(|id| id.as_str()).collect();
-        sqlx::query(
-            "UPDATE webhooks w SET failing_since = COALESCE(w.failing_since, now() + $2),
-                    exhausted_since_failing = w.exhausted_since_failing + f.n
-               FROM (SELECT id, count(*)::int AS n FROM unnest($1::text[]) AS id GROUP BY id) AS f
-              WHERE w.id = f.id",
-        )
-        .bind(&ids)
-        .bind(skew)
-        .execute(&mut *conn)
-        .await?;
+/// Starts or lengthens failure streaks: each id in `exhausted` once per delivery that failed for good. (A success
+/// ends its webhook's streak in the record statement, [`reset_failure_streak`].)
+pub async fn track_failures(conn: &mut PgConnection, exhausted: &[&WebhookId], skew: Duration) -> Result<()> {
+    if exhausted.is_empty() {
+        return Ok(());
     }
-    if !succeeded.is_empty() {
-        let ids: Vec<&str> = succeeded.iter().map(|id| id.as_str()).collect();
-        sqlx::query(crate::reset_failure_streak!("unnest($1::text[])")).bind(&ids).execute(&mut *conn).await?;
-    }
+    let ids: Vec<&str> = exhausted.iter().map(|id| id.as_str()).collect();
+    sqlx::query(
+        "UPDATE webhooks w SET failing_since = COALESCE(w.failing_since, now() + $2),
+                exhausted_since_failing = w.exhausted_since_failing + f.n
+           FROM (SELECT id, count(*)::int AS n FROM unnest($1::text[]) AS id GROUP BY id) AS f
+          WHERE w.id = f.id",
+    )
+    .bind(&ids)
+    .bind(skew)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }

@@ -52,6 +52,22 @@ fn a_write_outside_the_owner_is_found_however_it_is_spelled() {
 }
 
 #[test]
+fn a_cte_is_known_only_to_the_statements_that_embed_its_fragment() {
+    let catalog = catalog();
+    let fragment = "macro_rules! stored { () => { \"WITH fresh AS (SELECT 1 FROM webhooks)\" }; }";
+    let embeds = "fn f() { q(concat!(stored!(), \" SELECT * FROM fresh\")); }";
+    let does_not = "fn g() { q(\"SELECT * FROM fresh\"); }";
+    let sources = [
+        Source::new("crates/courier-store/src/webhooks/x.rs", fragment),
+        Source::new("crates/courier-scheduler/src/a.rs", embeds),
+        Source::new("crates/courier-scheduler/src/b.rs", does_not),
+    ];
+    let broken = table_violations(&sources, &catalog);
+    assert_eq!(broken.len(), 1, "{broken:?}");
+    assert!(broken[0].starts_with("crates/courier-scheduler/src/b.rs"), "{broken:?}");
+}
+
+#[test]
 fn a_status_spelled_in_sql_is_found() {
     let copy = "fn f() { q(\"UPDATE deliveries SET status = 'cancelled' WHERE id = $1\"); }";
     assert_eq!(status_violations(&[Source::new("crates/courier-scheduler/src/x.rs", copy)]).len(), 1);

@@ -184,6 +184,11 @@ pub fn references(tokens: &[Token]) -> Vec<Reference> {
     found
 }
 
+/// The names the common table expressions of a statement (or of a fragment of one) bind.
+pub fn ctes(tokens: &[Token]) -> BTreeSet<String> {
+    (0..tokens.len()).filter(|&i| word(tokens, i) == Some("as")).filter_map(|i| cte_name(tokens, i)).collect()
+}
+
 /// The name a common table expression binds when `as` at `at` starts one: `name AS (`, `name(cols) AS (`,
 /// `name AS [NOT] MATERIALIZED (`, after `WITH`, `RECURSIVE` or a comma.
 fn cte_name(tokens: &[Token], at: usize) -> Option<String> {

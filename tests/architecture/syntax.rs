@@ -25,6 +25,8 @@ pub struct SqlText {
     pub text: String,
     /// Local names bound to a partition by `let name = ….table("parent")`, for `format!("DROP TABLE {name}")`.
     pub partitions: BTreeMap<String, String>,
+    /// The `macro_rules!` whose body holds this SQL: a fragment other statements embed as `{name}`.
+    pub fragment: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -40,7 +42,8 @@ pub struct Parsed {
 /// Parses one file; panics with the file's name when it is not Rust.
 pub fn parse(file: &str, text: &str) -> Parsed {
     let syntax = syn::parse_file(text).unwrap_or_else(|e| panic!("{file} does not parse: {e}"));
-    let mut visitor = Visitor { file, lines: text.lines().collect(), parsed: Parsed::default(), scopes: vec![] };
+    let mut visitor =
+        Visitor { file, lines: text.lines().collect(), parsed: Parsed::default(), scopes: vec![], fragment: None };
     visitor.visit_file(&syntax);
     visitor.parsed
 }
@@ -51,6 +54,8 @@ struct Visitor<'a> {
     parsed: Parsed,
     /// One map of partition-bound locals per function being visited.
     scopes: Vec<BTreeMap<String, String>>,
+    /// The `macro_rules!` being visited, if any.
+    fragment: Option<String>,
 }
 
 impl Visitor<'_> {
@@ -95,7 +100,7 @@ impl Visitor<'_> {
     fn sql(&mut self, line: usize, text: String) {
         if crate::sql::is_sql(&text) {
             let partitions = self.scopes.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
-            self.parsed.sql.push(SqlText { at: self.at(line), text, partitions });
+            self.parsed.sql.push(SqlText { at: self.at(line), text, partitions, fragment: self.fragment.clone() });
         }
     }
 
@@ -190,6 +195,12 @@ impl<'ast> Visit<'ast> for Visitor<'_> {
 
     fn visit_lit_str(&mut self, lit: &'ast syn::LitStr) {
         self.sql(lit.span().start().line, lit.value());
+    }
+
+    fn visit_item_macro(&mut self, item: &'ast syn::ItemMacro) {
+        self.fragment = item.ident.as_ref().map(ToString::to_string);
+        visit::visit_item_macro(self, item);
+        self.fragment = None;
     }
 
     fn visit_macro(&mut self, mac: &'ast syn::Macro) {

@@ -1,29 +1,18 @@
 //! [`store_events`], the one place an event enters the queue (ingest, Courier's operational events and the portal's
 //! test events all call it): the events, and their deliveries (one per active webhook whose filter matches,
-//! pending, waiting for their call, or leased for the handover: `crate::queue::enqueue::fan_out` writes them),
-//! inside the caller's transaction.
+//! pending, waiting for their call, or leased for the handover), in one statement
+//! (`crate::queue::enqueue::store_and_fan_out`).
 
 use std::collections::HashMap;
 
-use courier_core::{EventId, TraceParent, WebhookId};
+use courier_core::EventId;
 use courier_store::Owner;
-use courier_store::events::{self, Inserted, NewEvent};
+use courier_store::events::{Batch, Inserted, NewEvent};
 use sqlx::{PgConnection, PgExecutor};
 
 use crate::Result;
 use crate::handover::Reserved;
-pub use crate::queue::enqueue::{Enqueued, FanoutEvent};
-
-/// Where one event's deliveries go besides the tenant's matching webhooks, and what they carry.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Route<'a> {
-    /// The trace context of the request that brought the event.
-    pub trace: Option<TraceParent>,
-    /// An operational event's webhook, which never receives it.
-    pub about: Option<&'a WebhookId>,
-    /// A test event's one webhook.
-    pub only: Option<&'a WebhookId>,
-}
+pub use crate::queue::enqueue::{Enqueued, Route};
 
 /// Events stored and fanned out.
 pub struct EventsStored {
@@ -35,9 +24,10 @@ pub struct EventsStored {
     pub(crate) handed: Option<(i64, Vec<crate::queue::enqueue::Handed>)>,
 }
 
-/// Inserts `events` for `owner` (`routes[i]` routes `events[i]`) and fans out those that are new, in the caller's
-/// transaction, so an event and its deliveries commit together. `lease` is as for
-/// [`fan_out`](crate::queue::enqueue::fan_out).
+/// Inserts `events` for `owner` (`routes[i]` routes `events[i]`) and fans out those that are new. The events and
+/// their deliveries are written by one statement, so an event and its deliveries commit together even outside a
+/// transaction (ingest runs one owner's batch so); what follows it only reads (the answer to a repeat). `lease` is
+/// as for [`store_and_fan_out`](crate::queue::enqueue::store_and_fan_out).
 pub async fn store_events(
     conn: &mut PgConnection,
     owner: Owner,
@@ -45,28 +35,16 @@ pub async fn store_events(
     routes: &[Route<'_>],
     lease: Option<&Reserved>,
 ) -> Result<EventsStored> {
-    let inserted = events::insert_many(&mut *conn, owner, events).await?;
-    let fresh: Vec<FanoutEvent<'_>> = inserted
+    let batch = Batch::new(owner, events);
+    let enqueued = crate::queue::enqueue::store_and_fan_out(conn, &batch, routes, lease).await?;
+    let inserted = batch.answer(conn, &enqueued.fresh).await?;
+    let deliveries = inserted
         .iter()
-        .zip(routes.iter().copied().chain(std::iter::repeat(Route::default())))
-        .filter_map(|(i, route)| match i {
-            Inserted::New(s) => Some(FanoutEvent {
-                id: &s.event.id,
-                event_type: s.event.event_type,
-                call_id: s.event.data.call_id(),
-                received_at: s.received_at,
-                trace: route.trace,
-                about: route.about,
-                only: route.only,
-            }),
+        .map(|i| match i {
+            Inserted::New(s) => Some(enqueued.counts.get(s.event.id.as_str()).copied().unwrap_or(0)),
             _ => None,
         })
         .collect();
-    let enqueued = crate::queue::enqueue::fan_out(conn, owner, &fresh, lease).await?;
-    drop(fresh);
-    let mut counts = enqueued.counts.into_iter();
-    let deliveries =
-        inserted.iter().map(|i| matches!(i, Inserted::New(_)).then(|| counts.next().unwrap_or(0))).collect();
     Ok(EventsStored { inserted, deliveries, handed: enqueued.handed })
 }
 

@@ -1,13 +1,14 @@
-//! Ingest: events stored and fanned out in one transaction, with requests that arrive together sharing it.
+//! Ingest: events stored and fanned out in one commit, with requests that arrive together sharing it.
 //!
 //! Every ingest request hands its events to one dispatcher. The dispatcher takes whatever requests are waiting (it
-//! never waits for more) and runs them as one transaction, with up to [`IN_FLIGHT`] transactions at once; under
-//! load, requests therefore gather while the previous transactions commit. One transaction of fifty events costs
-//! PostgreSQL about what one of a single event does (a commit, a WAL flush, a few statements), so this is what lets
-//! single-event requests go faster than the transaction rate. Nothing is answered before its transaction commits,
+//! never waits for more) and commits them together, with up to [`IN_FLIGHT`] commits in progress at once; under
+//! load, requests therefore gather while the previous ones commit. One commit of fifty events costs PostgreSQL
+//! about what one of a single event does (a WAL flush, one statement per owner), so this is what lets
+//! single-event requests go faster than the commit rate. One owner's events are a single statement, committed
+//! without `BEGIN` and `COMMIT`; several owners share a transaction. Nothing is answered before it commits,
 //! so an accepted event is durable exactly as before.
 //!
-//! If a shared transaction fails, each request in it is retried in a transaction of its own, so one request can
+//! If a shared commit fails, each request in it is retried in a commit of its own, so one request can
 //! never fail another.
 //!
 //! This is the "accept these events for this owner" use case; it answers in domain terms ([`Answer`]) and the API
@@ -30,7 +31,7 @@ use crate::{Error, Result};
 
 /// Transactions in progress at once.
 pub const IN_FLIGHT: usize = 4;
-/// A shared transaction takes no more requests once it holds this many events (one batch request may exceed it).
+/// A shared commit takes no more requests once it holds this many events (one batch request may exceed it).
 pub const MAX_EVENTS: usize = 500;
 
 /// An event stored with its deliveries.
@@ -143,8 +144,8 @@ impl Dispatcher {
     }
 }
 
-/// Stores one request's events for `owner` and fans them out in a transaction of its own, then wakes the workers:
-/// what the dispatcher does for a request that could not share a transaction.
+/// Stores one request's events for `owner` and fans them out in a commit of its own, then wakes the workers:
+/// what the dispatcher does for a request that could not share a commit.
 pub async fn accept(
     pool: &PgPool,
     workers: &Notifier,
@@ -193,7 +194,7 @@ async fn dispatch(pool: &PgPool, workers: &Workers, rx: &mut mpsc::Receiver<Job>
     }
 }
 
-/// Runs `jobs` in one transaction; if that fails and there were several, each in its own.
+/// Runs `jobs` in one commit; if that fails and there were several, each in its own.
 async fn run(pool: &PgPool, workers: &Workers, jobs: Vec<Job>) {
     let shared = jobs.len() > 1;
     let (requests, replies): (Vec<Request>, Vec<_>) = jobs.into_iter().map(|job| (job.request, job.reply)).unzip();
@@ -208,7 +209,7 @@ async fn run(pool: &PgPool, workers: &Workers, jobs: Vec<Job>) {
         }
         Err(err) => {
             tracing::warn!(error = %err, requests = requests.len(),
-                "a shared ingest transaction failed; retrying each request alone");
+                "a shared ingest commit failed; retrying each request alone");
             for (request, reply) in requests.iter().zip(replies) {
                 let answer = commit(pool, workers, std::slice::from_ref(request)).await.map(|mut a| a.remove(0));
                 let _ = reply.send(answer);
@@ -217,26 +218,36 @@ async fn run(pool: &PgPool, workers: &Workers, jobs: Vec<Job>) {
     }
 }
 
-/// One transaction for all of `jobs`: the answers per request, in order.
+/// One commit for all of `jobs`: the answers per request, in order.
 async fn commit(pool: &PgPool, workers: &Workers, jobs: &[Request]) -> Result<Vec<Vec<Answer>>> {
     let events: usize = jobs.iter().map(|job| job.events.len()).sum();
     let mut lease = workers.handover.as_ref().and_then(|h| h.reserve(events));
-    let mut tx = pool.begin().await?;
-    let mut answers: Vec<Vec<Answer>> = jobs.iter().map(|_| Vec::new()).collect();
-    let (mut fanned_out, mut leased) = (0u64, Vec::new());
-    // One set of statements per owner, however many requests it made.
+    // One statement per owner, however many requests it made.
     let mut owners: Vec<Owner> = Vec::new();
     for job in jobs {
         if !owners.contains(&job.owner) {
             owners.push(job.owner);
         }
     }
+    let mut answers: Vec<Vec<Answer>> = jobs.iter().map(|_| Vec::new()).collect();
+    let (mut fanned_out, mut leased) = (0u64, Vec::new());
+    // One owner's events are written by one statement (`fanout::store_events`), which PostgreSQL commits on its own:
+    // a `BEGIN` and a `COMMIT` around it would be two round trips more, a third of a lone event's ingest. Several
+    // owners share a transaction, so that they share its commit.
+    let mut session = match owners.len() {
+        1 => Session::Alone(pool.acquire().await?),
+        _ => Session::Shared(pool.begin().await?),
+    };
     for owner in owners {
+        let conn: &mut PgConnection = match &mut session {
+            Session::Alone(conn) => conn,
+            Session::Shared(tx) => tx,
+        };
         let mine: Vec<usize> = (0..jobs.len()).filter(|&i| jobs[i].owner == owner).collect();
         let events: Vec<NewEvent> = mine.iter().flat_map(|&i| jobs[i].events.iter().cloned()).collect();
         let traces: Vec<Option<TraceParent>> =
             mine.iter().flat_map(|&i| std::iter::repeat_n(jobs[i].trace, jobs[i].events.len())).collect();
-        let outcome = store(&mut tx, owner, &events, &traces, lease.as_mut()).await?;
+        let outcome = store(conn, owner, &events, &traces, lease.as_mut()).await?;
         fanned_out += outcome.deliveries;
         leased.extend(outcome.leased);
         let mut answers_of_owner = outcome.answers.into_iter();
@@ -244,7 +255,9 @@ async fn commit(pool: &PgPool, workers: &Workers, jobs: &[Request]) -> Result<Ve
             answers[i] = answers_of_owner.by_ref().take(jobs[i].events.len()).collect();
         }
     }
-    tx.commit().await?;
+    if let Session::Shared(tx) = session {
+        tx.commit().await?;
+    }
     let queued = fanned_out - leased.len() as u64;
     if let (Some(handover), Some(lease)) = (&workers.handover, lease) {
         handover.hand(leased, lease);
@@ -255,6 +268,12 @@ async fn commit(pool: &PgPool, workers: &Workers, jobs: &[Request]) -> Result<Ve
     Ok(answers)
 }
 
+/// Where [`commit`] writes: one owner's single statement on a connection, or several owners' in a transaction.
+enum Session {
+    Alone(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Shared(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
 struct Stored {
     answers: Vec<Answer>,
     deliveries: u64,
@@ -262,7 +281,7 @@ struct Stored {
     leased: Vec<ClaimedDelivery>,
 }
 
-/// Inserts one owner's events and fans out the new ones, inside the caller's transaction.
+/// Inserts one owner's events and fans out the new ones, in one statement on the caller's connection.
 async fn store(
     conn: &mut PgConnection,
     owner: Owner,

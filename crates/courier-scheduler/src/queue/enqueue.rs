@@ -1,75 +1,75 @@
-//! Enqueueing: the deliveries of new events (fan-out, from ingest, operational and test events alike) and replays.
+//! Enqueueing: new events with their deliveries (fan-out, from ingest, operational and test events alike) and
+//! replays.
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
-use courier_core::{EventId, EventType, TraceParent, WebhookId};
-use courier_store::Owner;
+use courier_core::{EventType, TraceParent, WebhookId};
+use courier_store::events::{Batch, Fresh};
 use sqlx::PgConnection;
 
 use crate::handover::Reserved;
 use crate::{DeliveryStatus, Result};
 
-/// What fan-out needs to know of one event.
-#[derive(Debug, Clone, Copy)]
-pub struct FanoutEvent<'a> {
-    pub id: &'a EventId,
-    pub event_type: EventType,
-    pub call_id: &'a str,
-    /// When the event was received (to the millisecond): its deliveries' ids carry it, so they sit in its day.
-    pub received_at: DateTime<Utc>,
+/// Where one event's deliveries go besides the tenant's matching webhooks, and what they carry.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Route<'a> {
     /// The trace context of the request that brought the event, for its deliveries' attempts to link to.
     pub trace: Option<TraceParent>,
-    /// For an operational event, the webhook it is about: never delivered to that webhook itself.
+    /// An operational event's webhook, which never receives it.
     pub about: Option<&'a WebhookId>,
     /// A test event sent from the portal goes to this one webhook only (still subject to its filter).
     pub only: Option<&'a WebhookId>,
 }
 
-/// What one fan-out enqueued.
+/// What one statement stored and enqueued.
 #[derive(Default)]
 pub struct Enqueued {
-    /// Deliveries per event, in the order of the events.
-    pub counts: Vec<u64>,
+    /// The events new now.
+    pub fresh: Vec<Fresh>,
+    /// Deliveries per new event that has any, by event id.
+    pub counts: HashMap<String, u64>,
     /// The journal row of the deliveries handed over (see [`crate::handover`]), and those deliveries.
     pub(crate) handed: Option<(i64, Vec<Handed>)>,
 }
 
 // Long because it is one set-based statement (which webhooks, which wait, which are leased, in what order) and its
 // binds.
-/// Enqueues the deliveries of many events in one statement. Runs in the caller's transaction so that an event is
-/// never stored without its deliveries, nor the other way round. It does not wake the workers: after committing,
-/// the caller does ([`crate::wake::Notifier`]); a `NOTIFY` in this transaction would serialise every ingest commit.
+/// Stores a batch of events and enqueues the deliveries of those that are new, in one statement: an event is
+/// never stored without its deliveries, nor the other way round, even outside a transaction (ingest runs a lone
+/// owner's batch as just this statement). `routes[i]` routes the batch's event `i` (default past its end). It
+/// does not wake the workers: after committing, the caller does ([`crate::wake::Notifier`]); a `NOTIFY` here would
+/// serialise every ingest commit.
 ///
 /// With `lease`, up to its count of the deliveries that may go at once (not waiting for their call, not ordered, to
 /// a webhook without a rate limit) are handed over to this process's worker: not written to `deliveries` until
 /// their first attempt ends, one journal row for them all (`super::journal`).
-pub async fn fan_out(
+pub async fn store_and_fan_out(
     conn: &mut PgConnection,
-    owner: Owner,
-    events: &[FanoutEvent<'_>],
+    batch: &Batch<'_>,
+    routes: &[Route<'_>],
     lease: Option<&Reserved>,
 ) -> Result<Enqueued> {
-    if events.is_empty() {
+    if batch.is_empty() {
         return Ok(Enqueued::default());
     }
-    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let calls: Vec<&str> = events.iter().map(|e| e.call_id).collect();
-    let traces: Vec<Option<String>> = events.iter().map(|e| e.trace.map(|t| t.to_string())).collect();
-    let abouts: Vec<Option<&str>> = events.iter().map(|e| e.about.map(WebhookId::as_str)).collect();
-    let onlys: Vec<Option<&str>> = events.iter().map(|e| e.only.map(WebhookId::as_str)).collect();
-    let received: Vec<DateTime<Utc>> = events.iter().map(|e| e.received_at).collect();
+    let routes: Vec<Route<'_>> =
+        routes.iter().copied().chain(std::iter::repeat(Route::default())).take(batch.len()).collect();
+    let traces: Vec<Option<String>> = routes.iter().map(|r| r.trace.map(|t| t.to_string())).collect();
+    let abouts: Vec<Option<&str>> = routes.iter().map(|r| r.about.map(WebhookId::as_str)).collect();
+    let onlys: Vec<Option<&str>> = routes.iter().map(|r| r.only.map(WebhookId::as_str)).collect();
     let operational: Vec<&str> = EventType::OPERATIONAL.iter().map(|t| t.as_str()).collect();
     let (leases, lease_for) = lease.map_or((0, std::time::Duration::ZERO), |r| (r.count() as i64, r.skew + r.lease));
     // Per-call ordering (see `super::ordering`): a delivery to an ordered webhook waits when its call already has a
     // live delivery there, or an earlier event of this statement does. `call_seq` is this statement's sequence
     // number (statement order) then the event's position (array order; group commit appends requests in order).
-    let rows: Vec<Row> = sqlx::query_as(concat!(
-        "WITH e AS (SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $10::text[],
-                                    $12::text[], $15::timestamptz[])
-                             WITH ORDINALITY AS e(id, event_type, call_id, trace_parent, about, only_to, received_at,
-                                                  n)),
+    let rows: Vec<Row> = batch
+        .bind(sqlx::query_as(concat!(
+            courier_store::insert_events!(),
+            ",
+         routes AS (SELECT * FROM unnest($9::text[], $10::text[], $11::text[])
+                                  WITH ORDINALITY AS r(trace_parent, about, only_to, n)),
+         e AS (SELECT ne.id, ne.event_type, ne.call_id, r.trace_parent, r.about, r.only_to, ne.received_at, ne.n
+                 FROM new_events ne JOIN routes r USING (n)),
          base AS (SELECT nextval('delivery_call_seq') AS b),
          targets AS (
             SELECT e.id AS event_id, e.event_type, e.call_id, e.trace_parent, e.received_at, e.n,
@@ -82,23 +82,23 @@ pub async fn fan_out(
                 ON w.tenant_id = $1 AND w.environment = $2 AND w.active
                -- `*` (NULL) is every call event; operational events go only where they are named, and never to
                -- the webhook they are about.
-               AND ((w.event_types IS NULL AND NOT e.event_type = ANY ($11)) OR e.event_type = ANY (w.event_types))
+               AND ((w.event_types IS NULL AND NOT e.event_type = ANY ($12)) OR e.event_type = ANY (w.event_types))
                AND (e.about IS NULL OR w.id <> e.about)
                AND (e.only_to IS NULL OR w.id = e.only_to)
          ),
          decided AS (
             SELECT t.*, t.ordered AND (t.nth > 1 OR EXISTS (
                        SELECT 1 FROM deliveries_live p WHERE p.webhook_id = t.webhook_id AND p.call_id = t.call_id
-                                                    AND p.call_seq IS NOT NULL AND p.status = ANY ($9))) AS waits
+                                                    AND p.call_seq IS NOT NULL AND p.status = ANY ($15))) AS waits
               FROM targets t
          ),
-         -- The first `$13` that may go at once are handed over to this process's worker (not those waiting for
+         -- The first `$16` that may go at once are handed over to this process's worker (not those waiting for
          -- their call or to an ordered webhook: the call's next delivery must see them in the queue; a rate-limited
          -- webhook's deliveries take their slots through the claim).
          leased AS (
             SELECT d.*, courier_id_at('dlv_', d.received_at) AS id,
                    NOT d.waits AND NOT d.ordered AND d.unlimited AND row_number() OVER (
-                       PARTITION BY NOT d.waits AND NOT d.ordered AND d.unlimited ORDER BY d.n, d.webhook_id) <= $13
+                       PARTITION BY NOT d.waits AND NOT d.ordered AND d.unlimited ORDER BY d.n, d.webhook_id) <= $16
                      AS handed
               FROM decided d
          ),
@@ -107,7 +107,7 @@ pub async fn fan_out(
                                     max_attempts, next_attempt_at, trace_parent, call_seq, include_transcript,
                                     include_metrics)
             SELECT d.id, d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id,
-                   CASE WHEN d.waits THEN $8 ELSE $7 END, d.max_attempts, CASE WHEN NOT d.waits THEN now() END,
+                   CASE WHEN d.waits THEN $14 ELSE $13 END, d.max_attempts, CASE WHEN NOT d.waits THEN now() END,
                    d.trace_parent, CASE WHEN d.ordered THEN base.b * 65536 + d.n END,
                    d.include_transcript, d.include_metrics
               FROM leased d, base
@@ -121,7 +121,7 @@ pub async fn fan_out(
             INSERT INTO delivery_handovers (tenant_id, environment, lease_expires_at, delivery_ids, event_ids,
                                             webhook_ids, event_types, call_ids, max_attempts, trace_parents,
                                             include_transcript, include_metrics)
-            SELECT $1, $2, now() + $14, array_agg(id ORDER BY n, webhook_id), array_agg(event_id ORDER BY n, webhook_id),
+            SELECT $1, $2, now() + $17, array_agg(id ORDER BY n, webhook_id), array_agg(event_id ORDER BY n, webhook_id),
                    array_agg(webhook_id ORDER BY n, webhook_id), array_agg(event_type ORDER BY n, webhook_id),
                    array_agg(call_id ORDER BY n, webhook_id), array_agg(max_attempts ORDER BY n, webhook_id),
                    array_agg(trace_parent ORDER BY n, webhook_id), array_agg(include_transcript ORDER BY n, webhook_id),
@@ -140,50 +140,47 @@ pub async fn fan_out(
                    l.include_metrics
               FROM leased l, journal j WHERE l.handed
          )
-         SELECT d.event_id, d.id, d.journal, d.max_attempts, d.trace_parent, ",
-        crate::claim::webhook_columns!(),
-        " FROM fanned d LEFT JOIN webhooks w ON d.journal IS NOT NULL AND w.id = d.webhook_id"
-    ))
-    .bind(owner.tenant.as_uuid())
-    .bind(owner.environment.as_str())
-    .bind(&ids)
-    .bind(&types)
-    .bind(&calls)
-    .bind(&traces)
-    .bind(DeliveryStatus::Pending)
-    .bind(DeliveryStatus::Waiting)
-    .bind(crate::ordering::LIVE)
-    .bind(&abouts)
-    .bind(&operational)
-    .bind(&onlys)
-    .bind(leases)
-    .bind(lease_for)
-    .bind(&received)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut per_event: HashMap<&str, u64> = HashMap::new();
-    for row in &rows {
-        *per_event.entry(row.event_id.as_str()).or_default() += 1;
+         -- Each new event, with each of its deliveries (or none).
+         SELECT ne.id AS event_id, ne.created, ne.received_at, d.id, d.journal, d.max_attempts, d.trace_parent, ",
+            crate::claim::webhook_columns!(),
+            " FROM new_events ne LEFT JOIN fanned d ON d.event_id = ne.id
+              LEFT JOIN webhooks w ON d.journal IS NOT NULL AND w.id = d.webhook_id
+             ORDER BY ne.n"
+        )))
+        .bind(&traces)
+        .bind(&abouts)
+        .bind(&onlys)
+        .bind(&operational)
+        .bind(DeliveryStatus::Pending)
+        .bind(DeliveryStatus::Waiting)
+        .bind(crate::ordering::LIVE)
+        .bind(leases)
+        .bind(lease_for)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut enqueued = Enqueued::default();
+    for row in rows {
+        if enqueued.fresh.last().is_none_or(|f| f.id != row.fresh.id) {
+            enqueued.fresh.push(row.fresh.clone());
+        }
+        let Some(id) = row.id else { continue };
+        *enqueued.counts.entry(row.fresh.id.clone()).or_default() += 1;
+        if let Some(journal) = row.journal {
+            let (_, handed) = enqueued.handed.get_or_insert_with(|| (journal, Vec::new()));
+            let (Some(max_attempts), Some(webhook)) = (row.max_attempts, row.webhook.0) else { continue };
+            handed.push(Handed { id, event_id: row.fresh.id, max_attempts, trace_parent: row.trace_parent, webhook });
+        }
     }
-    let counts = events.iter().map(|e| per_event.get(e.id.as_str()).copied().unwrap_or(0)).collect();
-    drop(per_event);
-    let journal = rows.iter().find_map(|row| row.journal);
-    let handed = rows
-        .into_iter()
-        .filter_map(|row| {
-            let (Some(max_attempts), Some(webhook)) = (row.max_attempts, row.webhook.0) else { return None };
-            Some(Handed { id: row.id, event_id: row.event_id, max_attempts, trace_parent: row.trace_parent, webhook })
-        })
-        .collect();
-    Ok(Enqueued { counts, handed: journal.map(|id| (id, handed)) })
+    Ok(enqueued)
 }
 
-/// One row of [`fan_out`]'s statement: a delivery, and for one handed over its journal row and what the worker
-/// needs of it.
+/// One row of [`store_and_fan_out`]'s statement: a new event, and one of its deliveries if it has any; for one
+/// handed over, its journal row and what the worker needs of it.
 #[derive(sqlx::FromRow)]
 struct Row {
-    event_id: String,
-    id: String,
+    #[sqlx(flatten)]
+    fresh: Fresh,
+    id: Option<String>,
     journal: Option<i64>,
     max_attempts: Option<i32>,
     trace_parent: Option<String>,

@@ -106,8 +106,12 @@ fn two_sibling_modules_using_each_other_are_found() {
 fn a_second_way_into_the_queue_is_found() {
     let copy = "fn f() { courier_store::events::insert_many(conn, owner, &events); }";
     assert_eq!(single_caller_violations(&[Source::new("crates/courier-scheduler/src/x.rs", copy)]).len(), 1);
-    let owner = "fn f() { events::insert_many(conn, owner, &events); }";
+    let owner = "fn f() { enqueue::store_and_fan_out(conn, &batch, &routes, None); }";
     assert!(single_caller_violations(&[Source::new("crates/courier-scheduler/src/fanout.rs", owner)]).is_empty());
+    let fragment = "fn f() { q(concat!(courier_store::insert_events!(), \" SELECT 1 FROM new_events\")); }";
+    assert_eq!(single_caller_violations(&[Source::new("crates/courier-scheduler/src/x.rs", fragment)]).len(), 1);
+    let embedder = Source::new("crates/courier-scheduler/src/queue/enqueue.rs", fragment);
+    assert!(single_caller_violations(&[embedder]).is_empty());
 }
 
 #[test]

@@ -109,7 +109,15 @@ impl Visitor<'_> {
     fn macro_tokens(&mut self, tokens: TokenStream, joined: Option<&mut (usize, String)>) {
         let mut joined = joined;
         let mut iter = tokens.into_iter().peekable();
+        // The `a::b::` before a name, so a macro called inside a macro (`courier_store::insert_events!()` in a
+        // `concat!`) is a path the code names, like any other.
+        let mut prefix = String::new();
         while let Some(tree) = iter.next() {
+            let at_path =
+                matches!(&tree, TokenTree::Ident(_)) || matches!(&tree, TokenTree::Punct(p) if p.as_char() == ':');
+            if !at_path {
+                prefix.clear();
+            }
             match tree {
                 TokenTree::Literal(literal) => {
                     let Ok(syn::Lit::Str(s)) = syn::parse_str::<syn::Lit>(&literal.to_string()) else { continue };
@@ -120,6 +128,9 @@ impl Visitor<'_> {
                 }
                 TokenTree::Ident(ident) if matches!(iter.peek(), Some(TokenTree::Punct(p)) if p.as_char() == '!') => {
                     iter.next();
+                    let line = ident.span().start().line;
+                    self.parsed.paths.push((self.at(line), format!("{prefix}{ident}")));
+                    prefix.clear();
                     let Some(TokenTree::Group(group)) = iter.next() else { continue };
                     if ident == "concat" && joined.is_none() {
                         let mut inner = (ident.span().start().line, String::new());
@@ -134,6 +145,8 @@ impl Visitor<'_> {
                 TokenTree::Group(group) => {
                     self.macro_tokens(group.stream(), joined.as_deref_mut());
                 }
+                TokenTree::Ident(ident) => prefix.push_str(&ident.to_string()),
+                TokenTree::Punct(p) if p.as_char() == ':' => prefix.push(':'),
                 _ => {}
             }
         }

@@ -1,4 +1,4 @@
-//! Handover (`courier serve`): ingest leases new deliveries to the worker of its own process in the transaction
+//! Handover (`courier serve`): ingest leases new deliveries to the worker of its own process in the statement
 //! that stores them and hands them over in memory. None of them needs a claim, each arrives once, and deliveries a
 //! worker never took are claimed again when their lease runs out, as after a crash.
 
@@ -216,4 +216,41 @@ async fn a_record_run_twice_writes_once_and_an_erased_tenants_journal_brings_not
     assert_eq!(journal::recover(&pool, &f.clock).await.expect("sweep"), 0, "nor does the sweep");
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries").fetch_one(&pool).await.expect("rows");
     assert_eq!(left, 0, "nothing of the tenant came back");
+}
+
+/// A handed-over first attempt builds its payload from the event ingest has in memory; a retry, from the event read
+/// back from the database. Both must be the event as stored: jsonb keeps numbers as decimals, so what the emitter
+/// wrote as `1e16` or `-0.0` comes back as `10000000000000000` and `0`, and the two attempts must agree on it.
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_handed_over_first_attempt_sends_the_event_as_stored_like_its_retry(pool: PgPool) {
+    let f = Fixture::new(pool.clone()).await;
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    receiver.script([Reply::Status(500)]);
+    f.webhook(&receiver.url, 3).await;
+    let worker = f.worker(fixture::config());
+    let handover = worker.handover();
+    let ingest = ingest(&pool, handover.clone());
+    let running = f.start(&worker);
+
+    let data = serde_json::from_str(r#"{"call_id": "c1", "big": 1e16, "zero": -0.0, "third": 0.3333333333333333}"#)
+        .expect("json");
+    let event = courier_store::events::NewEvent {
+        id: courier_core::EventId::parse("evt_numbers").expect("id"),
+        event_type: courier_core::EventType::CallCompleted,
+        created: None,
+        data: courier_core::EventData::parse(data).expect("data"),
+    };
+    ingest.submit(f.owner, vec![event], None).await.expect("ingest");
+    assert_eq!(handover.handed(), 1, "the first attempt is the handed-over one");
+    wait_for(&receiver, 1).await;
+    f.settle().await;
+    running.stop().await;
+
+    let received = receiver.received();
+    assert_eq!(received.len(), 2, "a 500, then the retry");
+    let sent: Vec<serde_json::Value> = received.iter().map(|r| r.json()["event"]["data"].clone()).collect();
+    assert_eq!(sent[0].to_string(), sent[1].to_string(), "both attempts send the same data");
+    let stored: serde_json::Value =
+        sqlx::query_scalar("SELECT data FROM events WHERE id = 'evt_numbers'").fetch_one(&pool).await.expect("stored");
+    assert_eq!(sent[0].to_string(), stored.to_string(), "and it is the event as stored");
 }

@@ -1,8 +1,8 @@
 //! Handover: under `courier serve`, ingest leases new deliveries to the worker of its own process in the very
-//! transaction that stores them, and hands them over in memory once it commits.
+//! statement that stores them, and hands them over in memory once it commits.
 //!
 //! A delivery handed over costs no claim statement, no `NOTIFY` and no wake-up, and it is written once: the ingest
-//! transaction stores one journal row per fan-out (its deliveries as arrays, with their lease), and the first attempt
+//! statement stores one journal row per fan-out (its deliveries as arrays, with their lease), and the first attempt
 //! writes each delivery in its final state (`queue::journal`). Nothing is traded for it: if this process dies before
 //! an attempt is recorded, the lease runs out and any worker's sweep writes the deliveries the journal holds that
 //! are still missing as a claim would have left them, and they are claimed again, as after any crash. Until its
@@ -40,10 +40,10 @@ pub struct Handover {
 /// The worker's side of a [`Handover`].
 pub type Receiver = mpsc::UnboundedReceiver<Handed>;
 
-/// Credits ingest holds for one transaction; those it does not use go back when dropped.
+/// Credits ingest holds for one commit; those it does not use go back when dropped.
 pub struct Reserved {
     pub(crate) credits: Vec<OwnedSemaphorePermit>,
-    /// How many of them the transaction's fan-outs have leased so far.
+    /// How many of them the commit's fan-outs have leased so far.
     pub(crate) leased: usize,
     pub(crate) lease: Duration,
     pub(crate) skew: Duration,
@@ -89,7 +89,7 @@ impl Handover {
 }
 
 impl Reserved {
-    /// How many more deliveries this transaction may lease.
+    /// How many more deliveries this commit may lease.
     pub fn count(&self) -> usize {
         self.credits.len() - self.leased
     }

@@ -29,7 +29,7 @@ use crate::handover::{Handover, Reserved};
 use crate::wake::Notifier;
 use crate::{Error, Result};
 
-/// Transactions in progress at once.
+/// Commits in progress at once.
 pub const IN_FLIGHT: usize = 4;
 /// A shared commit takes no more requests once it holds this many events (one batch request may exceed it).
 pub const MAX_EVENTS: usize = 500;

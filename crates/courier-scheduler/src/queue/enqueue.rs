@@ -68,7 +68,9 @@ pub async fn store_and_fan_out(
             ",
          routes AS (SELECT * FROM unnest($9::text[], $10::text[], $11::text[])
                                   WITH ORDINALITY AS r(trace_parent, about, only_to, n)),
-         e AS (SELECT ne.id, ne.event_type, ne.call_id, r.trace_parent, r.about, r.only_to, ne.received_at, ne.n
+         -- `n` numbers the new events only, as `call_seq` has room for 65,536 of them per statement.
+         e AS (SELECT ne.id, ne.event_type, ne.call_id, r.trace_parent, r.about, r.only_to, ne.received_at,
+                      row_number() OVER (ORDER BY n) AS n
                  FROM new_events ne JOIN routes r USING (n)),
          base AS (SELECT nextval('delivery_call_seq') AS b),
          targets AS (
@@ -139,13 +141,15 @@ pub async fn store_and_fan_out(
             SELECT l.event_id, l.id, j.id, l.max_attempts, l.trace_parent, l.webhook_id, l.include_transcript,
                    l.include_metrics
               FROM leased l, journal j WHERE l.handed
-         )
-         -- Each new event, with each of its deliveries (or none).
-         SELECT ne.id AS event_id, ne.created, ne.received_at, d.id, d.journal, d.max_attempts, d.trace_parent, ",
+         ),
+         numbered AS (SELECT f.*, row_number() OVER (PARTITION BY f.event_id) AS k FROM fanned f)
+         -- Each new event, with each of its deliveries (or none); its data on its first row only.
+         SELECT ne.id AS event_id, ne.created, ne.received_at, CASE WHEN d.k IS NULL OR d.k = 1 THEN ne.data END AS data,
+                d.id, d.journal, d.max_attempts, d.trace_parent, ",
             crate::claim::webhook_columns!(),
-            " FROM new_events ne LEFT JOIN fanned d ON d.event_id = ne.id
+            " FROM new_events ne LEFT JOIN numbered d ON d.event_id = ne.id
               LEFT JOIN webhooks w ON d.journal IS NOT NULL AND w.id = d.webhook_id
-             ORDER BY ne.n"
+             ORDER BY ne.n, d.k"
         )))
         .bind(&traces)
         .bind(&abouts)
@@ -160,26 +164,30 @@ pub async fn store_and_fan_out(
         .await?;
     let mut enqueued = Enqueued::default();
     for row in rows {
-        if enqueued.fresh.last().is_none_or(|f| f.id != row.fresh.id) {
-            enqueued.fresh.push(row.fresh.clone());
+        // An event's first row (ordered so) carries its data.
+        if let Some(data) = row.data {
+            let (id, created, received_at) = (row.event_id.clone(), row.created, row.received_at);
+            enqueued.fresh.push(Fresh { id, created, received_at, data });
         }
         let Some(id) = row.id else { continue };
-        *enqueued.counts.entry(row.fresh.id.clone()).or_default() += 1;
+        *enqueued.counts.entry(row.event_id.clone()).or_default() += 1;
         if let Some(journal) = row.journal {
             let (_, handed) = enqueued.handed.get_or_insert_with(|| (journal, Vec::new()));
             let (Some(max_attempts), Some(webhook)) = (row.max_attempts, row.webhook.0) else { continue };
-            handed.push(Handed { id, event_id: row.fresh.id, max_attempts, trace_parent: row.trace_parent, webhook });
+            handed.push(Handed { id, event_id: row.event_id, max_attempts, trace_parent: row.trace_parent, webhook });
         }
     }
     Ok(enqueued)
 }
 
-/// One row of [`store_and_fan_out`]'s statement: a new event, and one of its deliveries if it has any; for one
-/// handed over, its journal row and what the worker needs of it.
+/// One row of [`store_and_fan_out`]'s statement: a new event (its data on its first row only), and one of its
+/// deliveries if it has any; for one handed over, its journal row and what the worker needs of it.
 #[derive(sqlx::FromRow)]
 struct Row {
-    #[sqlx(flatten)]
-    fresh: Fresh,
+    event_id: String,
+    created: i64,
+    received_at: chrono::DateTime<chrono::Utc>,
+    data: Option<serde_json::Value>,
     id: Option<String>,
     journal: Option<i64>,
     max_attempts: Option<i32>,

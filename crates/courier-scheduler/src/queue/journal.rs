@@ -2,7 +2,7 @@
 //! the database until each is written once, by its first attempt's record, a release or a cancel, or, after a
 //! crash, by the sweep here.
 //!
-//! Fan-out ([`super::enqueue::fan_out`]) writes one row per fan-out, its deliveries as arrays. Whatever writes one
+//! Fan-out ([`super::enqueue::store_and_fan_out`]) writes one row per fan-out, its deliveries as arrays. Whatever writes one
 //! of them takes the row `FOR KEY SHARE` in the statement that inserts the delivery; [`recover`] takes the row
 //! `FOR UPDATE` (skipping rows held) and only then, in its next statement, looks for what is missing. So a delivery
 //! is written by its worker or by the sweep, never both: a worker that comes after the sweep finds no row, inserts

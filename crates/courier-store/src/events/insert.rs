@@ -14,12 +14,12 @@ use crate::{Error, Owner, Result};
 
 /// The opening of a statement that stores a batch of new events, bound as `$1`–`$8` by [`Batch::bind`]. It names
 /// `input(id, event_type, call_id, created, data, hash, n)`, the batch by position; `keys`, the ids new now; and
-/// `new_events(id, event_type, call_id, created, received_at, n)`, each event stored now at its first position.
+/// `new_events(id, event_type, call_id, created, received_at, data, n)`, each event stored now at its first position.
 /// The key decides which ids are new: an id repeated in the batch is new once, at its first position. An event is
 /// received to the millisecond, the precision of the delivery ids that carry its day (migration 0023).
 ///
 /// Fan-out (`courier_scheduler::queue::enqueue`) continues it with the new events' deliveries, so that an event and
-/// its deliveries are one statement; [`insert_many`] continues it with nothing.
+/// its deliveries are one statement; [`super::insert_many`] continues it with nothing.
 #[macro_export]
 macro_rules! insert_events {
     () => {
@@ -38,9 +38,9 @@ macro_rules! insert_events {
                    date_trunc('milliseconds', now())
               FROM input i JOIN keys USING (id)
              ORDER BY i.id, i.n
-            RETURNING id, created, received_at),
+            RETURNING id, created, received_at, data),
          new_events AS (
-            SELECT DISTINCT ON (s.id) s.id, i.event_type, i.call_id, s.created, s.received_at, i.n
+            SELECT DISTINCT ON (s.id) s.id, i.event_type, i.call_id, s.created, s.received_at, s.data, i.n
               FROM stored_events s JOIN input i USING (id)
              ORDER BY s.id, i.n)"
     };
@@ -58,13 +58,14 @@ pub struct Batch<'a> {
     hashes: Vec<Vec<u8>>,
 }
 
-/// One event a statement opened by [`insert_events`] stored: what PostgreSQL decided of it.
+/// One event a statement opened by [`insert_events`] stored, as stored.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Fresh {
     #[sqlx(rename = "event_id")]
     pub id: String,
     pub created: i64,
     pub received_at: DateTime<Utc>,
+    pub data: serde_json::Value,
 }
 
 impl<'a> Batch<'a> {
@@ -107,7 +108,7 @@ impl<'a> Batch<'a> {
 
     /// What happened to each event, in order, given those the statement stored: new (the first of its id in the
     /// batch), or else a repeat or a conflict of the event stored before (looked up here, a read only) or earlier
-    /// in the batch. A new event is built from what the emitter sent, as stored, without reading it back.
+    /// in the batch.
     pub async fn answer(&self, conn: &mut PgConnection, fresh: &[Fresh]) -> Result<Vec<Inserted>> {
         let mut first: HashMap<&str, &NewEvent> = HashMap::with_capacity(self.new.len());
         for event in self.new {
@@ -118,7 +119,7 @@ impl<'a> Batch<'a> {
             let Some(event) = first.get(row.id.as_str()) else {
                 return Err(Error::corrupt(format!("event {}", row.id), "id")("not in the batch that stored it"));
             };
-            stored.insert(row.id.clone(), self.stored(event, row));
+            stored.insert(row.id.clone(), self.stored(event, row)?);
         }
         // Everything not inserted now existed before (or earlier in this batch): fetch those once.
         let missing: Vec<&str> = self.ids.iter().copied().filter(|id| !stored.contains_key(*id)).collect();
@@ -126,18 +127,23 @@ impl<'a> Batch<'a> {
         answer_each(self.new, &self.hashes, &stored, &existing)
     }
 
-    fn stored(&self, event: &NewEvent, row: &Fresh) -> StoredEvent {
-        StoredEvent {
+    /// A new event as stored: its data as PostgreSQL returned it, so its first attempt (handed over in memory)
+    /// sends what every later attempt and the log read back (jsonb keeps numbers as decimals: `1e16` comes back as
+    /// `10000000000000000`).
+    fn stored(&self, event: &NewEvent, row: &Fresh) -> Result<StoredEvent> {
+        let data = EventData::parse_as(event.event_type, row.data.clone())
+            .map_err(Error::corrupt(format!("event {}", row.id), "data"))?;
+        Ok(StoredEvent {
             event: Event {
                 id: event.id.clone(),
                 event_type: event.event_type,
                 created: row.created,
                 tenant_id: self.owner.tenant,
                 livemode: self.owner.environment.is_live(),
-                data: event.data.clone(),
+                data,
             },
             received_at: row.received_at,
-        }
+        })
     }
 }
 

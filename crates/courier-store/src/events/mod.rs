@@ -45,7 +45,7 @@ pub struct StoredEvent {
 /// What inserting an event did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inserted {
-    /// Stored now: the caller fans it out in the same transaction.
+    /// Stored now: fanned out by the same statement (`courier_scheduler::fanout`).
     New(StoredEvent),
     /// The same id and body were accepted before: answer as the first time, fan out nothing.
     Repeat(StoredEvent),
@@ -148,7 +148,7 @@ pub async fn insert_many(conn: &mut PgConnection, owner: Owner, new: &[NewEvent]
     let fresh: Vec<Fresh> = batch
         .bind(sqlx::query_as(concat!(
             crate::insert_events!(),
-            " SELECT id AS event_id, created, received_at FROM new_events"
+            " SELECT id AS event_id, created, received_at, data FROM new_events"
         )))
         .fetch_all(&mut *conn)
         .await?;

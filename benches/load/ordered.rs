@@ -136,14 +136,23 @@ async fn run(cluster: &str, a: &Args, ordering: &str) -> Value {
 /// The claim's cost with 5,000 due chain heads, then with 200,000 deliveries waiting behind them.
 async fn claim_with_waiting(url: &str) -> (Option<f64>, Option<f64>) {
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.expect("connect");
+    // A live delivery names its event's day from migration 0029 on; `--compare` also runs builds from before it.
+    let day: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                         WHERE table_name = 'deliveries' AND column_name = 'event_received_at')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("columns");
+    let (day_column, day_value) = if day { (", event_received_at", ", d.event_received_at") } else { ("", "") };
     // Copies of a finished delivery: the same event and webhook, each its own call (heads) or a successor in one.
     let copy = |status: &str, calls: &str, seq: &str| {
         format!(
             "INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
-                                     max_attempts, next_attempt_at, call_seq)
+                                     max_attempts, next_attempt_at, call_seq{day_column})
              SELECT left(d.id, 14) || lpad(upper(to_hex(g + {seq})), 16, '0'), d.tenant_id, d.environment, d.event_id,
                     d.webhook_id, d.event_type, 'bench-' || ({calls}), '{status}', d.max_attempts,
-                    CASE WHEN '{status}' = 'pending' THEN now() END, {seq} + g
+                    CASE WHEN '{status}' = 'pending' THEN now() END, {seq} + g{day_value}
              FROM (SELECT * FROM deliveries LIMIT 1) d, generate_series(1, $1) g"
         )
     };

@@ -1,6 +1,7 @@
 //! Self-contained days (migration 0023): every delivery of an event, replays included, carries the event's
 //! `received_at` in its id, so it and its attempts sit in the event's day, and a day's drop takes an event with
-//! everything of it.
+//! everything of it. A live delivery also names that day in a column of its own (migration 0029), which the claim
+//! reads its event by.
 
 use chrono::{Duration, Utc};
 use courier_core::DeliveryId;
@@ -113,18 +114,57 @@ async fn a_replay_of_an_old_event_lives_a_whole_retention_from_when_it_was_made(
     assert_eq!(expire().await.expect("expire"), 1, "31 days after it was made, it is");
 }
 
-#[sqlx::test(migrator = "courier_store::MIGRATOR")]
-async fn a_delivery_made_before_event_day_ids_is_claimed_with_its_event(pool: PgPool) {
-    // An id made before migration 0023 names when its delivery was made, not its event's time (here: a delivery of
-    // today for yesterday's event). A claim that took the event's day from the id alone would never find the event,
-    // and the delivery would stay due forever. The claim finds the day through the event's key.
-    let f = Fixture::new(pool.clone()).await;
-    f.webhook("http://127.0.0.1:9/hook", 3).await;
-    crate::history::old_event_with_delivery_today(&f, 1, "pending").await;
-    let claimed = courier_scheduler::claim(&pool, &f.clock, 10, std::time::Duration::from_secs(30), Default::default())
+#[sqlx::test(migrations = false)]
+async fn the_claim_finds_each_event_by_the_day_its_delivery_names_without_its_key(pool: PgPool) {
+    // Before migration 0029: a live delivery made before migration 0023, whose id names when it was made (today) and
+    // not its event's time (yesterday), and a live delivery whose event's day was dropped, key and all.
+    crate::history::migrate(&pool, |v| v < 29).await;
+    let tenant = courier_store::tenants::create(&pool, "Acme").await.expect("tenant").id;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO webhooks (id, tenant_id, environment, url, max_attempts, secret_ciphertext)
+         VALUES (courier_id('wh_'), '{tenant}', 'live', 'http://127.0.0.1:9/', 3, '\\x00');
+         INSERT INTO event_keys (tenant_id, environment, id, received_at)
+         VALUES ('{tenant}', 'live', 'evt_old', date_trunc('milliseconds', now()) - interval '1 day');
+         INSERT INTO events (tenant_id, id, environment, event_type, call_id, created, data, request_hash, received_at)
+         SELECT '{tenant}', 'evt_old', 'live', 'call.completed', 'c', 7, '{{\"call_id\": \"c\"}}', '\\x00',
+                received_at FROM event_keys;
+         INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
+                                 max_attempts, next_attempt_at)
+         SELECT courier_id('dlv_'), '{tenant}', 'live', e, w.id, 'call.completed', 'c', 'pending', 3, now()
+           FROM webhooks w, (VALUES ('evt_old'), ('evt_gone')) AS v(e);",
+        tenant = tenant.as_uuid()
+    )))
+    .execute(&pool)
+    .await
+    .expect("old rows");
+
+    crate::history::migrate(&pool, |v| v >= 29).await;
+    let named = "SELECT count(*) FROM deliveries_live d JOIN event_keys k ON k.id = d.event_id
+                  WHERE d.event_received_at = k.received_at";
+    assert_eq!(count(&pool, named).await, 1, "the migration wrote the day the event's key names");
+    let from_id =
+        "SELECT count(*) FROM deliveries_live WHERE event_id = 'evt_gone' AND event_received_at = courier_id_time(id)";
+    assert_eq!(count(&pool, from_id).await, 1, "and the id's time where the key is gone");
+    // Without the keys, the claim still reads the event from its day: it never looks a key up.
+    sqlx::query("DELETE FROM event_keys").execute(&pool).await.expect("forget the keys");
+    let clock = courier_scheduler::Clock::database();
+    let claimed = courier_scheduler::claim(&pool, &clock, 10, std::time::Duration::from_secs(30), Default::default())
         .await
         .expect("claim");
-    assert_eq!(claimed.len(), 1, "the delivery is claimed");
+    assert_eq!(claimed.len(), 1, "the delivery whose event is stored is claimed, the other has nothing to send");
     assert_eq!(claimed[0].event.id.as_str(), "evt_old", "with its event");
-    assert_eq!(claimed[0].event.data.call_id(), "c", "as stored");
+    assert_eq!(claimed[0].event.created, 7, "as stored");
+
+    // A live delivery that does not name its event's day could never be claimed: the queue refuses it.
+    let refused = sqlx::query(
+        "INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
+                                 max_attempts, next_attempt_at)
+         SELECT courier_id('dlv_'), tenant_id, environment, event_id, webhook_id, event_type, call_id, 'pending', 3,
+                now()
+           FROM deliveries LIMIT 1",
+    )
+    .execute(&pool)
+    .await
+    .expect_err("a live delivery without its event's day");
+    assert!(refused.to_string().contains("deliveries_live_event_day"), "{refused}");
 }

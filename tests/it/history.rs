@@ -50,7 +50,8 @@ async fn finish_all(pool: &PgPool) {
 }
 
 /// An event received `days` ago, so it sits in the legacy partition (everything before the migration), with a
-/// delivery of today to the fixture's webhook, as a replay of it would be.
+/// delivery of today to the fixture's webhook, as a replay of it made before migration 0023 would be (its id names
+/// its own time, its event's day is its column, as migration 0029 filled it).
 pub(crate) async fn old_event_with_delivery_today(f: &Fixture, days: i32, status: &str) -> String {
     let webhook: String = sqlx::query_scalar("SELECT id FROM webhooks LIMIT 1").fetch_one(&f.pool).await.expect("hook");
     sqlx::query(
@@ -61,9 +62,9 @@ pub(crate) async fn old_event_with_delivery_today(f: &Fixture, days: i32, status
                     SELECT $1, 'evt_old', 'live', 'call.completed', 'c', 0, '{\"call_id\": \"c\"}', '\\x00',
                            received_at FROM k)
          INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
-                                 max_attempts, next_attempt_at)
-         VALUES (courier_id('dlv_'), $1, 'live', 'evt_old', $3, 'call.completed', 'c', $4, 3,
-                 CASE WHEN $4 = 'pending' THEN now() END)",
+                                 max_attempts, next_attempt_at, event_received_at)
+         SELECT courier_id('dlv_'), $1, 'live', 'evt_old', $3, 'call.completed', 'c', $4, 3,
+                CASE WHEN $4 = 'pending' THEN now() END, received_at FROM k",
     )
     .bind(f.owner.tenant.as_uuid())
     .bind(days)
@@ -190,7 +191,7 @@ async fn a_replay_of_a_dropped_days_event_finds_nothing(pool: PgPool) {
 }
 
 /// Runs the migrations `pick` selects, as the migrator would: each in its own transaction.
-async fn migrate(pool: &PgPool, pick: impl Fn(i64) -> bool) {
+pub(crate) async fn migrate(pool: &PgPool, pick: impl Fn(i64) -> bool) {
     for m in courier_store::MIGRATOR.iter().filter(|m| pick(m.version)) {
         let mut tx = pool.begin().await.expect("begin");
         sqlx::raw_sql(m.sql.clone()).execute(&mut *tx).await.expect("migration");

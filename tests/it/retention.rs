@@ -31,8 +31,10 @@ async fn event(pool: &PgPool, tenant: TenantId, id: &str, age_days: i32, deliver
         let next = if status == "pending" { "now()" } else { "NULL" };
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "WITH d AS (INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id,
-                                                status, attempt_count, max_attempts, next_attempt_at)
-                        VALUES (courier_id('dlv_'), $1, 'live', $2, $3, 'call.completed', 'c', $4, 1, 5, {next})
+                                                status, attempt_count, max_attempts, next_attempt_at, event_received_at)
+                        SELECT courier_id('dlv_'), $1, 'live', $2, $3, 'call.completed', 'c', $4, 1, 5, {next},
+                               k.received_at
+                          FROM event_keys k WHERE k.tenant_id = $1 AND k.environment = 'live' AND k.id = $2
                         RETURNING id)
              INSERT INTO delivery_attempts SELECT id, 1, now(), 5, 500, NULL, NULL, NULL, 0 FROM d"
         )))

@@ -281,7 +281,8 @@ async fn claim_once(
             SELECT id, due_at, row_number() OVER (PARTITION BY tenant_id ORDER BY due_at, id) AS rank FROM candidates
          ),
          due AS (
-            SELECT c.id, c.tenant_id, c.environment, c.event_id FROM deliveries_live c JOIN ranked r ON r.id = c.id
+            SELECT c.id, c.tenant_id, c.environment, c.event_id, c.event_received_at
+              FROM deliveries_live c JOIN ranked r ON r.id = c.id
              -- Checked again on the row as locked: another claim may have taken it since the candidates were read.
              WHERE c.due_at <= now() + $6 AND c.attempt_count < c.max_attempts
                -- The candidates by the primary key, as an array: joined on `id` alone the planner may hash the whole
@@ -296,14 +297,11 @@ async fn claim_once(
             SET status = $7, attempt_count = d.attempt_count + 1, next_attempt_at = NULL,
                 lease_expires_at = now() + $6 + $2, updated_at = now()
            FROM due, relaxed, webhooks w,
-                -- Each event from the one day its key names: two lateral lookups, so the day is a parameter the
-                -- events' partitions are pruned by, and no plan can probe or scan every day instead.
-                LATERAL (SELECT k.received_at FROM event_keys k
-                          WHERE k.tenant_id = due.tenant_id AND k.environment = due.environment
-                            AND k.id = due.event_id) k,
+                -- Each event from the one day its delivery names (migration 0029): a lateral lookup, so the day is
+                -- a parameter the events' partitions are pruned by, and no plan can probe or scan every day instead.
                 LATERAL (SELECT e.created, e.data FROM events e
                           WHERE e.tenant_id = due.tenant_id AND e.environment = due.environment
-                            AND e.id = due.event_id AND e.received_at = k.received_at
+                            AND e.id = due.event_id AND e.received_at = due.event_received_at
                           LIMIT 1) e
           WHERE d.id = due.id AND w.id = d.webhook_id
          RETURNING d.id, d.attempt_count, d.max_attempts, d.tenant_id, d.environment, d.event_id, d.event_type,

@@ -107,11 +107,11 @@ pub async fn store_and_fan_out(
          inserted AS (
             INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
                                     max_attempts, next_attempt_at, trace_parent, call_seq, include_transcript,
-                                    include_metrics)
+                                    include_metrics, event_received_at)
             SELECT d.id, d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id,
                    CASE WHEN d.waits THEN $14 ELSE $13 END, d.max_attempts, CASE WHEN NOT d.waits THEN now() END,
                    d.trace_parent, CASE WHEN d.ordered THEN base.b * 65536 + d.n END,
-                   d.include_transcript, d.include_metrics
+                   d.include_transcript, d.include_metrics, d.received_at
               FROM leased d, base
              WHERE NOT d.handed
              ORDER BY d.event_id, d.webhook_id
@@ -223,10 +223,12 @@ pub fn push_replays(q: &mut sqlx::QueryBuilder<sqlx::Postgres>, settings: Replay
     q.push(
         "INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
                                  max_attempts, next_attempt_at, replay_of, trace_parent, include_transcript,
-                                 include_metrics)
-         SELECT courier_id_at('dlv_', COALESCE((SELECT k.received_at FROM event_keys k
-                                                 WHERE k.tenant_id = d.tenant_id AND k.environment = d.environment
-                                                   AND k.id = d.event_id), clock_timestamp())),
+                                 include_metrics, event_received_at)
+         SELECT courier_id_at('dlv_', COALESCE(",
+    );
+    q.push(REPLAYED_EVENT_DAY);
+    q.push(
+        ", clock_timestamp())),
                 d.tenant_id, d.environment, d.event_id, d.webhook_id, d.event_type, d.call_id, ",
     );
     q.push_bind(DeliveryStatus::Pending);
@@ -236,7 +238,16 @@ pub fn push_replays(q: &mut sqlx::QueryBuilder<sqlx::Postgres>, settings: Replay
     });
     q.push_bind(trace);
     q.push(match settings {
-        ReplaySettings::FromWebhookW => ", w.include_transcript, w.include_metrics ",
-        ReplaySettings::CarriedByD => ", d.include_transcript, d.include_metrics ",
+        ReplaySettings::FromWebhookW => ", w.include_transcript, w.include_metrics, ",
+        ReplaySettings::CarriedByD => ", d.include_transcript, d.include_metrics, ",
     });
+    q.push(REPLAYED_EVENT_DAY).push(" ");
 }
+
+/// The day of the replayed delivery `d`'s event, from its key: `d`'s own `event_received_at` is NULL on deliveries
+/// finished before migration 0029, and the callers' `d` may not carry it. The callers hold the event (`EVENT_HELD`)
+/// in the same statement, so the key is there; were it not, the replay's `event_received_at` would be NULL and the
+/// queue's check refuses it rather than keep a delivery no claim can find.
+const REPLAYED_EVENT_DAY: &str = "(SELECT k.received_at FROM event_keys k
+                                    WHERE k.tenant_id = d.tenant_id AND k.environment = d.environment
+                                      AND k.id = d.event_id)";

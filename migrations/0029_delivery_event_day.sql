@@ -3,9 +3,13 @@
 -- The claim reads each delivery's event from the one day partition of `events` the event was received in. Until
 -- now it found that day through `event_keys`: one more index probe per claimed delivery, into a table that exists
 -- for idempotency, and a claim that could not deliver an event whose key was gone. Delivery ids carry their event's
--- millisecond since migration 0023, but ids made before it carry their own, and reading the day out of the id twice
--- measured slower than the key (BENCHMARKS.md, bb7a6ec and 6386237: a second branch for old ids doubled the events'
--- partitions the claim plans). So the day is a column, written with the delivery and read as it is.
+-- millisecond since migration 0023, but ids made before it carry their own, and the claims that read the day out of
+-- the id, with a second branch through the key for those, measured slower than the key alone (BENCHMARKS.md, bb7a6ec
+-- and 6386237), for a reason those runs did not show. So the day is a column, written with the delivery and read as
+-- it is.
+--
+-- Processes older than this migration write live deliveries without it and are refused by the check below: stop
+-- them before it runs (README, "Operating Courier"). Their requests fail; nothing they accepted is lost.
 --
 -- `event_received_at` is the event's `received_at`, exactly (events are received to the millisecond). It is set on
 -- every delivery written from now on, live or finished; finished rows written before this migration keep NULL, as

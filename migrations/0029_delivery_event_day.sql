@@ -13,8 +13,9 @@
 --
 -- `event_received_at` is the event's `received_at`, exactly (events are received to the millisecond). It is set on
 -- every delivery written from now on, live or finished; finished rows written before this migration keep NULL, as
--- nothing reads it from them. Live ones are filled here, from their event's key, or from their id when the key is
--- gone (their event's day was dropped; no claim finds such an event either way). The check holds the queue to it:
+-- nothing reads it from them. Live ones are filled here, from their event's key, or from their id should the key be
+-- gone (retention keeps the events and keys live deliveries need, so only a hand-edited database has such a row, and
+-- its event is gone too: no claim finds it either way). The check holds the queue to it:
 -- a live delivery without its event's day could never be claimed, so writing one is an error, not a stuck row.
 ALTER TABLE deliveries ADD COLUMN event_received_at timestamptz;
 

@@ -126,18 +126,27 @@ async fn spans_reach_the_collector_with_attributes_and_links(pool: PgPool) {
     };
     wait_for(1).await;
 
-    // Replay it from another trace: the new delivery's attempt links to the replay request instead.
-    let deliveries: Value = http
-        .get(format!("{base}/api/v1/deliveries?webhook_id={webhook_id}"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .expect("list")
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).expect("json"))
-        .expect("body");
-    let first = deliveries["data"][0]["id"].as_str().expect("delivery id").to_owned();
+    // Replay it from another trace: the new delivery's attempt links to the replay request instead. Handed over
+    // in memory, the delivery is listed once its attempt's record is written, which may be just after it arrived.
+    let mut first = None;
+    for _ in 0..500 {
+        let deliveries: Value = http
+            .get(format!("{base}/api/v1/deliveries?webhook_id={webhook_id}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("list")
+            .text()
+            .await
+            .map(|t| serde_json::from_str(&t).expect("json"))
+            .expect("body");
+        first = deliveries["data"][0]["id"].as_str().map(str::to_owned);
+        if first.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let first = first.expect("the delivery is listed once its attempt is recorded");
     let res = http
         .post(format!("{base}/api/v1/deliveries/{first}/replay"))
         .bearer_auth(&key)

@@ -182,6 +182,34 @@ async fn a_handed_over_delivery_is_written_once_by_its_record_or_by_the_sweep(po
     assert_eq!(unwritten(&pool).await, 0);
 }
 
+/// The last resort, an attempt PostgreSQL will not store at all (not even its outcome): a handed-over delivery is
+/// still written, once, in its state after the attempt, and the same record again finds it and writes nothing.
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn a_handed_over_delivery_whose_attempt_cannot_be_stored_is_written_once_without_it(pool: PgPool) {
+    let f = Fixture::new(pool.clone()).await;
+    let (a, _) = two_handed_over(&f, "n").await;
+    sqlx::query("ALTER TABLE delivery_attempts ADD CONSTRAINT refuse_every_attempt CHECK (false)")
+        .execute(&pool)
+        .await
+        .expect("refuse attempts");
+
+    let a = succeeded(&a);
+    let record = || courier_scheduler::record(&f.pool, &f.clock, std::slice::from_ref(&a));
+    let first = record().await.expect("the last resort is not an error");
+    assert_eq!((first.updated, first.dropped), (1, 1), "{first:?}");
+    let again = record().await.expect("again");
+    assert_eq!((again.updated, again.dropped), (0, 1), "{again:?}");
+    let row: (String, i32) = sqlx::query_as("SELECT status, attempt_count FROM deliveries WHERE id = $1")
+        .bind(a.delivery_id.as_str())
+        .fetch_one(&pool)
+        .await
+        .expect("written");
+    assert_eq!(row, ("succeeded".to_owned(), 1));
+    let attempts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM delivery_attempts").fetch_one(&pool).await.expect("count");
+    assert_eq!(attempts, 0);
+}
+
 /// A record run again after its first run committed (the answer lost, a split batch retried) writes nothing twice,
 /// even once its delivery has moved on (retried, claimed again); and erasing the tenant takes the deliveries its
 /// journal still holds, so neither a late record nor the sweep brings them back.

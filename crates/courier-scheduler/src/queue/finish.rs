@@ -245,7 +245,8 @@ async fn write(pool: &PgPool, clock: &Clock, records: &[AttemptRecord], detail: 
     let mut tx = pool.begin_with(if n <= GENERIC_UP_TO { GENERIC_PLANS } else { CUSTOM_PLANS }).await?;
     let journals: Vec<i64> = records.iter().filter_map(|r| r.handover.as_ref().map(Ticket::journal)).collect();
     let settled = Settled::take(records.iter().filter_map(|r| r.handover.as_ref()));
-    let mut finished: Vec<(String, DeliveryStatus, String, bool)> = sqlx::query_as(super::record::RECORD)
+    let statement = if detail == Detail::None { super::record::RECORD_WITHOUT_ATTEMPTS } else { super::record::RECORD };
+    let mut finished: Vec<(String, DeliveryStatus, String, bool)> = sqlx::query_as(statement)
         .bind(&ids)
         .bind(&attempts)
         .bind(&statuses)

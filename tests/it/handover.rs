@@ -182,6 +182,45 @@ async fn a_handed_over_delivery_is_written_once_by_its_record_or_by_the_sweep(po
     assert_eq!(unwritten(&pool).await, 0);
 }
 
+/// Ingest leases nothing to a webhook or a tenant the worker holds its share of (the worker would hand it back):
+/// those deliveries are enqueued for the claim, and the rest are still handed over.
+#[sqlx::test(migrator = "courier_store::MIGRATOR")]
+async fn nothing_is_handed_over_to_a_webhook_or_tenant_at_its_share(pool: PgPool) {
+    use courier_scheduler::handover::{Full, Handover};
+    let f = Fixture::new(pool.clone()).await;
+    let (full, _) = f.webhook("http://127.0.0.1:9/full", 3).await;
+    let (open, _) = f.webhook("http://127.0.0.1:9/open", 3).await;
+    let queued = |tag: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let rows: Vec<String> = sqlx::query_scalar(
+                "SELECT webhook_id FROM deliveries_live WHERE event_id LIKE $1 AND status = 'pending' ORDER BY 1",
+            )
+            .bind(format!("%{tag}%"))
+            .fetch_all(&pool)
+            .await
+            .expect("queued");
+            rows
+        }
+    };
+
+    let at_share = Full { webhooks: vec![full.id.clone()], tenants: Vec::new() };
+    let (handover, _handed) = Handover::new(8, Duration::from_secs(30), f.clock.clone());
+    let handover = handover.with_room(std::sync::Arc::new(move || at_share.clone()));
+    ingest(&pool, handover.clone()).submit(f.owner, Fixture::call_events("hook", 2), None).await.expect("ingest");
+    assert_eq!(handover.handed(), 2, "the open webhook's deliveries are handed over");
+    assert_eq!(queued("hook").await, vec![full.id.as_str().to_owned(); 2], "the full webhook's are queued");
+
+    let tenant = Full { webhooks: Vec::new(), tenants: vec![f.owner.tenant] };
+    let (handover, _handed) = Handover::new(8, Duration::from_secs(30), f.clock.clone());
+    let handover = handover.with_room(std::sync::Arc::new(move || tenant.clone()));
+    ingest(&pool, handover.clone()).submit(f.owner, Fixture::call_events("tenant", 1), None).await.expect("ingest");
+    assert_eq!(handover.handed(), 0, "a tenant at its share gets nothing handed over");
+    let mut both = vec![full.id.as_str().to_owned(), open.id.as_str().to_owned()];
+    both.sort();
+    assert_eq!(queued("tenant").await, both);
+}
+
 /// The last resort, an attempt PostgreSQL will not store at all (not even its outcome): a handed-over delivery is
 /// still written, once, in its state after the attempt, and the same record again finds it and writes nothing.
 #[sqlx::test(migrator = "courier_store::MIGRATOR")]

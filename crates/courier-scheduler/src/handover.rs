@@ -9,16 +9,28 @@
 //! first attempt ends (or its lease), such a delivery is not in `deliveries`, so the log does not show it yet.
 //!
 //! The worker lends ingest a budget of credits; each handed-over delivery holds one until its attempt ends, so
-//! ingest never leases more than the worker has room for. What finds no credit, waits for an earlier delivery of
-//! its call, or goes to a rate-limited webhook is enqueued `pending` and claimed as before.
+//! ingest never leases more than the worker has room for. Nor does it lease to a webhook or tenant the worker holds
+//! its share of ([`Full`]): the worker would only hand those back. What finds no credit or no room, waits for an
+//! earlier delivery of its call, or goes to a rate-limited webhook is enqueued `pending` and claimed as before.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use courier_core::{TenantId, WebhookId};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::{ClaimedDelivery, Clock};
+
+/// What the worker has no room for at the moment: the webhooks and tenants at their share of it.
+#[derive(Debug, Clone, Default)]
+pub struct Full {
+    pub webhooks: Vec<WebhookId>,
+    pub tenants: Vec<TenantId>,
+}
+
+/// Asks the worker what it has no room for; called once per ingest commit.
+pub type Room = Arc<dyn Fn() -> Full + Send + Sync>;
 
 /// One delivery leased by ingest, with the credit it holds until its attempt ends.
 pub struct Handed {
@@ -35,6 +47,7 @@ pub struct Handover {
     clock: Clock,
     handed: Arc<AtomicU64>,
     settled: Arc<std::sync::Mutex<Vec<i64>>>,
+    room: Option<Room>,
 }
 
 /// The worker's side of a [`Handover`].
@@ -48,6 +61,8 @@ pub struct Reserved {
     pub(crate) lease: Duration,
     pub(crate) skew: Duration,
     pub(crate) settled: Arc<std::sync::Mutex<Vec<i64>>>,
+    /// What the worker had no room for when the credits were taken.
+    pub(crate) full: Full,
 }
 
 impl Handover {
@@ -56,7 +71,15 @@ impl Handover {
         let (tx, rx) = mpsc::unbounded_channel();
         let handed = Arc::new(AtomicU64::new(0));
         let settled = Arc::default();
-        (Self { credits: Arc::new(Semaphore::new(budget)), deliveries: tx, lease, clock, handed, settled }, rx)
+        let credits = Arc::new(Semaphore::new(budget));
+        (Self { credits, deliveries: tx, lease, clock, handed, settled, room: None }, rx)
+    }
+
+    /// The same handover, leasing nothing to what `room` says the worker has no room for. Without it, the worker
+    /// hands back what it cannot take: a write of each such delivery, and its release, for nothing (4.5 % of the
+    /// batch benchmark's deliveries, to its one webhook at its share).
+    pub fn with_room(self, room: Room) -> Self {
+        Self { room: Some(room), ..self }
     }
 
     /// Up to `wanted` credits, as many as are free now (never waits); `None` when the worker is gone.
@@ -66,7 +89,11 @@ impl Handover {
         }
         let credits: Vec<_> = (0..wanted).map_while(|_| self.credits.clone().try_acquire_owned().ok()).collect();
         let settled = self.settled.clone();
-        Some(Reserved { credits, leased: 0, lease: self.lease, skew: self.clock.skew(), settled })
+        let full = match &self.room {
+            Some(room) if !credits.is_empty() => room(),
+            _ => Full::default(),
+        };
+        Some(Reserved { credits, leased: 0, lease: self.lease, skew: self.clock.skew(), settled, full })
     }
 
     /// Hands committed deliveries to the worker, each with one of `reserved`'s credits. Should the worker have
@@ -92,6 +119,16 @@ impl Reserved {
     /// How many more deliveries this commit may lease.
     pub fn count(&self) -> usize {
         self.credits.len() - self.leased
+    }
+
+    /// Whether `tenant`'s deliveries may be leased at all (its share of the worker is not full).
+    pub(crate) fn has_room_for(&self, tenant: TenantId) -> bool {
+        !self.full.tenants.contains(&tenant)
+    }
+
+    /// The webhooks none of whose deliveries may be leased.
+    pub(crate) fn full_webhooks(&self) -> Vec<&str> {
+        self.full.webhooks.iter().map(WebhookId::as_str).collect()
     }
 }
 

@@ -292,7 +292,9 @@ async fn store(
     lease: Option<&mut Reserved>,
 ) -> Result<Stored> {
     let routes: Vec<Route<'_>> = traces.iter().map(|&trace| Route { trace, ..Route::default() }).collect();
-    let stored = fanout::store_events(conn, owner, new, &routes, lease.as_deref()).await?;
+    // A tenant at its share of the worker gets nothing leased: the worker would hand it back.
+    let room = lease.as_deref().filter(|r| r.has_room_for(owner.tenant));
+    let stored = fanout::store_events(conn, owner, new, &routes, room).await?;
     let EventsStored { inserted, deliveries: counts, handed } = stored;
     let new_events: HashMap<&str, &courier_core::Event> = inserted
         .iter()

@@ -17,7 +17,7 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{self, ClientConfig};
-use crate::holdings::{Holdings, Saturated};
+use crate::holdings::{Arrival, Holdings, Saturated};
 use crate::ssrf::TargetPolicy;
 use crate::{Result, WorkerConfig};
 
@@ -50,14 +50,14 @@ pub struct Worker {
     /// Deliveries ingest in this same process leased to this worker (`courier serve`), once [`Worker::handover`]
     /// was asked for; taken by [`Worker::run`].
     pub(crate) handed: Arc<std::sync::Mutex<Option<handover::Receiver>>>,
+    pub(crate) holdings: Holdings,
 }
 
-/// What this process has claimed and not yet finished, and the shares it holds.
+/// What this process has claimed and not yet finished (the shares it holds are the worker's `holdings`).
 struct InFlight {
     tasks: JoinSet<()>,
     /// Which delivery each task attempts, so shutdown can release those it aborts.
     claimed: HashMap<tokio::task::Id, lease::Leased>,
-    holdings: Holdings,
     records: mpsc::Sender<AttemptRecord>,
     /// Where ingest's handed-over deliveries arrive, under `courier serve`.
     handed: Option<handover::Receiver>,
@@ -92,10 +92,11 @@ impl Worker {
             http,
             brokers,
             policy,
-            config,
             local: LocalWake::default(),
             pacers: Arc::default(),
             handed: Arc::default(),
+            holdings: Holdings::new(config.shares()),
+            config,
         })
     }
 
@@ -106,7 +107,7 @@ impl Worker {
         let budget = (self.config.concurrency / 2).max(1);
         let (handover, receiver) = Handover::new(budget, self.config.lease(), self.clock.clone());
         *self.handed.lock().unwrap_or_else(|e| e.into_inner()) = Some(receiver);
-        handover
+        handover.with_room(self.holdings.room())
     }
 
     /// The same worker, also woken directly by `local` (hand the same one to the API of this process).
@@ -135,7 +136,6 @@ impl Worker {
         let mut flight = InFlight {
             tasks: JoinSet::new(),
             claimed: HashMap::new(),
-            holdings: Holdings::new(self.config.shares()),
             records,
             handed: self.handed.lock().unwrap_or_else(|e| e.into_inner()).take(),
         };
@@ -187,7 +187,7 @@ impl Worker {
                         // Nothing else was due: wait for a notification or the poll.
                         Some(skipped) if skipped.is_empty() => false,
                         // Claim again once something skipped has room.
-                        Some(skipped) => flight.holdings.eased(skipped),
+                        Some(skipped) => self.holdings.eased(skipped),
                     };
                 }
             }
@@ -197,7 +197,7 @@ impl Worker {
     /// Claims up to `free` deliveries and starts them. `None` when the batch came back full; otherwise what the
     /// claim had to skip (nothing, when nothing more was due).
     async fn claim_into(&self, flight: &mut InFlight, free: usize) -> Option<Saturated> {
-        let skip = flight.holdings.saturated();
+        let skip = self.holdings.saturated();
         let limits = Skip { webhooks: &skip.webhooks, tenants: &skip.tenants, retries: skip.retries };
         match claim(&self.pool, &self.clock, free as u32, self.config.lease(), limits).await {
             Ok(batch) => {
@@ -311,8 +311,8 @@ impl Worker {
         let mut over_cap = Vec::new();
         for (delivery, credit) in batch {
             // Claims stop short of every share; one batch can still overshoot a share by its own size.
-            let taken = flight.holdings.take(&delivery.webhook.id, delivery.event.tenant_id, delivery.attempt > 1);
-            let Some(held) = taken else {
+            let arrival = credit.as_ref().map_or(Arrival::Claimed { retry: delivery.attempt > 1 }, |_| Arrival::Handed);
+            let Some(held) = self.holdings.take(&delivery.webhook.id, delivery.event.tenant_id, arrival) else {
                 over_cap.push(delivery.leased());
                 continue;
             };

@@ -96,13 +96,13 @@ pub async fn store_and_fan_out(
          ),
          -- The first `$16` that may go at once are handed over to this process's worker (not those waiting for
          -- their call or to an ordered webhook: the call's next delivery must see them in the queue; a rate-limited
-         -- webhook's deliveries take their slots through the claim).
+         -- webhook's deliveries take their slots through the claim; nor those to a webhook the worker holds its
+         -- share of, `$18`, which it would hand back).
          leased AS (
             SELECT d.*, courier_id_at('dlv_', d.received_at) AS id,
-                   NOT d.waits AND NOT d.ordered AND d.unlimited AND row_number() OVER (
-                       PARTITION BY NOT d.waits AND NOT d.ordered AND d.unlimited ORDER BY d.n, d.webhook_id) <= $16
-                     AS handed
-              FROM decided d
+                   d.may_go AND row_number() OVER (PARTITION BY d.may_go ORDER BY d.n, d.webhook_id) <= $16 AS handed
+              FROM (SELECT d.*, NOT d.waits AND NOT d.ordered AND d.unlimited AND d.webhook_id <> ALL ($18) AS may_go
+                      FROM decided d) d
          ),
          inserted AS (
             INSERT INTO deliveries (id, tenant_id, environment, event_id, webhook_id, event_type, call_id, status,
@@ -160,6 +160,7 @@ pub async fn store_and_fan_out(
         .bind(crate::ordering::LIVE)
         .bind(leases)
         .bind(lease_for)
+        .bind(lease.map(Reserved::full_webhooks).unwrap_or_default())
         .fetch_all(&mut *conn)
         .await?;
     let mut enqueued = Enqueued::default();

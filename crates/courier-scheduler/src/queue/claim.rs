@@ -227,14 +227,14 @@ async fn claim_once(
     // (`tests/it/claim_cost.rs`). So this transaction plans with none of them: a look that could sort instead of
     // walking its index in order never does (the sorts of the few candidates, which have no other way, stay).
     // Those sorts are then costed as disabled (10^10), which would make PostgreSQL compile the claim with LLVM: 1.5 s
-    // of JIT for a 1 ms statement. So no JIT either. With those paths ruled out the plan no longer depends on the
-    // queue's statistics, so it is made once per connection (a generic plan): planning each claim for itself took
-    // 1.4 ms of its 4.5 in the batch benchmark (`pg_stat_statements`), and the generic plan delivered 1.05× as much
-    // for 0.91× the CPU (BENCHMARKS.md). The settings go with the `BEGIN`, in the same round trip.
+    // of JIT for a 1 ms statement. So no JIT either. The settings go with the `BEGIN`, in the same round trip.
+    // Each claim is planned for itself: planning takes about a third of it (1.4 ms of 4.5 in the batch benchmark),
+    // but one generic plan per connection, though 1.05× as fast in one compare run, made claims of 48 and 123 ms in
+    // two batch runs of five, against the issue's bound of 50.
     let mut tx = pool
         .begin_with(
             "BEGIN; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off;
-             SET LOCAL jit = off; SET LOCAL plan_cache_mode = force_generic_plan",
+             SET LOCAL jit = off",
         )
         .await?;
     let rows: Vec<Row> = sqlx::query_as(concat!(

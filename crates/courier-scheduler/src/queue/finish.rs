@@ -28,8 +28,15 @@ const MAX_DELAY_MS: i64 = 365 * 86_400_000;
 /// took 0.55 ms where running it took 0.3 (`pg_stat_statements`, the `rate` scenario); the generic plan runs in
 /// 0.4. The generic plan is made for a handful of rows, so a larger batch plans for itself: with 500-row batches
 /// the generic plan took 0.16 ms a row against 0.09 planned (the `batch` scenario). Both in `BEGIN`'s round trip.
-const GENERIC_PLANS: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
-const CUSTOM_PLANS: &str = "BEGIN; SET LOCAL plan_cache_mode = force_custom_plan";
+///
+/// Either way without sequential scans (and so without JIT, which their disabled cost would set off): the fenced
+/// update finds its rows by primary key. A plan made while the queue was small (a generic one, kept for the
+/// connection's life, or a custom one on statistics autovacuum has not refreshed) otherwise read the whole queue
+/// for each record, 100,000 rows in the batch benchmark (12–23 ms records, `auto_explain`).
+const GENERIC_PLANS: &str =
+    "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off; SET LOCAL jit = off";
+const CUSTOM_PLANS: &str =
+    "BEGIN; SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_seqscan = off; SET LOCAL jit = off";
 
 /// The most attempts a record transaction runs on the generic plan. A burst's records hold about 20 attempts:
 /// planning one for itself took 0.82 ms of its 2.2 (`pg_stat_statements`, 20,000 single events), and the generic

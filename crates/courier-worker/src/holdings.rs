@@ -2,7 +2,7 @@
 //!
 //! Three shares are kept, each as a count of claimed deliveries (attempting or waiting for a permit):
 //! - per webhook: `per_webhook` attempts at once (a semaphore) and about as many waiting; claims skip a webhook
-//!   holding twice its cap;
+//!   holding twice its cap (what ingest handed over may wait past it, [`Arrival::Handed`]);
 //! - per tenant: at most `per_tenant` in all, so one tenant with several hanging endpoints cannot crowd out
 //!   another tenant's healthy one;
 //! - retries: at most `retries` slots, so a backlog of failing retries cannot starve first attempts.

@@ -73,23 +73,8 @@ async fn a_record_on_a_plan_made_for_a_small_queue_reads_about_what_it_moves(poo
         .expect("claim");
     assert_eq!(claimed.len(), 4);
     let ok = courier_core::AttemptResult::Response { status: 200, retry_after: None };
-    let records: Vec<_> = claimed
-        .iter()
-        .map(|d| courier_scheduler::AttemptRecord {
-            delivery_id: d.id.clone(),
-            webhook_id: d.webhook.id.clone(),
-            attempt: d.attempt,
-            started_at: chrono::Utc::now(),
-            duration: std::time::Duration::from_millis(1),
-            result: ok,
-            error_message: None,
-            response_body: None,
-            signature_timestamp: 0,
-            next: courier_core::Next::Succeeded,
-            ordered: d.ordered,
-            handover: None,
-        })
-        .collect();
+    let records: Vec<_> =
+        claimed.iter().map(|d| crate::recorder::attempt_of(d, ok, courier_core::Next::Succeeded)).collect();
     // The first record makes the connection's plan while the queue holds a few rows.
     assert_eq!(courier_scheduler::record(&one, &f.clock, &records[..2]).await.expect("record").updated, 2);
     // Then the queue grows to 20,000 rows.

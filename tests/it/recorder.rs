@@ -8,7 +8,8 @@ use sqlx::PgPool;
 
 use crate::fixture::Fixture;
 
-fn attempt_of(d: &ClaimedDelivery, result: AttemptResult, next: Next) -> AttemptRecord {
+/// `d`'s attempt with this result and decision.
+pub(crate) fn attempt_of(d: &ClaimedDelivery, result: AttemptResult, next: Next) -> AttemptRecord {
     AttemptRecord {
         delivery_id: d.id.clone(),
         webhook_id: d.webhook.id.clone(),
